@@ -1,0 +1,230 @@
+"""The host kernel's direct map: page-table levels, splits, present bits, /proc/meminfo counts.
+
+Source: arch/x86/mm/pat/set_memory.c (``__change_page_attr_set_clr``, ``__change_page_attr``,
+``should_split_large_page``, ``split_large_page``, ``__split_large_page``, ``cpa_flush``,
+``cpa_collapse_large_pages``, ``update_page_count``/``split_page_count``) and
+arch/x86/mm/init_64.c (``phys_pud_init``/``phys_pmd_init``: 1G mappings where
+``direct_gbpages`` and 1G-aligned RAM allow, else 2M).
+
+State, two-level like the page tables: one level code per 2M region (4K = split, 2M, 1G) and,
+only for split regions where some page is not present, 512 present bits. Ranged entry points do what the kernel does when it
+calls the single-page function for each page in turn; the cost ledger gets the aggregate.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..units import PAGE_1G, PAGE_2M, PAGE_4K
+from ._ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_pfn_range, region_span
+from .ledger import Ledger
+
+LVL_4K, LVL_2M, LVL_1G = 0, 1, 2
+_LEVEL_BYTES = {LVL_4K: PAGE_4K, LVL_2M: PAGE_2M, LVL_1G: PAGE_1G}
+REGIONS_PER_1G = 512
+
+
+class DirectMap:
+    """Direct-map page tables of one host.
+
+    ``tlb_single_page_flush_ceiling`` is the kernel tunable of the same name
+    (arch/x86/mm/tlb.c, default 33): ``cpa_flush`` of more pages flushes everything.
+    """
+
+    def __init__(self, nr_pages: int, *, ledger: Ledger, gbpages: bool = True,
+                 tlb_single_page_flush_ceiling: int = 33):
+        if nr_pages % PAGES_PER_2M:
+            raise ValueError("nr_pages: host memory must be a whole number of 2M regions")
+        self.nr_pages = nr_pages
+        self.nr_regions = nr_pages // PAGES_PER_2M
+        self.gbpages = bool(gbpages)
+        self.tlb_single_page_flush_ceiling = tlb_single_page_flush_ceiling
+        self.ledger = ledger
+        self.lvl = np.full(self.nr_regions, LVL_2M, dtype=np.uint8)
+        if self.gbpages:
+            full = (self.nr_regions // REGIONS_PER_1G) * REGIONS_PER_1G
+            self.lvl[:full] = LVL_1G
+        self._didx = LazyIndex(self.nr_regions)
+        # 512 present bits (little-endian bit order, 1 = present) for each split region that has
+        # a not-present page; a split region without a slot is all present
+        self._pool = SlotPool(self.nr_regions, {"bits": (np.uint8, (PAGES_PER_2M // 8,))})
+        self.vmstat = {"direct_map_level2_splits": 0, "direct_map_level3_splits": 0,
+                       "direct_map_level2_collapses": 0, "direct_map_level3_collapses": 0}
+
+    # ----------------------------------------------------------------- queries
+    def level(self, pfn) -> int:
+        """Mapping level of ``pfn`` (``lookup_address``): PAGE_4K, PAGE_2M or PAGE_1G."""
+        pfn, _ = check_pfn_range(pfn, 1, self.nr_pages)
+        return _LEVEL_BYTES[int(self.lvl[pfn // PAGES_PER_2M])]
+
+    def present(self, pfn) -> bool:
+        """Whether the direct-map PTE of ``pfn`` is present. Large mappings are always present
+        here: the kit's helpers only clear PRESENT one 4K page at a time (``__set_pages_np``)."""
+        pfn, _ = check_pfn_range(pfn, 1, self.nr_pages)
+        return bool(self._present_bits(pfn))
+
+    def _present_bits(self, pfn: int) -> bool:
+        r, off = divmod(pfn, PAGES_PER_2M)
+        if self.lvl[r] != LVL_4K or self._didx[r] < 0:
+            return True
+        return bool((self._pool.bits[self._didx[r], off >> 3] >> (off & 7)) & 1)
+
+    def present_mask(self, region: int) -> np.ndarray:
+        """(512,) bool present bits of one 2M region (all True when it is not split)."""
+        if self.lvl[region] != LVL_4K or self._didx[region] < 0:
+            return np.ones(PAGES_PER_2M, dtype=bool)
+        return np.unpackbits(self._pool.bits[self._didx[region]], bitorder="little").astype(bool)
+
+    def counts(self) -> dict:
+        """The DirectMap lines of /proc/meminfo, in kB (``arch_report_meminfo``).
+
+        ``DirectMap1G`` is shown only with ``direct_gbpages``, as in the kernel."""
+        n = np.bincount(self.lvl, minlength=3)
+        out = {"DirectMap4k": int(n[LVL_4K]) * 2048, "DirectMap2M": int(n[LVL_2M]) * 2048}
+        if self.gbpages:
+            out["DirectMap1G"] = int(n[LVL_1G]) * 2048
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return self.lvl.nbytes + self._didx.nbytes + self._pool.nbytes
+
+    # ----------------------------------------------------------------- splits
+    def _split(self, regions: np.ndarray, op: str) -> dict:
+        """Split every large mapping covering ``regions`` down to 4K (``split_large_page``).
+
+        A 1G mapping first becomes 512 x 2M (one table page, one ``flush_tlb_all`` under
+        ``pgd_lock``), then the 2M one becomes 512 x 4K (the same again): 2 splits from 1G to 4K.
+        Returns the event counts; the caller records them.
+        """
+        regions = np.unique(regions)
+        lv = self.lvl[regions]
+        chunks_1g = np.unique(regions[lv == LVL_1G] // REGIONS_PER_1G)
+        for c in chunks_1g:
+            self.lvl[c * REGIONS_PER_1G:(c + 1) * REGIONS_PER_1G] = LVL_2M
+        to_4k = regions[self.lvl[regions] == LVL_2M]
+        if len(to_4k):
+            self.lvl[to_4k] = LVL_4K
+        splits = len(chunks_1g) + len(to_4k)
+        self.vmstat["direct_map_level3_splits"] += len(chunks_1g)
+        self.vmstat["direct_map_level2_splits"] += len(to_4k)
+        return {"split_1g": len(chunks_1g), "split_2m": len(to_4k), "pgtable_alloc": splits,
+                "pgd_lock": splits, "flush_tlb_all": splits, "cpa_lock": splits}
+
+    def any_not_present(self, regions: np.ndarray) -> np.ndarray:
+        """Vector: does each region hold a not-present 4K PTE?"""
+        slots = self._didx[np.asarray(regions)]
+        out = slots >= 0
+        if out.any():
+            out[out] = np.any(self._pool.bits[slots[out]] != 0xFF, axis=1)
+        return out
+
+    def _set_present(self, pfn: int, npages: int, value: bool) -> None:
+        """Set the present bits of ``[pfn, pfn+npages)`` in split regions (large mappings have
+        no per-4K bits and are always present). Slots come and go with not-present pages."""
+        r0, r1, off0, off1 = region_span(pfn, npages)
+        regions = np.arange(r0, r1 + 1)
+        regions = regions[self.lvl[regions] == LVL_4K]
+        if not value:
+            need = regions[self._didx[regions] < 0]
+            if len(need):
+                slots = self._pool.alloc(len(need))
+                self._pool.bits[slots] = 0xFF
+                self._didx[need] = slots
+        else:
+            regions = regions[self._didx[regions] >= 0]
+        if not len(regions):
+            return
+        edge = regions[(regions == r0) | (regions == r1)]
+        for r in edge:
+            lo = off0 if r == r0 else 0
+            hi = off1 if r == r1 else PAGES_PER_2M
+            bits = np.unpackbits(self._pool.bits[self._didx[r]], bitorder="little")
+            bits[lo:hi] = value
+            self._pool.bits[self._didx[r]] = np.packbits(bits, bitorder="little")
+        mid = regions[(regions != r0) & (regions != r1)]
+        self._pool.bits[self._didx[mid]] = 0xFF if value else 0x00
+        if value:  # all present again: drop the slot
+            slots = self._didx[regions]
+            done = np.all(self._pool.bits[slots] == 0xFF, axis=1)
+            self._pool.release(slots[done])
+            self._didx[regions[done]] = -1
+
+    # ----------------------------------------------------------------- kernel API
+    def set_memory_4k(self, pfn, npages=1) -> int:
+        """``set_memory_4k(addr, numpages)``: ``force_split`` every large mapping overlapping the
+        range. No PTE changes, so no ``cpa_flush`` beyond the splits' own ``flush_tlb_all``.
+        ``cpa_lock`` is taken once per 4K chunk plus once more per split. Returns 0."""
+        pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        r0, r1, _, _ = region_span(pfn, npages)
+        regions = np.arange(r0, r1 + 1)
+        ev = self._split(regions[self.lvl[regions] != LVL_4K], "set_memory_4k")
+        ev["cpa_lock"] += npages
+        self.ledger.record("set_memory_4k", **ev)
+        return 0
+
+    def split_regions(self, regions) -> int:
+        """``set_memory_4k(vaddr, 1)`` on one page of each listed region, in order, as
+        ``adjust_direct_map`` does for the first 4K RMP change under a large mapping.
+        ``cpa_lock``: one per call plus one per split. Returns 0."""
+        regions = np.asarray(regions, dtype=np.int64)
+        if len(regions):
+            ev = self._split(regions[self.lvl[regions] != LVL_4K], "set_memory_4k")
+            ev["cpa_lock"] += len(regions)
+            self.ledger.record("set_memory_4k", **ev)
+        return 0
+
+    def set_direct_map_invalid_noflush(self, pfn, npages=1) -> int:
+        """``set_direct_map_invalid_noflush(page)`` -> ``__set_pages_np``: clear PRESENT|RW of one
+        4K page (``npages`` > 1 = the kernel calling it page after page, as the v1
+        ``invalidate_direct_map`` did). A large mapping under the page is split first (its own
+        ``flush_tlb_all``); no ``cpa_flush`` for the PTE change itself: the caller must flush."""
+        pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        r0, r1, _, _ = region_span(pfn, npages)
+        regions = np.arange(r0, r1 + 1)
+        ev = self._split(regions[self.lvl[regions] != LVL_4K], "set_direct_map_invalid_noflush")
+        ev["cpa_lock"] += npages
+        self._set_present(pfn, npages, False)
+        self.ledger.record("set_direct_map_invalid_noflush", **ev)
+        return 0
+
+    def set_direct_map_default_noflush(self, pfn, npages=1) -> int:
+        """``set_direct_map_default_noflush(page)`` -> ``__set_pages_p``: set PRESENT|RW. On a
+        large mapping the protection is already that ("sameprot"): nothing is split."""
+        pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        self._set_present(pfn, npages, True)
+        self.ledger.record("set_direct_map_default_noflush", cpa_lock=npages)
+        return 0
+
+    def cpa_flush(self, npages: int) -> None:
+        """``cpa_flush``: a full flush above ``tlb_single_page_flush_ceiling`` pages, else one
+        INVLPG per page on every CPU (``on_each_cpu``). Either way an IPI to every CPU."""
+        if npages > self.tlb_single_page_flush_ceiling:
+            self.ledger.record("cpa_flush", flush_tlb_all=1)
+        else:
+            self.ledger.record("cpa_flush", flush_tlb_range=1, invlpg=npages)
+
+    def collapse(self, regions, *, gbpages: bool | None = None) -> int:
+        """``cpa_collapse_large_pages`` (commit 41d88484c71c, only reached via ``set_memory_rox``
+        upstream): re-merge split 2M regions whose 512 PTEs are all present with the same flags
+        (the caller decides which regions qualify beyond that), then 1G where all 512 2M of a
+        1G-aligned chunk are 2M. ``flush_tlb_all`` before the old tables are freed; ``pgd_lock``
+        held. Returns the number of 2M collapses."""
+        regions = np.unique(np.asarray(regions, dtype=np.int64))
+        regions = regions[self.lvl[regions] == LVL_4K]
+        regions = regions[~self.any_not_present(regions)]
+        n2 = len(regions)
+        if n2:
+            self.lvl[regions] = LVL_2M
+        n1 = 0
+        if (self.gbpages if gbpages is None else gbpages) and n2:
+            for c in np.unique(regions // REGIONS_PER_1G):
+                sl = slice(c * REGIONS_PER_1G, (c + 1) * REGIONS_PER_1G)
+                if sl.stop <= self.nr_regions and np.all(self.lvl[sl] == LVL_2M):
+                    self.lvl[sl] = LVL_1G
+                    n1 += 1
+        self.vmstat["direct_map_level2_collapses"] += n2
+        self.vmstat["direct_map_level3_collapses"] += n1
+        if n2:
+            self.ledger.record("collapse", collapse_2m=n2, collapse_1g=n1, pgd_lock=n2 + n1,
+                               flush_tlb_all=n2 + n1)
+        return n2

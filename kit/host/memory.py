@@ -1,0 +1,185 @@
+"""Physical frames: who owns each 4K frame, and folio allocation at 4K or 2M.
+
+A deliberately small page allocator: 2M folios come from wholly free 2M regions, 4K pages
+first from regions already broken up (as the buddy allocator prefers splitting what is
+already split), then by breaking a free 2M region. ``placement`` picks the free region:
+``"lowest"`` (deterministic, address order) or ``"random"`` (the host's seeded generator).
+Real buddy placement is not modelled; it matters here only for which 2M regions end up
+holding both kernel pages and guest pages, so it is a named parameter.
+
+Owners: FREE, KERNEL (host kernel allocations, written through the direct map), GUEST (guest
+memory, e.g. guest_memfd folios), FIRMWARE (pages given to the SEV firmware), LEAKED
+(``snp_leak_pages``: never freed).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_int, check_pfn_range
+
+FREE, KERNEL, GUEST, FIRMWARE, LEAKED = 0, 1, 2, 3, 4
+MIXED = 255  # region-level marker: look at the 4K detail
+OWNER_NAMES = {FREE: "free", KERNEL: "kernel", GUEST: "guest", FIRMWARE: "firmware",
+               LEAKED: "leaked"}
+_OWNER_BY_NAME = {v: k for k, v in OWNER_NAMES.items()}
+
+
+def owner_code(owner) -> int:
+    if isinstance(owner, str) and owner in _OWNER_BY_NAME and owner != "free":
+        return _OWNER_BY_NAME[owner]
+    if isinstance(owner, int) and owner in OWNER_NAMES and owner != FREE:
+        return owner
+    raise ValueError(f"owner: must be one of 'kernel', 'guest', 'firmware', 'leaked', got {owner!r}")
+
+
+class OutOfMemory(MemoryError):
+    """No free frames of the requested order (the allocator's -ENOMEM)."""
+
+
+class PhysicalMemory:
+    def __init__(self, nr_pages: int, *, rng: np.random.Generator, placement: str = "lowest"):
+        if placement not in ("lowest", "random"):
+            raise ValueError(f"placement: must be 'lowest' or 'random', got {placement!r}")
+        self.nr_pages = nr_pages
+        self.nr_regions = nr_pages // PAGES_PER_2M
+        self.placement = placement
+        self._rng = rng
+        self.region_owner = np.zeros(self.nr_regions, dtype=np.uint8)
+        self._didx = LazyIndex(self.nr_regions)
+        self._pool = SlotPool(self.nr_regions, {"owner": (np.uint8, (PAGES_PER_2M,))})
+
+    @property
+    def nbytes(self) -> int:
+        return self.region_owner.nbytes + self._didx.nbytes + self._pool.nbytes
+
+    def _mixed_free(self, mixed: np.ndarray) -> np.ndarray:
+        """Free 4K pages in each of the listed MIXED regions."""
+        if not len(mixed):
+            return np.zeros(0, dtype=np.int64)
+        return np.count_nonzero(self._pool.owner[self._didx[mixed]] == FREE, axis=1)
+
+    def free_pages(self) -> int:
+        mixed = np.flatnonzero(self.region_owner == MIXED)
+        return (int(np.count_nonzero(self.region_owner == FREE)) * PAGES_PER_2M
+                + int(self._mixed_free(mixed).sum()))
+
+    def owner(self, pfn) -> str:
+        pfn, _ = check_pfn_range(pfn, 1, self.nr_pages)
+        return OWNER_NAMES[self._owner_of(pfn)]
+
+    def _owner_of(self, pfn: int) -> int:
+        r, off = divmod(pfn, PAGES_PER_2M)
+        o = int(self.region_owner[r])
+        return int(self._pool.owner[self._didx[r], off]) if o == MIXED else o
+
+    def owners(self, region: int) -> np.ndarray:
+        """(512,) owner codes of one 2M region."""
+        o = self.region_owner[region]
+        if o == MIXED:
+            return self._pool.owner[self._didx[region]].copy()
+        return np.full(PAGES_PER_2M, o, dtype=np.uint8)
+
+    def _pick(self, candidates: np.ndarray, n: int) -> np.ndarray:
+        if self.placement == "random":
+            return np.sort(self._rng.choice(candidates, size=n, replace=False))
+        return candidates[:n]
+
+    def alloc(self, order: int, owner="kernel", count: int = 1) -> np.ndarray:
+        """Allocate ``count`` folios of ``2**order`` pages (order 0 or 9); returns their first
+        pfns. All or nothing: raises :class:`OutOfMemory` and changes nothing if they do not fit."""
+        code = owner_code(owner)
+        count = check_int(count, "count")
+        if count < 1:
+            raise ValueError(f"count: must be at least 1, got {count}")
+        if order == 9:
+            free = np.flatnonzero(self.region_owner == FREE)
+            if len(free) < count:
+                raise OutOfMemory(f"alloc: {count} free 2M regions wanted, {len(free)} left")
+            regions = self._pick(free, count)
+            self.region_owner[regions] = code
+            return regions.astype(np.int64) * PAGES_PER_2M
+        if order != 0:
+            raise ValueError(f"order: must be 0 (4K) or 9 (2M), got {order!r}")
+        mixed = np.flatnonzero(self.region_owner == MIXED)
+        nfree = self._mixed_free(mixed)
+        mixed = mixed[nfree > 0]
+        have = int(nfree.sum())
+        free = np.flatnonzero(self.region_owner == FREE)
+        need_regions = max(0, -(-(count - have) // PAGES_PER_2M))
+        if need_regions > len(free):
+            raise OutOfMemory(f"alloc: {count} free 4K pages wanted, fewer left")
+        new = self._pick(free, need_regions)
+        if len(new):
+            slots = self._pool.alloc(len(new))
+            self._pool.owner[slots] = FREE
+            self._didx[new] = slots
+            self.region_owner[new] = MIXED
+        out = []
+        remaining = count
+        for r in np.concatenate([mixed, new]):
+            own = self._pool.owner[self._didx[r]]
+            idx = np.flatnonzero(own == FREE)[:remaining]
+            own[idx] = code
+            out.append(int(r) * PAGES_PER_2M + idx)
+            remaining -= len(idx)
+            if not remaining:
+                break
+        return np.concatenate(out).astype(np.int64)
+
+    def set_owner(self, pfn, npages, owner) -> None:
+        """Mark ``[pfn, pfn+npages)`` (all currently free) as owned, e.g. firmware reservations."""
+        pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        code = owner_code(owner)
+        pages = np.arange(pfn, pfn + npages)
+        if any(self._owner_of(int(p)) != FREE for p in (pages[0], pages[-1])) or \
+                self._owned_in(pfn, npages):
+            raise ValueError(f"pfn: [{pfn:#x}, {pfn + npages:#x}) is not all free")
+        self._write(pfn, npages, code)
+
+    def _owned_in(self, pfn: int, npages: int) -> bool:
+        r0, r1 = pfn // PAGES_PER_2M, (pfn + npages - 1) // PAGES_PER_2M
+        for r in range(r0, r1 + 1):
+            lo = max(pfn, r * PAGES_PER_2M) - r * PAGES_PER_2M
+            hi = min(pfn + npages, (r + 1) * PAGES_PER_2M) - r * PAGES_PER_2M
+            if np.any(self.owners(r)[lo:hi] != FREE):
+                return True
+        return False
+
+    def _write(self, pfn: int, npages: int, code: int) -> None:
+        r0, r1 = pfn // PAGES_PER_2M, (pfn + npages - 1) // PAGES_PER_2M
+        for r in range(r0, r1 + 1):
+            lo = max(pfn, r * PAGES_PER_2M) - r * PAGES_PER_2M
+            hi = min(pfn + npages, (r + 1) * PAGES_PER_2M) - r * PAGES_PER_2M
+            if lo == 0 and hi == PAGES_PER_2M:
+                if self.region_owner[r] == MIXED:
+                    self._pool.release([self._didx[r]])
+                    self._didx[r] = -1
+                self.region_owner[r] = code
+                continue
+            if self.region_owner[r] != MIXED:
+                slot = self._pool.alloc(1)[0]
+                self._pool.owner[slot] = self.region_owner[r]
+                self._didx[r] = slot
+                self.region_owner[r] = MIXED
+            own = self._pool.owner[self._didx[r]]
+            own[lo:hi] = code
+
+    def free(self, pfn, order: int = 0) -> None:
+        """Free one folio. Freeing a free or leaked page is a bug the kernel would catch
+        (``bad_page``): raises ``ValueError`` and changes nothing."""
+        npages = 1 << order if order in (0, 9) else None
+        if npages is None:
+            raise ValueError(f"order: must be 0 (4K) or 9 (2M), got {order!r}")
+        pfn, _ = check_pfn_range(pfn, npages, self.nr_pages)
+        if order == 9 and pfn % PAGES_PER_2M:
+            raise ValueError(f"pfn: a 2M folio must start 2M-aligned, got {pfn:#x}")
+        r0 = pfn // PAGES_PER_2M
+        own = self.owners(r0)[pfn % PAGES_PER_2M: pfn % PAGES_PER_2M + npages]
+        if np.any(own == FREE) or np.any(own == LEAKED):
+            raise ValueError(f"pfn: {pfn:#x} is free or leaked; it cannot be freed")
+        self._write(pfn, npages, FREE)
+
+    def leak(self, pfn, npages) -> None:
+        """``snp_leak_pages``: the frames are never given back."""
+        pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        self._write(pfn, npages, LEAKED)
