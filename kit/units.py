@@ -63,11 +63,14 @@ def parse_size(text: str | int, *, name: str = "size") -> int:
 
 
 def format_size(nbytes: int) -> str:
-    """Render bytes with the largest binary unit that divides them exactly (else 2 decimals)."""
-    for unit, suffix in ((TiB, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+    """Render bytes with the largest binary unit that divides them exactly ("1536GiB"), else
+    with two decimals in the largest unit not above them."""
+    units = ((TiB, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB"))
+    for unit, suffix in units:
+        if nbytes >= unit and nbytes % unit == 0:
+            return f"{nbytes // unit}{suffix}"
+    for unit, suffix in units:
         if nbytes >= unit:
-            if nbytes % unit == 0:
-                return f"{nbytes // unit}{suffix}"
             return f"{nbytes / unit:.2f}{suffix}"
     return f"{nbytes}B"
 

@@ -193,7 +193,7 @@ class Host:
             last = fault.pfn
             self.faults.append(fault)
             self.ledger.record("host_fault", **{"host_rmp_fault" if fault.kind == "rmp" else "host_np_fault": 1})
-            if repeats >= 3:  # the handler "fixed" it but the access faults again: a loop
+            if repeats >= 2:  # third fault in a row on the same page: the fix does not hold
                 raise HostOops(fault)
             self.host_fault_policy.handle(self, fault)
             cur = fault.pfn

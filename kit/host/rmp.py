@@ -488,7 +488,7 @@ class Rmp:
     def _smash_region(self, r: int) -> None:
         """512 4K entries with consecutive GPAs, all other fields copied [APM2 15.36.11]."""
         f = int(self.flags[r])
-        self.flags[r] = (f & ~F_2M) | F_LINEAR
+        self.flags[r] = (f & ~F_2M & 0xFF) | F_LINEAR
         key = r * PAGES_PER_2M
         if key in self._perms:
             p = self._perms.pop(key)
@@ -558,10 +558,10 @@ class Rmp:
     def _set_bit(self, pfn: int, is2m: bool, bit: int, value: bool) -> None:
         r, off = divmod(pfn, PAGES_PER_2M)
         if is2m:
-            self.flags[r] = (self.flags[r] | bit) if value else (self.flags[r] & ~bit)
+            self.flags[r] = (int(self.flags[r]) | bit) if value else (int(self.flags[r]) & ~bit & 0xFF)
             return
         flags, asids, gfn = self._expand(r)
-        flags[off] = (flags[off] | bit) if value else (flags[off] & ~bit)
+        flags[off] = (int(flags[off]) | bit) if value else (int(flags[off]) & ~bit & 0xFF)
         self._store(r, flags, asids, gfn)
 
     def pvalidate(self, pfn, *, pagesize, validate, asid, gpa, vmpl=0) -> int:
