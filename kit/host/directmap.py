@@ -96,6 +96,8 @@ class DirectMap:
         ``pgd_lock``), then the 2M one becomes 512 x 4K (the same again): 2 splits from 1G to 4K.
         Returns the event counts; the caller records them.
         """
+        if not len(regions):
+            return {"cpa_lock": 0}
         regions = np.unique(regions)
         lv = self.lvl[regions]
         chunks_1g = np.unique(regions[lv == LVL_1G] // REGIONS_PER_1G)

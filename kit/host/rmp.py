@@ -212,6 +212,10 @@ class Rmp:
         return self._gfn_lo[regions].astype(np.uint64) | (self._gfn_hi[regions].astype(np.uint64) << np.uint64(32))
 
     def _set_gfn(self, regions, gfn) -> None:
+        if isinstance(gfn, (int, np.integer)):
+            self._gfn_lo[regions] = int(gfn) & 0xFFFFFFFF
+            self._gfn_hi[regions] = int(gfn) >> 32
+            return
         gfn = np.asarray(gfn, dtype=np.uint64)
         self._gfn_lo[regions] = (gfn & np.uint64(0xFFFFFFFF)).astype(np.uint32)
         self._gfn_hi[regions] = (gfn >> np.uint64(32)).astype(np.uint8)
@@ -235,10 +239,10 @@ class Rmp:
         """Store 512 4K entries into region ``r``, compressing to one entry when uniform."""
         uniform = np.all(flags == flags[0]) and np.all(asid == asid[0])
         if uniform and np.all(gfn == gfn[0]):
-            self._set_uniform(np.array([r]), int(flags[0]), int(asid[0]), np.array([gfn[0]]), False)
+            self._set_uniform(slice(r, r + 1), int(flags[0]), int(asid[0]), int(gfn[0]), False)
             return
         if uniform and np.all(gfn == gfn[0] + np.arange(PAGES_PER_2M, dtype=np.uint64)):
-            self._set_uniform(np.array([r]), int(flags[0]), int(asid[0]), np.array([gfn[0]]), True)
+            self._set_uniform(slice(r, r + 1), int(flags[0]), int(asid[0]), int(gfn[0]), True)
             return
         if not self.flags[r] & F_DETAIL:
             self.didx[r] = self._pool.alloc(1)[0]
@@ -250,11 +254,14 @@ class Rmp:
         self.asid[r] = 0
         self._set_gfn(r, 0)
 
-    def _set_uniform(self, regions: np.ndarray, entry_bits: int, asid: int, gfn, linear: bool,
+    def _set_uniform(self, regions, entry_bits: int, asid: int, gfn, linear: bool,
                      size2m: bool = False) -> None:
-        """Regions become one entry each (2M, or 512 uniform 4K); their detail slots are freed."""
-        det = regions[(self.flags[regions] & F_DETAIL) != 0]
-        if len(det):
+        """Regions (an index array or a slice) become one entry each (2M, or 512 uniform 4K);
+        their detail slots are freed."""
+        fl = self.flags[regions]
+        if np.any(fl & F_DETAIL):
+            idx = np.arange(self.nr_regions)[regions] if isinstance(regions, slice) else np.asarray(regions)
+            det = idx[(fl & F_DETAIL) != 0]
             self._pool.release(self.didx[det])
             self.didx[det] = -1
         self.flags[regions] = entry_bits | (F_2M if size2m else 0) | (F_LINEAR if linear and not size2m else 0)
@@ -375,6 +382,16 @@ class Rmp:
         if not assigned and asid:
             return self.rules.shared_with_asid, pfn
         r0, r1, off0, off1 = region_span(pfn, npages)
+        if r0 == r1 and not self.in_use and not self.flags[r0] & F_DETAIL:
+            # one region held as a single entry: the rules on scalars
+            f = int(self.flags[r0])
+            if f & F_IMMUTABLE:
+                return self.rules.immutable_update, pfn
+            if size2m and not f & F_2M and f & F_ASSIGNED:
+                return self.rules.overlap_2m_over_4k, pfn
+            if not size2m and f & F_2M and f & F_ASSIGNED:
+                return self.rules.overlap_4k_in_2m, pfn
+            return 0, -1
         regions = np.arange(r0, r1 + 1)
         f = self.flags[regions]
         # cheap screen over all regions: which might fail?
@@ -453,11 +470,12 @@ class Rmp:
         full_lo = r0 if off0 == 0 else r0 + 1
         full_hi = r1 if off1 == PAGES_PER_2M else r1 - 1
         if full_hi >= full_lo:
-            regions = np.arange(full_lo, full_hi + 1)
-            if linear:
-                gfns = np.uint64(gfn0) + (regions.astype(np.uint64) * np.uint64(PAGES_PER_2M) - np.uint64(pfn))
+            regions = slice(full_lo, full_hi + 1)
+            if linear and full_hi > full_lo:
+                gfns = np.uint64(gfn0 + full_lo * PAGES_PER_2M - pfn) + \
+                    np.arange(full_hi - full_lo + 1, dtype=np.uint64) * np.uint64(PAGES_PER_2M)
             else:
-                gfns = np.full(len(regions), gfn0, dtype=np.uint64)
+                gfns = gfn0 + (full_lo * PAGES_PER_2M - pfn if linear else 0)
             self._set_uniform(regions, bits, asid, gfns, linear, size2m)
         for r in {r0, r1}:
             lo = off0 if r == r0 else 0
