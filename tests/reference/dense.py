@@ -642,11 +642,10 @@ class DenseHost:
                 raise HostOops(f)
             if e["assigned"]:
                 rc = self.rmp_make_shared(base, e["pagesize"])
-                # SPEC-AMBIGUITY: the notice is recorded only when the conversion succeeded
-                # (a failure leads to a loop oops, which rolls everything back anyway).
-                if rc == 0:
-                    self.guest_notices.append(("validated-cleared", base, e["asid"], e["gpa"],
-                                               e["pagesize"]))
+                if rc != 0:                           # spec: a conversion that fails -> oops
+                    raise HostOops(f)
+                self.guest_notices.append(("validated-cleared", base, e["asid"], e["gpa"],
+                                           e["pagesize"]))
             else:
                 self.set_memory_4k(f.pfn, 1)          # large mapping over someone's private page
         else:
@@ -654,9 +653,10 @@ class DenseHost:
                 raise HostOops(f)                     # CASE2
             # CASE1 (spec clarified: the guest is notified here too)
             self.set_direct_map_default_noflush(f.pfn, 1)
-            if self.rmp_make_shared(base, e["pagesize"]) == 0:
-                self.guest_notices.append(("validated-cleared", base, e["asid"], e["gpa"],
-                                           e["pagesize"]))
+            if self.rmp_make_shared(base, e["pagesize"]) != 0:
+                raise HostOops(f)                     # spec: a conversion that fails -> oops
+            self.guest_notices.append(("validated-cleared", base, e["asid"], e["gpa"],
+                                       e["pagesize"]))
 
     def _access(self, pfn, npages, write):
         pfn, npages = self._range(pfn, npages)
