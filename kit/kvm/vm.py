@@ -1,0 +1,377 @@
+"""KVM behind its uAPI: the system scope (``/dev/kvm``), VMs, memslots, memory attributes and
+guest_memfd files, failing with the kernel's errno in the kernel's order.
+
+Sources (kit reference notes kvm-uapi.md): virt/kvm/kvm_main.c (``kvm_vm_ioctl``,
+``kvm_vm_ioctl_set_mem_attributes``, ``kvm_vm_set_mem_attributes``, ``kvm_set_memory_region``,
+``check_memory_region_flags``, ``kvm_check_memslot_overlap``), virt/kvm/guest_memfd.c
+(``kvm_gmem_create``, ``kvm_gmem_bind``, ``kvm_gmem_fallocate``, ``kvm_gmem_punch_hole``,
+``kvm_gmem_release``), arch/x86/kvm/x86.c (VM types, ``kvm_arch_nr_memslot_as_ids``,
+``kvm_arch_has_readonly_mem``), include/linux/kvm_host.h (``kvm_gmem_get_supported_flags``).
+
+Every call either succeeds completely or raises :class:`~kit.errors.KvmError` having changed
+nothing.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+
+from ..errors import KvmError
+from ..units import PAGE_4K
+from . import uapi as U
+from .attributes import AttributeRanges
+
+U64 = (1 << 64) - 1
+TASK_SIZE_MAX = (1 << 47) - PAGE_4K      # x86-64 user address space, for access_ok()
+PAGE_SHIFT = 12
+
+
+def _u(value, name: str, bits: int = 64) -> int:
+    """A uAPI integer field: ints only, masked to the field's width as C would store it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < 0 or value >> bits:
+        raise ValueError(f"{name}: must fit an unsigned {bits}-bit field, got {value!r}")
+    return value
+
+
+@dataclass
+class Memslot:
+    """``struct kvm_memory_slot`` (the fields the model uses)."""
+
+    id: int
+    as_id: int
+    flags: int
+    base_gfn: int
+    npages: int
+    userspace_addr: int
+    gmem: "GuestMemfd | None" = None
+    gmem_pgoff: int = 0
+
+    @property
+    def end_gfn(self) -> int:
+        return self.base_gfn + self.npages
+
+
+class GuestMemfd:
+    """A guest_memfd file (``kvm_gmem_create``): its own inode of ``size`` bytes, a reference
+    on its VM, the memslots bound to ranges of it, and which pages are allocated."""
+
+    def __init__(self, vm: "VM", size: int, flags: int):
+        self.vm = vm
+        self.size = size
+        self.flags = flags
+        self.bindings: list[tuple[int, int, Memslot]] = []   # (first pgoff, end pgoff, slot)
+        self.allocated = AttributeRanges()                    # page indices, value 1
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<guest_memfd of {self.vm!r}: {self.size} bytes, flags {self.flags:#x}>"
+
+    def fallocate(self, mode: int, offset: int, length: int) -> int:
+        """``kvm_gmem_fallocate``: mode must have KEEP_SIZE and nothing but KEEP_SIZE|PUNCH_HOLE
+        (EOPNOTSUPP); offset and len page-aligned (EINVAL); an allocation past i_size is EINVAL,
+        a hole punched past EOF is a no-op. Punching invalidates KVM's mappings of the range in
+        every bound slot, then frees the pages; the next fault gets a zeroed page."""
+        if self.closed:
+            raise KvmError(errno.EBADF, "guest_memfd is closed")
+        mode, offset, length = _u(mode, "mode", 32), _u(offset, "offset"), _u(length, "length")
+        if not mode & U.FALLOC_FL_KEEP_SIZE or mode & ~(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE):
+            raise KvmError(errno.EOPNOTSUPP, "fallocate mode must be KEEP_SIZE [| PUNCH_HOLE]")
+        if offset % PAGE_4K or length % PAGE_4K:
+            raise KvmError(errno.EINVAL, "offset and len must be page aligned")
+        start, end = offset >> PAGE_SHIFT, (offset + length) >> PAGE_SHIFT
+        if mode & U.FALLOC_FL_PUNCH_HOLE:
+            end = min(end, self.size >> PAGE_SHIFT)
+            if start < end:
+                self.vm._invalidate_gmem(self, start, end)
+                self.allocated.set(start, end, 0)
+            return 0
+        if offset + length > self.size:
+            raise KvmError(errno.EINVAL, "allocation beyond the file size")
+        if length:
+            self.allocated.set(start, end, 1)
+        return 0
+
+    def close(self) -> None:
+        """``kvm_gmem_release``: bound slots lose their file (later faults: EFAULT); the memory
+        stays until the inode goes; the VM reference is dropped."""
+        if self.closed:
+            return
+        for _, _, slot in self.bindings:
+            slot.gmem = None
+        self.closed = True
+        self.vm._gmem_files.discard(self)
+
+    def allocated_pages(self) -> int:
+        return sum(e - s for s, e, _ in self.allocated.ranges(0, self.size >> PAGE_SHIFT))
+
+
+class Kvm:
+    """``/dev/kvm``: system-scope capabilities and VM creation.
+
+    ``vm_types`` are the x86 VM types this host supports (``kvm_caps.supported_vm_types``);
+    ``min_sev_asid``/``max_sev_asid`` are CPUID 0x8000001F EDX/ECX (used by SEV VMs).
+    """
+
+    def __init__(self, host, *, min_sev_asid: int = 100, max_sev_asid: int = 509,
+                 vm_types=(U.KVM_X86_DEFAULT_VM, U.KVM_X86_SW_PROTECTED_VM, U.KVM_X86_SEV_VM,
+                           U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM)):
+        bad = [t for t in vm_types if t not in U.VM_TYPE_NAMES]
+        if bad:
+            raise ValueError(f"vm_types: unknown VM types {bad}; known: {sorted(U.VM_TYPE_NAMES)}")
+        self.host = host
+        self.min_sev_asid = _u(min_sev_asid, "min_sev_asid", 32)
+        self.max_sev_asid = _u(max_sev_asid, "max_sev_asid", 32)
+        self.vm_types = tuple(vm_types)
+        self.vms: list[VM] = []
+
+    def check_extension(self, cap: int) -> int:
+        """``KVM_CHECK_EXTENSION`` on /dev/kvm (``kvm`` is NULL: private features reported as
+        available)."""
+        return _check_extension(self, None, cap)
+
+    def create_vm(self, type: int = U.KVM_X86_DEFAULT_VM) -> "VM":
+        """``KVM_CREATE_VM``: an unsupported type is EINVAL (``kvm_arch_init_vm``)."""
+        if type not in self.vm_types:
+            raise KvmError(errno.EINVAL, f"VM type {type} is not supported")
+        vm = VM(self, type)
+        self.vms.append(vm)
+        return vm
+
+
+def _check_extension(kvm: Kvm, vm: "VM | None", cap: int) -> int:
+    private = vm is None or vm.has_private_mem
+    if cap == U.KVM_CAP_NR_MEMSLOTS:
+        return U.KVM_USER_MEM_SLOTS
+    if cap == U.KVM_CAP_MEMORY_ATTRIBUTES:       # kvm_supported_mem_attributes
+        return U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0
+    if cap == U.KVM_CAP_GUEST_MEMFD:
+        return 1
+    if cap == U.KVM_CAP_GUEST_MEMFD_FLAGS:       # kvm_gmem_get_supported_flags
+        flags = U.GUEST_MEMFD_FLAG_MMAP
+        if vm is None or not vm.has_private_mem:
+            flags |= U.GUEST_MEMFD_FLAG_INIT_SHARED
+        return flags
+    if cap == U.KVM_CAP_VM_TYPES:
+        return sum(1 << t for t in kvm.vm_types)
+    if cap in (U.KVM_CAP_USER_MEMORY2, U.KVM_CAP_MEMORY_FAULT_INFO, U.KVM_CAP_EXIT_HYPERCALL,
+               U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, U.KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM):
+        return 1
+    return 0
+
+
+class VM:
+    """A VM: memslots, memory attributes and guest_memfd files, by the kernel's rules."""
+
+    def __init__(self, kvm: Kvm, type: int):
+        self.kvm = kvm
+        self.type = type
+        # x86.c kvm_arch_init_vm: SW_PROTECTED and SNP VMs have private memory; SEV-ES and SNP
+        # have protected state (no READONLY memslots: kvm_arch_has_readonly_mem)
+        self.has_private_mem = type in (U.KVM_X86_SW_PROTECTED_VM, U.KVM_X86_SNP_VM)
+        self.has_protected_state = type in (U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM)
+        self.attributes = AttributeRanges()
+        self.memslots: dict[tuple[int, int], Memslot] = {}
+        self._gmem_files: set[GuestMemfd] = set()
+        self.dead = False
+        self.zaps: list[tuple[int, int, str]] = []   # (start gfn, end gfn, filter) invalidations
+
+    def __repr__(self) -> str:
+        return f"<VM {U.VM_TYPE_NAMES[self.type]}, {len(self.memslots)} memslots>"
+
+    def _alive(self) -> None:
+        """Every VM ioctl: EIO once the VM is dead (``kvm_vm_ioctl``)."""
+        if self.dead:
+            raise KvmError(errno.EIO, "the VM is dead")
+
+    def check_extension(self, cap: int) -> int:
+        self._alive()
+        return _check_extension(self.kvm, self, cap)
+
+    # ------------------------------------------------------------------ attributes
+    def supported_mem_attributes(self) -> int:
+        return U.KVM_MEMORY_ATTRIBUTE_PRIVATE if self.has_private_mem else 0
+
+    def set_memory_attributes(self, address: int, size: int, attributes: int, flags: int = 0) -> int:
+        """``KVM_SET_MEMORY_ATTRIBUTES`` (``kvm_vm_ioctl_set_mem_attributes``). EINVAL, in
+        order: flags != 0; an unsupported attribute; size 0 or address+size wraps; address or
+        size not page aligned. A range that already has the value returns 0 with no zap
+        (``kvm_range_has_memory_attributes``). Otherwise existing mappings of the *old* kind in
+        overlapping memslots are invalidated (``kvm_arch_pre_set_memory_attributes``) and the
+        value is stored (reserve-then-store: all or nothing)."""
+        self._alive()
+        address, size = _u(address, "address"), _u(size, "size")
+        attributes, flags = _u(attributes, "attributes"), _u(flags, "flags")
+        if flags:
+            raise KvmError(errno.EINVAL, "flags must be 0")
+        if attributes & ~self.supported_mem_attributes():
+            raise KvmError(errno.EINVAL, f"attributes {attributes:#x} not supported by this VM")
+        if size == 0 or address + size > U64:
+            raise KvmError(errno.EINVAL, "size is 0 or address+size wraps")
+        if address % PAGE_4K or size % PAGE_4K:
+            raise KvmError(errno.EINVAL, "address and size must be page aligned")
+        start, end = address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT
+        if self.attributes.has(start, end, attributes):
+            return 0
+        going_private = bool(attributes & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        for slot in self.memslots.values():
+            s, e = max(start, slot.base_gfn), min(end, slot.end_gfn)
+            if s < e:
+                self.zaps.append((s, e, "shared" if going_private else "private"))
+        self.attributes.set(start, end, attributes)
+        return 0
+
+    def memory_attributes(self, gfn: int) -> int:
+        """``kvm_get_memory_attributes(kvm, gfn)``."""
+        return self.attributes.get(_u(gfn, "gfn"))
+
+    def lpage_mixed(self, gfn: int, level_pages: int) -> bool:
+        """Whether the ``level_pages``-aligned huge page around ``gfn`` holds gfns with different
+        attributes: ``KVM_LPAGE_MIXED_FLAG`` (``hugepage_has_attrs``), which caps the mapping
+        level. Computed from the range store on demand."""
+        base = gfn - gfn % level_pages
+        return not self.attributes.has(base, base + level_pages, self.attributes.get(base))
+
+    # ------------------------------------------------------------------ guest_memfd
+    def create_guest_memfd(self, size: int, flags: int = 0) -> GuestMemfd:
+        """``KVM_CREATE_GUEST_MEMFD`` (``kvm_gmem_create``): unsupported flags first, then
+        size <= 0 or not page aligned: EINVAL."""
+        self._alive()
+        size, flags = _u(size, "size"), _u(flags, "flags")
+        if flags & ~_check_extension(self.kvm, self, U.KVM_CAP_GUEST_MEMFD_FLAGS):
+            raise KvmError(errno.EINVAL, f"guest_memfd flags {flags:#x} not supported")
+        if size == 0 or size % PAGE_4K:
+            raise KvmError(errno.EINVAL, "size must be a positive multiple of the page size")
+        f = GuestMemfd(self, size, flags)
+        self._gmem_files.add(f)
+        return f
+
+    def _invalidate_gmem(self, f: GuestMemfd, start: int, end: int) -> None:
+        """``kvm_gmem_invalidate_begin``: zap the gfns of every bound slot mapping [start, end)."""
+        kind = "shared" if f.flags & U.GUEST_MEMFD_FLAG_INIT_SHARED else "private"
+        for s, e, slot in f.bindings:
+            lo, hi = max(s, start), min(e, end)
+            if lo < hi:
+                g0 = slot.base_gfn + lo - slot.gmem_pgoff
+                self.zaps.append((g0, g0 + hi - lo, kind))
+
+    # ------------------------------------------------------------------ memslots
+    def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
+                               memory_size: int, userspace_addr: int) -> int:
+        """``KVM_SET_USER_MEMORY_REGION`` (v1): only LOG_DIRTY_PAGES|READONLY flags (EINVAL)."""
+        self._alive()
+        if _u(flags, "flags", 32) & ~(U.KVM_MEM_LOG_DIRTY_PAGES | U.KVM_MEM_READONLY):
+            raise KvmError(errno.EINVAL, "v1 memslot flags are LOG_DIRTY_PAGES|READONLY only")
+        return self._set_memory_region(slot, flags, guest_phys_addr, memory_size, userspace_addr, 0, None)
+
+    def set_user_memory_region2(self, slot: int, flags: int, guest_phys_addr: int, memory_size: int,
+                                userspace_addr: int = 0, guest_memfd_offset: int = 0,
+                                guest_memfd=None) -> int:
+        """``KVM_SET_USER_MEMORY_REGION2``."""
+        self._alive()
+        return self._set_memory_region(slot, flags, guest_phys_addr, memory_size, userspace_addr,
+                                       guest_memfd_offset, guest_memfd)
+
+    def _valid_flags(self, flags: int) -> int:
+        """``check_memory_region_flags``."""
+        valid = U.KVM_MEM_LOG_DIRTY_PAGES | U.KVM_MEM_GUEST_MEMFD
+        if flags & U.KVM_MEM_GUEST_MEMFD:
+            valid &= ~U.KVM_MEM_LOG_DIRTY_PAGES
+        if not self.has_protected_state and not flags & U.KVM_MEM_GUEST_MEMFD:
+            valid |= U.KVM_MEM_READONLY
+        return valid
+
+    def _set_memory_region(self, slot, flags, gpa, size, uaddr, gmem_offset, gmem) -> int:
+        """``kvm_vm_ioctl_set_memory_region`` + ``kvm_set_memory_region``, checks in order."""
+        slot, flags = _u(slot, "slot", 32), _u(flags, "flags", 32)
+        gpa, size, uaddr = _u(gpa, "guest_phys_addr"), _u(size, "memory_size"), _u(uaddr, "userspace_addr")
+        gmem_offset = _u(gmem_offset, "guest_memfd_offset")
+        sid, as_id = slot & 0xFFFF, slot >> 16
+        if sid >= U.KVM_USER_MEM_SLOTS:
+            raise KvmError(errno.EINVAL, f"slot id {sid} >= KVM_USER_MEM_SLOTS")
+        if flags & ~self._valid_flags(flags):
+            raise KvmError(errno.EINVAL, f"memslot flags {flags:#x} not valid here")
+        if size % PAGE_4K:
+            raise KvmError(errno.EINVAL, "memory_size not page aligned")
+        if gpa % PAGE_4K:
+            raise KvmError(errno.EINVAL, "guest_phys_addr not page aligned")
+        if uaddr % PAGE_4K or uaddr + size > TASK_SIZE_MAX:
+            raise KvmError(errno.EINVAL, "userspace_addr not aligned or not a user address (access_ok)")
+        if flags & U.KVM_MEM_GUEST_MEMFD and (gmem_offset % PAGE_4K or gmem_offset + size > U64):
+            raise KvmError(errno.EINVAL, "guest_memfd_offset not aligned or offset+size wraps")
+        if as_id >= (1 if self.has_private_mem else 2) or sid >= U.KVM_MEM_SLOTS_NUM:
+            raise KvmError(errno.EINVAL, f"address space {as_id} does not exist for this VM")
+        if gpa + size > U64 + 1 or (size >> PAGE_SHIFT) > U.KVM_MEM_MAX_NR_PAGES:
+            raise KvmError(errno.EINVAL, "guest_phys_addr+memory_size wraps or too many pages")
+        old = self.memslots.get((as_id, sid))
+        if size == 0:                                      # delete
+            if old is None:
+                raise KvmError(errno.EINVAL, "deleting a memslot that does not exist")
+            if old.gmem is not None:
+                self._gmem_unbind(old)
+            self._zap_slot(old)
+            del self.memslots[(as_id, sid)]
+            return 0
+        base_gfn, npages = gpa >> PAGE_SHIFT, size >> PAGE_SHIFT
+        if old is not None:                                # modify: move or flags-only
+            if flags & U.KVM_MEM_GUEST_MEMFD:
+                raise KvmError(errno.EINVAL, "private memslots are immutable")
+            if (uaddr != old.userspace_addr or npages != old.npages
+                    or (flags ^ old.flags) & (U.KVM_MEM_READONLY | U.KVM_MEM_GUEST_MEMFD)):
+                raise KvmError(errno.EINVAL, "only base_gfn and LOG_DIRTY_PAGES may change")
+            if base_gfn == old.base_gfn and flags == old.flags:
+                return 0
+            if base_gfn != old.base_gfn:
+                self._check_overlap(as_id, sid, base_gfn, npages)
+                self._zap_slot(old)
+            old.base_gfn, old.flags = base_gfn, flags
+            return 0
+        self._check_overlap(as_id, sid, base_gfn, npages)   # create
+        new = Memslot(sid, as_id, flags, base_gfn, npages, uaddr)
+        if flags & U.KVM_MEM_GUEST_MEMFD:
+            self._gmem_bind(new, gmem, gmem_offset)
+        self.memslots[(as_id, sid)] = new
+        return 0
+
+    def _check_overlap(self, as_id, sid, base_gfn, npages) -> None:
+        """``kvm_check_memslot_overlap``: EEXIST on any GPA overlap in the address space."""
+        for (a, i), s in self.memslots.items():
+            if a == as_id and i != sid and base_gfn < s.end_gfn and s.base_gfn < base_gfn + npages:
+                raise KvmError(errno.EEXIST, f"GPA range overlaps memslot {i}")
+
+    def _gmem_bind(self, slot: Memslot, f, offset: int) -> None:
+        """``kvm_gmem_bind``: EBADF for no file; EINVAL for something that is not a guest_memfd
+        (a VM, /dev/kvm, a plain memfd), one of another VM, a bad offset or size, or a range of
+        the file already bound (EINVAL, not EEXIST)."""
+        if f is None or (isinstance(f, GuestMemfd) and f.closed):
+            raise KvmError(errno.EBADF, "guest_memfd is not an open file")
+        if not isinstance(f, GuestMemfd):
+            raise KvmError(errno.EINVAL, f"{type(f).__name__} is not a guest_memfd")
+        if f.vm is not self:
+            raise KvmError(errno.EINVAL, "guest_memfd belongs to another VM")
+        start, end = offset >> PAGE_SHIFT, (offset >> PAGE_SHIFT) + slot.npages
+        if offset % PAGE_4K or offset + (slot.npages << PAGE_SHIFT) > f.size:
+            raise KvmError(errno.EINVAL, "offset not aligned or range beyond the file size")
+        if any(s < end and start < e for s, e, _ in f.bindings):
+            raise KvmError(errno.EINVAL, "range of the guest_memfd already bound")
+        f.bindings.append((start, end, slot))
+        slot.gmem, slot.gmem_pgoff = f, start
+
+    def _gmem_unbind(self, slot: Memslot) -> None:
+        f = slot.gmem
+        f.bindings = [b for b in f.bindings if b[2] is not slot]
+        slot.gmem = None
+
+    def _zap_slot(self, slot: Memslot) -> None:
+        self.zaps.append((slot.base_gfn, slot.end_gfn, "all"))
+
+    def slot_for_gfn(self, gfn: int, as_id: int = 0) -> Memslot | None:
+        for (a, _), s in self.memslots.items():
+            if a == as_id and s.base_gfn <= gfn < s.end_gfn:
+                return s
+        return None
+
+    def destroy(self) -> None:
+        """The last reference went: the VM is dead; its guest_memfd files keep their memory."""
+        self.dead = True
