@@ -176,6 +176,10 @@ class VM:
         self._gmem_files: set[GuestMemfd] = set()
         self.dead = False
         self.zaps: list[tuple[int, int, str]] = []   # (start gfn, end gfn, filter) invalidations
+        self.sptes = AttributeRanges()   # gfn -> MAP_SHARED / MAP_PRIVATE: what the NPT maps
+        self.faults_in: list[tuple[int, int, bool]] = []   # (gfn, level, private) per fault-in
+        self.vcpus: dict = {}
+        self.exit_hypercalls = 0
 
     def __repr__(self) -> str:
         return f"<VM {U.VM_TYPE_NAMES[self.type]}, {len(self.memslots)} memslots>"
@@ -218,9 +222,24 @@ class VM:
         for slot in self.memslots.values():
             s, e = max(start, slot.base_gfn), min(end, slot.end_gfn)
             if s < e:
-                self.zaps.append((s, e, "shared" if going_private else "private"))
+                s, e = self._hugepage_extend(slot, s, e)
+                self._zap(s, e, "shared" if going_private else "private")
         self.attributes.set(start, end, attributes)
         return 0
+
+    @staticmethod
+    def _hugepage_extend(slot: Memslot, s: int, e: int) -> tuple[int, int]:
+        """``kvm_arch_pre_set_memory_attributes`` adds the head and tail huge pages (2M, 1G)
+        that lie inside the slot to the invalidation, so a huge mapping straddling the range
+        goes whole. (The kernel skips ones already mixed; including them only zaps mappings
+        that cannot be huge anyway.)"""
+        for n in (512, 512 * 512):
+            hs, he = s - s % n, -(-e // n) * n
+            if hs >= slot.base_gfn:
+                s = hs
+            if he <= slot.end_gfn:
+                e = he
+        return s, e
 
     def memory_attributes(self, gfn: int) -> int:
         """``kvm_get_memory_attributes(kvm, gfn)``."""
@@ -254,7 +273,7 @@ class VM:
             lo, hi = max(s, start), min(e, end)
             if lo < hi:
                 g0 = slot.base_gfn + lo - slot.gmem_pgoff
-                self.zaps.append((g0, g0 + hi - lo, kind))
+                self._zap(g0, g0 + hi - lo, kind)
 
     # ------------------------------------------------------------------ memslots
     def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
@@ -364,7 +383,41 @@ class VM:
         slot.gmem = None
 
     def _zap_slot(self, slot: Memslot) -> None:
-        self.zaps.append((slot.base_gfn, slot.end_gfn, "all"))
+        self._zap(slot.base_gfn, slot.end_gfn, "all")
+
+    def _zap(self, start: int, end: int, kind: str) -> None:
+        """``kvm_unmap_gfn_range`` with a filter: drop the NPT mappings of that kind (a huge
+        mapping straddling the range goes whole: it is rebuilt on the next fault)."""
+        from .mmu import MAP_PRIVATE, MAP_SHARED
+        self.zaps.append((start, end, kind))
+        drop = {"shared": (MAP_SHARED,), "private": (MAP_PRIVATE,), "all": (MAP_SHARED, MAP_PRIVATE)}[kind]
+        for s, e, v in self.sptes.ranges(start, end):
+            if v in drop:
+                self.sptes.set(s, e, 0)
+
+    # ------------------------------------------------------------------ vCPUs and caps
+    def create_vcpu(self, id: int):
+        """``KVM_CREATE_VCPU``: an id already in use is EEXIST."""
+        from .mmu import Vcpu
+        self._alive()
+        id = _u(id, "id", 32)
+        if id in self.vcpus:
+            raise KvmError(errno.EEXIST, f"vCPU {id} exists")
+        self.vcpus[id] = Vcpu(self, id)
+        return self.vcpus[id]
+
+    def enable_cap(self, cap: int, *args) -> int:
+        """``KVM_ENABLE_CAP``. ``KVM_CAP_EXIT_HYPERCALL``: args[0] is a mask of hypercalls to
+        exit to userspace for; bits outside ``KVM_EXIT_HYPERCALL_VALID_MASK`` (only
+        ``KVM_HC_MAP_GPA_RANGE``) -> EINVAL. Other caps: EINVAL (not modelled yet)."""
+        self._alive()
+        if cap == U.KVM_CAP_EXIT_HYPERCALL:
+            mask = _u(args[0] if args else 0, "args[0]")
+            if mask & ~(1 << U.KVM_HC_MAP_GPA_RANGE):
+                raise KvmError(errno.EINVAL, "hypercall mask has bits outside the valid mask")
+            self.exit_hypercalls = mask
+            return 0
+        raise KvmError(errno.EINVAL, f"capability {cap} cannot be enabled here")
 
     def slot_for_gfn(self, gfn: int, as_id: int = 0) -> Memslot | None:
         for (a, _), s in self.memslots.items():

@@ -1,0 +1,132 @@
+"""The guest-access fault path and the hypercall exit, for vCPUs of a VM.
+
+Sources: arch/x86/kvm/mmu/mmu.c (``kvm_mmu_page_fault``: for SW_PROTECTED VMs the access is
+private exactly when ``kvm_mem_is_private(gfn)``; ``kvm_mmu_faultin_pfn``: access/attribute
+mismatch -> ``kvm_mmu_prepare_memory_fault_exit``; ``kvm_handle_noslot_fault``;
+``kvm_mmu_faultin_pfn_private``: private access to a non-gmem slot; ``kvm_max_level_for_order``
+and ``KVM_LPAGE_MIXED_FLAG`` cap the level), virt/kvm/guest_memfd.c (``kvm_gmem_get_pfn``:
+EFAULT once the file is closed; ``*max_order = 0``), arch/x86/kvm/x86.c
+(``____kvm_emulate_hypercall`` for ``KVM_HC_MAP_GPA_RANGE``, ``complete_hypercall_exit``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import KvmError
+from ..units import PAGE_1G, PAGE_2M, PAGE_4K
+from . import uapi as U
+
+MAP_SHARED, MAP_PRIVATE = 1, 2   # values in the VM's SPTE range store
+
+KVM_MAP_GPA_RANGE_PAGE_SZ_4K = 0
+KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1
+KVM_MAP_GPA_RANGE_PAGE_SZ_1G = 2
+KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4
+KVM_MAP_GPA_RANGE_DECRYPTED = 0
+
+
+@dataclass(frozen=True)
+class MemoryFault:
+    gpa: int
+    size: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class Hypercall:
+    nr: int
+    args: tuple
+    flags: int
+    ret: int = 0
+
+
+@dataclass(frozen=True)
+class Exit:
+    """What ``KVM_RUN`` hands to userspace (``struct kvm_run``); for ``KVM_EXIT_MEMORY_FAULT``
+    KVM_RUN itself returns -1/EFAULT, recorded in ``errno``."""
+
+    reason: int
+    memory_fault: MemoryFault | None = None
+    hypercall: Hypercall | None = None
+    errno: int = 0
+
+
+class Vcpu:
+    def __init__(self, vm, id: int):
+        self.vm = vm
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"<vCPU {self.id} of {self.vm!r}>"
+
+    # ------------------------------------------------------------------ accesses
+    def access(self, gpa: int, *, write: bool = True, private: bool | None = None):
+        """A guest access to ``gpa``. Returns None when it completes (KVM faulting the page in
+        as needed) or an :class:`Exit`. ``private=None``: as the attribute says (SW_PROTECTED,
+        ``kvm_mmu_page_fault``); SNP accesses state their C-bit. Exits, in the kernel's order:
+        private access with no memslot or to a non-guest_memfd slot, access/attribute mismatch,
+        guest_memfd failure -> ``KVM_EXIT_MEMORY_FAULT`` (gpa page-aligned, size 4096, flags
+        PRIVATE iff the access was private); shared access with no memslot -> MMIO."""
+        vm = self.vm
+        vm._alive()
+        if isinstance(gpa, bool) or not isinstance(gpa, int) or gpa < 0:
+            raise ValueError(f"gpa: expected a non-negative int, got {gpa!r}")
+        gfn = gpa >> 12
+        is_private = bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE) if private is None else bool(private)
+        if is_private and not vm.has_private_mem:
+            raise ValueError("private: this VM type has no private memory")
+        slot = vm.slot_for_gfn(gfn)
+        fault = lambda: Exit(U.KVM_EXIT_MEMORY_FAULT, memory_fault=MemoryFault(
+            gfn << 12, PAGE_4K, U.KVM_MEMORY_EXIT_FLAG_PRIVATE if is_private else 0), errno=14)
+        if slot is None:
+            return fault() if is_private else Exit(U.KVM_EXIT_MMIO)
+        attr_private = bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        if is_private != attr_private:
+            return fault()
+        if is_private:
+            if not slot.flags & U.KVM_MEM_GUEST_MEMFD:
+                return fault()
+            if slot.gmem is None:                   # kvm_gmem_get_pfn: file closed -> EFAULT
+                return fault()
+            index = slot.gmem_pgoff + gfn - slot.base_gfn
+            slot.gmem.allocated.set(index, index + 1, 1)   # zeroed on first use
+        if vm.sptes.get(gfn) != (MAP_PRIVATE if is_private else MAP_SHARED):
+            level = self.max_level(gfn, slot, is_private)
+            base = gfn - gfn % (level // PAGE_4K)
+            vm.sptes.set(base, base + level // PAGE_4K, MAP_PRIVATE if is_private else MAP_SHARED)
+            vm.faults_in.append((gfn, level, is_private))
+        return None
+
+    def max_level(self, gfn: int, slot, is_private: bool) -> int:
+        """Mapping level: guest_memfd folios are order 0 (``kvm_gmem_get_pfn``), so private
+        mappings are 4K; shared ones may be 2M/1G where the huge page lies inside the slot and
+        its attributes are uniform (``KVM_LPAGE_MIXED_FLAG``). Host page-size limits of the
+        userspace mapping are not modelled (taken as huge-page backed)."""
+        if is_private:
+            return PAGE_4K
+        for level in (PAGE_1G, PAGE_2M):
+            n = level // PAGE_4K
+            base = gfn - gfn % n
+            if base >= slot.base_gfn and base + n <= slot.end_gfn and not self.vm.lpage_mixed(gfn, n):
+                return level
+        return PAGE_4K
+
+    # ------------------------------------------------------------------ hypercalls
+    def hypercall(self, nr: int, *args: int, cpl: int = 0, long_mode: bool = True):
+        """A guest VMCALL. ``KVM_HC_MAP_GPA_RANGE`` (``____kvm_emulate_hypercall``): CPL != 0 ->
+        the guest gets -KVM_EPERM; not enabled with ``KVM_CAP_EXIT_HYPERCALL`` -> -KVM_ENOSYS;
+        gpa not page aligned, npages 0, or the gfn range wraps -> -KVM_EINVAL (attrs are not
+        validated). Returns the guest's RAX (an int) or the ``KVM_EXIT_HYPERCALL`` exit."""
+        self.vm._alive()
+        if nr != U.KVM_HC_MAP_GPA_RANGE:
+            return -U.KVM_ENOSYS
+        if cpl != 0:
+            return -U.KVM_EPERM
+        if not self.vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE):
+            return -U.KVM_ENOSYS
+        gpa, npages, attrs = (list(args) + [0, 0, 0])[:3]
+        gfn = gpa >> 12
+        if gpa % PAGE_4K or npages == 0 or gfn + npages > (1 << 52):
+            return -U.KVM_EINVAL
+        return Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
+            U.KVM_HC_MAP_GPA_RANGE, (gpa, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE if long_mode else 0))

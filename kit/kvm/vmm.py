@@ -1,0 +1,58 @@
+"""A small userspace VMM that answers exits the way QEMU does (``kvm_convert_memory`` in
+QEMU's accel/kvm/kvm-all.c, reached from ``KVM_EXIT_MEMORY_FAULT`` and from the
+``KVM_HC_MAP_GPA_RANGE`` hypercall exit): set the attribute with
+``KVM_SET_MEMORY_ATTRIBUTES``, and with ``discard=True`` punch the shared copy's backing or
+the guest_memfd range it no longer needs (here: punch guest_memfd when going shared; allocate
+when going private)."""
+from __future__ import annotations
+
+from ..errors import KvmError
+from . import uapi as U
+from .mmu import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit
+
+
+class Vmm:
+    def __init__(self, vm, *, fallocate: bool = True, max_exits: int = 8):
+        self.vm = vm
+        self.fallocate = fallocate
+        self.max_exits = max_exits
+        self.ioctls = 0            # KVM_SET_MEMORY_ATTRIBUTES calls made (the cost of userspace control)
+        self.log: list = []
+
+    def convert(self, gpa: int, size: int, private: bool) -> int:
+        """``kvm_convert_memory``: attributes first, then the guest_memfd range."""
+        self.vm.set_memory_attributes(gpa, size, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0)
+        self.ioctls += 1
+        if self.fallocate:
+            start, end = gpa >> 12, (gpa + size) >> 12
+            for slot in list(self.vm.memslots.values()):
+                s, e = max(start, slot.base_gfn), min(end, slot.end_gfn)
+                if s < e and slot.gmem is not None:
+                    off = (slot.gmem_pgoff + s - slot.base_gfn) << 12
+                    mode = U.FALLOC_FL_KEEP_SIZE | (0 if private else U.FALLOC_FL_PUNCH_HOLE)
+                    slot.gmem.fallocate(mode, off, (e - s) << 12)
+        return 0
+
+    def handle(self, exit: Exit) -> int:
+        """Answer one exit; returns the hypercall's ``ret`` (0) or 0 for a memory fault."""
+        self.log.append(exit)
+        if exit.reason == U.KVM_EXIT_HYPERCALL and exit.hypercall.nr == U.KVM_HC_MAP_GPA_RANGE:
+            gpa, npages, attrs = exit.hypercall.args
+            return self.convert(gpa, npages << 12, bool(attrs & KVM_MAP_GPA_RANGE_ENCRYPTED))
+        if exit.reason == U.KVM_EXIT_MEMORY_FAULT:
+            mf = exit.memory_fault
+            return self.convert(mf.gpa, mf.size, bool(mf.flags & U.KVM_MEMORY_EXIT_FLAG_PRIVATE))
+        raise ValueError(f"exit: the VMM cannot answer exit reason {exit.reason}")
+
+    def access(self, vcpu, gpa: int, *, write: bool = True, private: bool | None = None):
+        """Run a guest access to completion, answering its exits; returns the exits seen.
+        A conversion the VMM cannot make (e.g. no memslot can back private memory) raises
+        the KvmError; an access still exiting after ``max_exits`` answers is stuck."""
+        seen = []
+        for _ in range(self.max_exits):
+            out = vcpu.access(gpa, write=write, private=private)
+            if out is None:
+                return seen
+            seen.append(out)
+            self.handle(out)
+        raise KvmError(14, f"guest access at {gpa:#x} still exits after {self.max_exits} answers (stuck)")
