@@ -27,6 +27,8 @@ Event vocabulary (the name is the resource or the piece of work, the value a cou
 ``bytes_zeroed``       bytes cleared (folio zeroing)
 ``host_rmp_fault``     host #PF with X86_PF_RMP
 ``host_np_fault``      host #PF on a not-present direct-map page
+``wbinvd``             WBINVD executed (one per CPU when ASIDs are recycled, ``sev_flush_asids``)
+``df_flush``           SEV firmware DF_FLUSH / SNP_DF_FLUSH commands
 =====================  =============================================================================
 """
 from __future__ import annotations
@@ -37,7 +39,8 @@ from dataclasses import dataclass, field
 EVENTS = (
     "cpa_lock", "pgd_lock", "split_1g", "split_2m", "collapse_2m", "collapse_1g",
     "pgtable_alloc", "flush_tlb_all", "flush_tlb_range", "invlpg", "adjust_direct_map", "rmpupdate", "psmash",
-    "pvalidate", "rmpadjust", "bytes_zeroed", "host_rmp_fault", "host_np_fault",
+    "pvalidate", "rmpadjust", "bytes_zeroed", "host_rmp_fault", "host_np_fault", "wbinvd",
+    "df_flush",
 )
 
 

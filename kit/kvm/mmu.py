@@ -55,6 +55,7 @@ class Vcpu:
     def __init__(self, vm, id: int):
         self.vm = vm
         self.id = id
+        self.vmsa_protected = False   # SEV-ES: set by LAUNCH_UPDATE_VMSA
 
     def __repr__(self) -> str:
         return f"<vCPU {self.id} of {self.vm!r}>"

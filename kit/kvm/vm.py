@@ -112,11 +112,12 @@ class Kvm:
 
     ``vm_types`` are the x86 VM types this host supports (``kvm_caps.supported_vm_types``);
     ``min_sev_asid``/``max_sev_asid`` are CPUID 0x8000001F EDX/ECX (used by SEV VMs).
+    ``block_snp_mirror``: the 2026 patch (A. Patra) rejecting SNP sources for mirror/move.
     """
 
     def __init__(self, host, *, min_sev_asid: int = 100, max_sev_asid: int = 509,
                  vm_types=(U.KVM_X86_DEFAULT_VM, U.KVM_X86_SW_PROTECTED_VM, U.KVM_X86_SEV_VM,
-                           U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM)):
+                           U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM), block_snp_mirror: bool = True):
         bad = [t for t in vm_types if t not in U.VM_TYPE_NAMES]
         if bad:
             raise ValueError(f"vm_types: unknown VM types {bad}; known: {sorted(U.VM_TYPE_NAMES)}")
@@ -125,6 +126,11 @@ class Kvm:
         self.max_sev_asid = _u(max_sev_asid, "max_sev_asid", 32)
         self.vm_types = tuple(vm_types)
         self.vms: list[VM] = []
+        from .sev import AsidSpace
+        self.asids = AsidSpace(self, self.min_sev_asid, self.max_sev_asid)
+        self.block_snp_mirror = block_snp_mirror
+        self.snp_decommission_fails = False   # set to model SNP_DECOMMISSION failing
+        self.leaked_asids: set[int] = set()
 
     def check_extension(self, cap: int) -> int:
         """``KVM_CHECK_EXTENSION`` on /dev/kvm (``kvm`` is NULL: private features reported as
@@ -180,6 +186,11 @@ class VM:
         self.faults_in: list[tuple[int, int, bool]] = []   # (gfn, level, private) per fault-in
         self.vcpus: dict = {}
         self.exit_hypercalls = 0
+        self.asid = 0
+        self.sev_active = False
+        self.mirror_of: VM | None = None
+        self.mirrors: list[VM] = []
+        self.migration_in_progress = False
 
     def __repr__(self) -> str:
         return f"<VM {U.VM_TYPE_NAMES[self.type]}, {len(self.memslots)} memslots>"
@@ -411,6 +422,12 @@ class VM:
         exit to userspace for; bits outside ``KVM_EXIT_HYPERCALL_VALID_MASK`` (only
         ``KVM_HC_MAP_GPA_RANGE``) -> EINVAL. Other caps: EINVAL (not modelled yet)."""
         self._alive()
+        if cap in (U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, U.KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM):
+            from .sev import copy_enc_context_from, move_enc_context_from
+            if not args:
+                raise KvmError(errno.EBADF, "no source VM given")
+            fn = copy_enc_context_from if cap == U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM else move_enc_context_from
+            return fn(self, args[0])
         if cap == U.KVM_CAP_EXIT_HYPERCALL:
             mask = _u(args[0] if args else 0, "args[0]")
             if mask & ~(1 << U.KVM_HC_MAP_GPA_RANGE):
@@ -425,6 +442,15 @@ class VM:
                 return s
         return None
 
+    def sev_init(self) -> int:
+        """Initialise SEV/SEV-ES/SNP for this VM: allocates its ASID (``kit.kvm.sev``)."""
+        from .sev import sev_init
+        return sev_init(self)
+
     def destroy(self) -> None:
-        """The last reference went: the VM is dead; its guest_memfd files keep their memory."""
+        """Userspace dropped the VM: ``sev_vm_destroy`` (ASID to reclaim, or mirror unlink);
+        the VM is dead; its guest_memfd files keep their memory."""
+        from .sev import sev_vm_destroy
+        if not self.dead:
+            sev_vm_destroy(self)
         self.dead = True
