@@ -10,6 +10,8 @@ Profiles (tests/conftest.py): default >= 300 examples; HYPOTHESIS_PROFILE=long f
 """
 from __future__ import annotations
 
+import os
+
 import hypothesis.strategies as st
 from hypothesis import event, settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
@@ -42,7 +44,14 @@ def entry_tuple(e) -> tuple:
             tuple(e.vmpl_perms))
 
 
+_LABEL_OUTCOMES = os.environ.get("HYPOTHESIS_PROFILE", "default") != "long"
+
+
 def _event(got) -> None:
+    """Outcome statistics (``--hypothesis-show-statistics``); off in the long profile, where
+    10,000 examples' labels cost memory."""
+    if not _LABEL_OUTCOMES:
+        return
     try:
         event(f"outcome: {got[0]}{'' if got[0] != 'ok' else ' ' + str(got[1])}")
     except Exception:   # outside a hypothesis run (a hand-written replay)
