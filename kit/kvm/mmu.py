@@ -90,9 +90,22 @@ class Vcpu:
             if slot.gmem is None:                   # kvm_gmem_get_pfn: file closed -> EFAULT
                 return fault()
             index = slot.gmem_pgoff + gfn - slot.base_gfn
+            if vm.type == U.KVM_X86_SNP_VM:
+                from .snp import gmem_pfn, sev_gmem_prepare, sev_max_mapping_level
+                pfn, order = gmem_pfn(slot.gmem, index)
+                if sev_gmem_prepare(vm, pfn, gfn, order):
+                    raise KvmError(22, f"sev_gmem_prepare failed for gfn {gfn:#x}")
+                level = min(sev_max_mapping_level(vm.kvm.host, pfn), PAGE_2M if order >= 9 else PAGE_4K)
+                if vm.lpage_mixed(gfn, 512):
+                    level = PAGE_4K
+                return self._map(gfn, level, True)
             slot.gmem.allocated.set(index, index + 1, 1)   # zeroed on first use
+        return self._map(gfn, self.max_level(gfn, slot, is_private), is_private)
+
+    def _map(self, gfn: int, level: int, is_private: bool):
+        """Install the NPT mapping (once): the level-aligned range around ``gfn``."""
+        vm = self.vm
         if vm.sptes.get(gfn) != (MAP_PRIVATE if is_private else MAP_SHARED):
-            level = self.max_level(gfn, slot, is_private)
             base = gfn - gfn % (level // PAGE_4K)
             vm.sptes.set(base, base + level // PAGE_4K, MAP_PRIVATE if is_private else MAP_SHARED)
             vm.faults_in.append((gfn, level, is_private))

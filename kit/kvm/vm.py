@@ -63,6 +63,7 @@ class GuestMemfd:
         self.flags = flags
         self.bindings: list[tuple[int, int, Memslot]] = []   # (first pgoff, end pgoff, slot)
         self.allocated = AttributeRanges()                    # page indices, value 1
+        self.folios: dict[int, int] = {}                      # folio index -> host pfn
         self.closed = False
 
     def __repr__(self) -> str:
@@ -84,7 +85,9 @@ class GuestMemfd:
         if mode & U.FALLOC_FL_PUNCH_HOLE:
             end = min(end, self.size >> PAGE_SHIFT)
             if start < end:
+                from .snp import gmem_free_range
                 self.vm._invalidate_gmem(self, start, end)
+                gmem_free_range(self, start, end)
                 self.allocated.set(start, end, 0)
             return 0
         if offset + length > self.size:
@@ -113,11 +116,14 @@ class Kvm:
     ``vm_types`` are the x86 VM types this host supports (``kvm_caps.supported_vm_types``);
     ``min_sev_asid``/``max_sev_asid`` are CPUID 0x8000001F EDX/ECX (used by SEV VMs).
     ``block_snp_mirror``: the 2026 patch (A. Patra) rejecting SNP sources for mirror/move.
+    ``gmem_hugepages``: guest_memfd hands out 2M folios (the hugepage series) instead of
+    upstream's order-0 folios.
     """
 
     def __init__(self, host, *, min_sev_asid: int = 100, max_sev_asid: int = 509,
                  vm_types=(U.KVM_X86_DEFAULT_VM, U.KVM_X86_SW_PROTECTED_VM, U.KVM_X86_SEV_VM,
-                           U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM), block_snp_mirror: bool = True):
+                           U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM), block_snp_mirror: bool = True,
+                 gmem_hugepages: bool = False):
         bad = [t for t in vm_types if t not in U.VM_TYPE_NAMES]
         if bad:
             raise ValueError(f"vm_types: unknown VM types {bad}; known: {sorted(U.VM_TYPE_NAMES)}")
@@ -129,6 +135,7 @@ class Kvm:
         from .sev import AsidSpace
         self.asids = AsidSpace(self, self.min_sev_asid, self.max_sev_asid)
         self.block_snp_mirror = block_snp_mirror
+        self.gmem_hugepages = bool(gmem_hugepages)
         self.snp_decommission_fails = False   # set to model SNP_DECOMMISSION failing
         self.leaked_asids: set[int] = set()
 

@@ -1,0 +1,177 @@
+"""SNP on top of guest_memfd: host frames behind the file, the RMP hooks, RMP #NPF handling and
+GHCB page-state change (arch/x86/kvm/svm/sev.c, virt/kvm/guest_memfd.c).
+
+- Folios: ``Kvm(gmem_hugepages=...)``. Upstream ``kvm_gmem_get_pfn`` hands out order-0 folios
+  (``*max_order = 0``); the 2M-folio guest_memfd series is what the measured workloads used.
+  The choice is a named parameter.
+- ``sev_gmem_prepare``: nothing if the pfn is already assigned; else ``rmp_make_private`` at 2M
+  when the folio is 2M and all 512 pfns are unassigned (``is_large_rmp_possible``), else 4K;
+  a failure is -EINVAL.
+- ``sev_gmem_invalidate``: per assigned pfn, a 2M ``rmp_make_shared`` when aligned, fully
+  covered and the entry is 2M; otherwise PSMASH first, then 4K.
+- ``sev_handle_rmp_fault``: for a private gfn whose entry is 2M: PSMASH, then zap the 512 gfns.
+- GHCB PSC (``snp_begin_psc``): end_entry >= 253 -> INVALID_HDR; a 2M entry with an unaligned
+  gfn -> INVALID_ENTRY; adjacent entries with the same operation and size coalesce into one
+  ``KVM_HC_MAP_GPA_RANGE`` exit; PSMASH/UNSMASH entries are no-ops; without the hypercall exit
+  enabled -> VMGEXIT_PSC_ERROR_GENERIC. The RMP is untouched at PSC time.
+"""
+from __future__ import annotations
+
+import errno
+
+from ..errors import PFERR_GUEST_SIZEM_MASK, KvmError, NestedPageFault
+from ..units import PAGE_2M, PAGE_4K
+from . import uapi as U
+from .mmu import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit, Hypercall
+
+R = 512
+PSC_MAX_ENTRY = 253
+SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED = 1, 2
+SNP_PAGE_STATE_PSMASH, SNP_PAGE_STATE_UNSMASH = 3, 4
+GHCB_HV_RESP_INVALID_HDR = (1 << 32) | 1     # PSC_INVALID_HDR
+GHCB_HV_RESP_INVALID_ENTRY = (1 << 32) | 2   # PSC_INVALID_ENTRY
+VMGEXIT_PSC_ERROR_GENERIC = 0x100 << 32
+
+
+# ----------------------------------------------------------------- guest_memfd frames
+def gmem_pfn(f, index: int, *, allocate: bool = True):
+    """``kvm_gmem_get_pfn``: (pfn, folio order) of page ``index``, allocating a zeroed folio
+    from the host's frames if needed (its ``bytes_zeroed`` recorded). EFAULT once closed."""
+    if f.closed:
+        raise KvmError(errno.EFAULT, "guest_memfd is closed")
+    host = f.vm.kvm.host
+    huge = f.vm.kvm.gmem_hugepages and f.size % PAGE_2M == 0
+    order = 9 if huge else 0
+    fidx = index >> order
+    pfn = f.folios.get(fidx)
+    if pfn is None:
+        if not allocate:
+            return None, order
+        pfn = int(host.memory.alloc(order, "guest")[0])
+        host.ledger.record("gmem_folio", bytes_zeroed=PAGE_4K << order)
+        f.folios[fidx] = pfn
+        f.allocated.set(fidx << order, (fidx + 1) << order, 1)
+    return pfn + (index & ((1 << order) - 1)), order
+
+
+def sev_gmem_prepare(vm, pfn: int, gfn: int, order: int) -> int:
+    host = vm.kvm.host
+    assigned, _ = host.snp_lookup_rmpentry(pfn)
+    if assigned:
+        return 0
+    if order >= 9 and pfn % R == gfn % R:
+        base_pfn, base_gfn = pfn - pfn % R, gfn - gfn % R
+        large = not host.rmp.region_has_assigned([base_pfn // R])[0]
+        if large:
+            rc = host.rmp_make_private(base_pfn, base_gfn << 12, PAGE_2M, vm.asid, False)
+            return -errno.EINVAL if rc else 0
+    rc = host.rmp_make_private(pfn, gfn << 12, PAGE_4K, vm.asid, False)
+    return -errno.EINVAL if rc else 0
+
+
+def sev_gmem_invalidate(host, start: int, end: int) -> None:
+    pfn = start
+    while pfn < end:
+        assigned, level = host.snp_lookup_rmpentry(pfn)
+        if not assigned:
+            pfn += 1
+            continue
+        use_2m = pfn % R == 0 and end >= pfn + R and level == PAGE_2M
+        if level == PAGE_2M and not use_2m:
+            host.rmp.psmash(pfn - pfn % R)
+        host.rmp_make_shared(pfn, PAGE_2M if use_2m else PAGE_4K)
+        pfn += R if use_2m else 1
+
+
+def gmem_free_range(f, start: int, end: int) -> None:
+    """Truncate pages [start, end) of the file: invalidate (SNP: back to shared) and give whole
+    folios back to the host."""
+    host = f.vm.kvm.host
+    order = 9 if f.vm.kvm.gmem_hugepages and f.size % PAGE_2M == 0 else 0
+    for fidx in sorted(k for k in f.folios if start <= (k << order) and ((k + 1) << order) <= end):
+        pfn = f.folios.pop(fidx)
+        if f.vm.type == U.KVM_X86_SNP_VM:
+            sev_gmem_invalidate(host, pfn, pfn + (1 << order))
+        host.memory.free(pfn, order)
+
+
+def sev_max_mapping_level(host, pfn: int) -> int:
+    """``sev_private_max_mapping_level``: the RMP level; 4K when unassigned."""
+    assigned, level = host.snp_lookup_rmpentry(pfn)
+    return level if assigned else PAGE_4K
+
+
+# ----------------------------------------------------------------- RMP #NPF
+def sev_handle_rmp_fault(vm, gpa: int, error_code: int) -> None:
+    gfn = gpa >> 12
+    if not vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE:
+        return
+    slot = vm.slot_for_gfn(gfn)
+    if slot is None or slot.gmem is None:
+        return
+    pfn, _ = gmem_pfn(slot.gmem, slot.gmem_pgoff + gfn - slot.base_gfn, allocate=False)
+    if pfn is None:
+        return
+    assigned, level = vm.kvm.host.snp_lookup_rmpentry(pfn)
+    if not assigned or level == PAGE_4K:
+        return
+    vm.kvm.host.rmp.psmash(pfn - pfn % R)
+    base = gfn - gfn % R
+    vm._zap(base, base + R, "all")
+
+
+def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool) -> int:
+    """The guest's PVALIDATE of its private page ``gpa``; an RMP #NPF goes to
+    ``sev_handle_rmp_fault`` and the instruction is retried once, as after a VM re-entry."""
+    vm = vcpu.vm
+    for attempt in (0, 1):
+        gfn = gpa >> 12
+        slot = vm.slot_for_gfn(gfn)
+        if slot is None or slot.gmem is None:
+            raise KvmError(errno.EFAULT, f"gpa {gpa:#x} has no guest_memfd backing")
+        pfn, _ = gmem_pfn(slot.gmem, slot.gmem_pgoff + gfn - slot.base_gfn)
+        try:
+            return vm.kvm.host.rmp.pvalidate(pfn, pagesize=pagesize, validate=validate,
+                                             asid=vm.asid, gpa=gpa)
+        except NestedPageFault as e:
+            if attempt or not e.error_code & PFERR_GUEST_SIZEM_MASK:
+                raise
+            sev_handle_rmp_fault(vm, gpa, e.error_code)
+
+
+# ----------------------------------------------------------------- GHCB page-state change
+def snp_begin_psc(vcpu, entries: list[tuple[int, int, int]], *, cur_entry: int = 0,
+                  end_entry: int | None = None):
+    """Process a GHCB PSC request: ``entries`` are (gfn, op, pagesize PAGE_4K/PAGE_2M).
+    Returns ``(result, exits)``: ``result`` is 0 or the SW_EXITINFO2 error; ``exits`` the
+    ``KVM_HC_MAP_GPA_RANGE`` exits userspace must answer (coalesced)."""
+    vm = vcpu.vm
+    end_entry = len(entries) - 1 if end_entry is None else end_entry
+    if end_entry >= PSC_MAX_ENTRY or end_entry >= len(entries) or cur_entry > end_entry:
+        return GHCB_HV_RESP_INVALID_HDR, []
+    if not vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE):
+        return VMGEXIT_PSC_ERROR_GENERIC, []
+    exits, run = [], None
+    for gfn, op, size in entries[cur_entry:end_entry + 1]:
+        if op in (SNP_PAGE_STATE_PSMASH, SNP_PAGE_STATE_UNSMASH):
+            continue
+        if op not in (SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED) or size not in (PAGE_4K, PAGE_2M):
+            return GHCB_HV_RESP_INVALID_ENTRY, []
+        npages = size // PAGE_4K
+        if size == PAGE_2M and gfn % R:
+            return GHCB_HV_RESP_INVALID_ENTRY, []
+        if run and run[1] == op and run[2] == size and run[0] + run[3] == gfn:
+            run[3] += npages
+        else:
+            if run:
+                exits.append(run)
+            run = [gfn, op, size, npages]
+    if run:
+        exits.append(run)
+    out = []
+    for gfn, op, size, npages in exits:
+        attrs = (KVM_MAP_GPA_RANGE_ENCRYPTED if op == SNP_PAGE_STATE_PRIVATE else 0) | \
+            (1 if size == PAGE_2M else 0)
+        out.append(Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
+            U.KVM_HC_MAP_GPA_RANGE, (gfn << 12, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE)))
+    return 0, out

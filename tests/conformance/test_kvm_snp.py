@@ -1,0 +1,101 @@
+"""SNP guest memory: gmem prepare/invalidate, RMP #NPF handling, GHCB page-state change."""
+import pytest
+
+from kit.errors import NestedPageFault
+from kit.host import Host
+from kit.kvm import snp
+from kit.kvm import uapi as U
+from kit.kvm.vm import Kvm
+from kit.kvm.vmm import Vmm
+from kit.units import PAGE_2M, PAGE_4K
+
+GPA, MiB = 1 << 32, 1 << 20
+P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
+
+
+def snp_vm(huge=True, size=4 * MiB, policy="split-on-demand"):
+    host = Host(mem="2GiB", cores=8, directmap_policy=policy)
+    vm = Kvm(host, gmem_hugepages=huge).create_vm(U.KVM_X86_SNP_VM)
+    vm.sev_init()
+    f = vm.create_guest_memfd(size)
+    vm.set_user_memory_region2(1, U.KVM_MEM_GUEST_MEMFD, GPA, size, 0, 0, f)
+    vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << U.KVM_HC_MAP_GPA_RANGE)
+    return host, vm, f, vm.create_vcpu(0)
+
+
+def test_prepare_makes_2m_private_when_possible_and_maps_2m():
+    host, vm, f, cpu = snp_vm()
+    vm.set_memory_attributes(GPA, 2 * MiB, P)
+    assert cpu.access(GPA + 0x5000, private=True) is None
+    pfn = f.folios[0]
+    e = host.rmp.rmpread(pfn + 5)
+    assert e.assigned and e.pagesize == PAGE_2M and e.asid == vm.asid and e.gpa == GPA
+    assert vm.faults_in[-1] == ((GPA >> 12) + 5, PAGE_2M, True)
+    assert host.directmap.counts()["DirectMap4k"] == 0               # 2M private needs no split
+    assert host.ledger.totals["bytes_zeroed"] == PAGE_2M
+
+
+def test_4k_folios_prepare_4k_and_split_the_direct_map():
+    host, vm, f, cpu = snp_vm(huge=False)
+    vm.set_memory_attributes(GPA, PAGE_4K, P)
+    assert cpu.access(GPA, private=True) is None
+    pfn = f.folios[0]
+    assert host.rmp.rmpread(pfn).pagesize == PAGE_4K and host.directmap.level(pfn) == PAGE_4K
+    assert vm.faults_in[-1][1] == PAGE_4K
+
+
+def test_pvalidate_4k_on_2m_entry_is_handled_by_psmash_and_zap():
+    host, vm, f, cpu = snp_vm()
+    vm.set_memory_attributes(GPA, 2 * MiB, P)
+    cpu.access(GPA, private=True)
+    assert snp.guest_pvalidate(cpu, GPA + PAGE_4K, PAGE_4K, True) == 0
+    assert host.rmp.rmpread(f.folios[0]).pagesize == PAGE_4K and host.ledger.totals["psmash"] == 1
+    assert vm.zaps[-1] == (GPA >> 12, (GPA >> 12) + 512, "all")
+    assert host.rmp.rmpread(f.folios[0] + 1).validated
+
+
+def test_punch_hole_gives_pages_back_shared():
+    host, vm, f, cpu = snp_vm()
+    vm.set_memory_attributes(GPA, 4 * MiB, P)
+    cpu.access(GPA, private=True)
+    cpu.access(GPA + PAGE_2M, private=True)
+    pfn0, pfn1 = f.folios[0], f.folios[1]
+    snp.guest_pvalidate(cpu, GPA + PAGE_4K, PAGE_4K, True)                # region 0 now smashed
+    f.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, 0, 4 * MiB)
+    for p in (pfn0, pfn0 + 1, pfn1, pfn1 + 300):
+        assert not host.rmp.rmpread(p).assigned
+    assert host.memory.owner(pfn0) == "free" and f.folios == {}
+
+
+def test_psc_coalesces_into_map_gpa_range_exits_and_the_vmm_converts():
+    host, vm, f, cpu = snp_vm()
+    g = GPA >> 12
+    entries = [(g, 1, PAGE_4K), (g + 1, 1, PAGE_4K), (g + 2, 2, PAGE_4K), (g + 512, 1, PAGE_2M),
+               (g + 1024, 3, PAGE_4K)]
+    rc, exits = snp.snp_begin_psc(cpu, entries)
+    assert rc == 0 and [e.hypercall.args for e in exits] == [
+        (GPA, 2, 1 << 4), (GPA + 0x2000, 1, 0), (GPA + PAGE_2M, 512, (1 << 4) | 1)]
+    assert host.ledger.totals["rmpupdate"] == 0                 # RMP untouched at PSC time
+    vmm = Vmm(vm)
+    for e in exits:
+        vmm.handle(e)
+    assert vm.memory_attributes(g) == P and vm.memory_attributes(g + 2) == 0
+    assert vm.memory_attributes(g + 600) == P
+
+
+@pytest.mark.parametrize("entries,kw,want", [
+    ([(0, 1, PAGE_4K)] * 254, {}, snp.GHCB_HV_RESP_INVALID_HDR),
+    ([(5, 1, PAGE_2M)], {}, snp.GHCB_HV_RESP_INVALID_ENTRY),
+    ([(0, 9, PAGE_4K)], {}, snp.GHCB_HV_RESP_INVALID_ENTRY),
+    ([(0, 1, PAGE_4K)], {"cur_entry": 1}, snp.GHCB_HV_RESP_INVALID_HDR),
+])
+def test_psc_errors(entries, kw, want):
+    host, vm, f, cpu = snp_vm()
+    assert snp.snp_begin_psc(cpu, entries, **kw) == (want, [])
+
+
+def test_psc_without_the_hypercall_exit_is_generic_error():
+    host = Host(mem="2GiB", cores=8)
+    vm = Kvm(host).create_vm(U.KVM_X86_SNP_VM)
+    vm.sev_init()
+    assert snp.snp_begin_psc(vm.create_vcpu(0), [(0, 1, PAGE_4K)]) == (snp.VMGEXIT_PSC_ERROR_GENERIC, [])
