@@ -36,46 +36,37 @@ class AttributeRanges:
     def has(self, start: int, end: int, value: int) -> bool:
         """``kvm_range_has_memory_attributes(kvm, start, end, ~0, value)``: does every gfn of
         ``[start, end)`` hold exactly ``value``?"""
-        rs = self.ranges(start, end)
+        i0 = int(np.searchsorted(self.ends, np.uint64(start), side="right"))
+        i1 = int(np.searchsorted(self.starts, np.uint64(end), side="left"))
         if value == 0:
-            return not rs
-        pos = start
-        for s, e, v in rs:
-            if s != pos or v != value:
-                return False
-            pos = e
-        return pos == end
+            return i0 == i1
+        if i1 <= i0 or self.starts[i0] > start or self.ends[i1 - 1] < end:
+            return False
+        return bool(np.all(self.values[i0:i1] == value)
+                    and np.all(self.starts[i0 + 1:i1] == self.ends[i0:i1 - 1]))
 
     def set(self, start: int, end: int, value: int) -> None:
-        """Store ``value`` over ``[start, end)`` (0 erases), merging equal neighbours."""
-        keep_lo = int(np.searchsorted(self.ends, np.uint64(start), side="left"))
-        keep_hi = int(np.searchsorted(self.starts, np.uint64(end), side="right"))
-        new_s, new_e, new_v = [], [], []
-        for i in range(keep_lo, keep_hi):   # the ranges touching [start, end): at most a few
-            s, e, v = int(self.starts[i]), int(self.ends[i]), int(self.values[i])
-            if s < start:
-                new_s.append(s), new_e.append(start), new_v.append(v)
-            if e > end:
-                new_s.append(end), new_e.append(e), new_v.append(v)
+        """Store ``value`` over ``[start, end)`` (0 erases), merging equal neighbours. Only the
+        ranges at the two edges are looked at one by one; those inside are dropped in bulk."""
+        i0 = int(np.searchsorted(self.ends, np.uint64(start), side="left"))    # end >= start
+        i1 = int(np.searchsorted(self.starts, np.uint64(end), side="right"))   # start <= end
+        pieces = []
+        if i0 < i1 and int(self.starts[i0]) < start:
+            pieces.append([int(self.starts[i0]), start, int(self.values[i0])])
         if value:
-            new_s.append(start), new_e.append(end), new_v.append(value)
-        order = np.argsort(new_s, kind="stable")
-        s = np.asarray(new_s, dtype=np.uint64)[order]
-        e = np.asarray(new_e, dtype=np.uint64)[order]
-        v = np.asarray(new_v, dtype=np.uint64)[order]
-        # merge with each other and with the untouched neighbours when adjacent and equal
-        s = np.concatenate([self.starts[:keep_lo], s, self.starts[keep_hi:]])
-        e = np.concatenate([self.ends[:keep_lo], e, self.ends[keep_hi:]])
-        v = np.concatenate([self.values[:keep_lo], v, self.values[keep_hi:]])
-        if len(s) > 1:
-            join = (s[1:] == e[:-1]) & (v[1:] == v[:-1])
-            if join.any():
-                first = np.concatenate([[True], ~join])
-                group = np.cumsum(first) - 1
-                ends = np.zeros(int(group[-1]) + 1, dtype=np.uint64)
-                ends[group] = e                       # last write per group wins: its end
-                s, v, e = s[first], v[first], ends
-        self.starts, self.ends, self.values = s, e, v
+            pieces.append([start, end, value])
+        if i0 < i1 and int(self.ends[i1 - 1]) > end:
+            pieces.append([end, int(self.ends[i1 - 1]), int(self.values[i1 - 1])])
+        merged = []
+        for p in pieces:                      # at most 3, already in order
+            if merged and merged[-1][1] == p[0] and merged[-1][2] == p[2]:
+                merged[-1][1] = p[1]
+            else:
+                merged.append(p)
+        arr = np.asarray(merged, dtype=np.uint64).reshape(-1, 3)
+        self.starts = np.concatenate([self.starts[:i0], arr[:, 0], self.starts[i1:]])
+        self.ends = np.concatenate([self.ends[:i0], arr[:, 1], self.ends[i1:]])
+        self.values = np.concatenate([self.values[:i0], arr[:, 2], self.values[i1:]])
 
     @property
     def nbytes(self) -> int:
