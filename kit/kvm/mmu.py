@@ -83,7 +83,12 @@ class Vcpu:
             return fault() if is_private else Exit(U.KVM_EXIT_MMIO)
         attr_private = bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
         if is_private != attr_private:
-            return fault()
+            can_back = not is_private or (slot.flags & U.KVM_MEM_GUEST_MEMFD and slot.gmem is not None)
+            if vm.npf_policy != "auto-convert" or not can_back:
+                return fault()
+            # questions.md §3: KVM converts on a guest access itself (never on a host access)
+            vm._set_attributes(gfn << 12, PAGE_4K, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if is_private else 0)
+            vm.kvm_conversions.append((gfn, gfn + 1, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if is_private else 0))
         if is_private:
             if not slot.flags & U.KVM_MEM_GUEST_MEMFD:
                 return fault()
@@ -136,11 +141,18 @@ class Vcpu:
             return -U.KVM_ENOSYS
         if cpl != 0:
             return -U.KVM_EPERM
-        if not self.vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE):
+        guest_owned = self.vm.attribute_owner == "guest"   # KVM handles it: no exit needed
+        if not guest_owned and not self.vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE):
             return -U.KVM_ENOSYS
         gpa, npages, attrs = (list(args) + [0, 0, 0])[:3]
         gfn = gpa >> 12
         if gpa % PAGE_4K or npages == 0 or gfn + npages > (1 << 52):
             return -U.KVM_EINVAL
+        if guest_owned:
+            # questions.md §4, the pKVM proposal: the guest's call decides; KVM applies it
+            value = U.KVM_MEMORY_ATTRIBUTE_PRIVATE if attrs & KVM_MAP_GPA_RANGE_ENCRYPTED else 0
+            self.vm._set_attributes(gpa, npages << 12, value)
+            self.vm.kvm_conversions.append((gfn, gfn + npages, value))
+            return 0
         return Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
             U.KVM_HC_MAP_GPA_RANGE, (gpa, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE if long_mode else 0))

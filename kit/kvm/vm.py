@@ -144,11 +144,24 @@ class Kvm:
         available)."""
         return _check_extension(self, None, cap)
 
-    def create_vm(self, type: int = U.KVM_X86_DEFAULT_VM) -> "VM":
-        """``KVM_CREATE_VM``: an unsupported type is EINVAL (``kvm_arch_init_vm``)."""
+    def create_vm(self, type: int = U.KVM_X86_DEFAULT_VM, *, attribute_owner: str = "userspace",
+                  npf_policy: str = "exit") -> "VM":
+        """``KVM_CREATE_VM``: an unsupported type is EINVAL (``kvm_arch_init_vm``).
+
+        Model options (questions.md §3-4): ``attribute_owner`` ``"userspace"`` (upstream: the
+        VMM decides with KVM_SET_MEMORY_ATTRIBUTES after a hypercall exit) or ``"guest"`` (the
+        pKVM proposal: the guest's MAP_GPA_RANGE hypercall sets the attribute in KVM and
+        userspace may only follow); ``npf_policy`` ``"exit"`` (upstream: an implicit conversion
+        by a guest access is a KVM_EXIT_MEMORY_FAULT) or ``"auto-convert"`` (the 2021 agreement:
+        KVM converts on a guest access, never on a host access)."""
+        if attribute_owner not in ("userspace", "guest"):
+            raise ValueError(f"attribute_owner: must be 'userspace' or 'guest', got {attribute_owner!r}")
+        if npf_policy not in ("exit", "auto-convert"):
+            raise ValueError(f"npf_policy: must be 'exit' or 'auto-convert', got {npf_policy!r}")
         if type not in self.vm_types:
             raise KvmError(errno.EINVAL, f"VM type {type} is not supported")
         vm = VM(self, type)
+        vm.attribute_owner, vm.npf_policy = attribute_owner, npf_policy
         self.vms.append(vm)
         return vm
 
@@ -198,6 +211,9 @@ class VM:
         self.mirror_of: VM | None = None
         self.mirrors: list[VM] = []
         self.migration_in_progress = False
+        self.attribute_owner = "userspace"
+        self.npf_policy = "exit"
+        self.kvm_conversions: list[tuple[int, int, int]] = []   # (start gfn, end gfn, attrs) made by KVM
 
     def __repr__(self) -> str:
         return f"<VM {U.VM_TYPE_NAMES[self.type]}, {len(self.memslots)} memslots>"
@@ -225,6 +241,11 @@ class VM:
         self._alive()
         address, size = _u(address, "address"), _u(size, "size")
         attributes, flags = _u(attributes, "attributes"), _u(flags, "flags")
+        if self.attribute_owner == "guest":
+            raise KvmError(errno.EPERM, "attributes are owned by the guest on this VM (pKVM style)")
+        return self._set_attributes(address, size, attributes, flags)
+
+    def _set_attributes(self, address: int, size: int, attributes: int, flags: int = 0) -> int:
         if flags:
             raise KvmError(errno.EINVAL, "flags must be 0")
         if attributes & ~self.supported_mem_attributes():

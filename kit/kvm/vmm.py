@@ -20,7 +20,11 @@ class Vmm:
         self.log: list = []
 
     def convert(self, gpa: int, size: int, private: bool) -> int:
-        """``kvm_convert_memory``: attributes first, then the guest_memfd range."""
+        """``kvm_convert_memory``: a private conversion of memory that no guest_memfd slot
+        backs is refused (the guest's hypercall gets -KVM_EINVAL, nothing changes); otherwise
+        attributes first, then the guest_memfd range."""
+        if private and not self._gmem_backed(gpa >> 12, (gpa + size) >> 12):
+            return -U.KVM_EINVAL
         self.vm.set_memory_attributes(gpa, size, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0)
         self.ioctls += 1
         if self.fallocate:
@@ -32,6 +36,16 @@ class Vmm:
                     mode = U.FALLOC_FL_KEEP_SIZE | (0 if private else U.FALLOC_FL_PUNCH_HOLE)
                     slot.gmem.fallocate(mode, off, (e - s) << 12)
         return 0
+
+    def _gmem_backed(self, start: int, end: int) -> bool:
+        covered = 0
+        for slot in self.vm.memslots.values():
+            s, e = max(start, slot.base_gfn), min(end, slot.end_gfn)
+            if s < e:
+                if not slot.flags & U.KVM_MEM_GUEST_MEMFD:
+                    return False
+                covered += e - s
+        return covered == end - start
 
     def handle(self, exit: Exit) -> int:
         """Answer one exit; returns the hypercall's ``ret`` (0) or 0 for a memory fault."""
