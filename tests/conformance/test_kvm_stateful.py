@@ -1,0 +1,177 @@
+"""VM memory state (memslots, attributes, guest_memfd bindings and pages) against dict-per-page
+references, driven by a hypothesis state machine; every failed call must leave the VM as it was.
+
+The references re-state the rules of kvm-uapi.md §1-3 in the most literal per-page form
+(a dict gfn -> attribute, a dict gfn -> slot, a dict file page -> slot, a set of allocated
+file pages), independent of the kit's range stores.
+"""
+from __future__ import annotations
+
+import errno
+
+import hypothesis.strategies as st
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from kit.errors import KvmError
+from kit.host import Host
+from kit.kvm import uapi as U
+from kit.kvm.vm import Kvm
+
+PS = 4096
+P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
+GMEM = U.KVM_MEM_GUEST_MEMFD
+WINDOW = 96                       # gfns the machine plays in
+FILE_PAGES = 32
+
+
+def call(fn):
+    try:
+        return fn()
+    except KvmError as e:
+        return -e.errno
+
+
+class VmMemory(RuleBasedStateMachine):
+    @initialize()
+    def boot(self):
+        self.vm = Kvm(Host(mem="2GiB", cores=2)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
+        self.files = [self.vm.create_guest_memfd(FILE_PAGES * PS) for _ in range(2)]
+        self.attrs: dict[int, int] = {}
+        self.slots: dict[int, dict] = {}          # id -> base, npages, flags, file, pgoff, uaddr
+        self.slot_of: dict[int, int] = {}         # gfn -> slot id
+        self.bound: list[dict[int, int]] = [{}, {}]    # per file: page -> slot id
+        self.allocated: list[set[int]] = [set(), set()]
+
+    # ------------------------------------------------------------ helpers
+    def _snapshot(self):
+        vm = self.vm
+        return (vm.attributes.starts.tobytes(), vm.attributes.ends.tobytes(), vm.attributes.values.tobytes(),
+                sorted((k, s.base_gfn, s.npages, s.flags, id(s.gmem), s.gmem_pgoff) for k, s in vm.memslots.items()),
+                [sorted((a, b, s.id) for a, b, s in f.bindings) for f in self.files],
+                [f.allocated.ranges(0, FILE_PAGES) for f in self.files])
+
+    def _both(self, kit_fn, expected_errno):
+        before = self._snapshot()
+        got = call(kit_fn)
+        want = -expected_errno if expected_errno else 0
+        assert got == want, f"kit returned {got}, reference expects {want}"
+        if got:
+            assert self._snapshot() == before, "a failed call changed the VM"
+        return got == 0
+
+    # ------------------------------------------------------------ attributes (§1)
+    @rule(start=st.integers(0, WINDOW - 1), n=st.integers(0, 24), value=st.sampled_from([0, P, P, 1 << 5]),
+          flags=st.sampled_from([0] * 9 + [1]), skew=st.sampled_from([0] * 9 + [1]))
+    def set_attributes(self, start, n, value, flags, skew):
+        addr, size = start * PS + skew, n * PS
+        expect = 0
+        if flags or value & ~P or size == 0 or addr % PS:
+            expect = errno.EINVAL
+        if self._both(lambda: self.vm.set_memory_attributes(addr, size, value, flags), expect):
+            for g in range(start, start + n):
+                if value:
+                    self.attrs[g] = value
+                else:
+                    self.attrs.pop(g, None)
+
+    # ------------------------------------------------------------ memslots (§2) and bind (§3)
+    @rule(sid=st.integers(0, 3), base=st.integers(0, WINDOW - 8), npages=st.integers(1, 8),
+          use_gmem=st.booleans(), fidx=st.integers(0, 1), pgoff=st.integers(0, FILE_PAGES),
+          log_dirty=st.sampled_from([False] * 4 + [True]), uaddr_page=st.sampled_from([16, 16, 32]))
+    def set_slot(self, sid, base, npages, use_gmem, fidx, pgoff, log_dirty, uaddr_page):
+        flags = (GMEM if use_gmem else 0) | (U.KVM_MEM_LOG_DIRTY_PAGES if log_dirty else 0)
+        f = self.files[fidx] if use_gmem else None
+        old = self.slots.get(sid)
+        uaddr = uaddr_page << 20
+        others = {g for g, s in self.slot_of.items() if s != sid}
+        overlap = any(g in others for g in range(base, base + npages))
+        if use_gmem and log_dirty:
+            expect = errno.EINVAL
+        elif old is not None:
+            if use_gmem or uaddr != old["uaddr"] or npages != old["npages"] or \
+                    (flags ^ old["flags"]) & (U.KVM_MEM_READONLY | GMEM):
+                expect = errno.EINVAL
+            elif base == old["base"] and flags == old["flags"]:
+                expect = 0
+            else:
+                expect = errno.EEXIST if base != old["base"] and overlap else 0
+        elif overlap:
+            expect = errno.EEXIST
+        elif use_gmem and (pgoff + npages > FILE_PAGES or
+                           any(p in self.bound[fidx] for p in range(pgoff, pgoff + npages))):
+            expect = errno.EINVAL
+        else:
+            expect = 0
+        ok = self._both(lambda: self.vm.set_user_memory_region2(sid, flags, base * PS, npages * PS, uaddr,
+                                                                 pgoff * PS, f), expect)
+        if not ok:
+            return
+        if old is not None:
+            for g in range(old["base"], old["base"] + old["npages"]):
+                del self.slot_of[g]
+            old.update(base=base, flags=flags)
+        else:
+            self.slots[sid] = dict(base=base, npages=npages, flags=flags, file=fidx if use_gmem else None,
+                                   pgoff=pgoff, uaddr=uaddr)
+            if use_gmem:
+                for p in range(pgoff, pgoff + npages):
+                    self.bound[fidx][p] = sid
+        for g in range(base, base + npages):
+            self.slot_of[g] = sid
+
+    @rule(sid=st.integers(0, 3))
+    def delete_slot(self, sid):
+        old = self.slots.get(sid)
+        if not self._both(lambda: self.vm.set_user_memory_region2(sid, 0, 0, 0, 0),
+                          0 if old else errno.EINVAL):
+            return
+        for g in range(old["base"], old["base"] + old["npages"]):
+            del self.slot_of[g]
+        if old["file"] is not None:
+            self.bound[old["file"]] = {p: s for p, s in self.bound[old["file"]].items() if s != sid}
+        del self.slots[sid]
+
+    # ------------------------------------------------------------ guest_memfd pages (§3)
+    @rule(fidx=st.integers(0, 1), off=st.integers(0, FILE_PAGES + 4), n=st.integers(0, 8),
+          punch=st.booleans(), mode_bad=st.sampled_from([False] * 9 + [True]), skew=st.sampled_from([0] * 9 + [1]))
+    def fallocate(self, fidx, off, n, punch, mode_bad, skew):
+        mode = U.FALLOC_FL_KEEP_SIZE | (U.FALLOC_FL_PUNCH_HOLE if punch else 0) | (0x10 if mode_bad else 0)
+        offset, length = off * PS + skew, n * PS
+        if mode_bad:
+            expect = errno.EOPNOTSUPP
+        elif skew:
+            expect = errno.EINVAL
+        elif not punch and off + n > FILE_PAGES:
+            expect = errno.EINVAL
+        else:
+            expect = 0
+        if self._both(lambda: self.files[fidx].fallocate(mode, offset, length), expect):
+            pages = set(range(off, min(off + n, FILE_PAGES)))
+            self.allocated[fidx] = self.allocated[fidx] - pages if punch else self.allocated[fidx] | pages
+
+    @rule(fidx=st.integers(0, 1))
+    def fill_file(self, fidx):
+        """Allocate the whole file, so that later punches meet allocated pages up to EOF."""
+        if self._both(lambda: self.files[fidx].fallocate(U.FALLOC_FL_KEEP_SIZE, 0, FILE_PAGES * PS), 0):
+            self.allocated[fidx] = set(range(FILE_PAGES))
+
+    # ------------------------------------------------------------ invariants
+    @invariant()
+    def same_state(self):
+        if not hasattr(self, "vm"):
+            return
+        vm = self.vm
+        for g in range(WINDOW + 8):
+            assert vm.memory_attributes(g) == self.attrs.get(g, 0), f"attribute of gfn {g}"
+            s = vm.slot_for_gfn(g)
+            assert (s.id if s else None) == self.slot_of.get(g), f"slot of gfn {g}"
+        for fidx, f in enumerate(self.files):
+            got = {p: s.id for a, b, s in f.bindings for p in range(a, b)}
+            assert got == self.bound[fidx]
+            got_alloc = {p for a, b, _ in f.allocated.ranges(0, FILE_PAGES) for p in range(a, b)}
+            assert got_alloc == self.allocated[fidx]
+
+
+VmMemory.TestCase.settings = settings(settings.default, stateful_step_count=30)
+TestVmMemory = VmMemory.TestCase
