@@ -67,6 +67,10 @@ class RmpUpdateLivelock(KitError):
                          "forever: a 2M/4K overlap that no other CPU is about to clear")
 
 
+class SigBus(KitError):
+    """A userspace access to a mapping that cannot be backed (the kernel sends SIGBUS)."""
+
+
 class NestedPageFault(KitError):
     """#NPF raised by an instruction model (e.g. PVALIDATE at 4K on a 2M RMP entry).
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
-from ..errors import KvmError
+from ..errors import KvmError, SigBus
 from ..units import PAGE_4K
 from . import uapi as U
 from .attributes import AttributeRanges
@@ -96,13 +96,56 @@ class GuestMemfd:
             self.allocated.set(start, end, 1)
         return 0
 
+    def mmap(self, length: int, offset: int = 0, *, shared: bool = True) -> int:
+        """``kvm_gmem_mmap``: without GUEST_MEMFD_FLAG_MMAP -> ENODEV; a private (COW) mapping
+        -> EINVAL. Returns 0 (the mapping is then usable with :meth:`user_access`)."""
+        self._open()
+        if not self.flags & U.GUEST_MEMFD_FLAG_MMAP:
+            raise KvmError(errno.ENODEV, "guest_memfd was created without GUEST_MEMFD_FLAG_MMAP")
+        if not shared:
+            raise KvmError(errno.EINVAL, "only MAP_SHARED mappings of guest_memfd")
+        self.mapped = True
+        return 0
+
+    def user_access(self, offset: int) -> None:
+        """A userspace access through the mapping (``kvm_gmem_fault_user_mapping``): at or past
+        i_size, or without INIT_SHARED -> SIGBUS; otherwise a zeroed order-0 page."""
+        if not getattr(self, "mapped", False):
+            raise ValueError("offset: the file is not mapped (call mmap first)")
+        if offset >= self.size or not self.flags & U.GUEST_MEMFD_FLAG_INIT_SHARED:
+            raise SigBus(f"SIGBUS at guest_memfd offset {offset:#x}")
+        page = offset >> PAGE_SHIFT
+        self.allocated.set(page, page + 1, 1)
+
+    def ftruncate(self, size: int) -> int:
+        """``kvm_gmem_setattr``: the size of a guest_memfd cannot change -> EINVAL."""
+        self._open()
+        raise KvmError(errno.EINVAL, "guest_memfd cannot be resized")
+
+    def read(self, *args) -> int:
+        """guest_memfd has no read/write file operations: the call fails (EINVAL)."""
+        self._open()
+        raise KvmError(errno.EINVAL, "guest_memfd has no read/write")
+
+    write = pread = pwrite = read
+
+    def _open(self) -> None:
+        if self.closed:
+            raise KvmError(errno.EBADF, "guest_memfd is closed")
+
     def close(self) -> None:
-        """``kvm_gmem_release``: bound slots lose their file (later faults: EFAULT); the memory
-        stays until the inode goes; the VM reference is dropped."""
+        """``kvm_gmem_release`` and, with the last reference, the inode's eviction: bound slots
+        lose their file (later faults: EFAULT), KVM's mappings are zapped, and the pages are
+        truncated: for SNP made shared again (``sev_gmem_invalidate``), then freed to the host.
+        The VM reference is dropped."""
         if self.closed:
             return
-        for _, _, slot in self.bindings:
+        from .snp import gmem_free_range
+        for s, e, slot in self.bindings:
+            self.vm._zap(slot.base_gfn, slot.end_gfn, "all")
             slot.gmem = None
+        gmem_free_range(self, 0, self.size >> PAGE_SHIFT)
+        self.allocated.set(0, self.size >> PAGE_SHIFT, 0)
         self.closed = True
         self.vm._gmem_files.discard(self)
 

@@ -193,3 +193,40 @@ def test_punch_hole_zaps_bound_slots_and_survives_the_vm():
     assert f.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, 0, PS) == 0
     f.close()
     assert err(f.fallocate, U.FALLOC_FL_KEEP_SIZE, 0, PS) == errno.EBADF
+
+
+def test_guest_memfd_file_operations(kvm):
+    from kit.errors import SigBus
+    vm = kvm.create_vm()
+    plain = vm.create_guest_memfd(4 * PS)
+    assert err(plain.mmap, PS) == errno.ENODEV                                   # no MMAP flag
+    assert err(plain.read) == errno.EINVAL and err(plain.pwrite) == errno.EINVAL
+    assert err(plain.ftruncate, 8 * PS) == errno.EINVAL
+    m = vm.create_guest_memfd(4 * PS, U.GUEST_MEMFD_FLAG_MMAP)
+    assert err(m.mmap, PS, shared=False) == errno.EINVAL                         # MAP_PRIVATE
+    assert m.mmap(4 * PS) == 0
+    with pytest.raises(SigBus):
+        m.user_access(0)                                                         # not INIT_SHARED
+    s = vm.create_guest_memfd(4 * PS, U.GUEST_MEMFD_FLAG_MMAP | U.GUEST_MEMFD_FLAG_INIT_SHARED)
+    s.mmap(16 * PS)                                                              # map 4x the file
+    s.user_access(3 * PS)
+    assert s.allocated_pages() == 1
+    with pytest.raises(SigBus):
+        s.user_access(4 * PS)                                                    # at i_size
+
+
+def test_closing_the_last_reference_returns_snp_pages_shared_to_the_host():
+    host = Host(mem="2GiB", cores=4)
+    vm = Kvm(host, gmem_hugepages=True).create_vm(U.KVM_X86_SNP_VM)
+    vm.sev_init()
+    f = vm.create_guest_memfd(4 * MiB)
+    vm.set_user_memory_region2(1, GMEM, 1 << 32, 4 * MiB, 0, 0, f)
+    vm.set_memory_attributes(1 << 32, 4 * MiB, U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    cpu = vm.create_vcpu(0)
+    cpu.access(1 << 32, private=True)
+    pfn = f.folios[0]
+    free_before = host.memory.free_pages()
+    f.close()
+    assert not host.rmp.rmpread(pfn).assigned and host.memory.owner(pfn) == "free"
+    assert host.memory.free_pages() == free_before + 512
+    assert cpu.access(1 << 32, private=True).reason == U.KVM_EXIT_MEMORY_FAULT   # file gone: EFAULT
