@@ -53,7 +53,7 @@ def write_host_owned(h: Host) -> None:
             h.write(start, n)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)   # examples from the profile: 300 by default, 10,000 in `long`
 @given(policy=st.sampled_from(SAFE), seq=ops)
 def test_safe_policies_never_fault_a_host_owned_page(policy, seq):
     h = Host(mem=MEM, cores=8, directmap_policy=policy, overlap_retries=0)
