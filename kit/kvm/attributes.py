@@ -10,64 +10,127 @@ from __future__ import annotations
 import numpy as np
 
 
+CHUNK = 1024   # ranges per chunk before it is split in two
+
+
+def _flat_set(s, e, v, start: int, end: int, value: int):
+    """Store ``value`` over ``[start, end)`` in one sorted run of ranges: only the ranges at the
+    two edges are looked at one by one; those inside are dropped in bulk."""
+    i0 = int(np.searchsorted(e, np.uint64(start), side="left"))    # end >= start
+    i1 = int(np.searchsorted(s, np.uint64(end), side="right"))     # start <= end
+    pieces = []
+    if i0 < i1 and int(s[i0]) < start:
+        pieces.append([int(s[i0]), start, int(v[i0])])
+    if value:
+        pieces.append([start, end, value])
+    if i0 < i1 and int(e[i1 - 1]) > end:
+        pieces.append([end, int(e[i1 - 1]), int(v[i1 - 1])])
+    merged = []
+    for p in pieces:                      # at most 3, already in order
+        if merged and merged[-1][1] == p[0] and merged[-1][2] == p[2]:
+            merged[-1][1] = p[1]
+        else:
+            merged.append(p)
+    arr = np.asarray(merged, dtype=np.uint64).reshape(-1, 3)
+    return (np.concatenate([s[:i0], arr[:, 0], s[i1:]]), np.concatenate([e[:i0], arr[:, 1], e[i1:]]),
+            np.concatenate([v[:i0], arr[:, 2], v[i1:]]))
+
+
 class AttributeRanges:
+    """Sorted non-overlapping ranges, held in chunks of at most ``2 * CHUNK`` ranges with an
+    index of each chunk's first start, so that a one-page change copies one or two chunks and
+    a change over a huge range drops the chunks inside it whole."""
+
     def __init__(self):
-        self.starts = np.zeros(0, dtype=np.uint64)
-        self.ends = np.zeros(0, dtype=np.uint64)
-        self.values = np.zeros(0, dtype=np.uint64)
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._firsts = np.zeros(0, dtype=np.uint64)
+
+    # whole-store views (for tests and reports; O(n))
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([c[0] for c in self._chunks]) if self._chunks else np.zeros(0, np.uint64)
+
+    @property
+    def ends(self) -> np.ndarray:
+        return np.concatenate([c[1] for c in self._chunks]) if self._chunks else np.zeros(0, np.uint64)
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.concatenate([c[2] for c in self._chunks]) if self._chunks else np.zeros(0, np.uint64)
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return sum(len(c[0]) for c in self._chunks)
+
+    def _chunk_at(self, gfn: int) -> int:
+        """Index of the last chunk starting at or before ``gfn`` (0 if none)."""
+        return max(int(np.searchsorted(self._firsts, np.uint64(gfn), side="right")) - 1, 0)
 
     def get(self, gfn: int) -> int:
         """``kvm_get_memory_attributes``: the value at ``gfn`` (0 when nothing is stored)."""
-        i = int(np.searchsorted(self.ends, np.uint64(gfn), side="right"))
-        if i < len(self.starts) and self.starts[i] <= gfn:
-            return int(self.values[i])
-        return 0
+        if not self._chunks:
+            return 0
+        s, e, v = self._chunks[self._chunk_at(gfn)]
+        i = int(np.searchsorted(e, np.uint64(gfn), side="right"))
+        return int(v[i]) if i < len(s) and s[i] <= gfn else 0
 
     def ranges(self, start: int, end: int):
         """Stored ranges overlapping ``[start, end)``, clipped: list of (start, end, value)."""
-        lo = int(np.searchsorted(self.ends, np.uint64(start), side="right"))
-        hi = int(np.searchsorted(self.starts, np.uint64(end), side="left"))
-        return [(max(int(self.starts[i]), start), min(int(self.ends[i]), end), int(self.values[i]))
-                for i in range(lo, hi)]
+        out = []
+        for c in range(self._chunk_at(start), len(self._chunks)):
+            s, e, v = self._chunks[c]
+            if s[0] >= end:
+                break
+            lo = int(np.searchsorted(e, np.uint64(start), side="right"))
+            hi = int(np.searchsorted(s, np.uint64(end), side="left"))
+            out += [(max(int(s[i]), start), min(int(e[i]), end), int(v[i])) for i in range(lo, hi)]
+        return out
 
     def has(self, start: int, end: int, value: int) -> bool:
         """``kvm_range_has_memory_attributes(kvm, start, end, ~0, value)``: does every gfn of
-        ``[start, end)`` hold exactly ``value``?"""
-        i0 = int(np.searchsorted(self.ends, np.uint64(start), side="right"))
-        i1 = int(np.searchsorted(self.starts, np.uint64(end), side="left"))
-        if value == 0:
-            return i0 == i1
-        if i1 <= i0 or self.starts[i0] > start or self.ends[i1 - 1] < end:
-            return False
-        return bool(np.all(self.values[i0:i1] == value)
-                    and np.all(self.starts[i0 + 1:i1] == self.ends[i0:i1 - 1]))
+        ``[start, end)`` hold exactly ``value``? Stops at the first chunk that says no."""
+        pos = start
+        for c in range(self._chunk_at(start), len(self._chunks)):
+            s, e, v = self._chunks[c]
+            if s[0] >= end:
+                break
+            i0 = int(np.searchsorted(e, np.uint64(start), side="right"))
+            i1 = int(np.searchsorted(s, np.uint64(end), side="left"))
+            if i1 <= i0:
+                continue
+            if value == 0:
+                return False
+            if (int(s[i0]) > pos or not np.all(v[i0:i1] == value)
+                    or not np.all(s[i0 + 1:i1] == e[i0:i1 - 1])):
+                return False
+            pos = int(e[i1 - 1])
+        return value == 0 or pos >= end
 
     def set(self, start: int, end: int, value: int) -> None:
-        """Store ``value`` over ``[start, end)`` (0 erases), merging equal neighbours. Only the
-        ranges at the two edges are looked at one by one; those inside are dropped in bulk."""
-        i0 = int(np.searchsorted(self.ends, np.uint64(start), side="left"))    # end >= start
-        i1 = int(np.searchsorted(self.starts, np.uint64(end), side="right"))   # start <= end
-        pieces = []
-        if i0 < i1 and int(self.starts[i0]) < start:
-            pieces.append([int(self.starts[i0]), start, int(self.values[i0])])
-        if value:
-            pieces.append([start, end, value])
-        if i0 < i1 and int(self.ends[i1 - 1]) > end:
-            pieces.append([end, int(self.ends[i1 - 1]), int(self.values[i1 - 1])])
-        merged = []
-        for p in pieces:                      # at most 3, already in order
-            if merged and merged[-1][1] == p[0] and merged[-1][2] == p[2]:
-                merged[-1][1] = p[1]
-            else:
-                merged.append(p)
-        arr = np.asarray(merged, dtype=np.uint64).reshape(-1, 3)
-        self.starts = np.concatenate([self.starts[:i0], arr[:, 0], self.starts[i1:]])
-        self.ends = np.concatenate([self.ends[:i0], arr[:, 1], self.ends[i1:]])
-        self.values = np.concatenate([self.values[:i0], arr[:, 2], self.values[i1:]])
+        """Store ``value`` over ``[start, end)`` (0 erases), merging equal neighbours.
+        ``CHUNK`` is read at call time (tests shrink it to exercise chunk boundaries)."""
+        CHUNK = globals()["CHUNK"]
+        if not self._chunks:
+            if value:
+                one = np.asarray([start], np.uint64), np.asarray([end], np.uint64), np.asarray([value], np.uint64)
+                self._chunks, self._firsts = [one], one[0].copy()
+            return
+        c0 = self._chunk_at(start)
+        if c0 > 0 and int(self._chunks[c0 - 1][1][-1]) >= start:
+            c0 -= 1                                     # a touching range just before
+        c1 = max(int(np.searchsorted(self._firsts, np.uint64(end), side="right")) - 1, c0)
+        # chunks strictly between c0 and c1 lie inside [start, end]: dropped whole
+        parts = [self._chunks[c0]] + ([self._chunks[c1]] if c1 != c0 else [])
+        s = np.concatenate([p[0] for p in parts])
+        e = np.concatenate([p[1] for p in parts])
+        v = np.concatenate([p[2] for p in parts])
+        s, e, v = _flat_set(s, e, v, start, end, value)
+        new = [(s[i:i + CHUNK], e[i:i + CHUNK], v[i:i + CHUNK]) for i in range(0, len(s), CHUNK)] \
+            if len(s) > 2 * CHUNK else ([(s, e, v)] if len(s) else [])
+        self._chunks[c0:c1 + 1] = new
+        self._firsts = np.concatenate([self._firsts[:c0],
+                                       np.asarray([c[0][0] for c in new], dtype=np.uint64),
+                                       self._firsts[c1 + 1:]])
 
     @property
     def nbytes(self) -> int:
-        return self.starts.nbytes + self.ends.nbytes + self.values.nbytes
+        return sum(a.nbytes for c in self._chunks for a in c) + self._firsts.nbytes
