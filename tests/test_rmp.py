@@ -8,7 +8,7 @@ from kit.host.rmp import (PSMASH_FAIL_INPUT, PSMASH_FAIL_INUSE, PVALIDATE_FAIL_N
                           RMPADJUST_FAIL_SIZEMISMATCH, RMPUPDATE_FAIL_INPUT, RMPUPDATE_FAIL_INUSE,
                           RMPUPDATE_FAIL_OVERLAP, RMPUPDATE_FAIL_PERMISSION, VMPL_ALL, VMPL_R,
                           VMPL_W)
-from kit.units import GiB, PAGE_2M, PAGE_4K
+from kit.units import PAGE_2M, PAGE_4K
 
 R = 512  # pfns per 2M
 

@@ -10,7 +10,7 @@ EFAULT once the file is closed; ``*max_order = 0``), arch/x86/kvm/x86.c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import KvmError
 from ..units import PAGE_1G, PAGE_2M, PAGE_4K

@@ -14,7 +14,7 @@ nothing.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import KvmError, SigBus
 from ..units import PAGE_4K

@@ -1,7 +1,6 @@
 """SNP guest memory: gmem prepare/invalidate, RMP #NPF handling, GHCB page-state change."""
 import pytest
 
-from kit.errors import NestedPageFault
 from kit.host import Host
 from kit.kvm import snp
 from kit.kvm import uapi as U
