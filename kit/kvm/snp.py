@@ -175,3 +175,32 @@ def snp_begin_psc(vcpu, entries: list[tuple[int, int, int]], *, cur_entry: int =
         out.append(Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
             U.KVM_HC_MAP_GPA_RANGE, (gfn << 12, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE)))
     return 0, out
+
+
+# ----------------------------------------------------------------- GHCB MSR protocol
+GHCB_MSR_PSC_REQ = 0x014
+GHCB_MSR_PSC_RESP = 0x015
+GHCB_MSR_PSC_RESP_ERROR = (1 << 32) | GHCB_MSR_PSC_RESP
+
+
+def ghcb_msr_psc_req(gfn: int, op: int) -> int:
+    """The guest's MSR-protocol request: GFN in bits 51:12, operation in bits 55:52."""
+    return GHCB_MSR_PSC_REQ | (gfn << 12) | (op << 52)
+
+
+def snp_begin_psc_msr(vcpu, ghcb_msr: int):
+    """``snp_begin_psc_msr``: one 4K page, private or shared only (PSMASH/UNSMASH are not
+    supported over the MSR protocol); a bad operation, or the hypercall exit not enabled, puts
+    GHCB_MSR_PSC_RESP_ERROR in the MSR and resumes the guest. Otherwise one
+    ``KVM_HC_MAP_GPA_RANGE`` exit of one 4K page. Returns ``(msr_response, exit or None)``."""
+    if ghcb_msr & 0xFFF != GHCB_MSR_PSC_REQ:
+        raise ValueError(f"ghcb_msr: not a page-state-change request ({ghcb_msr:#x})")
+    gfn = (ghcb_msr >> 12) & ((1 << 40) - 1)
+    op = (ghcb_msr >> 52) & 0xF
+    if op not in (SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED):
+        return GHCB_MSR_PSC_RESP_ERROR, None
+    if not vcpu.vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE):
+        return GHCB_MSR_PSC_RESP_ERROR, None
+    attrs = KVM_MAP_GPA_RANGE_ENCRYPTED if op == SNP_PAGE_STATE_PRIVATE else 0
+    return GHCB_MSR_PSC_RESP, Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
+        U.KVM_HC_MAP_GPA_RANGE, (gfn << 12, 1, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE))

@@ -98,3 +98,17 @@ def test_psc_without_the_hypercall_exit_is_generic_error():
     vm = Kvm(host).create_vm(U.KVM_X86_SNP_VM)
     vm.sev_init()
     assert snp.snp_begin_psc(vm.create_vcpu(0), [(0, 1, PAGE_4K)]) == (snp.VMGEXIT_PSC_ERROR_GENERIC, [])
+
+
+def test_psc_msr_protocol_one_page_private_or_shared_only():
+    host, vm, f, cpu = snp_vm()
+    g = GPA >> 12
+    resp, ex = snp.snp_begin_psc_msr(cpu, snp.ghcb_msr_psc_req(g + 3, snp.SNP_PAGE_STATE_PRIVATE))
+    assert resp == snp.GHCB_MSR_PSC_RESP and ex.hypercall.args == (GPA + 0x3000, 1, 1 << 4)
+    for op in (snp.SNP_PAGE_STATE_PSMASH, snp.SNP_PAGE_STATE_UNSMASH, 7):
+        assert snp.snp_begin_psc_msr(cpu, snp.ghcb_msr_psc_req(g, op)) == (snp.GHCB_MSR_PSC_RESP_ERROR, None)
+    host2 = Host(mem="2GiB", cores=8)
+    vm2 = Kvm(host2).create_vm(U.KVM_X86_SNP_VM)
+    vm2.sev_init()
+    req = snp.ghcb_msr_psc_req(g, snp.SNP_PAGE_STATE_SHARED)
+    assert snp.snp_begin_psc_msr(vm2.create_vcpu(0), req) == (snp.GHCB_MSR_PSC_RESP_ERROR, None)
