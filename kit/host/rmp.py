@@ -652,6 +652,23 @@ class Rmp:
         self.ledger.record("rmpadjust", rmpadjust=1)
         return 0
 
+    def firmware_set(self, pfn, npages=1, *, validated=None, immutable=None) -> None:
+        """A state change made by the SEV firmware (the PSP), which immutability does not stop:
+        e.g. SNP_LAUNCH_UPDATE / SNP_LAUNCH_FINISH moving launch pages Pre-Guest -> Guest-Valid
+        (``rmp_entry_get_state`` states [FW]). Only 4K entries; not a host instruction."""
+        pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        r0, r1, off0, off1 = region_span(pfn, npages)
+        for r in range(r0, r1 + 1):
+            if self.flags[r] & F_2M:
+                raise ValueError(f"pfn: firmware_set works on 4K entries; region {r} is a 2M entry")
+            lo = off0 if r == r0 else 0
+            hi = off1 if r == r1 else PAGES_PER_2M
+            flags, asids, gfn = self._expand(r)
+            for bit, value in ((F_VALIDATED, validated), (F_IMMUTABLE, immutable)):
+                if value is not None:
+                    flags[lo:hi] = (flags[lo:hi] | np.uint8(bit)) if value else (flags[lo:hi] & np.uint8(~bit & 0xFF))
+            self._store(r, flags, asids, gfn)
+
     def mark_in_use(self, pfn, in_use: bool = True) -> None:
         """VMRUN marks the VMCB, VMSA and AVIC pages in use until #VMEXIT [APM2 15.36.12]."""
         pfn = self._check_pfn(pfn)

@@ -204,3 +204,59 @@ def snp_begin_psc_msr(vcpu, ghcb_msr: int):
     attrs = KVM_MAP_GPA_RANGE_ENCRYPTED if op == SNP_PAGE_STATE_PRIVATE else 0
     return GHCB_MSR_PSC_RESP, Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
         U.KVM_HC_MAP_GPA_RANGE, (gfn << 12, 1, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE))
+
+
+# ----------------------------------------------------------------- launch
+SNP_PAGE_TYPE_NORMAL, SNP_PAGE_TYPE_VMSA, SNP_PAGE_TYPE_ZERO = 1, 2, 3
+SNP_PAGE_TYPE_UNMEASURED, SNP_PAGE_TYPE_SECRETS, SNP_PAGE_TYPE_CPUID = 4, 5, 6
+LAUNCH_PAGE_TYPES = (SNP_PAGE_TYPE_NORMAL, SNP_PAGE_TYPE_ZERO, SNP_PAGE_TYPE_UNMEASURED,
+                     SNP_PAGE_TYPE_SECRETS, SNP_PAGE_TYPE_CPUID)
+
+
+def sev_legacy_command(vm, name: str = "KVM_SEV_LAUNCH_UPDATE_DATA") -> int:
+    """A legacy SEV command (``KVM_SEV_LAUNCH_START``, ``..._UPDATE_DATA`` ...) on an SNP VM is
+    -EPERM (``sev_mem_enc_ioctl``)."""
+    if vm.type == U.KVM_X86_SNP_VM:
+        raise KvmError(errno.EPERM, f"{name} is not allowed on an SNP VM")
+    return 0
+
+
+def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: int = 0) -> int:
+    """``snp_launch_update`` -> ``kvm_gmem_populate`` -> ``sev_gmem_post_populate``: EINVAL for a
+    non-SNP or uninitialised VM, after LAUNCH_FINISH, flags != 0, npages 0, a page type
+    other than NORMAL/ZERO/UNMEASURED/SECRETS/CPUID (VMSA is KVM's own), gfns without a
+    guest_memfd slot or not all PRIVATE; -EEXIST when a pfn is already assigned in the RMP.
+    Each page: ``rmp_make_private(4K, immutable=true)``, then the firmware measures it
+    (Pre-Guest). All or nothing: every check is made before the first page changes."""
+    if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active or vm.snp_launched:
+        raise KvmError(errno.EINVAL, "not an initialised SNP VM in its launch phase")
+    if flags or npages <= 0 or page_type not in LAUNCH_PAGE_TYPES:
+        raise KvmError(errno.EINVAL, "flags must be 0, npages > 0, and a launch page type")
+    host = vm.kvm.host
+    pfns = []
+    for gfn in range(gfn_start, gfn_start + npages):
+        slot = vm.slot_for_gfn(gfn)
+        if slot is None or slot.gmem is None or not vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE:
+            raise KvmError(errno.EINVAL, f"gfn {gfn:#x} is not private guest_memfd memory")
+        pfn, _ = gmem_pfn(slot.gmem, slot.gmem_pgoff + gfn - slot.base_gfn, allocate=False)
+        if pfn is not None and host.snp_lookup_rmpentry(pfn)[0]:
+            raise KvmError(errno.EEXIST, f"pfn of gfn {gfn:#x} is already private")
+        pfns.append((gfn, slot))
+    for gfn, slot in pfns:
+        pfn, _ = gmem_pfn(slot.gmem, slot.gmem_pgoff + gfn - slot.base_gfn)
+        if host.rmp_make_private(pfn, gfn << 12, PAGE_4K, vm.asid, True):
+            raise KvmError(errno.EINVAL, f"rmp_make_private failed for pfn {pfn:#x}")
+        vm.launch_pages.append(pfn)
+    return 0
+
+
+def snp_launch_finish(vm) -> int:
+    """``snp_launch_finish``: SNP_LAUNCH_FINISH; the firmware turns the launch pages from
+    Pre-Guest into Guest-Valid (validated, no longer immutable); ``pre_fault_allowed`` set."""
+    if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active or vm.snp_launched:
+        raise KvmError(errno.EINVAL, "not an initialised SNP VM in its launch phase")
+    for pfn in vm.launch_pages:
+        vm.kvm.host.rmp.firmware_set(pfn, validated=True, immutable=False)
+    vm.snp_launched = True
+    vm.pre_fault_allowed = True
+    return 0

@@ -254,6 +254,9 @@ class VM:
         self.mirror_of: VM | None = None
         self.mirrors: list[VM] = []
         self.migration_in_progress = False
+        self.launch_pages: list[int] = []
+        self.snp_launched = False
+        self.pre_fault_allowed = type == U.KVM_X86_SW_PROTECTED_VM
         self.attribute_owner = "userspace"
         self.npf_policy = "exit"
         self.kvm_conversions: list[tuple[int, int, int]] = []   # (start gfn, end gfn, attrs) made by KVM

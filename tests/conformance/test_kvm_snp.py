@@ -112,3 +112,32 @@ def test_psc_msr_protocol_one_page_private_or_shared_only():
     vm2.sev_init()
     req = snp.ghcb_msr_psc_req(g, snp.SNP_PAGE_STATE_SHARED)
     assert snp.snp_begin_psc_msr(vm2.create_vcpu(0), req) == (snp.GHCB_MSR_PSC_RESP_ERROR, None)
+
+
+def test_snp_launch_update_and_finish():
+    import errno
+    from kit.errors import KvmError
+    host, vm, f, cpu = snp_vm()
+    g = GPA >> 12
+    with pytest.raises(KvmError) as ei:
+        snp.sev_legacy_command(vm)
+    assert ei.value.errno == errno.EPERM
+    with pytest.raises(KvmError) as ei:                          # not private yet
+        snp.snp_launch_update(vm, g, 2, snp.SNP_PAGE_TYPE_NORMAL)
+    assert ei.value.errno == errno.EINVAL
+    vm.set_memory_attributes(GPA, 2 * MiB, P)
+    for bad in (dict(page_type=snp.SNP_PAGE_TYPE_VMSA), dict(page_type=1, flags=1)):
+        with pytest.raises(KvmError) as ei:
+            snp.snp_launch_update(vm, g, 2, **bad)
+        assert ei.value.errno == errno.EINVAL
+    assert snp.snp_launch_update(vm, g, 2, snp.SNP_PAGE_TYPE_NORMAL) == 0
+    e = host.rmp.rmpread(f.folios[0])
+    assert e.assigned and e.immutable and e.state == "pre-guest" and e.pagesize == PAGE_4K
+    with pytest.raises(KvmError) as ei:                          # already private: EEXIST, nothing changed
+        snp.snp_launch_update(vm, g + 1, 2, snp.SNP_PAGE_TYPE_NORMAL)
+    assert ei.value.errno == errno.EEXIST and not host.rmp.rmpread(f.folios[0] + 2).assigned
+    assert snp.snp_launch_finish(vm) == 0
+    e = host.rmp.rmpread(f.folios[0] + 1)
+    assert e.state == "guest-valid" and vm.pre_fault_allowed
+    with pytest.raises(KvmError):
+        snp.snp_launch_update(vm, g + 2, 1, snp.SNP_PAGE_TYPE_NORMAL)   # after FINISH
