@@ -255,6 +255,8 @@ class VM:
         self.mirrors: list[VM] = []
         self.migration_in_progress = False
         self.launch_pages: list[int] = []
+        # model knob: make the xa_reserve step of KVM_SET_MEMORY_ATTRIBUTES fail (-ENOMEM)
+        self.xa_reserve_fails = False
         self.snp_launched = False
         self.pre_fault_allowed = type == U.KVM_X86_SW_PROTECTED_VM
         self.attribute_owner = "userspace"
@@ -303,6 +305,8 @@ class VM:
         start, end = address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT
         if self.attributes.has(start, end, attributes):
             return 0
+        if self.xa_reserve_fails:        # xa_reserve failed: -ENOMEM before anything changed
+            raise KvmError(errno.ENOMEM, "xa_reserve failed")
         going_private = bool(attributes & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
         for slot in self.memslots.values():
             s, e = max(start, slot.base_gfn), min(end, slot.end_gfn)

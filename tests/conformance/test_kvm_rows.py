@@ -136,3 +136,15 @@ def test_fallocate_row(kvm, row):
     args, want = FALLOC_ROWS[row]
     f = kvm.create_vm().create_guest_memfd(4 * PS)
     assert errno_of(lambda: f.fallocate(*args)) == want
+
+
+def test_set_memory_attributes_reserve_failure_is_enomem_and_changes_nothing(kvm):
+    vm = kvm.create_vm(U.KVM_X86_SW_PROTECTED_VM)
+    f = vm.create_guest_memfd(2 * MiB)
+    vm.set_user_memory_region2(SLOT, GMEM, GPA, 2 * MiB, 0, 0, f)
+    vm.set_memory_attributes(GPA, PS, P)
+    zaps = list(vm.zaps)
+    vm.xa_reserve_fails = True
+    assert errno_of(lambda: vm.set_memory_attributes(GPA, 2 * MiB, P)) == errno.ENOMEM
+    assert vm.zaps == zaps and vm.memory_attributes((GPA >> 12) + 1) == 0
+    assert errno_of(lambda: vm.set_memory_attributes(GPA, PS, P)) == 0     # no-op comes first
