@@ -652,7 +652,7 @@ class Rmp:
         self.ledger.record("rmpadjust", rmpadjust=1)
         return 0
 
-    def firmware_set(self, pfn, npages=1, *, validated=None, immutable=None) -> None:
+    def firmware_set(self, pfn, npages=1, *, validated=None, immutable=None, vmsa=None) -> None:
         """A state change made by the SEV firmware (the PSP), which immutability does not stop:
         e.g. SNP_LAUNCH_UPDATE / SNP_LAUNCH_FINISH moving launch pages Pre-Guest -> Guest-Valid
         (``rmp_entry_get_state`` states [FW]). Only 4K entries; not a host instruction."""
@@ -664,7 +664,7 @@ class Rmp:
             lo = off0 if r == r0 else 0
             hi = off1 if r == r1 else PAGES_PER_2M
             flags, asids, gfn = self._expand(r)
-            for bit, value in ((F_VALIDATED, validated), (F_IMMUTABLE, immutable)):
+            for bit, value in ((F_VALIDATED, validated), (F_IMMUTABLE, immutable), (F_VMSA, vmsa)):
                 if value is not None:
                     flags[lo:hi] = (flags[lo:hi] | np.uint8(bit)) if value else (flags[lo:hi] & np.uint8(~bit & 0xFF))
             self._store(r, flags, asids, gfn)

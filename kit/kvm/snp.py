@@ -250,13 +250,47 @@ def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: in
     return 0
 
 
+SNP_INITIAL_VMSA_GPA = 0xFFFFFFFFF000
+
+
+def snp_alloc_vmsa(host) -> int:
+    """``snp_safe_alloc_page``: never a 2M-aligned page (the erratum in snp-rmp.md §1: a 2M or 1G
+    host mapping colliding with the RMP entry of a 2M-aligned VMSA gives spurious RMP #PFs)."""
+    pfn = int(host.memory.alloc(0, "kernel")[0])
+    if pfn % R == 0:
+        other = int(host.memory.alloc(0, "kernel")[0])
+        host.memory.free(pfn)
+        pfn = other
+    return pfn
+
+
+def sev_free_vcpu(vcpu) -> None:
+    """``sev_free_vcpu``: make the VMSA shared again; on failure ``KVM_BUG_ON`` and
+    ``snp_leak_pages``: the page is never freed. Otherwise it goes back to the host."""
+    host = vcpu.vm.kvm.host
+    if host.rmp_make_shared(vcpu.vmsa_pfn, PAGE_4K):
+        host.snp_leak_pages(vcpu.vmsa_pfn, 1)
+        vcpu.vm.bugged = True
+    else:
+        host.memory.free(vcpu.vmsa_pfn)
+    vcpu.vmsa_pfn = None
+
+
 def snp_launch_finish(vm) -> int:
-    """``snp_launch_finish``: SNP_LAUNCH_FINISH; the firmware turns the launch pages from
+    """``snp_launch_finish``: first ``snp_launch_update_vmsa`` (each vCPU's VMSA made private,
+    immutable, at GPA 0xFFFFFFFFF000, and measured), then SNP_LAUNCH_FINISH; the firmware turns the launch pages from
     Pre-Guest into Guest-Valid (validated, no longer immutable); ``pre_fault_allowed`` set."""
     if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active or vm.snp_launched:
         raise KvmError(errno.EINVAL, "not an initialised SNP VM in its launch phase")
+    host = vm.kvm.host
+    for vcpu in vm.vcpus.values():          # snp_launch_update_vmsa, before LAUNCH_FINISH
+        if host.rmp_make_private(vcpu.vmsa_pfn, SNP_INITIAL_VMSA_GPA, PAGE_4K, vm.asid, True):
+            raise KvmError(errno.EINVAL, f"rmp_make_private failed for the VMSA of vCPU {vcpu.id}")
+        host.rmp.firmware_set(vcpu.vmsa_pfn, vmsa=True)
+        vcpu.vmsa_protected = True
+        vm.launch_pages.append(vcpu.vmsa_pfn)
     for pfn in vm.launch_pages:
-        vm.kvm.host.rmp.firmware_set(pfn, validated=True, immutable=False)
+        host.rmp.firmware_set(pfn, validated=True, immutable=False)
     vm.snp_launched = True
     vm.pre_fault_allowed = True
     return 0

@@ -257,6 +257,7 @@ class VM:
         self.launch_pages: list[int] = []
         # model knob: make the xa_reserve step of KVM_SET_MEMORY_ATTRIBUTES fail (-ENOMEM)
         self.xa_reserve_fails = False
+        self.bugged = False        # KVM_BUG_ON fired (e.g. a VMSA could not be made shared)
         self.snp_launched = False
         self.pre_fault_allowed = type == U.KVM_X86_SW_PROTECTED_VM
         self.attribute_owner = "userspace"
@@ -492,8 +493,12 @@ class VM:
         id = _u(id, "id", 32)
         if id in self.vcpus:
             raise KvmError(errno.EEXIST, f"vCPU {id} exists")
-        self.vcpus[id] = Vcpu(self, id)
-        return self.vcpus[id]
+        vcpu = Vcpu(self, id)
+        if self.type == U.KVM_X86_SNP_VM:
+            from .snp import snp_alloc_vmsa
+            vcpu.vmsa_pfn = snp_alloc_vmsa(self.kvm.host)
+        self.vcpus[id] = vcpu
+        return vcpu
 
     def enable_cap(self, cap: int, *args) -> int:
         """``KVM_ENABLE_CAP``. ``KVM_CAP_EXIT_HYPERCALL``: args[0] is a mask of hypercalls to
@@ -529,6 +534,10 @@ class VM:
         """Userspace dropped the VM: ``sev_vm_destroy`` (ASID to reclaim, or mirror unlink);
         the VM is dead; its guest_memfd files keep their memory."""
         from .sev import sev_vm_destroy
+        from .snp import sev_free_vcpu
         if not self.dead:
+            for vcpu in self.vcpus.values():
+                if getattr(vcpu, "vmsa_pfn", None) is not None:
+                    sev_free_vcpu(vcpu)
             sev_vm_destroy(self)
         self.dead = True

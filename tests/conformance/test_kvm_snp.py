@@ -141,3 +141,20 @@ def test_snp_launch_update_and_finish():
     assert e.state == "guest-valid" and vm.pre_fault_allowed
     with pytest.raises(KvmError):
         snp.snp_launch_update(vm, g + 2, 1, snp.SNP_PAGE_TYPE_NORMAL)   # after FINISH
+
+
+def test_vmsa_pages_launch_and_teardown_with_leak():
+    host, vm, f, cpu = snp_vm()
+    cpu1 = vm.create_vcpu(1)
+    assert cpu.vmsa_pfn % 512 and cpu1.vmsa_pfn % 512              # never 2M-aligned
+    vm.set_memory_attributes(GPA, PAGE_4K, P)
+    snp.snp_launch_update(vm, GPA >> 12, 1, snp.SNP_PAGE_TYPE_NORMAL)
+    snp.snp_launch_finish(vm)
+    e = host.rmp.rmpread(cpu.vmsa_pfn)
+    assert e.vmsa and e.gpa == snp.SNP_INITIAL_VMSA_GPA and e.asid == vm.asid and e.state == "guest-valid"
+    host.rmp.mark_in_use(cpu1.vmsa_pfn)                           # VMRUN still holds it
+    good, stuck = cpu.vmsa_pfn, cpu1.vmsa_pfn
+    vm.destroy()
+    assert host.memory.owner(good) == "free" and not host.rmp.rmpread(good).assigned
+    assert host.memory.owner(stuck) == "leaked" and host.snp_nr_leaked_pages == 1 and vm.bugged
+    assert any("Leaking PFN" in line for line in host.dmesg)
