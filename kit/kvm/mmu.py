@@ -146,7 +146,7 @@ class Vcpu:
             return -U.KVM_ENOSYS
         gpa, npages, attrs = (list(args) + [0, 0, 0])[:3]
         gfn = gpa >> 12
-        if gpa % PAGE_4K or npages == 0 or gfn + npages > (1 << 52):
+        if gpa % PAGE_4K or npages == 0 or (gfn + npages) % (1 << 64) <= gfn:   # u64 wrap
             return -U.KVM_EINVAL
         if guest_owned:
             # questions.md §4, the pKVM proposal: the guest's call decides; KVM applies it
