@@ -16,8 +16,8 @@ CHUNK = 1024   # ranges per chunk before it is split in two
 def _flat_set(s, e, v, start: int, end: int, value: int):
     """Store ``value`` over ``[start, end)`` in one sorted run of ranges: only the ranges at the
     two edges are looked at one by one; those inside are dropped in bulk."""
-    i0 = int(np.searchsorted(e, np.uint64(start), side="left"))    # end >= start
-    i1 = int(np.searchsorted(s, np.uint64(end), side="right"))     # start <= end
+    i0 = int(e.searchsorted(start, "left"))    # end >= start
+    i1 = int(s.searchsorted(end, "right"))     # start <= end
     pieces = []
     if i0 < i1 and int(s[i0]) < start:
         pieces.append([int(s[i0]), start, int(v[i0])])
@@ -63,14 +63,14 @@ class AttributeRanges:
 
     def _chunk_at(self, gfn: int) -> int:
         """Index of the last chunk starting at or before ``gfn`` (0 if none)."""
-        return max(int(np.searchsorted(self._firsts, np.uint64(gfn), side="right")) - 1, 0)
+        return max(int(self._firsts.searchsorted(gfn, "right")) - 1, 0)
 
     def get(self, gfn: int) -> int:
         """``kvm_get_memory_attributes``: the value at ``gfn`` (0 when nothing is stored)."""
         if not self._chunks:
             return 0
         s, e, v = self._chunks[self._chunk_at(gfn)]
-        i = int(np.searchsorted(e, np.uint64(gfn), side="right"))
+        i = int(e.searchsorted(gfn, "right"))
         return int(v[i]) if i < len(s) and s[i] <= gfn else 0
 
     def ranges(self, start: int, end: int):
@@ -80,8 +80,8 @@ class AttributeRanges:
             s, e, v = self._chunks[c]
             if s[0] >= end:
                 break
-            lo = int(np.searchsorted(e, np.uint64(start), side="right"))
-            hi = int(np.searchsorted(s, np.uint64(end), side="left"))
+            lo = int(e.searchsorted(start, "right"))
+            hi = int(s.searchsorted(end, "left"))
             out += [(max(int(s[i]), start), min(int(e[i]), end), int(v[i])) for i in range(lo, hi)]
         return out
 
@@ -93,8 +93,8 @@ class AttributeRanges:
             s, e, v = self._chunks[c]
             if s[0] >= end:
                 break
-            i0 = int(np.searchsorted(e, np.uint64(start), side="right"))
-            i1 = int(np.searchsorted(s, np.uint64(end), side="left"))
+            i0 = int(e.searchsorted(start, "right"))
+            i1 = int(s.searchsorted(end, "left"))
             if i1 <= i0:
                 continue
             if value == 0:
@@ -117,15 +117,19 @@ class AttributeRanges:
         c0 = self._chunk_at(start)
         if c0 > 0 and int(self._chunks[c0 - 1][1][-1]) >= start:
             c0 -= 1                                     # a touching range just before
-        c1 = max(int(np.searchsorted(self._firsts, np.uint64(end), side="right")) - 1, c0)
+        c1 = max(int(self._firsts.searchsorted(end, "right")) - 1, c0)
         # chunks strictly between c0 and c1 lie inside [start, end]: dropped whole
-        parts = [self._chunks[c0]] + ([self._chunks[c1]] if c1 != c0 else [])
-        s = np.concatenate([p[0] for p in parts])
-        e = np.concatenate([p[1] for p in parts])
-        v = np.concatenate([p[2] for p in parts])
+        if c1 == c0:
+            s, e, v = self._chunks[c0]
+        else:
+            s, e, v = (np.concatenate([self._chunks[c0][k], self._chunks[c1][k]]) for k in range(3))
         s, e, v = _flat_set(s, e, v, start, end, value)
         new = [(s[i:i + CHUNK], e[i:i + CHUNK], v[i:i + CHUNK]) for i in range(0, len(s), CHUNK)] \
             if len(s) > 2 * CHUNK else ([(s, e, v)] if len(s) else [])
+        if c1 == c0 and len(new) == 1:            # the common case: one chunk rewritten
+            self._chunks[c0] = new[0]
+            self._firsts[c0] = new[0][0][0]
+            return
         self._chunks[c0:c1 + 1] = new
         self._firsts = np.concatenate([self._firsts[:c0],
                                        np.asarray([c[0][0] for c in new], dtype=np.uint64),
