@@ -89,7 +89,7 @@ class DirectMap:
         return self.lvl.nbytes + self._didx.nbytes + self._pool.nbytes
 
     # ----------------------------------------------------------------- splits
-    def _split(self, regions: np.ndarray, op: str) -> dict:
+    def _split(self, regions: np.ndarray) -> dict:
         """Split every large mapping covering ``regions`` down to 4K (``split_large_page``).
 
         A 1G mapping first becomes 512 x 2M (one table page, one ``flush_tlb_all`` under
@@ -159,7 +159,7 @@ class DirectMap:
         pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
         r0, r1, _, _ = region_span(pfn, npages)
         regions = np.arange(r0, r1 + 1)
-        ev = self._split(regions[self.lvl[regions] != LVL_4K], "set_memory_4k")
+        ev = self._split(regions[self.lvl[regions] != LVL_4K])
         ev["cpa_lock"] += npages
         self.ledger.record("set_memory_4k", **ev)
         return 0
@@ -170,7 +170,7 @@ class DirectMap:
         ``cpa_lock``: one per call plus one per split. Returns 0."""
         regions = np.asarray(regions, dtype=np.int64)
         if len(regions):
-            ev = self._split(regions[self.lvl[regions] != LVL_4K], "set_memory_4k")
+            ev = self._split(regions[self.lvl[regions] != LVL_4K])
             ev["cpa_lock"] += len(regions)
             self.ledger.record("set_memory_4k", **ev)
         return 0
@@ -183,7 +183,7 @@ class DirectMap:
         pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
         r0, r1, _, _ = region_span(pfn, npages)
         regions = np.arange(r0, r1 + 1)
-        ev = self._split(regions[self.lvl[regions] != LVL_4K], "set_direct_map_invalid_noflush")
+        ev = self._split(regions[self.lvl[regions] != LVL_4K])
         ev["cpa_lock"] += npages
         self._set_present(pfn, npages, False)
         self.ledger.record("set_direct_map_invalid_noflush", **ev)

@@ -635,8 +635,7 @@ class Rmp:
             return self.rules.not_validated_adjust
         if size2m and not is2m:
             return RMPADJUST_FAIL_SIZEMISMATCH
-        key = pfn
-        cur = self._perms.get(key, (0, 0, 0))
+        cur = self._perms.get(pfn, (0, 0, 0))
         own = VMPL_ALL if vmpl == 0 else cur[vmpl - 1]
         if perms & ~own:
             return RMPADJUST_FAIL_PERMISSION
@@ -645,9 +644,9 @@ class Rmp:
         new = list(cur)
         new[target_vmpl - 1] = perms
         if any(new):
-            self._perms[key] = tuple(new)
+            self._perms[pfn] = tuple(new)
         else:
-            self._perms.pop(key, None)
+            self._perms.pop(pfn, None)
         self._set_bit(pfn, is2m, F_VMSA, vmsa)
         self.ledger.record("rmpadjust", rmpadjust=1)
         return 0

@@ -73,30 +73,27 @@ class AttributeRanges:
         i = int(e.searchsorted(gfn, "right"))
         return int(v[i]) if i < len(s) and s[i] <= gfn else 0
 
-    def ranges(self, start: int, end: int):
-        """Stored ranges overlapping ``[start, end)``, clipped: list of (start, end, value)."""
-        out = []
+    def _overlapping(self, start: int, end: int):
+        """Per chunk touching ``[start, end)``: its arrays and the slice ``[i0, i1)`` of ranges
+        that overlap the query, in order."""
         for c in range(self._chunk_at(start), len(self._chunks)):
             s, e, v = self._chunks[c]
             if s[0] >= end:
-                break
-            lo = int(e.searchsorted(start, "right"))
-            hi = int(s.searchsorted(end, "left"))
-            out += [(max(int(s[i]), start), min(int(e[i]), end), int(v[i])) for i in range(lo, hi)]
-        return out
+                return
+            i0, i1 = int(e.searchsorted(start, "right")), int(s.searchsorted(end, "left"))
+            if i0 < i1:
+                yield s, e, v, i0, i1
+
+    def ranges(self, start: int, end: int):
+        """Stored ranges overlapping ``[start, end)``, clipped: list of (start, end, value)."""
+        return [(max(int(s[i]), start), min(int(e[i]), end), int(v[i]))
+                for s, e, v, i0, i1 in self._overlapping(start, end) for i in range(i0, i1)]
 
     def has(self, start: int, end: int, value: int) -> bool:
         """``kvm_range_has_memory_attributes(kvm, start, end, ~0, value)``: does every gfn of
         ``[start, end)`` hold exactly ``value``? Stops at the first chunk that says no."""
         pos = start
-        for c in range(self._chunk_at(start), len(self._chunks)):
-            s, e, v = self._chunks[c]
-            if s[0] >= end:
-                break
-            i0 = int(e.searchsorted(start, "right"))
-            i1 = int(s.searchsorted(end, "left"))
-            if i1 <= i0:
-                continue
+        for s, e, v, i0, i1 in self._overlapping(start, end):
             if value == 0:
                 return False
             if (int(s[i0]) > pos or not np.all(v[i0:i1] == value)

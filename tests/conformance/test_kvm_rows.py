@@ -3,7 +3,7 @@ import errno
 
 import pytest
 
-from kit.errors import KvmError
+from tests.conformance.helpers import errno_of
 from kit.host import Host
 from kit.kvm import uapi as U
 from kit.kvm.vm import Kvm
@@ -16,14 +16,6 @@ LOG, RO = U.KVM_MEM_LOG_DIRTY_PAGES, U.KVM_MEM_READONLY
 @pytest.fixture(scope="module")
 def kvm():
     return Kvm(Host(mem="2GiB", cores=4))
-
-
-def errno_of(fn):
-    try:
-        fn()
-    except KvmError as e:
-        return e.errno
-    return 0
 
 
 # §1 KVM_SET_MEMORY_ATTRIBUTES, rows 1-4 plus the supported-attribute rule

@@ -3,7 +3,7 @@ import errno
 
 import pytest
 
-from kit.errors import KvmError
+from tests.conformance.helpers import errno_of
 from kit.host import Host
 from kit.kvm import snp
 from kit.kvm import uapi as U
@@ -14,14 +14,6 @@ from kit.units import PAGE_2M, PAGE_4K
 GPA, MiB, SLOT = 1 << 32, 1 << 20, 1
 P, GMEM, HC = U.KVM_MEMORY_ATTRIBUTE_PRIVATE, U.KVM_MEM_GUEST_MEMFD, U.KVM_HC_MAP_GPA_RANGE
 MF, PRIV = U.KVM_EXIT_MEMORY_FAULT, U.KVM_MEMORY_EXIT_FLAG_PRIVATE
-
-
-def errno_of(fn):
-    try:
-        fn()
-    except KvmError as e:
-        return e.errno
-    return 0
 
 
 def sw(gmem=True, exit_hc=True):
