@@ -32,8 +32,14 @@ def cmd_demo(args) -> int:
     from .lab.demo import run_all
     from .units import parse_size
     try:
-        for name in ("mem", "guest_mem"):
-            parse_size(getattr(args, name), name=name)
+        mem, guest = (parse_size(getattr(args, n), name=n) for n in ("mem", "guest_mem"))
+        if args.cores < 1:
+            raise ValueError(f"cores: must be at least 1, got {args.cores}")
+        # the demo also runs a 2GiB guest on 4K pages and 128MiB of host kernel pages
+        need = guest + 2 * 2**30 + 2**27
+        if need > mem:
+            raise ValueError(f"guest_mem: {args.guest_mem} plus the demo's 2GiB guest and 128MiB of "
+                             f"kernel pages do not fit in mem {args.mem}")
     except (ValueError, TypeError) as e:
         print(f"kit demo: {e}", file=sys.stderr)
         return 2
