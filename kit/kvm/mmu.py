@@ -89,12 +89,15 @@ class Vcpu:
             # questions.md §3: KVM converts on a guest access itself (never on a host access)
             vm._set_attributes(gfn << 12, PAGE_4K, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if is_private else 0)
             vm.kvm_conversions.append((gfn, gfn + 1, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if is_private else 0))
-        if is_private:
+        if is_private or slot.gmem_only:   # __kvm_mmu_faultin_pfn: private, or a GMEM_ONLY slot
             if not slot.flags & U.KVM_MEM_GUEST_MEMFD:
                 return fault()
             if slot.gmem is None:                   # kvm_gmem_get_pfn: file closed -> EFAULT
                 return fault()
             index = slot.gmem_pgoff + gfn - slot.base_gfn
+            if not is_private:                      # shared fault served from guest_memfd
+                slot.gmem.allocated.set(index, index + 1, 1)
+                return self._map(gfn, PAGE_4K, False)
             if vm.type == U.KVM_X86_SNP_VM:
                 from .snp import gmem_pfn, sev_gmem_prepare, sev_max_mapping_level
                 pfn, order = gmem_pfn(slot.gmem, index)
@@ -106,6 +109,48 @@ class Vcpu:
                 return self._map(gfn, level, True)
             slot.gmem.allocated.set(index, index + 1, 1)   # zeroed on first use
         return self._map(gfn, self.max_level(gfn, slot, is_private), is_private)
+
+    def fill(self, gpa: int, length: int, value: int, *, private: bool | None = None):
+        """The guest writes ``value`` over ``[gpa, gpa+length)`` (whole pages), page by page
+        through :meth:`access`. Returns None, or the first page's exit (pages before it are
+        written, as a guest ``memset`` would have). The bytes land where KVM mapped the page:
+        guest_memfd for private pages and GMEM_ONLY slots, else the VMM's memory at the
+        slot's ``userspace_addr``."""
+        from .content import check_byte, check_span
+        check_span(gpa, length, whole_pages=True, addr_name="gpa")
+        check_byte(value)
+        for page in range(gpa >> 12, (gpa + length) >> 12):
+            out = self.access(page << 12, write=True, private=private)
+            if out is not None:
+                return out
+            store, index = self._backing(page, private)
+            store.fill(index, 1, value)
+        return None
+
+    def read(self, gpa: int, length: int = 1, *, private: bool | None = None):
+        """The guest reads ``length`` bytes at ``gpa``: bytes, or the first page's exit."""
+        from .content import check_span
+        check_span(gpa, length, whole_pages=False, addr_name="gpa")
+        out = bytearray()
+        for page in range(gpa >> 12, (gpa + max(length, 1) - 1 >> 12) + 1):
+            ex = self.access(page << 12, write=False, private=private)
+            if ex is not None:
+                return ex
+            store, index = self._backing(page, private)
+            lo = gpa - (page << 12) if page == gpa >> 12 else 0
+            hi = min(PAGE_4K, gpa + length - (page << 12))
+            out += store.read(index * PAGE_4K + lo, hi - lo)
+        return bytes(out)
+
+    def _backing(self, gfn: int, private: bool | None):
+        """(contents, page index) of the memory the NPT maps at ``gfn`` after a fault-in."""
+        vm = self.vm
+        is_private = (bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+                      if private is None else bool(private))
+        slot = vm.slot_for_gfn(gfn)
+        if is_private or slot.gmem_only:
+            return slot.gmem.data, slot.gmem_pgoff + gfn - slot.base_gfn
+        return vm.kvm.user_memory.data, (slot.userspace_addr >> 12) + gfn - slot.base_gfn
 
     def _map(self, gfn: int, level: int, is_private: bool):
         """Install the NPT mapping (once): the level-aligned range around ``gfn``."""

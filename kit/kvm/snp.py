@@ -18,6 +18,7 @@ GHCB page-state change (arch/x86/kvm/svm/sev.c, virt/kvm/guest_memfd.c).
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass
 
 from ..errors import PFERR_GUEST_SIZEM_MASK, KvmError, NestedPageFault
 from ..units import PAGE_2M, PAGE_4K
@@ -221,33 +222,104 @@ def sev_legacy_command(vm, name: str = "KVM_SEV_LAUNCH_UPDATE_DATA") -> int:
     return 0
 
 
-def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: int = 0) -> int:
-    """``snp_launch_update`` -> ``kvm_gmem_populate`` -> ``sev_gmem_post_populate``: EINVAL for a
-    non-SNP or uninitialised VM, after LAUNCH_FINISH, flags != 0, npages 0, a page type
-    other than NORMAL/ZERO/UNMEASURED/SECRETS/CPUID (VMSA is KVM's own), gfns without a
-    guest_memfd slot or not all PRIVATE; -EEXIST when a pfn is already assigned in the RMP.
-    Each page: ``rmp_make_private(4K, immutable=true)``, then the firmware measures it
-    (Pre-Guest). All or nothing: every check is made before the first page changes."""
-    if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active or vm.snp_launched:
-        raise KvmError(errno.EINVAL, "not an initialised SNP VM in its launch phase")
-    if flags or npages <= 0 or page_type not in LAUNCH_PAGE_TYPES:
-        raise KvmError(errno.EINVAL, "flags must be 0, npages > 0, and a launch page type")
+SEV_RET_INVALID_GUEST_STATE, SEV_RET_INVALID_PARAM = 0x02, 0x16   # include/uapi/linux/psp-sev.h
+CPUID_CORRECTED_BYTE = 0xCF   # model token: "the firmware's corrected CPUID table" in a page
+
+
+@dataclass(frozen=True)
+class LaunchUpdateParams:
+    """``struct kvm_sev_snp_launch_update`` as KVM writes it back: advanced past the pages
+    it populated (``uaddr`` too, except for ZERO pages)."""
+
+    gfn_start: int
+    len: int
+    uaddr: int
+    count: int
+
+
+def snp_page_reclaim(vm, pfn: int) -> int:
+    """``snp_page_reclaim``: SNP_PAGE_RECLAIM (the firmware returns the page from Pre-Guest to
+    a state the hypervisor may update), then ``kvm_rmp_make_shared``. If the command fails:
+    ``KVM_BUG`` (the VM is bugged) and ``snp_leak_pages``; returns -EIO.
+    ``vm.kvm.page_reclaim_fails`` (model knob) makes the firmware command fail."""
     host = vm.kvm.host
-    pfns = []
-    for gfn in range(gfn_start, gfn_start + npages):
-        slot = vm.slot_for_gfn(gfn)
-        if slot is None or slot.gmem is None or not vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE:
-            raise KvmError(errno.EINVAL, f"gfn {gfn:#x} is not private guest_memfd memory")
-        pfn, _ = gmem_pfn(slot.gmem, slot.gmem_pgoff + gfn - slot.base_gfn, allocate=False)
-        if pfn is not None and host.snp_lookup_rmpentry(pfn)[0]:
-            raise KvmError(errno.EEXIST, f"pfn of gfn {gfn:#x} is already private")
-        pfns.append((gfn, slot))
-    for gfn, slot in pfns:
-        pfn, _ = gmem_pfn(slot.gmem, slot.gmem_pgoff + gfn - slot.base_gfn)
-        if host.rmp_make_private(pfn, gfn << 12, PAGE_4K, vm.asid, True):
-            raise KvmError(errno.EINVAL, f"rmp_make_private failed for pfn {pfn:#x}")
-        vm.launch_pages.append(pfn)
+    if vm.kvm.page_reclaim_fails:
+        vm.bugged = True
+        host.snp_leak_pages(pfn, 1)
+        return -errno.EIO
+    host.rmp.firmware_set(pfn, 1, validated=False, immutable=False)
+    if host.rmp_make_shared(pfn, PAGE_4K):
+        return -errno.EIO
     return 0
+
+
+def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: int = 0, *,
+                      uaddr: int = 0) -> LaunchUpdateParams:
+    """``KVM_SEV_SNP_LAUNCH_UPDATE`` (arch/x86/kvm/svm/sev.c ``snp_launch_update`` ->
+    virt/kvm/guest_memfd.c ``kvm_gmem_populate`` -> ``sev_gmem_post_populate``), page by page.
+
+    Before any page: not an SNP VM in its launch phase (no context) -> EINVAL; flags, or a page
+    type other than NORMAL/ZERO/UNMEASURED/SECRETS/CPUID -> EINVAL; ``gfn_start`` not in a
+    private-capable (guest_memfd) slot -> EINVAL; ``npages`` negative -> EINVAL. The range is
+    clipped to the slot. Then for each page in order: already prepared/assigned in the RMP ->
+    -EEXIST, attribute not PRIVATE -> -EINVAL, else the source page (``uaddr``, the VMM's memory;
+    none for ZERO) is copied in, ``rmp_make_private(4K, immutable=true)`` and the firmware
+    measures it. A firmware error: ``snp_page_reclaim`` of that page and, for a CPUID page
+    rejected with INVALID_PARAM, the firmware-corrected page is copied back to ``uaddr``.
+    The first failing page stops the loop. If no page was done the ioctl fails with **EIO**
+    (whatever the per-page error; ``.fw_error`` holds the firmware's code or 0); otherwise
+    it succeeds and returns the parameters advanced by the pages done (userspace retries the
+    rest). After LAUNCH_FINISH the firmware rejects the page (INVALID_GUEST_STATE).
+    Firmware rejections are model knobs: ``vm.launch_fw_errors = {gfn: code}``."""
+    for v, n in ((gfn_start, "gfn_start"), (npages, "npages"), (uaddr, "uaddr")):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{n}: expected an int, got {v!r}")
+    if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active:
+        raise KvmError(errno.EINVAL, "not an initialised SNP VM")
+    if flags or page_type not in LAUNCH_PAGE_TYPES:
+        raise KvmError(errno.EINVAL, "flags must be 0 and the type a launch page type")
+    slot = vm.slot_for_gfn(gfn_start) if gfn_start >= 0 else None
+    if npages < 0 or slot is None or not slot.flags & U.KVM_MEM_GUEST_MEMFD:
+        raise KvmError(errno.EINVAL, "gfn_start is not in a private-capable memslot")
+    if slot.gmem is None:
+        raise KvmError(errno.EIO, "guest_memfd closed (kvm_gmem_populate: -EFAULT)")
+    host, f = vm.kvm.host, slot.gmem
+    asked, npages = npages, min(npages, slot.end_gfn - gfn_start)
+    user = vm.kvm.user_memory.data
+    done, err, fw_error = 0, 0, 0
+    for i in range(npages):
+        gfn = gfn_start + i
+        index = slot.gmem_pgoff + gfn - slot.base_gfn
+        pfn, _ = gmem_pfn(f, index, allocate=False)
+        if pfn is not None and host.snp_lookup_rmpentry(pfn)[0]:
+            err = -errno.EEXIST
+            break
+        if not vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE:
+            err = -errno.EINVAL
+            break
+        pfn, _ = gmem_pfn(f, index)
+        src_page = (uaddr >> 12) + i
+        f.data.fill(index, 1, 0 if page_type == SNP_PAGE_TYPE_ZERO else user.page(src_page))
+        if host.rmp_make_private(pfn, gfn << 12, PAGE_4K, vm.asid, True):
+            err = -errno.EINVAL
+            break
+        fw_error = SEV_RET_INVALID_GUEST_STATE if vm.snp_launched else vm.launch_fw_errors.get(gfn, 0)
+        if fw_error:
+            err = -errno.EIO
+            if (not snp_page_reclaim(vm, pfn) and page_type == SNP_PAGE_TYPE_CPUID
+                    and fw_error == SEV_RET_INVALID_PARAM):
+                f.data.fill(index, 1, CPUID_CORRECTED_BYTE)      # the firmware's corrections
+                user.fill(src_page, 1, CPUID_CORRECTED_BYTE)     # copy_to_user(src + i * PAGE_SIZE)
+            break
+        vm.launch_pages.append(pfn)
+        done += 1
+    if err and not done:
+        e = KvmError(errno.EIO, f"kvm_gmem_populate failed at gfn {gfn_start:#x}: "
+                     f"{errno.errorcode.get(-err, err)} (fw_error {fw_error:#x})")
+        e.fw_error = fw_error
+        raise e
+    return LaunchUpdateParams(gfn_start + done, (asked - done) << 12,
+                              uaddr if page_type == SNP_PAGE_TYPE_ZERO else uaddr + (done << 12), done)
 
 
 SNP_INITIAL_VMSA_GPA = 0xFFFFFFFFF000

@@ -14,12 +14,15 @@ nothing.
 from __future__ import annotations
 
 import errno
+import itertools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import KvmError, SigBus
 from ..units import PAGE_4K
 from . import uapi as U
 from .attributes import AttributeRanges
+from .content import PageContents, check_byte, check_span
 
 U64 = (1 << 64) - 1
 TASK_SIZE_MAX = (1 << 47) - PAGE_4K      # x86-64 user address space, for access_ok()
@@ -47,15 +50,35 @@ class Memslot:
     userspace_addr: int
     gmem: "GuestMemfd | None" = None
     gmem_pgoff: int = 0
+    gmem_only: bool = False    # KVM_MEMSLOT_GMEM_ONLY: bound to a file created with MMAP
 
     @property
     def end_gfn(self) -> int:
         return self.base_gfn + self.npages
 
 
+_inode_numbers = itertools.count(1)   # get_next_ino(): every guest_memfd has its own inode
+
+# mm/madvise.c advice values (include/uapi/asm-generic/mman-common.h) and
+# mm/mempolicy.c modes (include/uapi/linux/mempolicy.h)
+MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED = 0, 1, 2, 3, 4
+MADV_REMOVE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_COLLAPSE = 9, 14, 15, 25
+MPOL_DEFAULT, MPOL_PREFERRED, MPOL_BIND, MPOL_INTERLEAVE, MPOL_LOCAL = 0, 1, 2, 3, 4
+MPOL_PREFERRED_MANY, MPOL_WEIGHTED_INTERLEAVE, MPOL_MAX = 5, 6, 7
+
+
+class Stat(NamedTuple):
+    """The ``struct stat`` fields ``fstat`` on a guest_memfd is checked for."""
+
+    st_size: int
+    st_blksize: int
+    st_ino: int
+
+
 class GuestMemfd:
     """A guest_memfd file (``kvm_gmem_create``): its own inode of ``size`` bytes, a reference
-    on its VM, the memslots bound to ranges of it, and which pages are allocated."""
+    on its VM, the memslots bound to ranges of it, which pages are allocated, and their
+    contents (one fill byte per page, :mod:`kit.kvm.content`)."""
 
     def __init__(self, vm: "VM", size: int, flags: int):
         self.vm = vm
@@ -64,6 +87,11 @@ class GuestMemfd:
         self.bindings: list[tuple[int, int, Memslot]] = []   # (first pgoff, end pgoff, slot)
         self.allocated = AttributeRanges()                    # page indices, value 1
         self.folios: dict[int, int] = {}                      # folio index -> host pfn
+        self.data = PageContents()                            # page index -> fill byte
+        self.ino = next(_inode_numbers)
+        self.map_length = 0                                   # bytes mapped by mmap(), 0 = none
+        self.policies = AttributeRanges()                     # page -> index+1 in policy_table
+        self.policy_table: list[tuple[int, frozenset]] = []   # (mode, nodes) set by mbind
         self.closed = False
 
     def __repr__(self) -> str:
@@ -89,6 +117,7 @@ class GuestMemfd:
                 self.vm._invalidate_gmem(self, start, end)
                 gmem_free_range(self, start, end)
                 self.allocated.set(start, end, 0)
+                self.data.zero(start, end)
             return 0
         if offset + length > self.size:
             raise KvmError(errno.EINVAL, "allocation beyond the file size")
@@ -98,24 +127,120 @@ class GuestMemfd:
 
     def mmap(self, length: int, offset: int = 0, *, shared: bool = True) -> int:
         """``kvm_gmem_mmap``: without GUEST_MEMFD_FLAG_MMAP -> ENODEV; a private (COW) mapping
-        -> EINVAL. Returns 0 (the mapping is then usable with :meth:`user_access`)."""
+        -> EINVAL. The mapping may be longer than the file (accesses past i_size then SIGBUS).
+        Returns 0 (the mapping is then usable with :meth:`user_access`, :meth:`user_fill`,
+        :meth:`user_read`, :meth:`madvise`, :meth:`mbind`)."""
         self._open()
+        length, offset = _u(length, "length"), _u(offset, "offset")
         if not self.flags & U.GUEST_MEMFD_FLAG_MMAP:
             raise KvmError(errno.ENODEV, "guest_memfd was created without GUEST_MEMFD_FLAG_MMAP")
         if not shared:
             raise KvmError(errno.EINVAL, "only MAP_SHARED mappings of guest_memfd")
+        if length == 0 or offset % PAGE_4K:                  # do_mmap
+            raise KvmError(errno.EINVAL, "mmap length 0 or offset not page aligned")
+        self.map_length = -(-length // PAGE_4K) * PAGE_4K
         self.mapped = True
         return 0
+
+    def _user_pages(self, offset: int, length: int) -> tuple[int, int]:
+        """The pages a userspace access touches: the file must be mapped and the range inside
+        the mapping; any page at or past i_size, or a file without INIT_SHARED, raises SIGBUS
+        (``kvm_gmem_fault_user_mapping``) before anything is written."""
+        if not getattr(self, "mapped", False):
+            raise ValueError("offset: the file is not mapped (call mmap first)")
+        if offset + max(length, 1) > self.map_length:
+            raise ValueError(f"offset, length: {offset:#x}+{length:#x} is outside the "
+                             f"{self.map_length:#x}-byte mapping (SIGSEGV)")
+        end = offset + max(length, 1)
+        if end > self.size or not self.flags & U.GUEST_MEMFD_FLAG_INIT_SHARED:
+            bad = max(offset, self.size) if self.flags & U.GUEST_MEMFD_FLAG_INIT_SHARED else offset
+            raise SigBus(f"SIGBUS at guest_memfd offset {bad:#x}")
+        first, last = offset >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+        self.allocated.set(first, last + 1, 1)   # order-0 folios, zeroed when first faulted
+        return first, last + 1
 
     def user_access(self, offset: int) -> None:
         """A userspace access through the mapping (``kvm_gmem_fault_user_mapping``): at or past
         i_size, or without INIT_SHARED -> SIGBUS; otherwise a zeroed order-0 page."""
+        offset = _u(offset, "offset")
+        self._user_pages(offset, 1)
+
+    def user_fill(self, offset: int, length: int, value: int) -> None:
+        """Userspace ``memset(map + offset, value, length)`` through the mapping (whole pages)."""
+        check_span(offset, length, whole_pages=True)
+        check_byte(value)
+        first, end = self._user_pages(offset, length)
+        self.data.fill(first, end - first, value)
+
+    def user_read(self, offset: int, length: int = 1) -> bytes:
+        """Userspace reads ``length`` bytes through the mapping."""
+        check_span(offset, length, whole_pages=False)
+        self._user_pages(offset, length)
+        return self.data.read(offset, length)
+
+    def fstat(self) -> Stat:
+        """``fstat``: the inode's ``i_size`` (the file size), a page-sized ``st_blksize``, and
+        an inode number of its own (``kvm_gmem_create``: one inode per file)."""
+        self._open()
+        return Stat(self.size, PAGE_4K, self.ino)
+
+    def madvise(self, offset: int, length: int, advice: int) -> int:
+        """``madvise`` on the mapping (mm/madvise.c). ``offset`` unaligned or an unknown advice ->
+        EINVAL (``madvise_behavior_valid``); a range outside the mapping -> ENOMEM.
+        ``MADV_COLLAPSE`` -> EINVAL: guest_memfd folios are not THP-eligible
+        (``madvise_collapse`` finds no allowed huge order for the VMA). ``MADV_DONTNEED`` drops
+        the user PTEs only: the file keeps its pages and data. Other valid advice is a no-op."""
+        offset, length, advice = _u(offset, "offset"), _u(length, "length"), _u(advice, "advice", 32)
         if not getattr(self, "mapped", False):
-            raise ValueError("offset: the file is not mapped (call mmap first)")
-        if offset >= self.size or not self.flags & U.GUEST_MEMFD_FLAG_INIT_SHARED:
-            raise SigBus(f"SIGBUS at guest_memfd offset {offset:#x}")
-        page = offset >> PAGE_SHIFT
-        self.allocated.set(page, page + 1, 1)
+            raise KvmError(errno.ENOMEM, "no mapping of this guest_memfd")
+        valid = {MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED,
+                 MADV_REMOVE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_COLLAPSE}
+        if offset % PAGE_4K or advice not in valid:
+            raise KvmError(errno.EINVAL, f"madvise: offset not aligned or advice {advice} not valid")
+        if offset + length > self.map_length:
+            raise KvmError(errno.ENOMEM, "madvise range outside the mapping")
+        if advice == MADV_COLLAPSE:
+            raise KvmError(errno.EINVAL, "MADV_COLLAPSE: guest_memfd folios cannot be collapsed")
+        if advice == MADV_REMOVE:   # needs fallocate(PUNCH_HOLE) on a shared writable mapping
+            return self.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, offset,
+                                  min(length, max(self.size - offset, 0)))
+        return 0
+
+    def mbind(self, offset: int, length: int, mode: int, nodemask=(0,)) -> int:
+        """``mbind`` on the mapping (mm/mempolicy.c ``kernel_mbind``/``do_mbind``): mode >=
+        MPOL_MAX -> EINVAL; BIND/INTERLEAVE/PREFERRED[_MANY] with an empty nodemask, or a node
+        the host does not have -> EINVAL; the policy is stored in the file's shared policy
+        (``kvm_gmem_set_policy``) and new folios honour it. The host model has one NUMA node
+        (node 0), so placement is trivially on it."""
+        offset, length, mode = _u(offset, "offset"), _u(length, "length"), _u(mode, "mode", 32)
+        if not getattr(self, "mapped", False):
+            raise KvmError(errno.EFAULT, "no mapping of this guest_memfd")
+        nodes = frozenset(nodemask)
+        if mode >= MPOL_MAX or offset % PAGE_4K:
+            raise KvmError(errno.EINVAL, f"mbind: mode {mode} not valid (MPOL_MAX is {MPOL_MAX})")
+        if mode in (MPOL_DEFAULT, MPOL_LOCAL):
+            if nodes - {0} and mode == MPOL_LOCAL:
+                raise KvmError(errno.EINVAL, "MPOL_LOCAL takes no nodemask")
+            nodes = frozenset()
+        elif not nodes or any(not isinstance(n, int) or n != 0 for n in nodes):
+            raise KvmError(errno.EINVAL, f"nodemask {sorted(nodes, key=str)} empty or has nodes "
+                           "this host lacks (nodes: [0])")
+        if offset + length > self.map_length:
+            raise KvmError(errno.EFAULT, "mbind range outside the mapping")
+        first, end = offset >> PAGE_SHIFT, -(-(offset + length) // PAGE_4K)
+        if mode != MPOL_DEFAULT:
+            self.policy_table.append((mode, nodes))
+        self.policies.set(first, end, len(self.policy_table) if mode != MPOL_DEFAULT else 0)
+        return 0
+
+    def get_mempolicy(self, offset: int) -> tuple[int, frozenset]:
+        """``get_mempolicy(MPOL_F_ADDR)``: (mode, nodes) in force at ``offset``."""
+        v = self.policies.get(_u(offset, "offset") >> PAGE_SHIFT)
+        return (MPOL_DEFAULT, frozenset()) if not v else self.policy_table[v - 1]
+
+    def node_of(self, offset: int) -> int:
+        """The NUMA node of the folio at ``offset``: always 0 (one-node host model)."""
+        return 0
 
     def ftruncate(self, size: int) -> int:
         """``kvm_gmem_setattr``: the size of a guest_memfd cannot change -> EINVAL."""
@@ -146,11 +271,37 @@ class GuestMemfd:
             slot.gmem = None
         gmem_free_range(self, 0, self.size >> PAGE_SHIFT)
         self.allocated.set(0, self.size >> PAGE_SHIFT, 0)
+        self.data.zero(0, self.size >> PAGE_SHIFT)
         self.closed = True
         self.vm._gmem_files.discard(self)
 
     def allocated_pages(self) -> int:
         return sum(e - s for s, e, _ in self.allocated.ranges(0, self.size >> PAGE_SHIFT))
+
+
+class UserMemory:
+    """The VMM process's anonymous memory (what ``userspace_addr`` of a memslot points at):
+    contents per host-virtual page, zero until written. Backs the guest's shared accesses to
+    every slot that is not ``KVM_MEMSLOT_GMEM_ONLY`` (``__kvm_faultin_pfn`` via the HVA)."""
+
+    def __init__(self):
+        self.data = PageContents()
+
+    def _check(self, addr: int, length: int) -> None:
+        if addr + length > TASK_SIZE_MAX:
+            raise ValueError(f"addr: {addr:#x}+{length:#x} is not a user address (below {TASK_SIZE_MAX:#x})")
+
+    def fill(self, addr: int, length: int, value: int) -> None:
+        """``memset(addr, value, length)`` (whole pages)."""
+        check_span(addr, length, whole_pages=True, addr_name="addr")
+        check_byte(value)
+        self._check(addr, length)
+        self.data.fill(addr >> PAGE_SHIFT, length >> PAGE_SHIFT, value)
+
+    def read(self, addr: int, length: int = 1) -> bytes:
+        check_span(addr, length, whole_pages=False, addr_name="addr")
+        self._check(addr, length)
+        return self.data.read(addr, length)
 
 
 class Kvm:
@@ -181,6 +332,8 @@ class Kvm:
         self.gmem_hugepages = bool(gmem_hugepages)
         self.snp_decommission_fails = False   # set to model SNP_DECOMMISSION failing
         self.leaked_asids: set[int] = set()
+        self.user_memory = UserMemory()       # the VMM process's memory behind userspace_addr
+        self.page_reclaim_fails = False       # model knob: SNP_PAGE_RECLAIM fails
 
     def check_extension(self, cap: int) -> int:
         """``KVM_CHECK_EXTENSION`` on /dev/kvm (``kvm`` is NULL: private features reported as
@@ -255,6 +408,7 @@ class VM:
         self.mirrors: list[VM] = []
         self.migration_in_progress = False
         self.launch_pages: list[int] = []
+        self.launch_fw_errors: dict[int, int] = {}   # model knob: gfn -> SNP_LAUNCH_UPDATE fw error
         # model knob: make the xa_reserve step of KVM_SET_MEMORY_ATTRIBUTES fail (-ENOMEM)
         self.xa_reserve_fails = False
         self.bugged = False        # KVM_BUG_ON fired (e.g. a VMSA could not be made shared)
@@ -466,6 +620,7 @@ class VM:
             raise KvmError(errno.EINVAL, "range of the guest_memfd already bound")
         f.bindings.append((start, end, slot))
         slot.gmem, slot.gmem_pgoff = f, start
+        slot.gmem_only = bool(f.flags & U.GUEST_MEMFD_FLAG_MMAP)
 
     def _gmem_unbind(self, slot: Memslot) -> None:
         f = slot.gmem

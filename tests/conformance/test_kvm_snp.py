@@ -122,25 +122,84 @@ def test_snp_launch_update_and_finish():
     with pytest.raises(KvmError) as ei:
         snp.sev_legacy_command(vm)
     assert ei.value.errno == errno.EPERM
-    with pytest.raises(KvmError) as ei:                          # not private yet
+    with pytest.raises(KvmError) as ei:          # not private yet: -EINVAL at the first page -> EIO
         snp.snp_launch_update(vm, g, 2, snp.SNP_PAGE_TYPE_NORMAL)
-    assert ei.value.errno == errno.EINVAL
+    assert ei.value.errno == errno.EIO and ei.value.fw_error == 0
     vm.set_memory_attributes(GPA, 2 * MiB, P)
     for bad in (dict(page_type=snp.SNP_PAGE_TYPE_VMSA), dict(page_type=1, flags=1)):
         with pytest.raises(KvmError) as ei:
             snp.snp_launch_update(vm, g, 2, **bad)
         assert ei.value.errno == errno.EINVAL
-    assert snp.snp_launch_update(vm, g, 2, snp.SNP_PAGE_TYPE_NORMAL) == 0
+    with pytest.raises(KvmError) as ei:                          # no private-capable slot
+        snp.snp_launch_update(vm, 0, 1, snp.SNP_PAGE_TYPE_NORMAL)
+    assert ei.value.errno == errno.EINVAL
+    out = snp.snp_launch_update(vm, g, 2, snp.SNP_PAGE_TYPE_NORMAL, uaddr=0x10000)
+    assert (out.gfn_start, out.len, out.uaddr, out.count) == (g + 2, 0, 0x12000, 2)
     e = host.rmp.rmpread(f.folios[0])
     assert e.assigned and e.immutable and e.state == "pre-guest" and e.pagesize == PAGE_4K
-    with pytest.raises(KvmError) as ei:                          # already private: EEXIST, nothing changed
+    with pytest.raises(KvmError) as ei:            # already private at the first page: EIO, nothing changed
         snp.snp_launch_update(vm, g + 1, 2, snp.SNP_PAGE_TYPE_NORMAL)
-    assert ei.value.errno == errno.EEXIST and not host.rmp.rmpread(f.folios[0] + 2).assigned
+    assert ei.value.errno == errno.EIO and not host.rmp.rmpread(f.folios[0] + 2).assigned
     assert snp.snp_launch_finish(vm) == 0
     e = host.rmp.rmpread(f.folios[0] + 1)
     assert e.state == "guest-valid" and vm.pre_fault_allowed
-    with pytest.raises(KvmError):
+    with pytest.raises(KvmError) as ei:
         snp.snp_launch_update(vm, g + 2, 1, snp.SNP_PAGE_TYPE_NORMAL)   # after FINISH
+    assert ei.value.errno == errno.EIO and ei.value.fw_error == snp.SEV_RET_INVALID_GUEST_STATE
+    assert not host.rmp.rmpread(f.folios[0] + 2).assigned             # reclaimed, shared again
+
+
+def test_snp_launch_update_stops_at_the_first_failure_and_reports_progress():
+    host, vm, f, cpu = snp_vm()
+    g = GPA >> 12
+    vm.set_memory_attributes(GPA, 3 * PAGE_4K, P)        # page 3 stays shared
+    vm.kvm.user_memory.fill(0x20000, 8 * PAGE_4K, 0x5A)
+    out = snp.snp_launch_update(vm, g, 8, snp.SNP_PAGE_TYPE_NORMAL, uaddr=0x20000)
+    assert (out.gfn_start, out.len, out.uaddr, out.count) == (g + 3, 5 * PAGE_4K, 0x23000, 3)
+    assert len(vm.launch_pages) == 3 and f.data.read(0, 3 * PAGE_4K) == b"\x5a" * (3 * PAGE_4K)
+    vm.set_memory_attributes(GPA + 4 * MiB - PAGE_4K, PAGE_4K, P)     # the slot's last page
+    out = snp.snp_launch_update(vm, g + 1023, 10, snp.SNP_PAGE_TYPE_ZERO, uaddr=0x9000)
+    # clipped to the slot; len shrinks by the pages done only; ZERO pages leave uaddr alone
+    assert (out.count, out.gfn_start, out.len, out.uaddr) == (1, g + 1024, 9 * PAGE_4K, 0x9000)
+
+
+def test_cpuid_page_rejected_with_invalid_param_is_reclaimed_and_copied_back():
+    import errno
+    from kit.errors import KvmError
+    host, vm, f, cpu = snp_vm()
+    g = GPA >> 12
+    vm.set_memory_attributes(GPA, 2 * PAGE_4K, P)
+    vm.kvm.user_memory.fill(0x30000, PAGE_4K, 0x11)
+    vm.launch_fw_errors[g] = snp.SEV_RET_INVALID_PARAM
+    with pytest.raises(KvmError) as ei:
+        snp.snp_launch_update(vm, g, 1, snp.SNP_PAGE_TYPE_CPUID, uaddr=0x30000)
+    assert ei.value.errno == errno.EIO and ei.value.fw_error == snp.SEV_RET_INVALID_PARAM
+    assert vm.kvm.user_memory.read(0x30000, 1) == bytes([snp.CPUID_CORRECTED_BYTE])
+    e = host.rmp.rmpread(f.folios[0])
+    assert not e.assigned and not vm.bugged and not vm.launch_pages
+    # the same firmware error on a NORMAL page: reclaimed, nothing copied back
+    vm.launch_fw_errors[g + 1] = snp.SEV_RET_INVALID_PARAM
+    vm.kvm.user_memory.fill(0x40000, PAGE_4K, 0x22)
+    with pytest.raises(KvmError):
+        snp.snp_launch_update(vm, g + 1, 1, snp.SNP_PAGE_TYPE_NORMAL, uaddr=0x40000)
+    assert vm.kvm.user_memory.read(0x40000, 1) == b"\x22"
+
+
+def test_page_reclaim_failure_bugs_the_vm_and_leaks_the_page():
+    import errno
+    from kit.errors import KvmError
+    host, vm, f, cpu = snp_vm()
+    g = GPA >> 12
+    vm.set_memory_attributes(GPA, PAGE_4K, P)
+    vm.launch_fw_errors[g] = snp.SEV_RET_INVALID_PARAM
+    vm.kvm.page_reclaim_fails = True
+    vm.kvm.user_memory.fill(0x30000, PAGE_4K, 0x11)
+    with pytest.raises(KvmError) as ei:
+        snp.snp_launch_update(vm, g, 1, snp.SNP_PAGE_TYPE_CPUID, uaddr=0x30000)
+    assert ei.value.errno == errno.EIO
+    pfn = f.folios[0]
+    assert vm.bugged and host.memory.owner(pfn) == "leaked" and host.snp_nr_leaked_pages == 1
+    assert vm.kvm.user_memory.read(0x30000, 1) == b"\x11"        # no copy-back after a failed reclaim
 
 
 def test_vmsa_pages_launch_and_teardown_with_leak():
