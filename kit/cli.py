@@ -61,8 +61,66 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line for a bad argument, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def cmd_simulate(args) -> int:
+    import json
+    from .sim.api import scenario, simulate
+    from .sim.params import CostParams
+    kw = dict(workload=args.workload, guests=args.guests, vcpus=args.vcpus, guest_mem=args.guest_mem,
+              host_cores=args.host_cores, host_mem=args.host_mem, policy=args.policy,
+              engine=args.engine, seed=args.seed)
+    try:
+        scenario(**kw)                               # every argument checked before any work
+        params = CostParams.load(args.params) if args.params else CostParams.load()
+    except (ValueError, TypeError) as e:
+        print(f"kit simulate: {e}", file=sys.stderr)
+        return 2
+    r = simulate(**kw, params=params)
+    if args.json:
+        out = r.to_json()
+        out.pop("series", None) if not args.series else None
+        print(json.dumps(out, sort_keys=True))
+    else:
+        print(_table([{"what": k, "value": v} for k, v in r.summary().items()], ["what", "value"]))
+        print(_table([{"resource": k, "utilisation": f"{v:.3f}"} for k, v in
+                      sorted(r.utilisation.items(), key=lambda kv: -kv[1])], ["resource", "utilisation"]))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    import json
+    from .sim.calibrate import calibrate
+    from .sim.params import DEFAULT_PATH, CostParams
+    try:
+        base = CostParams.load(args.start) if args.start else CostParams()
+    except (ValueError, OSError) as e:
+        print(f"kit calibrate: {e}", file=sys.stderr)
+        return 2
+    fitted, rows, info = calibrate(base)
+    out = args.out or str(DEFAULT_PATH)
+    fitted.save(out)
+    cols = ["config", "measured", "spread", "model", "error_pct", "residual", "within"]
+    print(_table(rows, cols))
+    print(f"free parameters: {info['free_parameters']} ({', '.join(info['names'])}); "
+          f"{info['measured_configurations']} measured configurations; {info['status']}")
+    print("fitted: " + ", ".join(f"{n}={fitted[n]:.4g}" for n in info["names"]))
+    print(f"parameter set: {os.path.abspath(out)}")
+    if args.residuals:
+        with open(args.residuals, "w") as f:
+            json.dump({"rows": rows, "info": info, "params": fitted.to_json()}, f, indent=1)
+        print(f"residual table: {os.path.abspath(args.residuals)}")
+    return 0 if all(r["within"] for r in rows) else 1
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="kit", description="confidential-VM memory research kit")
+    from .host.policies import DIRECTMAP_POLICIES
+    p = _Parser(prog="kit", description="confidential-VM memory research kit")
     p.add_argument("--version", action="version", version=f"kit {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run the host-model demonstration on every direct-map policy")
@@ -72,5 +130,24 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="reports/index.html", help="HTML report path")
     d.set_defaults(func=cmd_demo)
+    m = sub.add_parser("simulate", help="time a workload on the model (fault-in rate, where the time goes)")
+    m.add_argument("--workload", default="lazy-accept", help="lazy-accept | conversions")
+    m.add_argument("--guests", type=int, default=1)
+    m.add_argument("--vcpus", type=int, default=128, help="vCPUs per guest")
+    m.add_argument("--guest-mem", dest="guest_mem", default="512GiB")
+    m.add_argument("--host-cores", dest="host_cores", type=int, default=512)
+    m.add_argument("--host-mem", dest="host_mem", default="1536GiB")
+    m.add_argument("--policy", default="split-on-demand", help="one of: " + ", ".join(DIRECTMAP_POLICIES))
+    m.add_argument("--engine", default="analytic", help="analytic | des")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--params", default=None, help="cost-parameter file (default data/cost_params.json)")
+    m.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+    m.add_argument("--series", action="store_true", help="with --json: include the time series")
+    m.set_defaults(func=cmd_simulate)
+    c = sub.add_parser("calibrate", help="fit the free cost parameters to data/measurements.csv")
+    c.add_argument("--start", default=None, help="parameter file to start from (default: the base set)")
+    c.add_argument("-o", "--out", default=None, help="where to write the fitted set (default data/cost_params.json)")
+    c.add_argument("--residuals", default=None, help="also write the residual table as JSON here")
+    c.set_defaults(func=cmd_calibrate)
     args = p.parse_args(argv)
     return args.func(args)

@@ -29,6 +29,10 @@ Event vocabulary (the name is the resource or the piece of work, the value a cou
 ``host_np_fault``      host #PF on a not-present direct-map page
 ``wbinvd``             WBINVD executed (one per CPU when ASIDs are recycled, ``sev_flush_asids``)
 ``df_flush``           SEV firmware DF_FLUSH / SNP_DF_FLUSH commands
+``vm_exit``            guest exits handled in KVM (#NPF, VMGEXIT)
+``user_exit``          exits to the userspace VMM (``KVM_EXIT_HYPERCALL``/``MEMORY_FAULT``)
+``set_attributes``     ``KVM_SET_MEMORY_ATTRIBUTES`` ioctls (per-VM ``slots_lock``)
+``npt_map``            NPT mappings installed by KVM faults
 =====================  =============================================================================
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ EVENTS = (
     "cpa_lock", "pgd_lock", "split_1g", "split_2m", "collapse_2m", "collapse_1g",
     "pgtable_alloc", "flush_tlb_all", "flush_tlb_range", "invlpg", "adjust_direct_map", "rmpupdate", "psmash",
     "pvalidate", "rmpadjust", "bytes_zeroed", "host_rmp_fault", "host_np_fault", "wbinvd",
-    "df_flush",
+    "df_flush", "vm_exit", "user_exit", "set_attributes", "npt_map",
 )
 
 

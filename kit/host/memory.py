@@ -47,6 +47,7 @@ class PhysicalMemory:
         self.region_owner = np.zeros(self.nr_regions, dtype=np.uint8)
         self._didx = LazyIndex(self.nr_regions)
         self._pool = SlotPool(self.nr_regions, {"owner": (np.uint8, (PAGES_PER_2M,))})
+        self._free_hint = 0   # no FREE region below this index (for "lowest" placement)
 
     @property
     def nbytes(self) -> int:
@@ -79,6 +80,22 @@ class PhysicalMemory:
             return self._pool.owner[self._didx[region]].copy()
         return np.full(PAGES_PER_2M, o, dtype=np.uint8)
 
+    def _lowest_free(self, count: int) -> np.ndarray:
+        """The ``count`` lowest FREE regions, scanning forward from a hint in growing windows
+        (no full scan per allocation); fewer if there are not that many."""
+        out, pos, window = [], self._free_hint, max(64, 2 * count)
+        found = 0
+        while pos < self.nr_regions and found < count:
+            hits = pos + np.flatnonzero(self.region_owner[pos:pos + window] == FREE)
+            if not found and len(hits):
+                self._free_hint = int(hits[0])
+            elif not found:
+                self._free_hint = min(pos + window, self.nr_regions)
+            out.append(hits[:count - found])
+            found += len(out[-1])
+            pos, window = pos + window, window * 2
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
     def _pick(self, candidates: np.ndarray, n: int) -> np.ndarray:
         if self.placement == "random":
             return np.sort(self._rng.choice(candidates, size=n, replace=False))
@@ -92,7 +109,8 @@ class PhysicalMemory:
         if count < 1:
             raise ValueError(f"count: must be at least 1, got {count}")
         if order == 9:
-            free = np.flatnonzero(self.region_owner == FREE)
+            free = self._lowest_free(count) if self.placement == "lowest" else \
+                np.flatnonzero(self.region_owner == FREE)
             if len(free) < count:
                 raise OutOfMemory(f"alloc: {count} free 2M regions wanted, {len(free)} left")
             regions = self._pick(free, count)
@@ -153,6 +171,8 @@ class PhysicalMemory:
                     self._pool.release([self._didx[r]])
                     self._didx[r] = -1
                 self.region_owner[r] = code
+                if code == FREE:
+                    self._free_hint = min(self._free_hint, r)
                 continue
             if self.region_owner[r] != MIXED:
                 slot = self._pool.alloc(1)[0]

@@ -607,6 +607,28 @@ class Rmp:
         self.ledger.record("pvalidate", pvalidate=1)
         return 0
 
+    def pvalidate_2m_run(self, pfn, nregions: int, *, asid, gpa) -> list[int]:
+        """PVALIDATE(validate=1, 2M) of ``nregions`` consecutive 2M pages (pfn and gpa advancing
+        together), as a guest accepting a contiguous range issues them one by one. The common
+        case (every entry a 2M entry of ``asid`` at the right gpa, mutable, not validated) is
+        one vectorised update with the same outcome as the single instructions; otherwise each
+        entry goes through :meth:`pvalidate`. Returns the per-entry return codes."""
+        pfn = self._check_pfn(pfn)
+        nregions = check_int(nregions, "nregions")
+        if pfn % PAGES_PER_2M or nregions < 1 or pfn + nregions * PAGES_PER_2M > self.nr_pages:
+            raise ValueError(f"pfn, nregions: need a 2M-aligned run inside the RMP, got {pfn:#x} x {nregions}")
+        r = np.arange(pfn // PAGES_PER_2M, pfn // PAGES_PER_2M + nregions)
+        f = self.flags[r]
+        want = np.uint64(gpa >> 12) + np.arange(nregions, dtype=np.uint64) * np.uint64(PAGES_PER_2M)
+        ok = (np.all((f & (F_2M | F_ASSIGNED | F_IMMUTABLE | F_VALIDATED | F_DETAIL)) == (F_2M | F_ASSIGNED))
+              and np.all(self.asid[r] == asid) and np.all(self._gfn(r) == want))
+        if not ok:
+            return [self.pvalidate(pfn + i * PAGES_PER_2M, pagesize=PAGE_2M, validate=True, asid=asid,
+                                   gpa=gpa + i * PAGE_2M) for i in range(nregions)]
+        self.flags[r] = f | np.uint8(F_VALIDATED)
+        self.ledger.record("pvalidate", pvalidate=nregions)
+        return [0] * nregions
+
     def rmpadjust(self, pfn, *, pagesize, target_vmpl, perms, vmsa=False, asid, gpa,
                   vmpl=0) -> int:
         """RMPADJUST: set the permission mask of a less privileged VMPL, and the VMSA bit.

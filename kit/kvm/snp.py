@@ -20,6 +20,8 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import PFERR_GUEST_SIZEM_MASK, KvmError, NestedPageFault
 from ..units import PAGE_2M, PAGE_4K
 from . import uapi as U
@@ -68,6 +70,71 @@ def sev_gmem_prepare(vm, pfn: int, gfn: int, order: int) -> int:
             return -errno.EINVAL if rc else 0
     rc = host.rmp_make_private(pfn, gfn << 12, PAGE_4K, vm.asid, False)
     return -errno.EINVAL if rc else 0
+
+
+def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
+    """The private #NPF path of :meth:`~kit.kvm.mmu.Vcpu.access` (``kvm_mmu_faultin_pfn_gmem``
+    -> ``kvm_gmem_get_pfn`` -> ``sev_gmem_prepare`` -> 2M NPT map) for ``nunits`` consecutive
+    2M-aligned units of private memory, as range operations: the same state and the same
+    cost events as faulting each unit in on its own. Needs 2M guest_memfd folios aligned with
+    the gfns (``Kvm(gmem_hugepages=True)``); anything else goes unit by unit through the vCPU
+    path. Records one ``vm_exit`` and one ``npt_map`` per unit."""
+    from .mmu import MAP_PRIVATE
+    host = vm.kvm.host
+    end = gfn + nunits * R
+    slot = vm.slot_for_gfn(gfn)
+    fast = (slot is not None and slot.gmem is not None and gfn % R == 0 and end <= slot.end_gfn
+            and vm.kvm.gmem_hugepages and slot.gmem.size % PAGE_2M == 0
+            and (slot.gmem_pgoff + gfn - slot.base_gfn) % R == 0
+            and vm.attributes.has(gfn, end, U.KVM_MEMORY_ATTRIBUTE_PRIVATE))
+    if not fast:
+        vcpu = next(iter(vm.vcpus.values()))
+        for g in range(gfn, end, R):
+            out = vcpu.access(g << 12, private=True)
+            if out is not None:
+                raise KvmError(errno.EFAULT, f"private fault at gfn {g:#x} exited: {out.reason}")
+            host.ledger.record("kvm_fault", vm_exit=1, npt_map=1)
+        return
+    f = slot.gmem
+    f0 = (slot.gmem_pgoff + gfn - slot.base_gfn) >> 9
+    missing = [i for i in range(f0, f0 + nunits) if i not in f.folios]
+    if missing:
+        pfns = host.memory.alloc(9, "guest", count=len(missing))
+        host.ledger.record("gmem_folio", bytes_zeroed=PAGE_2M * len(missing))
+        f.folios.update(zip(missing, (int(p) for p in pfns)))
+        for i in missing:
+            f.allocated.set(i << 9, (i + 1) << 9, 1)
+    pfns = np.fromiter((f.folios[i] for i in range(f0, f0 + nunits)), dtype=np.int64, count=nunits)
+    todo = ~host.rmp.region_has_assigned(pfns // R)
+    # runs of units whose folios are consecutive in host memory: one RMPUPDATE range each
+    idx = np.flatnonzero(todo)
+    if len(idx):
+        breaks = np.flatnonzero((np.diff(idx) != 1) | (np.diff(pfns[idx]) != R)) + 1
+        for run in np.split(idx, breaks):
+            first = int(run[0])
+            rc = host.rmp_make_private(int(pfns[first]), (gfn + first * R) << 12, PAGE_2M, vm.asid,
+                                       False, npages=len(run) * R)
+            if rc:
+                raise KvmError(errno.EINVAL, f"sev_gmem_prepare failed for gfn {gfn + first * R:#x}")
+    vm.sptes.set(gfn, end, MAP_PRIVATE)
+    host.ledger.record("kvm_fault", vm_exit=nunits, npt_map=nunits)
+
+
+def guest_pvalidate_2m_run(vm, gpa: int, nunits: int) -> list[int]:
+    """The guest's PVALIDATE(2M, validate) of ``nunits`` consecutive 2M pages it has faulted
+    in (see :meth:`kit.host.rmp.Rmp.pvalidate_2m_run`), split into runs of consecutive host
+    frames."""
+    slot = vm.slot_for_gfn(gpa >> 12)
+    f = slot.gmem
+    f0 = (slot.gmem_pgoff + (gpa >> 12) - slot.base_gfn) >> 9
+    pfns = np.fromiter((f.folios[i] for i in range(f0, f0 + nunits)), dtype=np.int64, count=nunits)
+    out = []
+    breaks = np.flatnonzero(np.diff(pfns) != R) + 1
+    start = 0
+    for run in np.split(np.arange(nunits), breaks):
+        out += vm.kvm.host.rmp.pvalidate_2m_run(int(pfns[run[0]]), len(run), asid=vm.asid,
+                                                gpa=gpa + int(run[0]) * PAGE_2M)
+    return out
 
 
 def sev_gmem_invalidate(host, start: int, end: int) -> None:

@@ -1,0 +1,282 @@
+"""``simulate()``: one configuration, from validated parameters to a result object.
+
+parameters -> validated scenario -> host, KVM and guests built -> the workload runs on the
+semantic model and records cost events (:mod:`kit.sim.trace`) -> a timing engine turns them
+into time (:mod:`kit.sim.mva` or :mod:`kit.sim.des`) -> :class:`SimResult`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .. import __version__
+from ..host.policies import DIRECTMAP_POLICIES, DirectMapPolicy
+from ..units import GiB, format_size, parse_size
+from . import des, mva, trace as T
+from .demands import demand, dm4k_fraction
+from .params import CostParams
+
+ENGINES = ("analytic", "des")
+HOST_RESERVED = 16 * GiB        # host kernel, VMM processes, RMP table: not for guests
+
+
+@dataclass(frozen=True)
+class Scenario:
+    workload: str
+    guests: int
+    vcpus: int
+    guest_mem: int
+    host_cores: int
+    host_mem: int
+    policy: str
+    engine: str = "analytic"
+    seed: int = 0
+    steps: int = 2000            # conversions workload
+    p4k: float = 0.9             # conversions workload: share of 4K conversions
+    touched: int | None = None   # bytes each guest faults in (default: the stress workers' 5G each)
+
+
+def _int(value, name, lo=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def scenario(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", host_cores=512,
+             host_mem="1536GiB", policy="split-on-demand", engine="analytic", seed=0, *,
+             steps=2000, p4k=0.9, touched=None) -> Scenario:
+    """Validate every parameter (one clear error naming it) before any work."""
+    if workload not in T.WORKLOADS:
+        raise ValueError(f"workload: unknown {workload!r}; allowed: {', '.join(T.WORKLOADS)}")
+    if isinstance(policy, DirectMapPolicy):
+        policy = policy.name
+    if policy not in DIRECTMAP_POLICIES:
+        raise ValueError(f"policy: unknown {policy!r}; allowed: {', '.join(DIRECTMAP_POLICIES)}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine: unknown {engine!r}; allowed: {', '.join(ENGINES)}")
+    guests, vcpus, host_cores = _int(guests, "guests"), _int(vcpus, "vcpus"), _int(host_cores, "host_cores")
+    seed, steps = _int(seed, "seed", 0), _int(steps, "steps")
+    try:
+        guest_mem = parse_size(guest_mem)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"guest_mem: {e}") from None
+    try:
+        host_mem = parse_size(host_mem)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"host_mem: {e}") from None
+    if guest_mem < T.ACCEPT_CHUNK or guest_mem % T.ACCEPT_UNIT:
+        raise ValueError(f"guest_mem: must be a multiple of 2 MiB and at least 4 MiB, got {format_size(guest_mem)}")
+    if host_mem % (1 * GiB):
+        raise ValueError(f"host_mem: must be a whole number of GiB, got {format_size(host_mem)}")
+    need = guests * guest_mem + HOST_RESERVED
+    if need > host_mem:
+        raise ValueError(f"guests: {guests} x {format_size(guest_mem)} do not fit in host_mem "
+                         f"{format_size(host_mem)} ({format_size(HOST_RESERVED)} kept for the host)")
+    if not (isinstance(p4k, (int, float)) and 0 <= p4k <= 1):
+        raise ValueError(f"p4k: expected a fraction 0..1, got {p4k!r}")
+    if touched is not None:
+        touched = parse_size(touched)
+        if not T.ACCEPT_CHUNK <= touched <= guest_mem:
+            raise ValueError(f"touched: must be 4 MiB .. guest_mem, got {format_size(touched)}")
+    return Scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, engine,
+                    seed, steps, float(p4k), touched)
+
+
+@dataclass
+class SimResult:
+    """What one simulation gives (``to_json`` for the CLI and the result store)."""
+
+    scenario: Scenario
+    fault_in_gbps: float
+    directmap: dict
+    splits: dict
+    cpa_lock: dict
+    tlb_flushes: dict
+    host_rmp_faults: int
+    bottleneck: dict
+    utilisation: dict
+    sim_seconds: float
+    wall_seconds: float
+    params: dict
+    kit_version: str = __version__
+    per_guest_gbps: list = field(default_factory=list)
+    events: dict = field(default_factory=dict)
+    series: dict = field(default_factory=dict)
+    percentiles: dict = field(default_factory=dict)
+    safe: bool = True
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["scenario"] = asdict(self.scenario)
+        out["engine"] = self.scenario.engine
+        out["policy"] = self.scenario.policy
+        return out
+
+    def _repr_html_(self) -> str:
+        from html import escape
+        rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in self.summary().items())
+        return f"<table class='kit-result'>{rows}</table>"
+
+    def summary(self) -> dict:
+        s = self.scenario
+        return {"workload": s.workload, "policy": s.policy, "engine": s.engine,
+                "guests x vcpus x mem": f"{s.guests} x {s.vcpus} x {format_size(s.guest_mem)}",
+                "host": f"{s.host_cores} cores, {format_size(s.host_mem)}",
+                "fault-in GB/s": round(self.fault_in_gbps, 2),
+                "bottleneck": f"{self.bottleneck['resource']} ({self.bottleneck['utilisation']:.0%})",
+                "cpa_lock acquisitions": self.cpa_lock["acquisitions"],
+                "cpa_lock mean wait us": round(self.cpa_lock["mean_wait_us"], 3),
+                "splits 1G/2M": f"{self.splits['split_1g']}/{self.splits['split_2m']}",
+                "TLB flushes (all/range)": f"{self.tlb_flushes['flush_tlb_all']}/{self.tlb_flushes['flush_tlb_range']}",
+                "host RMP faults": self.host_rmp_faults,
+                "DirectMap4k/2M/1G kB": "/".join(str(self.directmap.get(k, 0)) for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")),
+                "simulated s": round(self.sim_seconds, 3), "wall s": round(self.wall_seconds, 3)}
+
+
+def run_trace(s: Scenario, *, progress=None):
+    guests = [(s.vcpus, s.guest_mem)] * s.guests
+    host, kvm, gs = T.build(s.host_mem, s.host_cores, s.policy, guests, s.seed,
+                            gmem_hugepages=True)
+    if s.workload == "lazy-accept":
+        touched = None if s.touched is None else [s.touched // T.ACCEPT_CHUNK] * s.guests
+        return T.lazy_accept(host, gs, seed=s.seed, touched=touched, progress=progress)
+    return T.conversions(host, gs, steps=s.steps, p4k=s.p4k, seed=s.seed, progress=progress)
+
+
+ANALYTIC_SAMPLE = 2 * GiB       # bytes per guest the analytic engine's trace covers
+_TRACE_CACHE: dict = {}
+
+
+def analytic_trace(s: Scenario):
+    """The analytic engine's trace: the workload run on the semantic model for the first
+    ``ANALYTIC_SAMPLE`` of each guest's memory (per-chunk events are stationary: every chunk
+    takes the same path; a test compares with full traces), cached by scenario. The demand
+    per chunk comes from the sample, the amount of work from the full scenario."""
+    from dataclasses import replace
+    key = replace(s, engine="analytic")
+    if key not in _TRACE_CACHE:
+        full = s.touched or T.touched_bytes(s.vcpus, s.guest_mem)
+        sample = replace(key, touched=min(full, ANALYTIC_SAMPLE)) if s.workload == "lazy-accept" else key
+        if len(_TRACE_CACHE) > 64:
+            _TRACE_CACHE.pop(next(iter(_TRACE_CACHE)))
+        _TRACE_CACHE[key] = run_trace(sample)
+    return _TRACE_CACHE[key]
+
+
+def _batch_demands(tr, s, p):
+    """Per guest: [(chunks, ChunkDemand, bytes per chunk)] per batch, and the whole-run means."""
+    from ..host.ledger import EVENTS
+    per, means = [], []
+    work = T.ACCEPT_CHUNK if tr.workload == "lazy-accept" else 0
+    for g in range(s.guests):
+        rows, tot, n, frac = [], np.zeros(len(EVENTS)), 0, 0.0
+        for b in tr.batches:
+            if b.guest != g:
+                continue
+            ev = np.asarray([b.events.get(k, 0) for k in EVENTS], dtype=float)
+            f4k = dm4k_fraction(b.directmap)
+            rows.append((b.chunks, demand(ev, b.chunks, p, s.host_cores, f4k, work),
+                         b.bytes / max(b.chunks, 1)))
+            tot += ev
+            n += b.chunks
+            frac += f4k * b.chunks
+        per.append(rows)
+        nbytes = sum(b.bytes for b in tr.batches if b.guest == g)
+        means.append((n, demand(tot, n, p, s.host_cores, frac / max(n, 1), work), nbytes / max(n, 1)))
+    return per, means
+
+
+def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", host_cores=512,
+             host_mem="1536GiB", policy="split-on-demand", engine="analytic", seed=0, *,
+             params: CostParams | None = None, steps=2000, p4k=0.9, touched=None,
+             progress=None, should_stop=None, trace=None) -> SimResult:
+    """Run one configuration. Every argument is validated first (``ValueError`` naming it).
+    ``params``: a :class:`CostParams` (default: ``data/cost_params.json``). ``trace``: reuse
+    a trace of the same scenario (e.g. to time it with both engines)."""
+    t0 = time.perf_counter()
+    s = scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, engine, seed,
+                 steps=steps, p4k=p4k, touched=touched)
+    p = params if params is not None else CostParams.load()
+    if not isinstance(p, CostParams):
+        raise ValueError(f"params: expected a CostParams, got {type(p).__name__}")
+    if trace is not None:
+        tr = trace
+    elif s.engine == "analytic":
+        tr = analytic_trace(s)
+    else:
+        tr = run_trace(s, progress=progress)
+    per, means = _batch_demands(tr, s, p)
+    totals = tr.totals()
+    series, pct = {}, {}
+    if s.engine == "analytic":
+        m = mva.solve([(s.vcpus, d) for _, d, _ in means], s.host_cores, p)
+        per_guest = [m.throughput[g] * means[g][2] / 1e3 for g in range(s.guests)]   # GB/s
+        rate = sum(per_guest)
+        chunks = (s.touched or T.touched_bytes(s.vcpus, s.guest_mem)) // T.ACCEPT_CHUNK \
+            if tr.workload == "lazy-accept" else s.steps
+        sim_us = max(chunks / m.throughput[g] for g in range(s.guests) if m.throughput[g] > 0)
+        util, waits = m.utilisation, m.waits
+    else:
+        r = des.run([(s.vcpus, per[g]) for g in range(s.guests)], s.host_cores, p,
+                    progress=progress, should_stop=should_stop)
+        sim_us = r.sim_us
+        per_guest, rate, util, waits, series, pct = _des_summary(r, s, tr, p)
+    worst = max(util, key=util.get)
+    return SimResult(
+        scenario=s,
+        fault_in_gbps=float(rate),
+        directmap=tr.batches[-1].directmap if tr.batches else tr.directmap_boot,
+        splits={k: int(totals[k]) for k in ("split_1g", "split_2m", "collapse_2m", "collapse_1g")},
+        cpa_lock={"acquisitions": int(totals["cpa_lock"]), "mean_wait_us": float(waits["cpa_lock"]),
+                  "hold_us": p["cpa_hold_us"]},
+        tlb_flushes={"flush_tlb_all": int(totals["flush_tlb_all"]),
+                     "flush_tlb_range": int(totals["flush_tlb_range"]),
+                     "ipis": int((totals["flush_tlb_all"] + totals["flush_tlb_range"]) * s.host_cores)},
+        host_rmp_faults=int(tr.host_rmp_faults),
+        bottleneck={"resource": worst, "utilisation": float(util[worst])},
+        utilisation={k: float(v) for k, v in util.items()},
+        sim_seconds=float(sim_us / 1e6),
+        wall_seconds=time.perf_counter() - t0,
+        params={"name": p.name, **p.values()},
+        per_guest_gbps=[float(x) for x in per_guest],
+        events={k: int(v) for k, v in totals.items()},
+        series=series, percentiles=pct,
+        safe=tr.host_rmp_faults == 0 and tr.oopses == 0,
+    )
+
+
+def _des_summary(r, s, tr, p, bins: int = 100):
+    """Rates, utilisations, waits, time series and percentiles from a DES run."""
+    T_end = max(r.sim_us, 1e-9)
+    # the concurrent fault-in rate: bytes done while every guest still had work / that time
+    ends = [r.completions[r.guest == g].max() if np.any(r.guest == g) else T_end for g in range(s.guests)]
+    t_all = min(ends)
+    in_all = r.completions <= t_all
+    per_guest = [float(r.nbytes[in_all & (r.guest == g)].sum() / t_all / 1e3) for g in range(s.guests)]
+    rate = sum(per_guest)
+    util = {"vm_lock": r.holds["vm_lock"] / s.guests / T_end,
+            "cpa_lock": r.holds["cpa_lock"] / T_end, "pgd_lock": r.holds["pgd_lock"] / T_end}
+    waits = {k: float(v[:, 1].mean()) if len(v) else 0.0 for k, v in r.waits.items()}
+    edges = np.linspace(0, T_end, bins + 1)
+    idx = np.minimum(np.searchsorted(edges, r.completions, side="right") - 1, bins - 1)
+    gb = np.bincount(idx, weights=r.nbytes, minlength=bins) / (np.diff(edges) * 1e3)
+    # DirectMap after the batch holding the n-th completed chunk (batches in trace order)
+    cum = np.cumsum([b.chunks for b in tr.batches])
+    done_by_bin = np.searchsorted(r.completions, edges[1:], side="right")
+    bi = np.minimum(np.searchsorted(cum, np.maximum(done_by_bin, 1), side="left"), len(cum) - 1)
+    dm = {k: [int(tr.batches[i].directmap.get(k, 0)) for i in bi] for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")}
+    lockw = {}
+    for k, v in r.waits.items():
+        if len(v):
+            wi = np.minimum(np.searchsorted(edges, v[:, 0], side="right") - 1, bins - 1)
+            lockw[k] = (np.bincount(wi, weights=v[:, 1], minlength=bins) / np.diff(edges)).tolist()
+        else:
+            lockw[k] = [0.0] * bins
+    series = {"t_s": (edges[1:] / 1e6).tolist(), "fault_in_gbps": gb.tolist(), **dm,
+              "lock_wait_share": lockw}
+    pct = {f"accept_latency_us_p{q}": float(np.percentile(r.latency, q)) for q in (50, 90, 99)} \
+        if len(r.latency) else {}
+    util["membw"] = float(r.nbytes.sum() / T_end / (p["zero_bw_gbps"] * 1e3))
+    return per_guest, rate, util, waits, series, pct

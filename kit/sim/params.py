@@ -1,0 +1,137 @@
+"""Cost parameters: what each recorded cost event takes, with the source of every figure.
+
+A parameter is either taken from a source (a figure in the kit's reference notes, which cite
+the mail or code it comes from), an assumption named as such (the references have no
+measurement: the value is a round guess whose influence the calibration notebook shows), or
+fitted by ``kit calibrate`` to ``data/measurements.csv``. The default set is
+``data/cost_params.json``; ``kit calibrate`` rewrites it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+DEFAULT_PATH = DATA / "cost_params.json"
+KINDS = ("source", "assumed", "fitted")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    value: float
+    unit: str
+    kind: str          # source | assumed | fitted
+    source: str        # where the figure comes from, or why it is assumed, or "fitted"
+    doc: str = ""
+    lower: float = 0.0     # fit bounds (fitted parameters)
+    upper: float = 0.0
+
+
+# the parameter set as the kit ships it before any fit; ``kit calibrate`` fits the "fitted" ones
+BASE = (
+    Param("zero_gbps_core", 12.35, "GB/s", "source",
+          "directmap.md §2: zeroing 2M pages one at a time, one thread, 11.8-12.9 GB/s "
+          "(A. Arora, folio_zero_user v3-v6, AMD Milan); the midpoint",
+          "rate at which one core clears a guest_memfd folio"),
+    Param("guest_write_gbps_core", 12.35, "GB/s", "assumed",
+          "no guest-side figure in the references; taken equal to the kernel's page clearing rate",
+          "rate at which a stress worker writes the memory it was just given"),
+    Param("invlpg_us", 0.1, "us", "source",
+          "directmap.md §2: one INVLPG about 100 ns (arch/x86/mm/tlb.c comment)",
+          "one page flushed by cpa_flush's INVLPG path, on each CPU"),
+    Param("ipi_us", 1.0, "us", "assumed",
+          "directmap.md §5: flush_tlb_all latency on EPYC is not verified; a round 1 us per "
+          "interrupted core", "core time each online CPU loses to one flush IPI"),
+    Param("flush_wait_us", 5.0, "us", "assumed",
+          "directmap.md §5 (not verified); the initiator waits for every core to acknowledge",
+          "time the CPU issuing flush_tlb_all waits"),
+    Param("split_us", 2.0, "us", "assumed",
+          "directmap.md §5: the latency of a single split is not verified; allocate one table "
+          "page and write 512 entries", "pgd_lock hold of one split (without its flush)"),
+    Param("instr_us", 1.0, "us", "assumed",
+          "directmap.md §5: no published RMPUPDATE/PVALIDATE/PSMASH microbenchmark",
+          "one RMPUPDATE, PSMASH or PVALIDATE (2M or 4K)"),
+    Param("exit_us", 2.0, "us", "assumed",
+          "no figure in the references; a VMGEXIT/#NPF round trip through KVM",
+          "one guest exit handled inside KVM"),
+    Param("convert_us", 250.0, "us", "fitted",
+          "fitted to data/measurements.csv",
+          "one conversion exit answered by the VMM: the exit to userspace, its conversion "
+          "(QEMU kvm_convert_memory: discard of the shared copy, KVM_SET_MEMORY_ATTRIBUTES under "
+          "slots_lock) under the VMM's per-VM lock", 50.0, 2000.0),
+    Param("cpa_hold_us", 0.4, "us", "fitted",
+          "fitted to data/measurements.csv (invalidate-4k rows)",
+          "cpa_lock hold of one __change_page_attr chunk (one 4K PTE change)", 0.01, 5.0),
+    Param("zero_bw_gbps", 40.0, "GB/s", "fitted",
+          "fitted to data/measurements.csv (multi-guest rows)",
+          "host memory bandwidth available to folio zeroing, shared by all cores", 5.0, 1000.0),
+    Param("dm4k_slowdown", 0.05, "fraction", "fitted",
+          "fitted to data/measurements.csv (presplit-4k vs split-on-demand); mechanism: kernel "
+          "work through a 4K direct map takes more TLB misses (directmap.md §2, Xing 2021: 4K "
+          "had the lowest average)",
+          "extra time of the conversion work when the whole direct map is 4K", 0.0, 1.0),
+)
+
+
+class CostParams:
+    """An immutable set of :class:`Param`; ``p["convert_us"]`` is the value."""
+
+    def __init__(self, params=BASE, *, name: str = "base"):
+        self._p = {p.name: p for p in params}
+        self.name = name
+
+    def __getitem__(self, name: str) -> float:
+        try:
+            return self._p[name].value
+        except KeyError:
+            raise KeyError(f"cost parameter {name!r}; known: {', '.join(self._p)}") from None
+
+    def __iter__(self):
+        return iter(self._p.values())
+
+    def __repr__(self) -> str:
+        return f"<CostParams {self.name}: " + ", ".join(f"{p.name}={p.value:g}" for p in self) + ">"
+
+    @property
+    def fitted(self) -> list[str]:
+        return [p.name for p in self if p.kind == "fitted"]
+
+    def with_values(self, name: str | None = None, **values) -> "CostParams":
+        bad = [k for k in values if k not in self._p]
+        if bad:
+            raise ValueError(f"params: unknown cost parameters {bad}; known: {', '.join(self._p)}")
+        for k, v in values.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ValueError(f"params: {k} must be a non-negative number, got {v!r}")
+        return CostParams([replace(p, value=float(values.get(p.name, p.value))) for p in self],
+                          name=name or self.name)
+
+    def values(self) -> dict:
+        return {p.name: p.value for p in self}
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "params": [asdict(p) for p in self]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CostParams":
+        params = []
+        for d in data["params"]:
+            if d.get("kind") not in KINDS:
+                raise ValueError(f"params: {d.get('name')}: kind must be one of {KINDS}")
+            params.append(Param(**d))
+        return cls(params, name=data.get("name", "loaded"))
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path=None) -> "CostParams":
+        """The default set (``data/cost_params.json``), or the base set if it is missing."""
+        path = Path(path) if path else DEFAULT_PATH
+        if not path.exists():
+            if path == DEFAULT_PATH:
+                return cls()
+            raise ValueError(f"params: no parameter file {path}")
+        return cls.from_json(json.loads(path.read_text()))
