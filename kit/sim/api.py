@@ -138,7 +138,7 @@ class SimResult:
 def run_trace(s: Scenario, *, progress=None):
     guests = [(s.vcpus, s.guest_mem)] * s.guests
     host, kvm, gs = T.build(s.host_mem, s.host_cores, s.policy, guests, s.seed,
-                            gmem_hugepages=True)
+                            gmem_hugepages=s.workload == "lazy-accept")
     if s.workload == "lazy-accept":
         touched = None if s.touched is None else [s.touched // T.ACCEPT_CHUNK] * s.guests
         return T.lazy_accept(host, gs, seed=s.seed, touched=touched, progress=progress)

@@ -49,15 +49,17 @@ def demand(events: np.ndarray, chunks: int, p, cores: int, dm4k_fraction: float,
     instr = e[E["rmpupdate"]] + e[E["psmash"]] + e[E["pvalidate"]] + e[E["rmpadjust"]]
     flushes = e[E["flush_tlb_all"]] + e[E["flush_tlb_range"]]
     splits = e[E["split_1g"]] + e[E["split_2m"]] + e[E["collapse_2m"]] + e[E["collapse_1g"]]
+    # a split (or collapse) flushes under pgd_lock; every other flush is cpa_flush's, outside it
+    other_flushes = max(e[E["flush_tlb_all"]] - splits, 0.0) + e[E["flush_tlb_range"]]
     cpu = (e[E["vm_exit"]] * p["exit_us"] + instr * p["instr_us"]
            + work_bytes / (p["guest_write_gbps_core"] * 1e3)
-           + e[E["flush_tlb_range"]] * p["flush_wait_us"])
+           + other_flushes * p["flush_wait_us"])
     slow = 1.0 + p["dm4k_slowdown"] * dm4k_fraction
     return ChunkDemand(
         cpu_us=cpu,
         vm_lock_us=e[E["user_exit"]] * p["convert_us"] * slow,
         cpa_us=e[E["cpa_lock"]] * p["cpa_hold_us"],
-        pgd_us=e[E["pgd_lock"]] * p["split_us"] + splits * 0 + e[E["flush_tlb_all"]] * p["flush_wait_us"],
+        pgd_us=e[E["pgd_lock"]] * p["split_us"] + min(splits, e[E["flush_tlb_all"]]) * p["flush_wait_us"],
         zero_bytes=e[E["bytes_zeroed"]],
         ipi_core_us=flushes * cores * p["ipi_us"] + e[E["invlpg"]] * cores * p["invlpg_us"],
     )

@@ -108,6 +108,7 @@ class _Guest:
         self.vmm = Vmm(self.vm, fallocate=False)
         self.mem = mem
         self.next_chunk = 0
+        self.validated: dict[int, bool] = {}     # conversions: 4K pages the guest validated
 
 
 def build(host_mem: int, host_cores: int, policy, guests, seed: int, *, gmem_hugepages=True):
@@ -204,21 +205,21 @@ def _accept(g: _Guest, gpa: int, nchunks: int) -> None:
 def conversions(host, guests, *, steps: int = 2000, p4k: float = 0.9, seed: int = 0,
                 region: int = 1 * GiB, bg_kernel_pages: int = 8, batch_steps: int = 100,
                 progress=None) -> Trace:
-    """Each guest first accepts ``region`` bytes (as in lazy-accept), then converts pages
-    shared <-> private at random inside it: a 4K page with probability ``p4k``, else a 2M
-    range; each conversion goes GHCB PSC -> exit -> VMM (attributes; punch on shared) -> and,
-    for private, the fault and PVALIDATE. Batches of ``batch_steps`` conversions."""
+    """Guests on upstream guest_memfd (order-0 folios: build with ``gmem_hugepages=False``)
+    convert pages shared <-> private at random inside their first ``region`` bytes (all shared
+    at the start): a 4K page with probability ``p4k``, else a 2M range; each conversion goes
+    GHCB PSC -> exit -> VMM (attributes; guest_memfd punched when going shared) and, going
+    private, the fault and PVALIDATE of its first 4K page (the rest of a 2M range faults in
+    when the guest touches it, which this workload does not model). Batches of
+    ``batch_steps`` conversions; the direct map's fragmentation is recorded after each."""
     rng = np.random.default_rng(seed)
     trace = Trace("conversions", [(len(g.vcpus), g.mem) for g in guests],
                   directmap_boot=host.directmap.counts(),
                   vmsa_pages=sum(len(g.vcpus) for g in guests))
     ledger = host.ledger
     live: list[int] = []
-    nchunks = min(region, min(g.mem for g in guests)) // ACCEPT_CHUNK
-    for g in guests:
-        _accept(g, GUEST_BASE_GPA, nchunks)
+    npages = min(region, min(g.mem for g in guests)) // PAGE_4K
     ledger.rows.clear()
-    npages = nchunks * ACCEPT_CHUNK // PAGE_4K
     done = 0
     for start in range(0, steps, batch_steps):
         for i, g in enumerate(guests):
@@ -249,9 +250,10 @@ def _convert_one(g: _Guest, rng, npages: int, p4k: float) -> None:
     if size == PAGE_2M and not vm.attributes.has(gfn, gfn + 512, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0):
         size = PAGE_4K                          # mixed 2M range: convert its first page only
     op = snp.SNP_PAGE_STATE_SHARED if private else snp.SNP_PAGE_STATE_PRIVATE
-    if private:                                 # the guest un-validates before sharing
-        for off in range(0, size, PAGE_4K if size == PAGE_4K else PAGE_2M):
-            snp.guest_pvalidate(cpu, (gfn << 12) + off, size, False)
+    if private:                                 # the guest un-validates what it validated
+        for e in range(gfn, gfn + size // PAGE_4K):
+            if g.validated.pop(e, None):
+                snp.guest_pvalidate(cpu, e << 12, PAGE_4K, False)
     res, exits = snp.snp_begin_psc(cpu, [(gfn, op, size)])
     for e in exits:
         g.vmm.handle(e)
@@ -265,4 +267,5 @@ def _convert_one(g: _Guest, rng, npages: int, p4k: float) -> None:
         if out is not None:
             raise RuntimeError(f"private fault at gfn {gfn:#x} exited: {out.reason}")
         vm.kvm.host.ledger.record("kvm_fault", vm_exit=1, npt_map=1)
-        snp.guest_pvalidate(cpu, gfn << 12, size, True)
+        snp.guest_pvalidate(cpu, gfn << 12, PAGE_4K, True)
+        g.validated[gfn] = True
