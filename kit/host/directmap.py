@@ -23,6 +23,17 @@ _LEVEL_BYTES = {LVL_4K: PAGE_4K, LVL_2M: PAGE_2M, LVL_1G: PAGE_1G}
 REGIONS_PER_1G = 512
 
 
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique`` for the common case of an already sorted array (a range of regions):
+    drop repeats with one comparison pass instead of a hash or sort."""
+    if len(a) < 2:
+        return a
+    d = a[1:] != a[:-1]
+    if np.all(a[1:] >= a[:-1]):
+        return a[np.concatenate(([True], d))]
+    return np.unique(a)
+
+
 class DirectMap:
     """Direct-map page tables of one host.
 
@@ -98,9 +109,9 @@ class DirectMap:
         """
         if not len(regions):
             return {"cpa_lock": 0}
-        regions = np.unique(regions)
+        regions = _sorted_unique(np.asarray(regions))
         lv = self.lvl[regions]
-        chunks_1g = np.unique(regions[lv == LVL_1G] // REGIONS_PER_1G)
+        chunks_1g = _sorted_unique(regions[lv == LVL_1G] // REGIONS_PER_1G)
         for c in chunks_1g:
             self.lvl[c * REGIONS_PER_1G:(c + 1) * REGIONS_PER_1G] = LVL_2M
         to_4k = regions[self.lvl[regions] == LVL_2M]

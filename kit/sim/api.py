@@ -106,6 +106,7 @@ class SimResult:
     series: dict = field(default_factory=dict)
     percentiles: dict = field(default_factory=dict)
     safe: bool = True
+    trace: str = "full trace"    # what the timing is based on (analytic: a scaled sample)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -145,20 +146,24 @@ def run_trace(s: Scenario, *, progress=None):
     return T.conversions(host, gs, steps=s.steps, p4k=s.p4k, seed=s.seed, progress=progress)
 
 
-ANALYTIC_SAMPLE = 2 * GiB       # bytes per guest the analytic engine's trace covers
+ANALYTIC_SAMPLE = 1 * GiB       # bytes of one guest the analytic engine's trace covers
+ANALYTIC_STEPS = 500            # conversions the analytic engine's trace covers
 _TRACE_CACHE: dict = {}
 
 
 def analytic_trace(s: Scenario):
-    """The analytic engine's trace: the workload run on the semantic model for the first
-    ``ANALYTIC_SAMPLE`` of each guest's memory (per-chunk events are stationary: every chunk
-    takes the same path; a test compares with full traces), cached by scenario. The demand
-    per chunk comes from the sample, the amount of work from the full scenario."""
+    """The analytic engine's trace: the workload run on the semantic model for one guest (the
+    guests of a scenario are identical and take the same path per chunk) over its first
+    ``ANALYTIC_SAMPLE`` (lazy-accept) or ``ANALYTIC_STEPS`` conversions; per-chunk events are
+    stationary (a test compares with full traces). Cached by scenario. The demand per chunk
+    comes from the sample; the amount of work, the event totals and the final DirectMap
+    lines are scaled to the full scenario (:func:`_extrapolate`)."""
     from dataclasses import replace
     key = replace(s, engine="analytic")
     if key not in _TRACE_CACHE:
         full = s.touched or T.touched_bytes(s.vcpus, s.guest_mem)
-        sample = replace(key, touched=min(full, ANALYTIC_SAMPLE)) if s.workload == "lazy-accept" else key
+        sample = (replace(key, guests=1, touched=min(full, ANALYTIC_SAMPLE)) if s.workload == "lazy-accept"
+                  else replace(key, guests=1, steps=min(s.steps, ANALYTIC_STEPS)))
         if len(_TRACE_CACHE) > 64:
             _TRACE_CACHE.pop(next(iter(_TRACE_CACHE)))
         _TRACE_CACHE[key] = run_trace(sample)
@@ -173,18 +178,19 @@ def _batch_demands(tr, s, p):
     for g in range(s.guests):
         rows, tot, n, frac = [], np.zeros(len(EVENTS)), 0, 0.0
         for b in tr.batches:
-            if b.guest != g:
+            if b.guest != g % len(tr.guests):
                 continue
             ev = np.asarray([b.events.get(k, 0) for k in EVENTS], dtype=float)
             f4k = dm4k_fraction(b.directmap)
-            rows.append((b.chunks, demand(ev, b.chunks, p, s.host_cores, f4k, work),
+            rows.append((b.chunks, demand(ev, b.chunks, p, s.host_cores, f4k, work, bool(work)),
                          b.bytes / max(b.chunks, 1)))
             tot += ev
             n += b.chunks
             frac += f4k * b.chunks
         per.append(rows)
-        nbytes = sum(b.bytes for b in tr.batches if b.guest == g)
-        means.append((n, demand(tot, n, p, s.host_cores, frac / max(n, 1), work), nbytes / max(n, 1)))
+        nbytes = sum(b.bytes for b in tr.batches if b.guest == g % len(tr.guests))
+        means.append((n, demand(tot, n, p, s.host_cores, frac / max(n, 1), work, bool(work)),
+                      nbytes / max(n, 1)))
     return per, means
 
 
@@ -208,8 +214,11 @@ def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", ho
     else:
         tr = run_trace(s, progress=progress)
     per, means = _batch_demands(tr, s, p)
-    totals = tr.totals()
+    totals, directmap = tr.totals(), (tr.batches[-1].directmap if tr.batches else tr.directmap_boot)
     series, pct = {}, {}
+    note = "full trace"
+    if s.engine == "analytic" and trace is None:
+        totals, directmap, note = _extrapolate(tr, s)
     if s.engine == "analytic":
         m = mva.solve([(s.vcpus, d) for _, d, _ in means], s.host_cores, p)
         per_guest = [m.throughput[g] * means[g][2] / 1e3 for g in range(s.guests)]   # GB/s
@@ -227,7 +236,7 @@ def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", ho
     return SimResult(
         scenario=s,
         fault_in_gbps=float(rate),
-        directmap=tr.batches[-1].directmap if tr.batches else tr.directmap_boot,
+        directmap=directmap,
         splits={k: int(totals[k]) for k in ("split_1g", "split_2m", "collapse_2m", "collapse_1g")},
         cpa_lock={"acquisitions": int(totals["cpa_lock"]), "mean_wait_us": float(waits["cpa_lock"]),
                   "hold_us": p["cpa_hold_us"]},
@@ -244,7 +253,30 @@ def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", ho
         events={k: int(v) for k, v in totals.items()},
         series=series, percentiles=pct,
         safe=tr.host_rmp_faults == 0 and tr.oopses == 0,
+        trace=note,
     )
+
+
+def _extrapolate(tr, s):
+    """Scale a sample trace's event totals to the whole scenario and extend its DirectMap lines
+    linearly (each accepted chunk changes them by the same amount; clipped to the host)."""
+    units = sum(b.chunks for b in tr.batches)
+    full = (s.guests * ((s.touched or T.touched_bytes(s.vcpus, s.guest_mem)) // T.ACCEPT_CHUNK)
+            if tr.workload == "lazy-accept" else s.guests * s.steps)
+    k = full / max(units, 1)
+    totals = {e: int(round(v * k)) for e, v in tr.totals().items()}
+    boot = tr.directmap_boot
+    last = tr.batches[-1].directmap if tr.batches else boot
+    total_kb = sum(boot.values())
+    dm = {key: boot.get(key, 0) + (last.get(key, 0) - boot.get(key, 0)) * k for key in boot}
+    dm4k = int(min(max(dm.get("DirectMap4k", 0), 0), total_kb))
+    dm1g = int(min(max(dm.get("DirectMap1G", 0), 0), total_kb - dm4k)) // (1 << 20) * (1 << 20)
+    out = {"DirectMap4k": dm4k, "DirectMap2M": total_kb - dm4k - dm1g}
+    if "DirectMap1G" in boot:
+        out["DirectMap1G"] = dm1g
+    note = (f"sample of {units} {'chunks' if tr.workload == 'lazy-accept' else 'conversions'} of one "
+            f"guest, scaled x{k:.1f}")
+    return totals, out, note
 
 
 def _des_summary(r, s, tr, p, bins: int = 100):
@@ -256,7 +288,8 @@ def _des_summary(r, s, tr, p, bins: int = 100):
     in_all = r.completions <= t_all
     per_guest = [float(r.nbytes[in_all & (r.guest == g)].sum() / t_all / 1e3) for g in range(s.guests)]
     rate = sum(per_guest)
-    util = {"vm_lock": r.holds["vm_lock"] / s.guests / T_end,
+    util = {"guest_lock": r.holds["guest_lock"] / s.guests / T_end,
+            "vm_lock": r.holds["vm_lock"] / s.guests / T_end,
             "cpa_lock": r.holds["cpa_lock"] / T_end, "pgd_lock": r.holds["pgd_lock"] / T_end}
     waits = {k: float(v[:, 1].mean()) if len(v) else 0.0 for k, v in r.waits.items()}
     edges = np.linspace(0, T_end, bins + 1)

@@ -7,6 +7,9 @@ Resources (what they are in the kernel; how each engine treats them):
 ``cores``       host CPUs running vCPU threads; vCPU threads time-share them when more are
                 runnable than there are cores (a spinning waiter is runnable; a thread
                 sleeping on a mutex is not); flush IPIs take time from every core
+``guest_lock``  per guest: the guest kernel's ``unaccepted_memory_lock`` (a spinlock taken around
+                the bitmap bookkeeping of each accepted range): waiters spin on their vCPU,
+                so on a host core; a holder whose vCPU thread is preempted holds it longer
 ``vm_lock``     per VM: the VMM's serialisation of conversion exits (QEMU handles the
                 page-state-change hypercall under its big lock, then ``KVM_SET_MEMORY_ATTRIBUTES``
                 takes ``kvm->slots_lock``): a mutex, its holder can be preempted
@@ -33,6 +36,7 @@ class ChunkDemand:
     zeroing)."""
 
     cpu_us: float        # core time outside locks (exits, instructions, guest writes, flush waits)
+    guest_lock_us: float  # hold of the guest's unaccepted_memory_lock
     vm_lock_us: float    # hold of the VM's conversion lock (before the dm4k factor)
     cpa_us: float        # cpa_lock hold
     pgd_us: float        # pgd_lock hold
@@ -41,7 +45,7 @@ class ChunkDemand:
 
 
 def demand(events: np.ndarray, chunks: int, p, cores: int, dm4k_fraction: float,
-           work_bytes: float) -> ChunkDemand:
+           work_bytes: float, accept: bool = True) -> ChunkDemand:
     """Mean demand per chunk from a vector of event totals over ``chunks`` chunks.
     ``dm4k_fraction``: the share of the direct map mapped 4K while the work ran (its TLB
     cost, ``dm4k_slowdown``); ``work_bytes``: bytes the guest writes per chunk."""
@@ -57,6 +61,7 @@ def demand(events: np.ndarray, chunks: int, p, cores: int, dm4k_fraction: float,
     slow = 1.0 + p["dm4k_slowdown"] * dm4k_fraction
     return ChunkDemand(
         cpu_us=cpu,
+        guest_lock_us=p["guest_lock_us"] if accept else 0.0,
         vm_lock_us=e[E["user_exit"]] * p["convert_us"] * slow,
         cpa_us=e[E["cpa_lock"]] * p["cpa_hold_us"],
         pgd_us=e[E["pgd_lock"]] * p["split_us"] + min(splits, e[E["flush_tlb_all"]]) * p["flush_wait_us"],

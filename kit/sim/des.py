@@ -3,7 +3,8 @@ unaccepted memory and works through it, stage by stage, against the shared resou
 (:mod:`kit.sim.demands`). It gives time series and percentiles.
 
 Stages of one chunk, each with the demand of the trace batch the chunk belongs to:
-``vm_lock`` (mutex: the waiter sleeps; the hold is stretched by CPU over-subscription at the
+``guest_lock`` (the guest's spinlock: the waiter spins, the hold is stretched by
+over-subscription) -> ``vm_lock`` (mutex: the waiter sleeps; the hold is stretched by CPU over-subscription at the
 time it starts) -> zeroing (rate fixed at its start from the cores already zeroing) ->
 ``cpa_lock`` (spinlock: the waiter stays runnable) -> ``pgd_lock`` -> core time (stretched by
 over-subscription). A chunk's ``cpa_lock`` acquisitions are served as one hold of their summed
@@ -19,7 +20,7 @@ import numpy as np
 
 from .demands import ChunkDemand, zero_us
 
-VM, ZERO, CPA, PGD, CPU, DONE = range(6)
+GUEST, VM, ZERO, CPA, PGD, CPU, DONE = range(7)
 
 
 @dataclass
@@ -54,6 +55,7 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
     total = int(sum(len(pl[0]) for pl in plan))
     next_chunk = [0] * G
     vm_locks = [_Lock() for _ in range(G)]
+    guest_locks = [_Lock() for _ in range(G)]
     cpa, pgd = _Lock(), _Lock()
     heap: list = []
     seq = 0
@@ -89,13 +91,26 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
         next_chunk[g] = i + 1
         _, d, b = plan[g][1][plan[g][0][i]]
         state[v] = (g, i, t, d, b)
-        request(v, VM, t)
+        request(v, GUEST, t)
 
     def request(v, stage, t):
         """Enter ``stage`` at time ``t`` (acquiring its lock if it has one)."""
         nonlocal sleeping, zeroing
         g, i, t0, d, b = state[v]
         while stage != DONE:
+            if stage == GUEST:
+                if d.guest_lock_us <= 0:
+                    stage = VM
+                    continue
+                lk = guest_locks[g]
+                if lk.busy:
+                    lk.queue.append((v, t))
+                    return
+                lk.busy = True
+                hold = d.guest_lock_us * sigma()
+                lk.hold += hold
+                push(t + hold, v, GUEST)
+                return
             if stage == VM:
                 if d.vm_lock_us <= 0:
                     stage = ZERO
@@ -144,7 +159,8 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
         if stage == VM:
             sleeping -= 1
         g, i, t0, d, b = state[w]
-        hold = d.vm_lock_us * sigma() if stage == VM else (d.cpa_us if stage == CPA else d.pgd_us)
+        hold = (d.vm_lock_us * sigma() if stage == VM else d.guest_lock_us * sigma() if stage == GUEST
+                else d.cpa_us if stage == CPA else d.pgd_us)
         lk.hold += hold
         push(t + hold, w, stage)
 
@@ -159,7 +175,10 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
         now, _, v, stage = heapq.heappop(heap)
         events += 1
         g, i, t0, d, b = state[v]
-        if stage == VM:
+        if stage == GUEST:
+            release(guest_locks[g], now, GUEST)
+            request(v, VM, now)
+        elif stage == VM:
             release(vm_locks[g], now, VM)
             request(v, ZERO, now)
         elif stage == ZERO:
@@ -181,9 +200,10 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
                 stopped = True
                 break
             start_chunk(v, g, now)
-    waits = {"vm_lock": np.asarray([w for lk in vm_locks for w in lk.waits]).reshape(-1, 2),
+    waits = {"guest_lock": np.asarray([w for lk in guest_locks for w in lk.waits]).reshape(-1, 2),
+             "vm_lock": np.asarray([w for lk in vm_locks for w in lk.waits]).reshape(-1, 2),
              "cpa_lock": np.asarray(cpa.waits).reshape(-1, 2),
              "pgd_lock": np.asarray(pgd.waits).reshape(-1, 2)}
-    holds = {"vm_lock": sum(lk.hold for lk in vm_locks), "cpa_lock": cpa.hold, "pgd_lock": pgd.hold}
+    holds = {"guest_lock": sum(lk.hold for lk in guest_locks), "vm_lock": sum(lk.hold for lk in vm_locks), "cpa_lock": cpa.hold, "pgd_lock": pgd.hold}
     return DesResult(now, done_t[:ndone], done_g[:ndone], done_b[:ndone], lat[:ndone], waits,
                      holds, stopped, events)

@@ -1,7 +1,8 @@
 """The analytic engine: approximate mean value analysis (Schweitzer's fixed point) of the closed
 network in which every vCPU cycles through the work of one chunk.
 
-One customer class per guest (its vCPUs). Stations: the guest's ``vm_lock`` (FCFS, its holder
+One customer class per guest (its vCPUs). Stations: the guest's own ``guest_lock`` (a guest
+spinlock: its waiters stay runnable, its holder is stretched by over-subscription), its ``vm_lock`` (FCFS, its holder
 stretched by CPU over-subscription), the global ``cpa_lock`` and ``pgd_lock`` (FCFS spinlocks:
 their waiters stay runnable), zeroing (each core at most ``zero_gbps_core``, all together at
 most ``zero_bw_gbps``), and core time (a delay stretched by ``sigma`` = runnable threads per
@@ -29,7 +30,7 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
     n = [c[0] for c in classes]
     d = [c[1] for c in classes]
     G = len(classes)
-    q = {k: [0.0] * G for k in ("vm", "cpa", "pgd", "zero", "cpu")}
+    q = {k: [0.0] * G for k in ("guest", "vm", "cpa", "pgd", "zero", "cpu")}
     X = [0.0] * G
     R = [dict() for _ in range(G)]
     sigma = 1.0
@@ -46,6 +47,7 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
         for g in range(G):
             shrink = (n[g] - 1) / n[g]
             r = {
+                "guest": d[g].guest_lock_us * sigma * (1 + q["guest"][g] * shrink),
                 "vm": d[g].vm_lock_us * sigma * (1 + q["vm"][g] * shrink),
                 "cpa": d[g].cpa_us * (1 + cpa_all - q["cpa"][g] / n[g]),
                 "pgd": d[g].pgd_us * (1 + pgd_all - q["pgd"][g] / n[g]),
@@ -62,6 +64,7 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
         if delta < tol:
             break
     util = {f"vm_lock[{g}]": X[g] * d[g].vm_lock_us * sigma for g in range(G)}
+    util.update({f"guest_lock[{g}]": X[g] * d[g].guest_lock_us * sigma for g in range(G)})
     util["cpa_lock"] = sum(X[g] * d[g].cpa_us for g in range(G))
     util["pgd_lock"] = sum(X[g] * d[g].pgd_us for g in range(G))
     util["membw"] = sum(X[g] * d[g].zero_bytes for g in range(G)) / (p["zero_bw_gbps"] * 1e3)
@@ -71,5 +74,6 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
         "cpa_lock": sum(X[g] * (R[g]["cpa"] - d[g].cpa_us) for g in range(G)) / max(sum(X), 1e-30),
         "pgd_lock": sum(X[g] * (R[g]["pgd"] - d[g].pgd_us) for g in range(G)) / max(sum(X), 1e-30),
         "vm_lock": sum(X[g] * (R[g]["vm"] - d[g].vm_lock_us * sigma) for g in range(G)) / max(sum(X), 1e-30),
+        "guest_lock": sum(X[g] * (R[g]["guest"] - d[g].guest_lock_us * sigma) for g in range(G)) / max(sum(X), 1e-30),
     }
     return MvaResult(X, R, util, waits, sigma, it)

@@ -56,6 +56,11 @@ BASE = (
     Param("exit_us", 2.0, "us", "assumed",
           "no figure in the references; a VMGEXIT/#NPF round trip through KVM",
           "one guest exit handled inside KVM"),
+    Param("guest_lock_us", 1.0, "us", "assumed",
+          "no figure in the references; drivers/firmware/efi/unaccepted_memory.c accept_memory "
+          "takes unaccepted_memory_lock twice per range (mark it accepting, clear its bits)",
+          "hold of the guest's unaccepted_memory_lock per accepted chunk (a guest spinlock: a "
+          "preempted vCPU holds it longer)"),
     Param("convert_us", 250.0, "us", "fitted",
           "fitted to data/measurements.csv",
           "one conversion exit answered by the VMM: the exit to userspace, its conversion "
