@@ -76,6 +76,14 @@ def cmd_simulate(args) -> int:
               host_cores=args.host_cores, host_mem=args.host_mem, policy=args.policy,
               engine=args.engine, seed=args.seed)
     try:
+        if args.guest:
+            specs = []
+            for g in args.guest:
+                v, sep, m = g.partition(":")
+                if not sep or not v.isdigit():
+                    raise ValueError(f"--guest: expected VCPUS:MEM (e.g. 64:32GiB), got {g!r}")
+                specs.append((int(v), m))
+            kw["guest_specs"] = specs
         scenario(**kw)                               # every argument checked before any work
         params = CostParams.load(args.params) if args.params else CostParams.load()
     except (ValueError, TypeError) as e:
@@ -134,6 +142,9 @@ def main(argv=None) -> int:
     m.add_argument("--workload", default="lazy-accept", help="lazy-accept | conversions")
     m.add_argument("--guests", type=int, default=1)
     m.add_argument("--vcpus", type=int, default=128, help="vCPUs per guest")
+    m.add_argument("--guest", action="append", default=[], metavar="VCPUS:MEM",
+                   help="one guest of its own size (repeat for guests of different sizes; "
+                        "replaces --guests/--vcpus/--guest-mem)")
     m.add_argument("--guest-mem", dest="guest_mem", default="512GiB")
     m.add_argument("--host-cores", dest="host_cores", type=int, default=512)
     m.add_argument("--host-mem", dest="host_mem", default="1536GiB")

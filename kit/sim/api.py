@@ -36,6 +36,16 @@ class Scenario:
     steps: int = 2000            # conversions workload
     p4k: float = 0.9             # conversions workload: share of 4K conversions
     touched: int | None = None   # bytes each guest faults in (default: the stress workers' 5G each)
+    specs: tuple = ()            # (vcpus, guest_mem bytes) per guest
+
+    def touched_chunks(self, g: int) -> int:
+        """Acceptance chunks guest ``g`` faults in over the whole run."""
+        v, m = self.specs[g]
+        return (min(self.touched, m) if self.touched else T.touched_bytes(v, m)) // T.ACCEPT_CHUNK
+
+    @property
+    def mixed(self) -> bool:
+        return len(set(self.specs)) > 1
 
 
 def _int(value, name, lo=1):
@@ -46,8 +56,10 @@ def _int(value, name, lo=1):
 
 def scenario(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", host_cores=512,
              host_mem="1536GiB", policy="split-on-demand", engine="analytic", seed=0, *,
-             steps=2000, p4k=0.9, touched=None) -> Scenario:
-    """Validate every parameter (one clear error naming it) before any work."""
+             steps=2000, p4k=0.9, touched=None, guest_specs=None) -> Scenario:
+    """Validate every parameter (one clear error naming it) before any work. ``guest_specs``:
+    guests of different sizes, a list of (vcpus, guest_mem) pairs; it replaces ``guests``,
+    ``vcpus`` and ``guest_mem`` (which then describe the first guest)."""
     if workload not in T.WORKLOADS:
         raise ValueError(f"workload: unknown {workload!r}; allowed: {', '.join(T.WORKLOADS)}")
     if isinstance(policy, DirectMapPolicy):
@@ -70,18 +82,42 @@ def scenario(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", ho
         raise ValueError(f"guest_mem: must be a multiple of 2 MiB and at least 4 MiB, got {format_size(guest_mem)}")
     if host_mem % (1 * GiB):
         raise ValueError(f"host_mem: must be a whole number of GiB, got {format_size(host_mem)}")
-    need = guests * guest_mem + HOST_RESERVED
+    if guest_specs is not None:
+        if isinstance(guest_specs, (str, bytes)) or not hasattr(guest_specs, "__len__") or not len(guest_specs):
+            raise ValueError(f"guest_specs: expected a non-empty list of (vcpus, guest_mem), got {guest_specs!r}")
+        specs = []
+        for i, spec in enumerate(guest_specs):
+            try:
+                v, m = spec
+            except (TypeError, ValueError):
+                raise ValueError(f"guest_specs[{i}]: expected (vcpus, guest_mem), got {spec!r}") from None
+            v = _int(v, f"guest_specs[{i}] vcpus")
+            try:
+                m = parse_size(m)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"guest_specs[{i}] guest_mem: {e}") from None
+            if m < T.ACCEPT_CHUNK or m % T.ACCEPT_UNIT:
+                raise ValueError(f"guest_specs[{i}] guest_mem: must be a multiple of 2 MiB and at least 4 MiB")
+            specs.append((v, m))
+        guests, (vcpus, guest_mem) = len(specs), specs[0]
+        specs = tuple(specs)
+    else:
+        specs = ((vcpus, guest_mem),) * guests
+    need = sum(m for _, m in specs) + HOST_RESERVED
     if need > host_mem:
-        raise ValueError(f"guests: {guests} x {format_size(guest_mem)} do not fit in host_mem "
-                         f"{format_size(host_mem)} ({format_size(HOST_RESERVED)} kept for the host)")
+        raise ValueError(f"guests: {guests} guests of {format_size(need - HOST_RESERVED)} in all do not fit "
+                         f"in host_mem {format_size(host_mem)} ({format_size(HOST_RESERVED)} kept for the host)")
     if not (isinstance(p4k, (int, float)) and 0 <= p4k <= 1):
         raise ValueError(f"p4k: expected a fraction 0..1, got {p4k!r}")
     if touched is not None:
-        touched = parse_size(touched)
-        if not T.ACCEPT_CHUNK <= touched <= guest_mem:
+        try:
+            touched = parse_size(touched)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"touched: {e}") from None
+        if not T.ACCEPT_CHUNK <= touched <= min(m for _, m in specs):
             raise ValueError(f"touched: must be 4 MiB .. guest_mem, got {format_size(touched)}")
     return Scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, engine,
-                    seed, steps, float(p4k), touched)
+                    seed, steps, float(p4k), touched, specs)
 
 
 @dataclass
@@ -123,7 +159,8 @@ class SimResult:
     def summary(self) -> dict:
         s = self.scenario
         return {"workload": s.workload, "policy": s.policy, "engine": s.engine,
-                "guests x vcpus x mem": f"{s.guests} x {s.vcpus} x {format_size(s.guest_mem)}",
+                "guests x vcpus x mem": (", ".join(f"{v} x {format_size(m)}" for v, m in s.specs)
+                                         if s.mixed else f"{s.guests} x {s.vcpus} x {format_size(s.guest_mem)}"),
                 "host": f"{s.host_cores} cores, {format_size(s.host_mem)}",
                 "fault-in GB/s": round(self.fault_in_gbps, 2),
                 "bottleneck": f"{self.bottleneck['resource']} ({self.bottleneck['utilisation']:.0%})",
@@ -136,12 +173,12 @@ class SimResult:
                 "simulated s": round(self.sim_seconds, 3), "wall s": round(self.wall_seconds, 3)}
 
 
-def run_trace(s: Scenario, *, progress=None):
-    guests = [(s.vcpus, s.guest_mem)] * s.guests
-    host, kvm, gs = T.build(s.host_mem, s.host_cores, s.policy, guests, s.seed,
+def run_trace(s: Scenario, *, progress=None, chunks=None):
+    """The workload of ``s`` on a freshly built host (``chunks``: per guest, fewer chunks)."""
+    host, kvm, gs = T.build(s.host_mem, s.host_cores, s.policy, list(s.specs), s.seed,
                             gmem_hugepages=s.workload == "lazy-accept")
     if s.workload == "lazy-accept":
-        touched = None if s.touched is None else [s.touched // T.ACCEPT_CHUNK] * s.guests
+        touched = chunks or [s.touched_chunks(g) for g in range(s.guests)]
         return T.lazy_accept(host, gs, seed=s.seed, touched=touched, progress=progress)
     return T.conversions(host, gs, steps=s.steps, p4k=s.p4k, seed=s.seed, progress=progress)
 
@@ -161,13 +198,22 @@ def analytic_trace(s: Scenario):
     from dataclasses import replace
     key = replace(s, engine="analytic")
     if key not in _TRACE_CACHE:
-        full = s.touched or T.touched_bytes(s.vcpus, s.guest_mem)
-        sample = (replace(key, guests=1, touched=min(full, ANALYTIC_SAMPLE)) if s.workload == "lazy-accept"
-                  else replace(key, guests=1, steps=min(s.steps, ANALYTIC_STEPS)))
+        distinct = tuple(dict.fromkeys(s.specs))          # one guest of each kind, in order
+        sample = replace(key, guests=len(distinct), specs=distinct, vcpus=distinct[0][0],
+                         guest_mem=distinct[0][1], steps=min(s.steps, ANALYTIC_STEPS))
+        chunks = [min(sample.touched_chunks(g), ANALYTIC_SAMPLE // T.ACCEPT_CHUNK)
+                  for g in range(len(distinct))]
         if len(_TRACE_CACHE) > 64:
             _TRACE_CACHE.pop(next(iter(_TRACE_CACHE)))
-        _TRACE_CACHE[key] = run_trace(sample)
+        _TRACE_CACHE[key] = run_trace(sample, chunks=chunks)
     return _TRACE_CACHE[key]
+
+
+def _trace_index(tr, s) -> list[int]:
+    """Which trace guest stands for each scenario guest (the same one, or its kind's sample)."""
+    if len(tr.guests) == s.guests:
+        return list(range(s.guests))
+    return [tr.guests.index(spec) for spec in s.specs]
 
 
 def _batch_demands(tr, s, p):
@@ -175,10 +221,11 @@ def _batch_demands(tr, s, p):
     from ..host.ledger import EVENTS
     per, means = [], []
     work = T.ACCEPT_CHUNK if tr.workload == "lazy-accept" else 0
+    index = _trace_index(tr, s)
     for g in range(s.guests):
         rows, tot, n, frac = [], np.zeros(len(EVENTS)), 0, 0.0
         for b in tr.batches:
-            if b.guest != g % len(tr.guests):
+            if b.guest != index[g]:
                 continue
             ev = np.asarray([b.events.get(k, 0) for k in EVENTS], dtype=float)
             f4k = dm4k_fraction(b.directmap)
@@ -188,7 +235,7 @@ def _batch_demands(tr, s, p):
             n += b.chunks
             frac += f4k * b.chunks
         per.append(rows)
-        nbytes = sum(b.bytes for b in tr.batches if b.guest == g % len(tr.guests))
+        nbytes = sum(b.bytes for b in tr.batches if b.guest == index[g])
         means.append((n, demand(tot, n, p, s.host_cores, frac / max(n, 1), work, bool(work)),
                       nbytes / max(n, 1)))
     return per, means
@@ -197,13 +244,13 @@ def _batch_demands(tr, s, p):
 def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", host_cores=512,
              host_mem="1536GiB", policy="split-on-demand", engine="analytic", seed=0, *,
              params: CostParams | None = None, steps=2000, p4k=0.9, touched=None,
-             progress=None, should_stop=None, trace=None) -> SimResult:
+             guest_specs=None, progress=None, should_stop=None, trace=None) -> SimResult:
     """Run one configuration. Every argument is validated first (``ValueError`` naming it).
     ``params``: a :class:`CostParams` (default: ``data/cost_params.json``). ``trace``: reuse
     a trace of the same scenario (e.g. to time it with both engines)."""
     t0 = time.perf_counter()
     s = scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, engine, seed,
-                 steps=steps, p4k=p4k, touched=touched)
+                 steps=steps, p4k=p4k, touched=touched, guest_specs=guest_specs)
     p = params if params is not None else CostParams.load()
     if not isinstance(p, CostParams):
         raise ValueError(f"params: expected a CostParams, got {type(p).__name__}")
@@ -220,15 +267,14 @@ def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", ho
     if s.engine == "analytic" and trace is None:
         totals, directmap, note = _extrapolate(tr, s)
     if s.engine == "analytic":
-        m = mva.solve([(s.vcpus, d) for _, d, _ in means], s.host_cores, p)
+        m = mva.solve([(s.specs[g][0], means[g][1]) for g in range(s.guests)], s.host_cores, p)
         per_guest = [m.throughput[g] * means[g][2] / 1e3 for g in range(s.guests)]   # GB/s
         rate = sum(per_guest)
-        chunks = (s.touched or T.touched_bytes(s.vcpus, s.guest_mem)) // T.ACCEPT_CHUNK \
-            if tr.workload == "lazy-accept" else s.steps
-        sim_us = max(chunks / m.throughput[g] for g in range(s.guests) if m.throughput[g] > 0)
+        work = [s.touched_chunks(g) if tr.workload == "lazy-accept" else s.steps for g in range(s.guests)]
+        sim_us = max(work[g] / m.throughput[g] for g in range(s.guests) if m.throughput[g] > 0)
         util, waits = m.utilisation, m.waits
     else:
-        r = des.run([(s.vcpus, per[g]) for g in range(s.guests)], s.host_cores, p,
+        r = des.run([(s.specs[g][0], per[g]) for g in range(s.guests)], s.host_cores, p,
                     progress=progress, should_stop=should_stop)
         sim_us = r.sim_us
         per_guest, rate, util, waits, series, pct = _des_summary(r, s, tr, p)
@@ -261,8 +307,8 @@ def _extrapolate(tr, s):
     """Scale a sample trace's event totals to the whole scenario and extend its DirectMap lines
     linearly (each accepted chunk changes them by the same amount; clipped to the host)."""
     units = sum(b.chunks for b in tr.batches)
-    full = (s.guests * ((s.touched or T.touched_bytes(s.vcpus, s.guest_mem)) // T.ACCEPT_CHUNK)
-            if tr.workload == "lazy-accept" else s.guests * s.steps)
+    full = (sum(s.touched_chunks(g) for g in range(s.guests)) if tr.workload == "lazy-accept"
+            else s.guests * s.steps)
     k = full / max(units, 1)
     totals = {e: int(round(v * k)) for e, v in tr.totals().items()}
     boot = tr.directmap_boot
@@ -274,8 +320,8 @@ def _extrapolate(tr, s):
     out = {"DirectMap4k": dm4k, "DirectMap2M": total_kb - dm4k - dm1g}
     if "DirectMap1G" in boot:
         out["DirectMap1G"] = dm1g
-    note = (f"sample of {units} {'chunks' if tr.workload == 'lazy-accept' else 'conversions'} of one "
-            f"guest, scaled x{k:.1f}")
+    note = (f"sample of {units} {'chunks' if tr.workload == 'lazy-accept' else 'conversions'} "
+            f"({len(tr.guests)} guest{'s' if len(tr.guests) > 1 else ''}, one of each kind), scaled x{k:.1f}")
     return totals, out, note
 
 
