@@ -170,3 +170,12 @@ def test_every_parameter_names_its_source():
         assert p.kind in ("source", "assumed", "fitted") and p.source
         if p.kind == "source":
             assert "directmap.md" in p.source
+
+
+def test_lazy_accept_on_order0_guest_memfd_falls_back_to_4k_and_splits_the_direct_map():
+    from kit.units import GiB
+    host, kvm, gs = T.build(16 * GiB, 8, "split-on-demand", [(2, 1 * GiB)], 0, gmem_hugepages=False)
+    tr = T.lazy_accept(host, gs, touched=[4])
+    t = tr.totals()
+    assert t["pvalidate"] == t["rmpupdate"] == 4 * 1024          # 4 chunks x 1024 4K pages
+    assert t["split_2m"] >= 1 and tr.batches[-1].directmap["DirectMap4k"] > tr.directmap_boot["DirectMap4k"]

@@ -48,6 +48,7 @@ class PhysicalMemory:
         self._didx = LazyIndex(self.nr_regions)
         self._pool = SlotPool(self.nr_regions, {"owner": (np.uint8, (PAGES_PER_2M,))})
         self._free_hint = 0   # no FREE region below this index (for "lowest" placement)
+        self._mixed: set[int] = set()   # regions with per-4K owners (region_owner == MIXED)
 
     @property
     def nbytes(self) -> int:
@@ -118,12 +119,13 @@ class PhysicalMemory:
             return regions.astype(np.int64) * PAGES_PER_2M
         if order != 0:
             raise ValueError(f"order: must be 0 (4K) or 9 (2M), got {order!r}")
-        mixed = np.flatnonzero(self.region_owner == MIXED)
+        mixed = np.fromiter(sorted(self._mixed), dtype=np.int64, count=len(self._mixed))
         nfree = self._mixed_free(mixed)
         mixed = mixed[nfree > 0]
         have = int(nfree.sum())
-        free = np.flatnonzero(self.region_owner == FREE)
         need_regions = max(0, -(-(count - have) // PAGES_PER_2M))
+        free = (self._lowest_free(need_regions) if self.placement == "lowest"
+                else np.flatnonzero(self.region_owner == FREE))
         if need_regions > len(free):
             raise OutOfMemory(f"alloc: {count} free 4K pages wanted, fewer left")
         new = self._pick(free, need_regions)
@@ -132,6 +134,7 @@ class PhysicalMemory:
             self._pool.owner[slots] = FREE
             self._didx[new] = slots
             self.region_owner[new] = MIXED
+            self._mixed.update(int(r) for r in new)
         out = []
         remaining = count
         for r in np.concatenate([mixed, new]):
@@ -170,6 +173,7 @@ class PhysicalMemory:
                 if self.region_owner[r] == MIXED:
                     self._pool.release([self._didx[r]])
                     self._didx[r] = -1
+                    self._mixed.discard(r)
                 self.region_owner[r] = code
                 if code == FREE:
                     self._free_hint = min(self._free_hint, r)
@@ -179,6 +183,7 @@ class PhysicalMemory:
                 self._pool.owner[slot] = self.region_owner[r]
                 self._didx[r] = slot
                 self.region_owner[r] = MIXED
+                self._mixed.add(r)
             own = self._pool.owner[self._didx[r]]
             own[lo:hi] = code
 

@@ -126,6 +126,9 @@ def guest_pvalidate_2m_run(vm, gpa: int, nunits: int) -> list[int]:
     frames."""
     slot = vm.slot_for_gfn(gpa >> 12)
     f = slot.gmem
+    if not (vm.kvm.gmem_hugepages and f.size % PAGE_2M == 0):     # order-0 folios: one by one
+        vcpu = next(iter(vm.vcpus.values()))
+        return [guest_pvalidate(vcpu, gpa + i * PAGE_2M, PAGE_2M, True) for i in range(nunits)]
     f0 = (slot.gmem_pgoff + (gpa >> 12) - slot.base_gfn) >> 9
     pfns = np.fromiter((f.folios[i] for i in range(f0, f0 + nunits)), dtype=np.int64, count=nunits)
     out = []
@@ -190,7 +193,12 @@ def sev_handle_rmp_fault(vm, gpa: int, error_code: int) -> None:
 
 def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool) -> int:
     """The guest's PVALIDATE of its private page ``gpa``; an RMP #NPF goes to
-    ``sev_handle_rmp_fault`` and the instruction is retried once, as after a VM re-entry."""
+    ``sev_handle_rmp_fault`` and the instruction is retried once, as after a VM re-entry.
+    A 2M request whose backing cannot be a 2M page (an order-0 folio whose frame is not
+    2M-aligned, so KVM maps it 4K) returns FAIL_SIZEMISMATCH: the page size of the request does
+    not match the nested mapping [APM2 15.36.6, PVALIDATE]; the Linux guest then retries it as
+    512 4K pages (``pval_pages``)."""
+    from ..host.rmp import PVALIDATE_FAIL_SIZEMISMATCH
     vm = vcpu.vm
     for attempt in (0, 1):
         gfn = gpa >> 12
@@ -198,6 +206,8 @@ def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool) -> int:
         if slot is None or slot.gmem is None:
             raise KvmError(errno.EFAULT, f"gpa {gpa:#x} has no guest_memfd backing")
         pfn, _ = gmem_pfn(slot.gmem, slot.gmem_pgoff + gfn - slot.base_gfn)
+        if pagesize == PAGE_2M and pfn % R:
+            return PVALIDATE_FAIL_SIZEMISMATCH
         try:
             return vm.kvm.host.rmp.pvalidate(pfn, pagesize=pagesize, validate=validate,
                                              asid=vm.asid, gpa=gpa)
