@@ -61,31 +61,47 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class ArgError(ValueError):
+    """A bad command-line argument (raised instead of exiting for ``%kit``)."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """One line for a bad argument, exit status 2."""
+    """One line for a bad argument, exit status 2 (or :class:`ArgError` with ``raise_errors``)."""
+
+    raise_errors = False
 
     def error(self, message):
+        if self.raise_errors:
+            raise ArgError(message)
         self.exit(2, f"{self.prog}: {message}\n")
 
 
-def cmd_simulate(args) -> int:
-    import json
-    from .sim.api import scenario, simulate
+def simulate_args(args):
+    """Keyword arguments for ``simulate`` and the cost parameters from parsed arguments;
+    every argument checked (``ValueError`` naming it) before any work."""
+    from .sim.api import scenario
     from .sim.params import CostParams
     kw = dict(workload=args.workload, guests=args.guests, vcpus=args.vcpus, guest_mem=args.guest_mem,
               host_cores=args.host_cores, host_mem=args.host_mem, policy=args.policy,
               engine=args.engine, seed=args.seed)
+    if args.guest:
+        specs = []
+        for g in args.guest:
+            v, sep, m = g.partition(":")
+            if not sep or not v.isdigit():
+                raise ValueError(f"--guest: expected VCPUS:MEM (e.g. 64:32GiB), got {g!r}")
+            specs.append((int(v), m))
+        kw["guest_specs"] = specs
+    scenario(**kw)
+    params = CostParams.load(args.params) if args.params else CostParams.load()
+    return kw, params
+
+
+def cmd_simulate(args) -> int:
+    import json
+    from .sim.api import simulate
     try:
-        if args.guest:
-            specs = []
-            for g in args.guest:
-                v, sep, m = g.partition(":")
-                if not sep or not v.isdigit():
-                    raise ValueError(f"--guest: expected VCPUS:MEM (e.g. 64:32GiB), got {g!r}")
-                specs.append((int(v), m))
-            kw["guest_specs"] = specs
-        scenario(**kw)                               # every argument checked before any work
-        params = CostParams.load(args.params) if args.params else CostParams.load()
+        kw, params = simulate_args(args)
     except (ValueError, TypeError) as e:
         print(f"kit simulate: {e}", file=sys.stderr)
         return 2
@@ -126,8 +142,21 @@ def cmd_calibrate(args) -> int:
     return 0 if all(r["within"] for r in rows) else 1
 
 
-def main(argv=None) -> int:
+def cmd_report(args) -> int:
+    from .lab.report import report
+    try:
+        path = report(args.results, args.out, title=args.title)
+    except (ValueError, OSError) as e:
+        print(f"kit report: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {path.resolve()}")
+    return 0
+
+
+def parser(raise_errors: bool = False) -> argparse.ArgumentParser:
+    """The ``kit`` argument parser (``%kit`` uses it with ``raise_errors``)."""
     from .host.policies import DIRECTMAP_POLICIES
+    _Parser.raise_errors = raise_errors
     p = _Parser(prog="kit", description="confidential-VM memory research kit")
     p.add_argument("--version", action="version", version=f"kit {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -160,5 +189,14 @@ def main(argv=None) -> int:
     c.add_argument("-o", "--out", default=None, help="where to write the fitted set (default data/cost_params.json)")
     c.add_argument("--residuals", default=None, help="also write the residual table as JSON here")
     c.set_defaults(func=cmd_calibrate)
-    args = p.parse_args(argv)
+    r = sub.add_parser("report", help="one self-contained HTML report from recorded results")
+    r.add_argument("results", nargs="+", help="result files (*.json), executed notebooks or folders")
+    r.add_argument("-o", "--out", required=True, help="the HTML file to write")
+    r.add_argument("--title", default="cvm-memkit report")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     return args.func(args)

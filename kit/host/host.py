@@ -110,6 +110,15 @@ class Host:
                 f"directmap_policy={self._dm_policy.name!r}, "
                 f"host_fault_policy={self.host_fault_policy.name!r}, seed={self.seed})")
 
+    def _repr_html_(self) -> str:
+        from ..viz.html import host_html
+        return host_html(self)
+
+    def rmp_ranges(self, pfn: int = 0, npages: int | None = None, *, limit: int = 200):
+        """Runs of identical RMP entries over ``[pfn, pfn+npages)`` (displayable)."""
+        from ..viz.state import rmp_ranges
+        return rmp_ranges(self, pfn, npages, limit=limit)
+
     @property
     def nbytes(self) -> int:
         """Bytes of model state (RMP + direct map + frame ownership)."""

@@ -56,6 +56,10 @@ class Memslot:
     def end_gfn(self) -> int:
         return self.base_gfn + self.npages
 
+    def _repr_html_(self) -> str:
+        from ..viz.html import memslot_html
+        return memslot_html(self)
+
 
 _inode_numbers = itertools.count(1)   # get_next_ino(): every guest_memfd has its own inode
 
@@ -420,6 +424,10 @@ class VM:
 
     def __repr__(self) -> str:
         return f"<VM {U.VM_TYPE_NAMES[self.type]}, {len(self.memslots)} memslots>"
+
+    def _repr_html_(self) -> str:
+        from ..viz.html import vm_html
+        return vm_html(self)
 
     def _alive(self) -> None:
         """Every VM ioctl: EIO once the VM is dead (``kvm_vm_ioctl``)."""

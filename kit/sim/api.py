@@ -143,6 +143,7 @@ class SimResult:
     percentiles: dict = field(default_factory=dict)
     safe: bool = True
     trace: str = "full trace"    # what the timing is based on (analytic: a scaled sample)
+    stopped: bool = False        # cut short by ``should_stop`` (the figures cover what ran)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -152,9 +153,8 @@ class SimResult:
         return out
 
     def _repr_html_(self) -> str:
-        from html import escape
-        rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in self.summary().items())
-        return f"<table class='kit-result'>{rows}</table>"
+        from ..viz.html import result_html
+        return result_html(self)
 
     def summary(self) -> dict:
         s = self.scenario
@@ -173,14 +173,25 @@ class SimResult:
                 "simulated s": round(self.sim_seconds, 3), "wall s": round(self.wall_seconds, 3)}
 
 
-def run_trace(s: Scenario, *, progress=None, chunks=None):
-    """The workload of ``s`` on a freshly built host (``chunks``: per guest, fewer chunks)."""
+def run_trace(s: Scenario, *, progress=None, chunks=None, should_stop=None, monitor=None):
+    """The workload of ``s`` on a freshly built host (``chunks``: per guest, fewer chunks).
+    ``monitor(host, fraction)`` is called as the trace advances (live host maps)."""
     host, kvm, gs = T.build(s.host_mem, s.host_cores, s.policy, list(s.specs), s.seed,
                             gmem_hugepages=s.workload == "lazy-accept")
+    if monitor is not None:
+        inner = progress
+
+        def progress(f):
+            if inner:
+                inner(f)
+            monitor(host, f)
+        monitor(host, 0.0)
     if s.workload == "lazy-accept":
         touched = chunks or [s.touched_chunks(g) for g in range(s.guests)]
-        return T.lazy_accept(host, gs, seed=s.seed, touched=touched, progress=progress)
-    return T.conversions(host, gs, steps=s.steps, p4k=s.p4k, seed=s.seed, progress=progress)
+        return T.lazy_accept(host, gs, seed=s.seed, touched=touched, progress=progress,
+                             should_stop=should_stop)
+    return T.conversions(host, gs, steps=s.steps, p4k=s.p4k, seed=s.seed, progress=progress,
+                         should_stop=should_stop)
 
 
 ANALYTIC_SAMPLE = 1 * GiB       # bytes of one guest the analytic engine's trace covers
@@ -244,10 +255,15 @@ def _batch_demands(tr, s, p):
 def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", host_cores=512,
              host_mem="1536GiB", policy="split-on-demand", engine="analytic", seed=0, *,
              params: CostParams | None = None, steps=2000, p4k=0.9, touched=None,
-             guest_specs=None, progress=None, should_stop=None, trace=None) -> SimResult:
+             guest_specs=None, progress=None, should_stop=None, trace=None, monitor=None) -> SimResult:
     """Run one configuration. Every argument is validated first (``ValueError`` naming it).
     ``params``: a :class:`CostParams` (default: ``data/cost_params.json``). ``trace``: reuse
-    a trace of the same scenario (e.g. to time it with both engines)."""
+    a trace of the same scenario (e.g. to time it with both engines).
+
+    Live use (des engine): ``progress(fraction)`` over the whole run (tracing on the semantic
+    model is the first 90%); ``should_stop()`` ends the run early (``result.stopped``);
+    ``monitor(phase, fraction, data)`` with phase ``"trace"`` (data: the host being driven)
+    or ``"timing"`` (data: a partial result's ``series`` dict and rate)."""
     t0 = time.perf_counter()
     s = scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, engine, seed,
                  steps=steps, p4k=p4k, touched=touched, guest_specs=guest_specs)
@@ -259,7 +275,9 @@ def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", ho
     elif s.engine == "analytic":
         tr = analytic_trace(s)
     else:
-        tr = run_trace(s, progress=progress)
+        tr = run_trace(s, progress=(lambda f: progress(0.9 * f)) if progress else None,
+                       should_stop=should_stop,
+                       monitor=(lambda h, f: monitor("trace", f, h)) if monitor else None)
     per, means = _batch_demands(tr, s, p)
     totals, directmap = tr.totals(), (tr.batches[-1].directmap if tr.batches else tr.directmap_boot)
     series, pct = {}, {}
@@ -274,8 +292,16 @@ def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", ho
         sim_us = max(work[g] / m.throughput[g] for g in range(s.guests) if m.throughput[g] > 0)
         util, waits = m.utilisation, m.waits
     else:
+        snap = None
+        if monitor is not None:
+            def snap(partial):
+                if len(partial.completions):
+                    _, rate_, _, _, ser, _ = _des_summary(partial, s, tr, p)
+                    monitor("timing", len(partial.completions) / max(1, sum(c for c, _, _ in sum(per, []))),
+                            {"series": ser, "fault_in_gbps": rate_})
         r = des.run([(s.specs[g][0], per[g]) for g in range(s.guests)], s.host_cores, p,
-                    progress=progress, should_stop=should_stop)
+                    progress=(lambda f: progress(0.9 + 0.1 * f)) if progress else None,
+                    should_stop=should_stop, snapshot=snap)
         sim_us = r.sim_us
         per_guest, rate, util, waits, series, pct = _des_summary(r, s, tr, p)
     worst = max(util, key=util.get)
@@ -300,6 +326,7 @@ def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", ho
         series=series, percentiles=pct,
         safe=tr.host_rmp_faults == 0 and tr.oopses == 0,
         trace=note,
+        stopped=bool(getattr(tr, "stopped", False) or (s.engine == "des" and r.stopped)),
     )
 
 

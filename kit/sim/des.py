@@ -44,8 +44,12 @@ class _Lock:
 
 
 def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: int, p, *,
-        progress=None, should_stop=None) -> DesResult:
-    """``guests``: per guest (vcpus, [(chunks, demand, bytes per chunk), ...] in order)."""
+        progress=None, should_stop=None, snapshot=None, snapshot_every_s: float = 0.25) -> DesResult:
+    """``guests``: per guest (vcpus, [(chunks, demand, bytes per chunk), ...] in order).
+    ``snapshot``: called with the partial :class:`DesResult` at most every ``snapshot_every_s``
+    seconds of wall time (live plots)."""
+    import time as _time
+    last_snap = _time.perf_counter()
     G = len(guests)
     # per guest: flat per-chunk batch index
     plan = []
@@ -199,11 +203,19 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
             if should_stop and ndone % report == 0 and should_stop():
                 stopped = True
                 break
+            if snapshot and ndone % report == 0 and _time.perf_counter() - last_snap >= snapshot_every_s:
+                snapshot(_result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd, False, events))
+                last_snap = _time.perf_counter()
             start_chunk(v, g, now)
+    return _result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd, stopped, events)
+
+
+def _result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd, stopped, events) -> DesResult:
     waits = {"guest_lock": np.asarray([w for lk in guest_locks for w in lk.waits]).reshape(-1, 2),
              "vm_lock": np.asarray([w for lk in vm_locks for w in lk.waits]).reshape(-1, 2),
              "cpa_lock": np.asarray(cpa.waits).reshape(-1, 2),
              "pgd_lock": np.asarray(pgd.waits).reshape(-1, 2)}
-    holds = {"guest_lock": sum(lk.hold for lk in guest_locks), "vm_lock": sum(lk.hold for lk in vm_locks), "cpa_lock": cpa.hold, "pgd_lock": pgd.hold}
+    holds = {"guest_lock": sum(lk.hold for lk in guest_locks), "vm_lock": sum(lk.hold for lk in vm_locks),
+             "cpa_lock": cpa.hold, "pgd_lock": pgd.hold}
     return DesResult(now, done_t[:ndone], done_g[:ndone], done_b[:ndone], lat[:ndone], waits,
                      holds, stopped, events)

@@ -70,6 +70,7 @@ class Trace:
     oopses: int = 0
     directmap_boot: dict = field(default_factory=dict)
     vmsa_pages: int = 0
+    stopped: bool = False        # cut short by ``should_stop``
 
     def chunks_of(self, g: int) -> int:
         return sum(b.chunks for b in self.batches if b.guest == g)
@@ -146,7 +147,8 @@ def _background(host, rng, live: list, npages: int) -> tuple[int, int]:
 
 
 def lazy_accept(host, guests, *, seed: int = 0, bg_kernel_pages: int = 8,
-                batch_chunks: int = BATCH_CHUNKS, touched=None, progress=None) -> Trace:
+                batch_chunks: int = BATCH_CHUNKS, touched=None, progress=None,
+                should_stop=None) -> Trace:
     """Run lazy acceptance of every guest's touched memory (guests interleaved batch by batch,
     as they run concurrently) and return the trace."""
     rng = np.random.default_rng(seed)
@@ -181,6 +183,9 @@ def lazy_accept(host, guests, *, seed: int = 0, bg_kernel_pages: int = 8,
             done += n
             if progress:
                 progress(done / total)
+            if should_stop and should_stop():
+                trace.stopped = True
+                return trace
     return trace
 
 
@@ -216,7 +221,7 @@ def _accept(g: _Guest, gpa: int, nchunks: int) -> None:
 
 def conversions(host, guests, *, steps: int = 2000, p4k: float = 0.9, seed: int = 0,
                 region: int = 1 * GiB, bg_kernel_pages: int = 8, batch_steps: int = 100,
-                progress=None) -> Trace:
+                progress=None, should_stop=None) -> Trace:
     """Guests on upstream guest_memfd (order-0 folios: build with ``gmem_hugepages=False``)
     convert pages shared <-> private at random inside their first ``region`` bytes (all shared
     at the start): a 4K page with probability ``p4k``, else a 2M range; each conversion goes
@@ -248,6 +253,9 @@ def conversions(host, guests, *, steps: int = 2000, p4k: float = 0.9, seed: int 
         done += min(batch_steps, steps - start)
         if progress:
             progress(done / steps)
+        if should_stop and should_stop():
+            trace.stopped = True
+            break
     return trace
 
 

@@ -1,0 +1,89 @@
+"""The kit's flagship experiments, as functions of their parameters returning plain rows.
+
+Notebooks, dashboards, ``kit demo`` and reports call these; none of them holds model logic.
+
+- :func:`policy_table`: every policy on every measured configuration (analytic engine), the
+  measured mean and spread where the source measured that policy.
+- :func:`fragmentation`: the ``conversions`` workload under each policy (DES engine): the
+  DirectMap lines and fault-in rate over simulated time.
+- :func:`safety`: lazy acceptance with host background activity under each policy: host RMP
+  faults (only ``none`` may have any).
+- :func:`sweep`: one parameter varied, the others fixed (scaling studies).
+"""
+from __future__ import annotations
+
+from .api import simulate
+from .calibrate import load_measurements
+
+
+def measured_configs() -> list:
+    """The measured configurations (``data/measurements.csv``), each a calibrate.Target."""
+    return load_measurements()
+
+
+def _config_label(cfg) -> str:
+    pin = "" if cfg.pinning == "unpinned" else ", node 0"
+    return f"{cfg.table}: {cfg.guests}x{cfg.vcpus}x{cfg.guest_mem_gib}G{pin}"
+
+
+def policy_table(policies, configs="all", *, engine: str = "analytic", seed: int = 0, params=None) -> list[dict]:
+    """Rows (config, policy, model_gbps, measured_gbps, spread, error_pct, within, bottleneck,
+    utilisation, directmap, splits, cpa_lock, sim_seconds) for every policy on every measured
+    configuration in ``configs`` ("all" or indices into :func:`measured_configs`)."""
+    targets = measured_configs()
+    picked = range(len(targets)) if configs == "all" else configs
+    seen = {}
+    for i in picked:
+        cfg = targets[i].config
+        key = (cfg.guests, cfg.vcpus, cfg.guest_mem_gib, cfg.host_cores, cfg.host_mem_gib, cfg.pinning)
+        seen.setdefault(key, []).append(targets[i])
+    rows = []
+    for key, group in seen.items():
+        cfg = group[0].config
+        measured = {t.config.policy: t for t in group}
+        for p in policies:
+            r = simulate(**{**cfg.sim_kwargs(), "policy": p}, engine=engine, seed=seed, params=params)
+            t = measured.get(p)
+            rows.append({"config": _config_label(cfg), "policy": p, "model_gbps": round(r.fault_in_gbps, 3),
+                         "measured_gbps": t.mean if t else None, "spread": t.spread if t else None,
+                         "error_pct": round(100 * (r.fault_in_gbps - t.mean) / t.mean, 1) if t else None,
+                         "within": bool(abs(r.fault_in_gbps - t.mean) <= t.spread) if t else None,
+                         "bottleneck": f"{r.bottleneck['resource']} ({r.bottleneck['utilisation']:.0%})",
+                         "utilisation": r.utilisation, "directmap": r.directmap,
+                         "splits": r.splits["split_1g"] + r.splits["split_2m"],
+                         "cpa_lock": r.cpa_lock["acquisitions"], "host_rmp_faults": r.host_rmp_faults,
+                         "sim_seconds": round(r.sim_seconds, 3)})
+    return rows
+
+
+def fragmentation(policies, *, guest_mem="16GiB", vcpus: int = 8, steps: int = 2000, p4k: float = 0.9,
+                  host_cores: int = 64, host_mem="64GiB", seed: int = 0, params=None) -> dict:
+    """The conversions workload under each policy on the DES engine: {policy: result}."""
+    return {p: simulate("conversions", 1, vcpus, guest_mem, host_cores, host_mem, p, "des", seed,
+                        steps=steps, p4k=p4k, params=params) for p in policies}
+
+
+def safety(policies, *, guest_mem="8GiB", vcpus: int = 8, host_cores: int = 32, host_mem="64GiB",
+           seed: int = 0, params=None) -> list[dict]:
+    """Lazy acceptance with host kernel allocations and writes beside the guests' pages."""
+    rows = []
+    for p in policies:
+        r = simulate("lazy-accept", 1, vcpus, guest_mem, host_cores, host_mem, p, "des", seed,
+                     touched=guest_mem, params=params)
+        rows.append({"policy": p, "host_rmp_faults": r.host_rmp_faults, "safe": r.safe,
+                     "fault_in_gbps": round(r.fault_in_gbps, 3), **r.directmap})
+    return rows
+
+
+def sweep(name: str, values, *, policies, params=None, **fixed) -> list[dict]:
+    """Vary one of ``guests``, ``vcpus`` or ``host_cores`` over ``values`` for each policy
+    (analytic engine); rows hold the rate, the bottleneck and every resource's utilisation."""
+    if name not in ("guests", "vcpus", "host_cores"):
+        raise ValueError(f"name: unknown {name!r}; allowed: guests, vcpus, host_cores")
+    rows = []
+    for p in policies:
+        for v in values:
+            r = simulate(**{**fixed, name: v, "policy": p}, params=params)
+            rows.append({"policy": p, name: v, "fault_in_gbps": round(r.fault_in_gbps, 3),
+                         "bottleneck": r.bottleneck["resource"], **{f"util_{k}": round(u, 4) for k, u in r.utilisation.items()}})
+    return rows

@@ -1,0 +1,442 @@
+"""Widget dashboards: ipywidgets controls + Bokeh figures in ``jupyter_bokeh.widgets.BokehModel``.
+
+Each dashboard builds its figures once and keeps their ``ColumnDataSource``s; every update
+replaces ``source.data`` (and, for categorical axes, the range's ``factors``): figures are never
+rebuilt, so the browser keeps its zoom and the widget state stays small. Each is a
+``%kit dashboard NAME`` (:data:`DASHBOARDS`):
+
+- ``host-map`` (:class:`HostMap`): RMP state and direct-map level of all host memory, one cell
+  per 2M region; zoom into one region's 512 4K entries; follows a running simulation.
+- ``policy-explorer`` (:class:`PolicyExplorer`): configuration controls and policies -> rate,
+  where the time goes, fragmentation; measured points where the configuration was measured.
+- ``guest-inspector`` (:class:`GuestInspector`): a VM's memslots, attributes, guest_memfd
+  bindings, ASID and mirrors.
+- ``simulation-runner`` (:class:`SimulationRunner`): the DES engine with a progress bar, live
+  time series and a stop button.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import ipywidgets as W
+from bokeh.layouts import column, row
+from bokeh.models import ColumnDataSource
+from jupyter_bokeh.widgets import BokehModel
+
+from ..host.policies import DIRECTMAP_POLICIES
+from ..units import GiB, format_size, parse_size
+from . import figures as F
+from . import html as H
+from . import state as S
+
+
+def _bounded(name: str, v, lo: int, hi: int) -> int:
+    """Constructor arguments are checked, not clamped by the widget."""
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"{name}: expected an integer {lo}..{hi}, got {v!r}")
+    return v
+
+
+class Dashboard:
+    """Base: ``widget`` is the ipywidgets tree; displaying the dashboard displays it."""
+
+    name = ""
+    widget: W.Widget
+
+    def _repr_mimebundle_(self, **kw):
+        return self.widget._repr_mimebundle_(**kw)
+
+    def _status(self, text: str, error: bool = False) -> None:
+        colour = "#d62828" if error else "#444"
+        from html import escape
+        self.status.value = f"<span style='color:{colour}'>{escape(text)}</span>"
+
+
+# ================================================================== host map
+class HostMap(Dashboard):
+    """RMP state and direct-map level of all host memory, one cell per 2M region.
+
+    ``host``: a :class:`kit.Host` to show (default: a small demo host). :meth:`refresh`
+    re-reads the model; :meth:`zoom` shows one region's 4K entries; :meth:`run` drives a
+    workload on a fresh host and follows it live (the map is refreshed as the trace advances).
+    """
+
+    name = "host-map"
+
+    def __init__(self, host=None, *, width: int = F.MAP_WIDTH):
+        if host is None:
+            from ..host import Host
+            host = Host(mem="64GiB", cores=16)
+        self.host = host
+        self.width = width
+        data = F.host_map_data(host, width)
+        self.fig_rmp, self.fig_dm, self.src_rmp, self.src_dm = F.host_map_figures(data)
+        self.src_region = ColumnDataSource(F.region_data(host, 0))
+        self.fig_region = F.region_figure(self.src_region)
+        self.region = W.BoundedIntText(value=0, min=0, max=host.rmp.nr_regions - 1, description="2M region")
+        self.region.observe(lambda ch: self.zoom(ch["new"]), names="value")
+        self.policy = W.Dropdown(options=list(DIRECTMAP_POLICIES), value="split-on-demand", description="policy")
+        self.run_button = W.Button(description="run lazy-accept", button_style="primary")
+        self.run_button.on_click(lambda _: self.run(policy=self.policy.value, background=True))
+        self.progress = W.FloatProgress(value=0, min=0, max=1, description="trace")
+        self.summary = W.HTML()
+        self.status = W.HTML()
+        from bokeh.events import Tap
+        for fig in (self.fig_rmp, self.fig_dm):       # a click on a cell zooms into its region
+            fig.on_event(Tap, self._tapped)
+        self.plot = BokehModel(column(row(self.fig_rmp, self.fig_dm), self.fig_region))
+        self.widget = W.VBox([W.HBox([self.region, self.policy, self.run_button, self.progress]),
+                              self.plot, self.summary, self.status])
+        self.refreshes = 0
+        self._thread = None
+        self._update_summary()
+
+    def refresh(self, host=None) -> None:
+        """Re-read the host model into the sources (the same figures)."""
+        if host is not None and host is not self.host:
+            self.host = host
+            self.region.max = host.rmp.nr_regions - 1
+        data = F.host_map_data(self.host, self.width)
+        self.src_rmp.data = data["rmp"]
+        self.src_dm.data = data["dm"]
+        self.fig_rmp.y_range.start = self.fig_dm.y_range.start = data["rows"]
+        self.zoom(self.region.value if self.region.value <= self.region.max else 0)
+        self._update_summary()
+        self.refreshes += 1
+
+    def zoom(self, region: int) -> None:
+        """Show the 512 4K entries of 2M region ``region``."""
+        try:
+            self.src_region.data = F.region_data(self.host, region)
+        except ValueError as e:
+            self._status(str(e), error=True)
+            return
+        d = S.region_detail(self.host, region)
+        self.fig_region.title.text = (f"2M region {region} (pfn {d['pfn']:#x}): RMP "
+                                      f"{'one 2M entry' if d['rmp_2m'] else '512 4K entries'}, direct map {d['dm_level']}")
+        if self.region.value != region:
+            self.region.value = region
+
+    def _tapped(self, event) -> None:
+        if event.x is None or event.y is None:
+            return
+        r = int(event.y) * self.width + int(event.x)
+        if 0 <= int(event.x) < self.width and 0 <= r < self.host.rmp.nr_regions:
+            self.zoom(r)
+
+    def _update_summary(self) -> None:
+        s = S.summary(self.host)
+        rows = [{"state": k, "2M regions": v} for k, v in s["regions"].items() if v]
+        dm = {k: f"{v} kB" for k, v in self.host.directmap.counts().items()}
+        self.summary.value = H.table(rows) + H.kv(dm)
+
+    def run(self, *, policy="split-on-demand", guests: int = 2, vcpus: int = 4, guest_mem="4GiB",
+            host_mem=None, host_cores=None, seed: int = 0, background: bool = False, every: float = 0.1):
+        """Drive lazy acceptance of ``guests`` guests on a fresh host and follow it live:
+        the map is refreshed every ``every`` of the trace. ``background``: in a thread (the
+        notebook stays responsive); returns the result (or the thread)."""
+        from ..sim.api import simulate
+        host_mem = host_mem or format_size(parse_size(self.host.mem))
+        host_cores = host_cores or self.host.cores
+        last = [-1.0]
+
+        def monitor(phase, f, data):
+            if phase == "trace" and (f - last[0] >= every or f >= 1.0):
+                last[0] = f
+                self.progress.value = f
+                self.refresh(data)
+
+        def go():
+            try:
+                r = simulate("lazy-accept", guests, vcpus, guest_mem, host_cores, host_mem, policy, "des",
+                             seed, touched=guest_mem, monitor=monitor)
+                self._status(f"{policy}: {r.fault_in_gbps:.2f} GB/s, host RMP faults {r.host_rmp_faults}")
+                return r
+            except ValueError as e:
+                self._status(str(e), error=True)
+            finally:
+                self.run_button.disabled = False
+        self.run_button.disabled = True
+        if background:
+            self._thread = threading.Thread(target=go, daemon=True)
+            self._thread.start()
+            return self._thread
+        return go()
+
+
+# ================================================================== policy explorer
+class PolicyExplorer(Dashboard):
+    """Controls for the configuration and a multi-select of policies; each change is answered
+    by the analytic engine (rate, utilisation per resource, the DirectMap lines at the end),
+    with the measured points of ``data/measurements.csv`` where the configuration matches."""
+
+    name = "policy-explorer"
+
+    def __init__(self, *, guests: int = 1, vcpus: int = 128, guest_mem_gib: int = 512, host_cores: int = 512,
+                 host_mem_gib: int = 1536, policies=("presplit-4k", "invalidate-4k", "split-on-demand")):
+        from ..sim.calibrate import load_measurements
+        for n, v, lo, hi in (("guests", guests, 1, 64), ("vcpus", vcpus, 1, 1024), ("guest_mem_gib", guest_mem_gib, 1, 65536),
+                             ("host_cores", host_cores, 1, 4096), ("host_mem_gib", host_mem_gib, 1, 65536)):
+            _bounded(n, v, lo, hi)
+        bad = [p for p in policies if p not in DIRECTMAP_POLICIES]
+        if bad or not policies:
+            raise ValueError(f"policies: unknown {bad!r}; allowed: {', '.join(DIRECTMAP_POLICIES)}")
+        self.measured = load_measurements()
+        self.guests = W.BoundedIntText(value=guests, min=1, max=64, description="guests")
+        self.vcpus = W.BoundedIntText(value=vcpus, min=1, max=1024, description="vCPUs")
+        self.guest_mem = W.BoundedIntText(value=guest_mem_gib, min=1, max=65536, description="guest GiB")
+        self.host_cores = W.BoundedIntText(value=host_cores, min=1, max=4096, description="host cores")
+        self.host_mem = W.BoundedIntText(value=host_mem_gib, min=1, max=65536, description="host GiB")
+        self.policies = W.SelectMultiple(options=list(DIRECTMAP_POLICIES), value=tuple(policies),
+                                         description="policies", rows=6)
+        self.status = W.HTML()
+        self.src_rate = ColumnDataSource(F.rate_data([]))
+        self.fig_rate = F.rate_figure(self.src_rate, title="Fault-in rate (bars: model; points: measured +- spread)")
+        self.fig_rate.width, self.fig_rate.height = 620, 300
+        self.src_util = ColumnDataSource(F.utilisation_data({}))
+        self.fig_util = F.utilisation_figure(self.src_util)
+        self.fig_util.width = 620
+        self.src_dm = ColumnDataSource({"label": [], "DirectMap4k": [], "DirectMap2M": [], "DirectMap1G": []})
+        from bokeh.models import FactorRange
+        from bokeh.plotting import figure
+        self.fig_dm = figure(title="Direct map at the end (GiB)", y_range=FactorRange("-"), height=220, width=620,
+                             tools="hover,save", toolbar_location="above")
+        self.fig_dm.hbar_stack(["DirectMap4k", "DirectMap2M", "DirectMap1G"], y="label", height=0.7,
+                               source=self.src_dm, color=list(S.DM_COLOURS),
+                               legend_label=["DirectMap4k", "DirectMap2M", "DirectMap1G"])
+        self.fig_dm.legend.orientation = "horizontal"
+        self.plot = BokehModel(column(self.fig_rate, self.fig_util, self.fig_dm))
+        for w in (self.guests, self.vcpus, self.guest_mem, self.host_cores, self.host_mem, self.policies):
+            w.observe(self._changed, names="value")
+        self.widget = W.VBox([W.HBox([W.VBox([self.guests, self.vcpus, self.guest_mem]),
+                                      W.VBox([self.host_cores, self.host_mem]), self.policies]),
+                              self.status, self.plot])
+        self.answers = 0
+        self.last_ms = 0.0
+        self.results = {}
+        self.update()
+
+    def _changed(self, _change) -> None:
+        self.update()
+
+    def config(self) -> dict:
+        return dict(guests=self.guests.value, vcpus=self.vcpus.value, guest_mem=f"{self.guest_mem.value}GiB",
+                    host_cores=self.host_cores.value, host_mem=f"{self.host_mem.value}GiB")
+
+    def _measured_for(self, cfg: dict) -> dict:
+        out = {}
+        for t in self.measured:
+            c = t.config
+            if (c.pinning == "unpinned" and c.guests == cfg["guests"] and c.vcpus == cfg["vcpus"]
+                    and c.guest_mem_gib == self.guest_mem.value and c.host_cores == cfg["host_cores"]
+                    and c.host_mem_gib == self.host_mem.value):
+                out[c.policy] = t
+        return out
+
+    def update(self) -> None:
+        """Answer the current controls (analytic engine); a bad configuration changes nothing
+        but the status line."""
+        from ..sim.api import scenario, simulate
+        t0 = time.perf_counter()
+        cfg = self.config()
+        pols = list(self.policies.value)
+        if not pols:
+            self._status("policies: select at least one", error=True)
+            return
+        try:
+            scenario(**cfg, policy=pols[0])
+        except ValueError as e:
+            self._status(str(e), error=True)
+            return
+        results = {p: simulate(**cfg, policy=p) for p in pols}
+        meas = self._measured_for(cfg)
+        label = f"{cfg['guests']}x{cfg['vcpus']}x{cfg['guest_mem']}"
+        rows = [{"config": label, "policy": p, "model_gbps": r.fault_in_gbps,
+                 "measured_gbps": meas[p].mean if p in meas else None,
+                 "spread": meas[p].spread if p in meas else None,
+                 "bottleneck": f"{r.bottleneck['resource']} ({r.bottleneck['utilisation']:.0%})"}
+                for p, r in results.items()]
+        data = F.rate_data(rows)
+        self.fig_rate.x_range.factors = [tuple(x) for x in data["x"]]
+        self.src_rate.data = data
+        util = {p: _grouped_util(r.utilisation) for p, r in results.items()}
+        self.fig_util.y_range.factors = pols
+        self.src_util.data = F.utilisation_data(util)
+        self.fig_dm.y_range.factors = pols
+        self.src_dm.data = {"label": pols, **{k: [r.directmap.get(k, 0) / 2**20 for r in results.values()]
+                                              for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")}}
+        self.results = results
+        self.answers += 1
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        m = f"; measured: {', '.join(meas)}" if meas else "; not a measured configuration"
+        self._status(f"answered in {self.last_ms:.0f} ms (analytic engine){m}")
+
+
+def _grouped_util(util: dict) -> dict:
+    """Per-resource utilisation with the per-guest locks summed up to their kind (max)."""
+    out: dict = {}
+    for k, v in util.items():
+        base = k.split("[")[0]
+        out[base] = max(out.get(base, 0.0), v)
+    return out
+
+
+# ================================================================== guest inspector
+class GuestInspector(Dashboard):
+    """A VM's memslots and attribute ranges along the GPA axis, its guest_memfd bindings, ASID
+    and mirrors. ``vms``: a VM or a list of VMs (default: a small demo SNP guest with part of
+    its memory accepted). :meth:`refresh` re-reads the selected VM."""
+
+    name = "guest-inspector"
+
+    def __init__(self, vms=None):
+        if vms is None:
+            vms = _demo_vms()
+        self.vms = list(vms) if isinstance(vms, (list, tuple)) else [vms]
+        if not self.vms:
+            raise ValueError("vms: expected at least one VM")
+        self.select = W.Dropdown(options=[(f"{i}: {vm!r}", i) for i, vm in enumerate(self.vms)], value=0,
+                                 description="VM")
+        self.select.observe(lambda ch: self.refresh(), names="value")
+        self.refresh_button = W.Button(description="refresh")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.src = ColumnDataSource(F.gpa_data(S.gpa_layout(self.vms[0])))
+        self.fig = F.gpa_figure(self.src)
+        self.info = W.HTML()
+        self.status = W.HTML()
+        self.plot = BokehModel(self.fig)
+        self.widget = W.VBox([W.HBox([self.select, self.refresh_button]), self.plot, self.info, self.status])
+        self.refresh()
+
+    @property
+    def vm(self):
+        return self.vms[self.select.value]
+
+    def refresh(self) -> None:
+        lay = S.gpa_layout(self.vm)
+        self.src.data = F.gpa_data(lay)
+        self.info.value = H.vm_html(self.vm)
+
+
+def _demo_vms():
+    """A small host with one SNP guest that has accepted its first 1 GiB (lazy acceptance on
+    the model), and an SEV guest with an encryption-context mirror (``KVM_CAP_VM_COPY_ENC_CONTEXT_FROM``;
+    SNP sources are refused since the 2026 patch)."""
+    from ..kvm import uapi as U
+    from ..sim import trace as T
+    host, kvm, gs = T.build(16 * GiB, 16, "split-on-demand", [(4, 4 * GiB)], 0)
+    T.lazy_accept(host, gs, touched=[1 * GiB // T.ACCEPT_CHUNK])
+    sev = kvm.create_vm(U.KVM_X86_SEV_VM)
+    sev.sev_init()
+    mirror = kvm.create_vm(U.KVM_X86_SEV_VM)
+    mirror.enable_cap(U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, sev)
+    return [gs[0].vm, sev, mirror]
+
+
+# ================================================================== simulation runner
+class SimulationRunner(Dashboard):
+    """The discrete-event engine with a progress bar, live time series (fault-in rate,
+    DirectMap4k/2M/1G, lock waits) and a stop button. Runs in a thread so the stop button is
+    heard; :meth:`start` (``wait=True`` blocks until done)."""
+
+    name = "simulation-runner"
+
+    def __init__(self, *, workload="lazy-accept", guests: int = 1, vcpus: int = 16, guest_mem="32GiB",
+                 host_cores: int = 64, host_mem="128GiB", policy="split-on-demand", seed: int = 0):
+        from ..sim.api import scenario
+        scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, "des", seed)
+        self.workload = W.Dropdown(options=["lazy-accept", "conversions"], value=workload, description="workload")
+        self.guests = W.BoundedIntText(value=guests, min=1, max=64, description="guests")
+        self.vcpus = W.BoundedIntText(value=vcpus, min=1, max=1024, description="vCPUs")
+        self.guest_mem = W.Text(value=str(guest_mem), description="guest mem")
+        self.host_cores = W.BoundedIntText(value=host_cores, min=1, max=4096, description="host cores")
+        self.host_mem = W.Text(value=str(host_mem), description="host mem")
+        self.policy = W.Dropdown(options=list(DIRECTMAP_POLICIES), value=policy, description="policy")
+        self.seed = W.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed")
+        self.start_button = W.Button(description="run", button_style="primary")
+        self.stop_button = W.Button(description="stop", button_style="danger", disabled=True)
+        self.start_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.progress = W.FloatProgress(value=0, min=0, max=1, description="progress")
+        self.status = W.HTML()
+        self.src = ColumnDataSource(F.series_data({}))
+        self.figs = [F.rate_series_figure(self.src), F.directmap_series_figure(self.src),
+                     F.lockwait_series_figure(self.src)]
+        self.plot = BokehModel(column(row(self.figs[0], self.figs[1]), self.figs[2]))
+        self.widget = W.VBox([W.HBox([W.VBox([self.workload, self.guests, self.vcpus, self.guest_mem]),
+                                      W.VBox([self.host_cores, self.host_mem, self.policy, self.seed])]),
+                              W.HBox([self.start_button, self.stop_button, self.progress]),
+                              self.status, self.plot])
+        self._stop = threading.Event()
+        self._thread = None
+        self.result = None
+        self.updates = 0
+
+    def kwargs(self) -> dict:
+        return dict(workload=self.workload.value, guests=self.guests.value, vcpus=self.vcpus.value,
+                    guest_mem=self.guest_mem.value, host_cores=self.host_cores.value,
+                    host_mem=self.host_mem.value, policy=self.policy.value, engine="des", seed=self.seed.value)
+
+    def _monitor(self, phase, f, data) -> None:
+        if phase == "trace":
+            dm = data.directmap.counts()
+            self._status(f"tracing on the semantic model: {f:.0%}; DirectMap4k {dm['DirectMap4k']} kB")
+        else:
+            self.src.data = F.series_data(data["series"])
+            self.updates += 1
+            self._status(f"timing: {f:.0%} of chunks, {data['fault_in_gbps']:.2f} GB/s so far")
+
+    def _progress(self, f: float) -> None:
+        self.progress.value = f
+
+    def start(self, wait: bool = False):
+        """Validate the controls, then run (in a thread). A bad value changes nothing."""
+        from ..sim.api import scenario, simulate
+        if self._thread is not None and self._thread.is_alive():
+            self._status("already running", error=True)
+            return None
+        kw = self.kwargs()
+        try:
+            scenario(**kw)
+        except ValueError as e:
+            self._status(str(e), error=True)
+            return None
+        self._stop.clear()
+        self.progress.value = 0
+
+        def go():
+            try:
+                r = simulate(**kw, progress=self._progress, should_stop=self._stop.is_set, monitor=self._monitor)
+                self.result = r
+                self.src.data = F.series_data(r.series)
+                self.updates += 1
+                self.progress.value = 1.0
+                self._status(f"{'stopped' if r.stopped else 'done'}: {r.fault_in_gbps:.2f} GB/s over "
+                             f"{r.sim_seconds:.2f} simulated s in {r.wall_seconds:.1f} s wall; "
+                             f"bottleneck {r.bottleneck['resource']} ({r.bottleneck['utilisation']:.0%})")
+            except Exception as e:      # shown, not lost in a thread
+                self._status(f"{type(e).__name__}: {e}", error=True)
+            finally:
+                self.start_button.disabled = False
+                self.stop_button.disabled = True
+        self.start_button.disabled = True
+        self.stop_button.disabled = False
+        self._thread = threading.Thread(target=go, daemon=True)
+        self._thread.start()
+        if wait:
+            self._thread.join()
+        return self._thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+DASHBOARDS = {c.name: c for c in (HostMap, PolicyExplorer, GuestInspector, SimulationRunner)}
+
+
+def dashboard(name: str, **kw) -> Dashboard:
+    """The dashboard called ``name`` (see :data:`DASHBOARDS`)."""
+    if name not in DASHBOARDS:
+        raise ValueError(f"name: unknown dashboard {name!r}; allowed: {', '.join(DASHBOARDS)}")
+    return DASHBOARDS[name](**kw)
