@@ -13,6 +13,14 @@ __version__ = "0.1.0"
 
 
 
+def __getattr__(name: str):
+    """``kit.lab``, ``kit.viz`` and ``kit.sim`` load on first use (keeps ``import kit`` light)."""
+    if name in ("lab", "viz", "sim"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'kit' has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython) -> None:
     """``%load_ext kit``: the ``%kit`` magic (:mod:`kit.lab.magics`)."""
     from .lab.magics import load_ipython_extension as _load

@@ -33,8 +33,12 @@ def git_commit(path: Path = _ROOT) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """UTC now, ISO 8601 (what provenance records)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+_now = timestamp
 
 
 def provenance(params: dict | None = None, *, seed=None, cost_params: str | None = None,
@@ -82,6 +86,9 @@ def write_atomic(path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
