@@ -33,8 +33,8 @@ class KitMagics(Magics):
         cmd, rest = argv[0], argv[1:]
         if cmd == "simulate":
             return _simulate(rest)
-        if cmd == "dashboard":
-            return _dashboard(rest)
+        if cmd == "dashboard":       # values are Python literals: keep their quotes
+            return _dashboard(shlex.split(line, posix=False)[1:])
         if cmd == "report":
             return _report(rest)
         raise UsageError(f"%kit: unknown subcommand {cmd!r}; allowed: {', '.join(SUBCOMMANDS)}")

@@ -48,11 +48,11 @@ def _choice(allowed):
     return rule
 
 
-def _choices(allowed):
+def _choices(allowed, empty_ok=False):
     def rule(name, v):
         if isinstance(v, str):
             v = [v]
-        if not isinstance(v, (list, tuple)) or not v:
+        if not isinstance(v, (list, tuple)) or (not v and not empty_ok):
             raise ValueError(f"{name}: expected a non-empty list from: {', '.join(allowed)}; got {v!r}")
         bad = [x for x in v if x not in allowed]
         if bad:
@@ -87,9 +87,17 @@ def _configs(name, v):
     return _ints(0, n - 1)(name, v)
 
 
+def _start(name, v):
+    """A cost-parameter set to start from: "base" or an existing JSON file."""
+    from pathlib import Path
+    if v != "base" and not (isinstance(v, str) and Path(v).is_file()):
+        raise ValueError(f"{name}: expected \"base\" or a parameter file that exists, got {v!r}")
+    return v
+
+
 RULES = {
     "policy": _choice(DIRECTMAP_POLICIES),
-    "policies": _choices(DIRECTMAP_POLICIES),
+    "policies": _choices(DIRECTMAP_POLICIES), "des_policies": _choices(DIRECTMAP_POLICIES, empty_ok=True),
     "engine": _choice(("analytic", "des")),
     "workload": _choice(("lazy-accept", "conversions")),
     "guests": _int(1, 64), "vcpus": _int(1, 1024), "host_cores": _int(1, 4096),
@@ -98,7 +106,7 @@ RULES = {
     "vcpu_sweep": _ints(1, 1024), "guest_sweep": _ints(1, 64), "core_sweep": _ints(1, 4096),
     "asids": _int(1, 1006), "min_sev_asid": _int(1, 1007), "vms": _int(1, 4096),
     "pages": _int(1, 1 << 20), "runs": _int(1, 1000),
-    "configs": _configs, "des": _bool, "outdir": _text, "title": _text,
+    "configs": _configs, "start": _start, "des": _bool, "outdir": _text, "title": _text,
 }
 
 

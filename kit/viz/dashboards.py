@@ -179,6 +179,7 @@ class PolicyExplorer(Dashboard):
         for n, v, lo, hi in (("guests", guests, 1, 64), ("vcpus", vcpus, 1, 1024), ("guest_mem_gib", guest_mem_gib, 1, 65536),
                              ("host_cores", host_cores, 1, 4096), ("host_mem_gib", host_mem_gib, 1, 65536)):
             _bounded(n, v, lo, hi)
+        policies = [policies] if isinstance(policies, str) else list(policies)
         bad = [p for p in policies if p not in DIRECTMAP_POLICIES]
         if bad or not policies:
             raise ValueError(f"policies: unknown {bad!r}; allowed: {', '.join(DIRECTMAP_POLICIES)}")
