@@ -1,0 +1,94 @@
+"""The simulation notebooks, executed with small parameters; assertions on recorded results."""
+import json
+
+import nbformat
+import papermill
+import pytest
+
+from kit.lab.record import load_result
+from kit.lab.runner import NOTEBOOKS, parameter_names
+
+ALL = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_notebook_shape(name):
+    """One tagged, typed parameters cell with outdir; a validation cell right after it that
+    calls kit.lab.check; a record call; a final static Bokeh layout; no stored outputs."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    params = parameter_names(NOTEBOOKS / f"{name}.ipynb")
+    assert "outdir" in params and all(p["inferred_type_name"] != "None" for p in params.values())
+    assert "kit.lab.check(" in code[tagged[0] + 1].source
+    assert all(n in code[tagged[0] + 1].source for n in params)       # every parameter validated
+    assert any("kit.lab.record(" in c.source for c in code)
+    assert "show(" in code[-1].source
+    assert all(not c.get("outputs") for c in code)
+
+
+def test_directmap_policies(run_nb):
+    path, docs = run_nb("directmap-policies", policies=["none", "presplit-4k", "invalidate-4k", "split-on-demand"],
+                        steps=300)
+    (doc,) = docs
+    res = doc["results"]
+    assert load_result(path.parent / "directmap-policies.json") == json.loads(json.dumps(doc))
+    measured = [r for r in res["policy_table"] if r["measured_gbps"] is not None]
+    assert len(measured) == 8 and all(r["within"] for r in measured)
+    assert res["summary"] == {"measured_rows": 8, "within_spread": 8}
+    assert len(res["policy_table"]) == 4 * 4              # 4 policies x 4 distinct configurations
+    safety = {r["policy"]: r["host_rmp_faults"] for r in res["safety"]}
+    assert safety["none"] > 0 and safety["presplit-4k"] == safety["split-on-demand"] == safety["invalidate-4k"] == 0
+    frag = res["fragmentation"]
+    assert frag["presplit-4k"]["directmap"]["DirectMap2M"] == 0
+    assert frag["split-on-demand"]["directmap"]["DirectMap4k"] < frag["presplit-4k"]["directmap"]["DirectMap4k"]
+    assert len(frag["split-on-demand"]["series"]["DirectMap4k"]) == 100
+    assert doc["provenance"]["parameters"]["steps"] == 300
+    # the notebook ends with an INLINE Bokeh layout: BokehJS is in the saved notebook
+    nb = nbformat.read(path, as_version=4)
+    last = nb.cells[-1].outputs
+    assert any("application/vnd.bokehjs_exec.v0+json" in o.get("data", {}) for o in last)
+    assert not any("cdn.bokeh.org" in json.dumps(o) for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_lazy_acceptance_scaling(run_nb):
+    _, (doc,) = run_nb("lazy-acceptance-scaling", policies=["presplit-4k", "invalidate-4k"],
+                       vcpu_sweep=[8, 128], guest_sweep=[1, 4], core_sweep=[4, 512],
+                       guest_mem="64GiB", des_policies=[])
+    res = doc["results"]
+    v = {(r["policy"], r["vcpus"]): r["fault_in_gbps"] for r in res["by_vcpus"]}
+    assert v[("presplit-4k", 128)] > v[("presplit-4k", 8)]
+    c = {(r["policy"], r["host_cores"]): r for r in res["by_cores"]}
+    # 512 vCPU threads on 4 cores: time-sharing (and preempted lock holders), not memory bandwidth
+    assert c[("presplit-4k", 4)]["fault_in_gbps"] < 0.5 * c[("presplit-4k", 512)]["fault_in_gbps"]
+    assert c[("presplit-4k", 512)]["bottleneck"] == "membw" and c[("presplit-4k", 4)]["bottleneck"] != "membw"
+    held = {r["policy"]: r for r in res["held_back"]}
+    assert held["invalidate-4k"]["cpa_lock"] > 0.9 and held["presplit-4k"]["cpa_lock"] == 0
+    assert res["simulations"] == []
+
+
+def test_calibration(run_nb):
+    _, (doc,) = run_nb("calibration")
+    res = doc["results"]
+    assert len(res["residuals"]) == 8 and all(r["within"] for r in res["residuals"])
+    assert res["free_parameters"] == ["convert_us", "cpa_hold_us", "zero_bw_gbps", "dm4k_slowdown"]
+    for n in res["free_parameters"]:       # the fit from the base set lands on the shipped set
+        assert res["fitted"][n] == pytest.approx(res["shipped"][n], rel=0.05)
+
+
+@pytest.mark.parametrize("name,params,msg", [
+    ("directmap-policies", {"policies": ["bogus"]}, "policies: unknown 'bogus'"),
+    ("directmap-policies", {"steps": 0}, "steps: expected an integer"),
+    ("lazy-acceptance-scaling", {"guest_sweep": [1, 64], "guest_mem": "160GiB"}, "guests:"),
+    ("calibration", {"start": "/no/such/file.json"}, "start:")])
+def test_bad_parameters_fail_in_the_validation_cell(run_nb, name, params, msg):
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        run_nb(name, **params)
+    assert msg in str(e.value) and "kit.lab.check(" in e.value.source      # the validation cell
+
+
+def test_unknown_parameter_names_are_rejected_before_a_kernel_starts(run_nb, tmp_path):
+    with pytest.raises(ValueError, match="parameters: unknown vpcus"):
+        run_nb("directmap-policies", vpcus=4)
+    assert not (tmp_path / "directmap-policies").exists()
