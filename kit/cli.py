@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 
@@ -189,6 +191,55 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    """``kit run NOTEBOOK [-p NAME VALUE]... [-o OUTDIR]``."""
+    from .lab.runner import notebook_path, parameter_names
+    from .lab.sweep import parse_value, run, validate
+    try:
+        src = notebook_path(args.notebook)
+        info = parameter_names(src)
+        params = {}
+        for name, value in args.param:
+            if name not in info:
+                raise ValueError(f"parameters: unknown {name} for {src.stem}; allowed: {', '.join(info)}")
+            params[name] = parse_value(name, value, info[name])
+        validate(src, params, info=info)
+    except ValueError as e:
+        print(f"kit run: {e}", file=sys.stderr)
+        return 2
+    import papermill
+    try:
+        out = run(src, params, args.out, timeout=args.timeout)
+    except papermill.PapermillExecutionError as e:
+        print(f"kit run: {src.stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
+        return 1
+    print(f"executed notebook: {out['notebook'].resolve()}")
+    for doc in out["results"]:
+        print(f"result: {doc.get('name')} ({len(json.dumps(doc))} bytes)")
+    if out["report"]:
+        print(f"report: {out['report'].resolve()}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    """``kit sweep NOTEBOOK --grid NAME=V1,V2 ... [--seeds N] [-o OUTDIR] [--scheduler ADDR] [--workers N]``."""
+    from .lab.sweep import sweep
+    try:
+        df = sweep(args.notebook, args.grid, seeds=args.seeds, outdir=args.out, scheduler=args.scheduler,
+                   workers=args.workers, timeout=args.timeout)
+    except ValueError as e:
+        print(f"kit sweep: {e}", file=sys.stderr)
+        return 2
+    cols = [c for c in df.columns if c.startswith("p.")] + ["state", "seconds", "error"]
+    print(_table(df[cols].fillna("").to_dict("records"), cols))
+    failed = int((df["state"] != "complete").sum())
+    print(f"{len(df)} runs: {len(df) - failed} complete, {failed} failed or missing")
+    print(f"table: {(Path(args.out) / 'table.csv').resolve()}")
+    if (Path(args.out) / "report.html").exists():
+        print(f"report: {(Path(args.out) / 'report.html').resolve()}")
+    return 0 if failed == 0 else 1
+
+
 def parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     """The ``kit`` argument parser (``%kit`` uses it with ``raise_errors``)."""
     from .host.policies import DIRECTMAP_POLICIES
@@ -236,6 +287,22 @@ def parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     r.add_argument("-o", "--out", required=True, help="the HTML file to write")
     r.add_argument("--title", default="cvm-memkit report")
     r.set_defaults(func=cmd_report)
+    n = sub.add_parser("run", help="run one notebook (parameters checked first) -> executed notebook, result, report")
+    n.add_argument("notebook", help="a notebook in notebooks/ (e.g. directmap-policies) or a path")
+    n.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    n.add_argument("-o", "--out", default=None, help="output folder (default runs/NOTEBOOK)")
+    n.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    n.set_defaults(func=cmd_run)
+    w = sub.add_parser("sweep", help="every combination of a grid as one run each, on dask.distributed")
+    w.add_argument("notebook")
+    w.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="one axis of the grid (repeat); list values: items separated by ';'")
+    w.add_argument("--seeds", type=int, default=None, help="also run each combination with seed 0..N-1")
+    w.add_argument("-o", "--out", default="sweeps", help="result store and outputs (default sweeps/)")
+    w.add_argument("--scheduler", default=None, help="an existing dask scheduler (tcp://HOST:PORT)")
+    w.add_argument("--workers", type=int, default=2, help="local workers, one kernel each (default 2)")
+    w.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    w.set_defaults(func=cmd_sweep)
     return p
 
 

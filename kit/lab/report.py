@@ -32,10 +32,20 @@ def collect(paths) -> list[dict]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files = sorted(list(p.glob("*.json")) + list(p.glob("*.ipynb")))
-            if not files:
-                raise ValueError(f"results: no *.json or *.ipynb in folder {p}")
-            docs += collect(files)
+            # a folder: its result files (other JSON, e.g. a run's status, is skipped); its
+            # executed notebooks only when it has no result file (they hold the same results)
+            found = []
+            for f in sorted(p.glob("*.json")):
+                try:
+                    found.append(load_result(f))
+                except ValueError:
+                    continue
+            if not found:
+                for f in sorted(p.glob("*.ipynb")):
+                    found += read_notebook_results(f)
+            if not found:
+                raise ValueError(f"results: no kit result in folder {p}")
+            docs += found
         elif p.suffix == ".ipynb":
             found = read_notebook_results(p)
             if not found:
