@@ -119,7 +119,8 @@ def _sweep_figure(rows: list[dict]):
         f.line([r[xname] for r in pts], [r["fault_in_gbps"] for r in pts], legend_label=p,
                color=POLICY_COLOURS.get(p, "#888"), line_width=2)
         f.scatter([r[xname] for r in pts], [r["fault_in_gbps"] for r in pts], color=POLICY_COLOURS.get(p, "#888"))
-    f.legend.location = "top_left"
+    from ..viz.figures import legend_outside
+    legend_outside(f)
     return f
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import traceback
 import uuid
@@ -110,16 +111,17 @@ class Store:
         if "outdir" in parameter_names(notebook):
             run_params["outdir"] = str(tmp.resolve())
         out = tmp / notebook.name
+        # IPC kernel transport (no TCP ports to collide on); a socket path must stay under
+        # 107 bytes, so the sockets live in a short private folder of the system's temp dir
+        sock = Path(tempfile.mkdtemp(prefix="kit-k-"))
         try:
-            sock = tmp / ".kernel"
-            sock.mkdir()
             km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=str(sock / "k"))
             papermill.execute_notebook(str(notebook), str(out), parameters=run_params, kernel_name=kernel_name,
                                        progress_bar=False, cwd=str(tmp), execution_timeout=timeout, km=km)
         except Exception as e:       # the run failed; the sweep goes on
             state, error, tb = FAILED, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}", traceback.format_exc()
         finally:
-            shutil.rmtree(tmp / ".kernel", ignore_errors=True)
+            shutil.rmtree(sock, ignore_errors=True)
         # papermill points the executed notebook's outdir at the temporary folder: the results
         # are read from the side files here, not through that path
         files = {p.name: _digest(p) for p in tmp.iterdir() if p.is_file()}

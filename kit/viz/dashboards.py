@@ -31,6 +31,19 @@ from . import html as H
 from . import state as S
 
 
+_BOKEHJS = {"loaded": False}
+
+
+def load_bokehjs(force: bool = False) -> None:
+    """Load BokehJS into the notebook page (INLINE: no network), once per kernel."""
+    if _BOKEHJS["loaded"] and not force:
+        return
+    from bokeh.io import output_notebook
+    from bokeh.resources import INLINE
+    output_notebook(resources=INLINE, hide_banner=True)
+    _BOKEHJS["loaded"] = True
+
+
 def _bounded(name: str, v, lo: int, hi: int) -> int:
     """Constructor arguments are checked, not clamped by the widget."""
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -45,6 +58,11 @@ class Dashboard:
     widget: W.Widget
 
     def _repr_mimebundle_(self, **kw):
+        # jupyter_bokeh renders into a page that already has BokehJS: load it (INLINE, once
+        # per kernel), and send the document as it is now, not as it was when the widget was
+        # built (data pushed before the first display would otherwise be missing)
+        load_bokehjs()
+        self.plot.update_from_model(self.plot._model)
         return self.widget._repr_mimebundle_(**kw)
 
     def _status(self, text: str, error: bool = False) -> None:
@@ -206,17 +224,17 @@ class PolicyExplorer(Dashboard):
         self.fig_dm.hbar_stack(["DirectMap4k", "DirectMap2M", "DirectMap1G"], y="label", height=0.7,
                                source=self.src_dm, color=list(S.DM_COLOURS),
                                legend_label=["DirectMap4k", "DirectMap2M", "DirectMap1G"])
-        self.fig_dm.legend.orientation = "horizontal"
+        F.legend_outside(self.fig_dm)
+        self.answers = 0
+        self.last_ms = 0.0
+        self.results = {}
+        self.update()                   # the first answer is in the sources before the widget exists
         self.plot = BokehModel(column(self.fig_rate, self.fig_util, self.fig_dm))
         for w in (self.guests, self.vcpus, self.guest_mem, self.host_cores, self.host_mem, self.policies):
             w.observe(self._changed, names="value")
         self.widget = W.VBox([W.HBox([W.VBox([self.guests, self.vcpus, self.guest_mem]),
                                       W.VBox([self.host_cores, self.host_mem]), self.policies]),
                               self.status, self.plot])
-        self.answers = 0
-        self.last_ms = 0.0
-        self.results = {}
-        self.update()
 
     def _changed(self, _change) -> None:
         self.update()
@@ -260,10 +278,13 @@ class PolicyExplorer(Dashboard):
                 for p, r in results.items()]
         data = F.rate_data(rows)
         self.fig_rate.x_range.factors = [tuple(x) for x in data["x"]]
+        self.fig_rate.y_range.end = F.rate_top(data)
         self.src_rate.data = data
         util = {p: _grouped_util(r.utilisation) for p, r in results.items()}
-        self.fig_util.y_range.factors = pols
-        self.src_util.data = F.utilisation_data(util)
+        udata = F.utilisation_data(util)
+        self.fig_util.y_range.factors = [tuple(y) for y in udata["y"]]
+        self.fig_util.height = F.utilisation_height(len(udata["y"]))
+        self.src_util.data = udata
         self.fig_dm.y_range.factors = pols
         self.src_dm.data = {"label": pols, **{k: [r.directmap.get(k, 0) / 2**20 for r in results.values()]
                                               for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")}}

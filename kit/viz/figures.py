@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from bokeh.models import (ColumnDataSource, FactorRange, HoverTool, Legend, LegendItem,
-                          LinearColorMapper, Whisker)
+                          LinearColorMapper, Range1d, Whisker)
 from bokeh.plotting import figure
 
 from . import state as S
@@ -105,39 +105,58 @@ def rate_data(rows: list[dict]) -> dict:
 
 def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in rate: modelled (bars), measured (points, +-spread)"):
     factors = list(dict.fromkeys(tuple(x) for x in source.data["x"]))
-    f = figure(title=title, x_range=FactorRange(*factors), height=360, width=900,
-               y_axis_label="GB/s", tools="hover,save,reset,xpan", toolbar_location="above")
+    f = figure(title=title, x_range=FactorRange(*factors), y_range=Range1d(0, rate_top(source.data)),
+               height=360, width=900, y_axis_label="GB/s", tools="hover,save,reset,xpan", toolbar_location="above")
     f.vbar(x="x", top="model", width=0.8, source=source, fill_color="colour", line_color=None, legend_label="modelled")
     f.scatter(x="x", y="measured", source=source, size=8, color="black", legend_label="measured")
     f.add_layout(Whisker(source=source, base="x", upper="upper", lower="lower", line_color="black"))
     f.select_one(HoverTool).tooltips = [("", "@x"), ("model GB/s", "@model{0.00}"),
                                         ("measured GB/s", "@measured{0.00}"), ("bottleneck", "@bottleneck")]
     f.xaxis.major_label_orientation = 1.0
-    f.y_range.start = 0
-    f.legend.location = "top_left"
+    legend_outside(f)
     return f
 
 
+def rate_top(data: dict) -> float:
+    """The rate axis' top: above every bar and every error bar."""
+    vals = [v for v in list(data.get("model", [])) + list(data.get("upper", [])) if v == v]
+    return 1.1 * max(vals) if vals else 1.0
+
+
+def legend_outside(f) -> None:
+    """Legends to the right of the plot, never on the data."""
+    if f.legend:
+        leg = f.legend[0]
+        f.center = [r for r in f.center if r is not leg]
+        leg.location = "top_left"
+        f.add_layout(leg, "right")
+
+
 def utilisation_data(results: dict) -> dict:
-    """Stacked-bar data: per label (e.g. policy), the utilisation of each resource."""
-    labels = list(results)
-    res = list(RESOURCE_COLOURS)
-    out = {"label": labels}
-    for r in res:
-        out[r] = [float(results[k].get(r, 0.0)) for k in labels]
-    return out
+    """Grouped-bar data: per label (e.g. policy), one bar per resource with its utilisation
+    (each resource on its own bar: utilisations do not add up)."""
+    y, util, colour, res = [], [], [], []
+    for label, u in results.items():
+        for r in RESOURCE_COLOURS:
+            y.append((label, r))
+            util.append(float(u.get(r, 0.0)))
+            colour.append(RESOURCE_COLOURS[r])
+            res.append(r)
+    return {"y": y, "utilisation": util, "colour": colour, "resource": res}
 
 
-def utilisation_figure(source: ColumnDataSource, title: str = "Where the time goes: utilisation per resource"):
-    labels = list(source.data["label"])
-    f = figure(title=title, y_range=FactorRange(*labels) if labels else FactorRange("-"), height=60 + 34 * max(len(labels), 3),
-               width=900, x_axis_label="utilisation (1 = saturated)", tools="hover,save", toolbar_location="above")
-    res = list(RESOURCE_COLOURS)
-    f.hbar_stack(res, y="label", height=0.7, source=source, color=[RESOURCE_COLOURS[r] for r in res],
-                 legend_label=res)
-    f.select_one(HoverTool).tooltips = [("", "@label"), ("resource", "$name"), ("utilisation", "@$name{0.000}")]
-    f.legend.orientation = "horizontal"
-    f.legend.location = "top_right"
+def utilisation_height(bars: int) -> int:
+    return 60 + 14 * max(bars, 6)
+
+
+def utilisation_figure(source: ColumnDataSource, title: str = "Where the time goes: utilisation of each resource"):
+    factors = [tuple(y) for y in source.data["y"]] or [("-", "-")]
+    f = figure(title=title, y_range=FactorRange(*factors), height=utilisation_height(len(factors)),
+               width=900, x_range=(0, 1.05), x_axis_label="utilisation (1 = saturated)",
+               tools="hover,save", toolbar_location="above")
+    f.hbar(y="y", right="utilisation", height=0.8, source=source, fill_color="colour", line_color=None)
+    f.select_one(HoverTool).tooltips = [("", "@y"), ("utilisation", "@utilisation{0.000}")]
+    f.ygrid.grid_line_color = None
     return f
 
 
@@ -171,7 +190,7 @@ def directmap_series_figure(source: ColumnDataSource, title: str = "Direct map (
                tools="pan,wheel_zoom,reset,save,hover", toolbar_location="above")
     for k, c in zip(("DirectMap4k", "DirectMap2M", "DirectMap1G"), S.DM_COLOURS):
         f.line("t_s", k, source=source, line_width=2, color=c, legend_label=k)
-    f.legend.location = "center_right"
+    legend_outside(f)
     return f
 
 
@@ -181,7 +200,7 @@ def lockwait_series_figure(source: ColumnDataSource, title: str = "Lock waits (w
     for k, c in zip(("cpa_lock", "pgd_lock", "vm_lock", "guest_lock"),
                     ("#e76f51", "#f4a261", "#e9c46a", "#8ab17d")):
         f.line("t_s", f"wait_{k}", source=source, line_width=2, color=c, legend_label=k)
-    f.legend.location = "top_right"
+    legend_outside(f)
     return f
 
 
