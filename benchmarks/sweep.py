@@ -29,7 +29,7 @@ def main() -> None:
     import papermill
 
     from kit.lab.store import Store
-    from kit.lab.sweep import sweep
+    from kit.lab.batch import sweep
     rates = {}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as d:

@@ -194,7 +194,7 @@ def cmd_report(args) -> int:
 def cmd_run(args) -> int:
     """``kit run NOTEBOOK [-p NAME VALUE]... [-o OUTDIR]``."""
     from .lab.runner import notebook_path, parameter_names
-    from .lab.sweep import parse_value, run, validate
+    from .lab.batch import parse_value, run, validate
     try:
         src = notebook_path(args.notebook)
         info = parameter_names(src)
@@ -223,7 +223,7 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     """``kit sweep NOTEBOOK --grid NAME=V1,V2 ... [--seeds N] [-o OUTDIR] [--scheduler ADDR] [--workers N]``."""
-    from .lab.sweep import sweep
+    from .lab.batch import sweep
     try:
         df = sweep(args.notebook, args.grid, seeds=args.seeds, outdir=args.out, scheduler=args.scheduler,
                    workers=args.workers, timeout=args.timeout)

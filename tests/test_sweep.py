@@ -15,7 +15,7 @@ import pytest
 
 from kit.cli import main
 from kit.lab.store import Store, notebook_hash, run_key
-from kit.lab.sweep import sweep
+from kit.lab.batch import sweep
 
 PROBE = Path(__file__).parent / "notebooks" / "data" / "probe.ipynb"
 PY = sys.executable
@@ -196,3 +196,25 @@ def test_kit_run_reports_a_failing_notebook(tmp_path, capsys):
     assert main(["run", str(PROBE), "-p", "fail", "true", "-o", str(tmp_path / "f")]) == 1
     assert "probe failed as asked" in capsys.readouterr().err
     assert (tmp_path / "f" / "probe.ipynb").exists()       # the executed notebook is kept
+
+
+def test_python_api_returns_the_table(tmp_path):
+    import kit
+    df = kit.lab.sweep(PROBE, {"x": [2, 3], "label": ["b"]}, outdir=tmp_path, workers=1, progress=False, report=False)
+    assert list(df["probe.y"]) == [4, 9] and list(df["p.label"]) == ["b", "b"]
+
+
+def test_no_kernel_is_left_running(tmp_path):
+    """papermill shuts down only kernels whose manager it created: the kit stops its own."""
+    import psutil
+
+    from kit.lab.runner import run_notebook
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    run_notebook(PROBE, tmp_path / "a", x=1)
+    Store(tmp_path / "s").execute(PROBE, {"x": 2})
+    Store(tmp_path / "s").execute(PROBE, {"x": 3, "fail": True})
+    time.sleep(0.5)
+    left = [p for p in me.children(recursive=True) if p.pid not in before and p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [p.cmdline() for p in left]

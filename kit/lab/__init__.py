@@ -8,4 +8,11 @@ from .report import report
 from .runner import NOTEBOOKS, run_notebook
 from .validate import check
 
-__all__ = ["MIME", "check", "record", "read_notebook_results", "report", "run_notebook", "NOTEBOOKS", "timestamp"]
+
+def sweep(notebook, grid, **kw):
+    """Every combination of ``grid`` as one run on dask.distributed; the table (see
+    :func:`kit.lab.batch.sweep`)."""
+    from .batch import sweep as _sweep
+    return _sweep(notebook, grid, **kw)
+
+__all__ = ["MIME", "check", "record", "read_notebook_results", "report", "run_notebook", "NOTEBOOKS", "timestamp", "sweep"]

@@ -9,6 +9,20 @@ from .record import read_notebook_results
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
+def shutdown(km) -> None:
+    """Stop the kernel of a manager we passed to papermill: nbclient shuts down only kernels
+    whose manager it created itself."""
+    try:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+    except Exception:             # already gone
+        pass
+    try:
+        km.cleanup_resources()
+    except Exception:
+        pass
+
+
 def notebook_path(name) -> Path:
     """``name`` is a notebook in ``notebooks/`` (without ``.ipynb``) or a path."""
     p = Path(name)
@@ -45,6 +59,9 @@ def run_notebook(name, outdir, *, timeout: int = 900, **params):
     # files live in a private temporary folder
     with tempfile.TemporaryDirectory(prefix="kit-kernel-") as sock:
         km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sock) / "kernel"))
-        papermill.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
-                                   progress_bar=False, cwd=str(outdir), execution_timeout=timeout, km=km)
+        try:
+            papermill.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
+                                       progress_bar=False, cwd=str(outdir), execution_timeout=timeout, km=km)
+        finally:
+            shutdown(km)
     return out, read_notebook_results(out)

@@ -107,7 +107,7 @@ class Store:
         started, t0 = timestamp(), time.perf_counter()
         state, error, tb = COMPLETE, None, None
         run_params = dict(params)
-        from .runner import parameter_names
+        from .runner import parameter_names, shutdown
         if "outdir" in parameter_names(notebook):
             run_params["outdir"] = str(tmp.resolve())
         out = tmp / notebook.name
@@ -116,8 +116,11 @@ class Store:
         sock = Path(tempfile.mkdtemp(prefix="kit-k-"))
         try:
             km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=str(sock / "k"))
-            papermill.execute_notebook(str(notebook), str(out), parameters=run_params, kernel_name=kernel_name,
-                                       progress_bar=False, cwd=str(tmp), execution_timeout=timeout, km=km)
+            try:
+                papermill.execute_notebook(str(notebook), str(out), parameters=run_params, kernel_name=kernel_name,
+                                           progress_bar=False, cwd=str(tmp), execution_timeout=timeout, km=km)
+            finally:
+                shutdown(km)
         except Exception as e:       # the run failed; the sweep goes on
             state, error, tb = FAILED, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}", traceback.format_exc()
         finally:

@@ -1,4 +1,4 @@
-"""``kit run`` and ``kit sweep``: notebooks as experiments, one papermill run per parameter set.
+"""``kit run`` and ``kit sweep`` (``kit.lab.sweep``): notebooks as experiments, one papermill run per parameter set.
 
 Parameters are checked before any kernel starts: names against the notebook's ``parameters``
 cell (``papermill.inspect_notebook``), values by executing the notebook's own validation cell
