@@ -218,3 +218,11 @@ def test_no_kernel_is_left_running(tmp_path):
     left = [p for p in me.children(recursive=True) if p.pid not in before and p.is_running()
             and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, [p.cmdline() for p in left]
+
+
+@pytest.mark.parametrize("params,timeout,want", [({"die": True}, 60, "DeadKernelError"),
+                                                 ({"sleep": 30.0}, 2, "CellTimeoutError")])
+def test_a_dead_kernel_or_a_timeout_is_a_failed_run_with_its_notebook(tmp_path, params, timeout, want):
+    st = Store(tmp_path).execute(PROBE, params, timeout=timeout)
+    assert st["state"] == "failed" and want in st["error"] + st["traceback"], st["error"]
+    assert "probe.ipynb" in st["files"] and Store(tmp_path).status(st["key"])["state"] == "failed"

@@ -9,18 +9,33 @@ from .record import read_notebook_results
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
-def shutdown(km) -> None:
-    """Stop the kernel of a manager we passed to papermill: nbclient shuts down only kernels
-    whose manager it created itself."""
-    try:
-        if km.has_kernel:
-            km.shutdown_kernel(now=True)
-    except Exception:             # already gone
-        pass
-    try:
-        km.cleanup_resources()
-    except Exception:
-        pass
+def ipc_kernel_manager():
+    """A ``KernelManager`` class whose kernels talk over IPC sockets (no TCP ports to
+    collide on when many kernels start at once) in a short private folder (a socket path must
+    stay under 107 bytes), removed when the kernel is cleaned up. Given to papermill as
+    ``kernel_manager_class``, so nbclient creates, times and shuts down the kernel itself
+    (a manager passed in as ``km`` is neither shut down nor given the cell timeout)."""
+    import shutil
+
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IpcKernelManager(AsyncKernelManager):     # async: nbclient enforces cell timeouts only then
+        @default("transport")
+        def _default_transport(self):
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self):
+            self._kit_sockdir = tempfile.mkdtemp(prefix="kit-k-")
+            return str(Path(self._kit_sockdir) / "k")
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart and getattr(self, "_kit_sockdir", None):
+                shutil.rmtree(self._kit_sockdir, ignore_errors=True)
+
+    return IpcKernelManager
 
 
 def notebook_path(name) -> Path:
@@ -45,7 +60,6 @@ def run_notebook(name, outdir, *, timeout: int = 900, **params):
     """Execute a notebook with ``params`` (names checked against its parameters cell first)
     into ``outdir``; returns (executed notebook path, recorded results)."""
     import papermill
-    from jupyter_client.manager import KernelManager
     src = notebook_path(name)
     known = parameter_names(src)
     bad = sorted(set(params) - set(known))
@@ -55,13 +69,7 @@ def run_notebook(name, outdir, *, timeout: int = 900, **params):
     outdir.mkdir(parents=True, exist_ok=True)
     params = {"outdir": str(outdir.resolve()), **params} if "outdir" in known else params
     out = outdir / src.name
-    # IPC transport: no TCP ports to collide on when many kernels start at once; its socket
-    # files live in a private temporary folder
-    with tempfile.TemporaryDirectory(prefix="kit-kernel-") as sock:
-        km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sock) / "kernel"))
-        try:
-            papermill.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
-                                       progress_bar=False, cwd=str(outdir), execution_timeout=timeout, km=km)
-        finally:
-            shutdown(km)
+    papermill.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
+                               progress_bar=False, cwd=str(outdir), execution_timeout=timeout,
+                               kernel_manager_class=ipc_kernel_manager())
     return out, read_notebook_results(out)

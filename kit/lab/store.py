@@ -95,7 +95,6 @@ class Store:
         A failing run (error in a cell, dead kernel, timeout) is stored as failed with its
         error, traceback and executed notebook. Returns the run's status."""
         import papermill
-        from jupyter_client.manager import KernelManager
         notebook = Path(notebook)
         nb_hash = nb_hash or notebook_hash(notebook)
         key = run_key(nb_hash, params)
@@ -107,24 +106,16 @@ class Store:
         started, t0 = timestamp(), time.perf_counter()
         state, error, tb = COMPLETE, None, None
         run_params = dict(params)
-        from .runner import parameter_names, shutdown
+        from .runner import ipc_kernel_manager, parameter_names
         if "outdir" in parameter_names(notebook):
             run_params["outdir"] = str(tmp.resolve())
         out = tmp / notebook.name
-        # IPC kernel transport (no TCP ports to collide on); a socket path must stay under
-        # 107 bytes, so the sockets live in a short private folder of the system's temp dir
-        sock = Path(tempfile.mkdtemp(prefix="kit-k-"))
         try:
-            km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=str(sock / "k"))
-            try:
-                papermill.execute_notebook(str(notebook), str(out), parameters=run_params, kernel_name=kernel_name,
-                                           progress_bar=False, cwd=str(tmp), execution_timeout=timeout, km=km)
-            finally:
-                shutdown(km)
+            papermill.execute_notebook(str(notebook), str(out), parameters=run_params, kernel_name=kernel_name,
+                                       progress_bar=False, cwd=str(tmp), execution_timeout=timeout,
+                                       kernel_manager_class=ipc_kernel_manager())
         except Exception as e:       # the run failed; the sweep goes on
             state, error, tb = FAILED, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}", traceback.format_exc()
-        finally:
-            shutil.rmtree(sock, ignore_errors=True)
         # papermill points the executed notebook's outdir at the temporary folder: the results
         # are read from the side files here, not through that path
         files = {p.name: _digest(p) for p in tmp.iterdir() if p.is_file()}

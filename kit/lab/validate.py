@@ -104,9 +104,13 @@ RULES = {
     "guest_mem": _size, "host_mem": _size, "touched": _size, "fragmentation_guest_mem": _size,
     "seed": _int(0), "steps": _int(1, 1_000_000), "p4k": _fraction,
     "vcpu_sweep": _ints(1, 1024), "guest_sweep": _ints(1, 64), "core_sweep": _ints(1, 4096),
-    "asids": _int(1, 1006), "min_sev_asid": _int(1, 1007), "vms": _int(1, 4096),
+    "min_sev_asid": _int(1, 1007), "vms": _int(1, 4096),
     "pages": _int(1, 1 << 20), "runs": _int(1, 1000),
     "configs": _configs, "start": _start, "des": _bool, "outdir": _text, "title": _text,
+    # KVM model notebooks (tour, memory-attributes, asid-mirroring)
+    "vm_type": _choice(("sw-protected", "snp")), "owners": _choices(("userspace", "guest")),
+    "npf_policies": _choices(("exit", "auto-convert")), "max_exits": _int(1, 1000),
+    "gmem_hugepages": _bool, "max_sev_asid": _int(1, 1006),
 }
 
 
