@@ -34,6 +34,16 @@ PFERR_GUEST_SIZEM_MASK = 1 << 35
 PFERR_GUEST_VMPL_MASK = 1 << 36
 
 
+# the kernel's names where Python's errorcode picks an alias (95 is EOPNOTSUPP in the kernel's
+# include/uapi/asm-generic/errno.h; glibc's ENOTSUP has the same value)
+_KERNEL_NAMES = {_errno.EOPNOTSUPP: "EOPNOTSUPP", _errno.EAGAIN: "EAGAIN", _errno.EDEADLK: "EDEADLK"}
+
+
+def errno_name(err: int) -> str:
+    """The kernel's name of errno ``err`` (``EOPNOTSUPP``, not ``ENOTSUP``)."""
+    return _KERNEL_NAMES.get(err) or _errno.errorcode.get(err, str(err))
+
+
 class KitError(Exception):
     """Base class of the kit's own errors (not raised for bad arguments: those are ValueError)."""
 
@@ -42,7 +52,7 @@ class KernelError(OSError):
     """A kernel function failed with ``-errno``: ``.errno`` is the kernel's errno."""
 
     def __init__(self, err: int, detail: str = ""):
-        name = _errno.errorcode.get(err, str(err))
+        name = errno_name(err)
         msg = f"{name}: {os.strerror(err)}" + (f" ({detail})" if detail else "")
         super().__init__(err, msg)
         self.detail = detail

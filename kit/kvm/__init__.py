@@ -1,7 +1,7 @@
-"""KVM behind its uAPI: ``Kvm`` (/dev/kvm), ``VM``, memslots, memory attributes, guest_memfd.
-
-Work in progress towards the full KVM model: vCPUs and the fault path, SNP (gmem prepare and
-invalidate, RMP faults, page-state change), ASIDs and mirrors are not modelled yet.
+"""KVM behind its uAPI: ``Kvm`` (/dev/kvm), ``VM``, memslots, memory attributes, guest_memfd,
+vCPUs and the fault path (:mod:`.mmu`), SEV ASIDs, mirrors and moves (:mod:`.sev`), SNP
+(guest_memfd prepare/invalidate, RMP faults, GHCB page-state change, launch: :mod:`.snp`) and a
+QEMU-style VMM (:mod:`.vmm`). Errors are ``KvmError`` with the kernel's errno.
 """
 from . import uapi
 from .vm import VM, GuestMemfd, Kvm, Memslot

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import PFERR_GUEST_SIZEM_MASK, KvmError, NestedPageFault
+from ..errors import errno_name, PFERR_GUEST_SIZEM_MASK, KvmError, NestedPageFault
 from ..units import PAGE_2M, PAGE_4K
 from . import uapi as U
 from .mmu import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit, Hypercall
@@ -392,7 +392,7 @@ def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: in
         done += 1
     if err and not done:
         e = KvmError(errno.EIO, f"kvm_gmem_populate failed at gfn {gfn_start:#x}: "
-                     f"{errno.errorcode.get(-err, err)} (fw_error {fw_error:#x})")
+                     f"{errno_name(-err)} (fw_error {fw_error:#x})")
         e.fw_error = fw_error
         raise e
     return LaunchUpdateParams(gfn_start + done, (asked - done) << 12,

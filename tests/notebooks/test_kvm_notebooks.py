@@ -34,7 +34,7 @@ def test_tour(run_nb):
     assert res["asid"] == 1                                   # SNP: the first of 1..min_sev_asid-1
     assert res["gmem_steps"] == [
         ["KVM_CREATE_GUEST_MEMFD flags=INIT_SHARED", "EINVAL"], ["KVM_CREATE_GUEST_MEMFD size=4095", "EINVAL"],
-        ["fallocate mode=0 (no KEEP_SIZE)", errno.errorcode[errno.EOPNOTSUPP]],
+        ["fallocate mode=0 (no KEEP_SIZE)", "EOPNOTSUPP"],
         ["fallocate KEEP_SIZE offset=1", "EINVAL"], ["fallocate KEEP_SIZE at EOF", "EINVAL"],
         ["fallocate KEEP_SIZE 0..2M", "0"], ["fallocate KEEP_SIZE|PUNCH_HOLE 0..2M", "0"],
         ["fallocate KEEP_SIZE|PUNCH_HOLE at EOF", "0"], ["ftruncate", "EINVAL"],
