@@ -41,7 +41,8 @@ def main() -> None:
             print(f"{a.runs}-run sweep on {workers} worker{'s' if workers > 1 else ''}: {dt:.1f} s, "
                   f"{rates[workers]:.1f} runs/min (cluster start included)")
     print(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
-    bare, kit = [], []
+    from kit.lab.runner import ipc_kernel_manager
+    bare, bare_ipc, kit = [], [], []
     with tempfile.TemporaryDirectory() as d:
         for i in range(a.overhead_runs):
             t0 = time.perf_counter()
@@ -49,12 +50,19 @@ def main() -> None:
                                        kernel_name="python3", progress_bar=False, cwd=d)
             bare.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
+            papermill.execute_notebook(str(PROBE), f"{d}/ipc-{i}.ipynb", parameters={"x": 100 + i, "outdir": d},
+                                       kernel_name="python3", progress_bar=False, cwd=d,
+                                       kernel_manager_class=ipc_kernel_manager())
+            bare_ipc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
             st = Store(Path(d) / "store").execute(PROBE, {"x": 100 + i})
             kit.append(time.perf_counter() - t0)
             assert st["state"] == "complete", st
-    b, k = statistics.median(bare), statistics.median(kit)
-    print(f"one run, median of {a.overhead_runs}: bare papermill {b * 1e3:.0f} ms, kit store {k * 1e3:.0f} ms, "
-          f"overhead {(k - b) * 1e3:+.0f} ms per run ({k / b:.2f}x)")
+    b, bi, k = statistics.median(bare), statistics.median(bare_ipc), statistics.median(kit)
+    print(f"one run, median of {a.overhead_runs}: bare papermill {b * 1e3:.0f} ms (TCP kernel), "
+          f"{bi * 1e3:.0f} ms (the kit's IPC kernel manager), kit store {k * 1e3:.0f} ms")
+    print(f"kit overhead per run: {(k - b) * 1e3:+.0f} ms over the bare call ({k / b:.2f}x), "
+          f"{(k - bi) * 1e3:+.0f} ms over the same call on IPC ({k / bi:.2f}x: checks, store, digests, rename)")
 
 
 if __name__ == "__main__":
