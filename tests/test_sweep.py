@@ -53,7 +53,7 @@ def dask_cluster(tmp_path):
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     bindir = Path(PY).parent
     procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               "--no-dashboard", "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True, env=env)]
     for i in range(2):
         procs.append(subprocess.Popen([str(bindir / "dask"), "worker", addr, "--nworkers", "1", "--nthreads", "1",

@@ -207,8 +207,11 @@ def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", schedule
         if scheduler:
             client = Client(scheduler, timeout=30)
         else:
+            # no dashboard; the scheduler's small HTTP server (health checks) on a free loopback
+            # port, so two sweeps on one machine do not compete for 8787
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+                                   host="127.0.0.1", dashboard_address=None,
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             client = Client(cluster)
         try:
             futs = [client.submit(_execute, str(outdir.resolve()), str(src.resolve()), p, nb_hash, timeout,
