@@ -88,3 +88,19 @@ def test_none_policy_overlap_case_is_found_and_reported_as_an_rmp_fault():
     assert h.rmp.region_has_assigned(np.array([oops.pfn // R]))[0]   # over a private 4K page
     # the minimal case: one 4K page made private, the host writes another page of its 2M
     assert len(seq) == 1 and seq[0][0] == "private" and seq[0][3] == PAGE_4K
+
+
+@settings(deadline=None, max_examples=100)
+@given(policy=st.sampled_from(sorted(DIRECTMAP_POLICIES)), seq=ops)
+def test_directmap_counts_follow_every_split_and_collapse(policy, seq):
+    """The DirectMap lines are kept as running counts (like ``direct_pages_count[]``); after any
+    sequence of conversions, splits and collapses they equal a count of the page tables' levels."""
+    h = Host(mem=2 * GiB, cores=8, directmap_policy=policy, overlap_retries=0)
+    for o in seq:
+        try:
+            apply(h, o)
+        except HostOops:
+            pass
+        n = np.bincount(h.directmap.lvl, minlength=3) * 2048
+        assert h.directmap.counts() == {"DirectMap4k": int(n[0]), "DirectMap2M": int(n[1]),
+                                        "DirectMap1G": int(n[2])}

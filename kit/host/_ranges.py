@@ -33,6 +33,17 @@ def region_span(pfn: int, npages: int) -> tuple[int, int, int, int]:
     return r0, r1, pfn % PAGES_PER_2M, (end - 1) % PAGES_PER_2M + 1
 
 
+def pfn_runs(pfns) -> list[tuple[int, int]]:
+    """(start, npages) runs of consecutive frames (or any indices) covering the distinct
+    ``pfns``, in order: a per-page operation that does not depend on order, done once per run."""
+    p = np.unique(np.asarray(pfns, dtype=np.int64))
+    if not len(p):
+        return []
+    cut = np.flatnonzero(np.diff(p) != 1) + 1
+    starts, ends = np.concatenate(([0], cut)), np.concatenate((cut, [len(p)]))
+    return [(int(p[a]), int(e - a)) for a, e in zip(starts, ends)]
+
+
 def page_mask(r0: int, r1: int, off0: int, off1: int, regions: np.ndarray) -> np.ndarray:
     """(len(regions), 512) bool: which 4K pages of each listed region lie inside the range."""
     idx = np.arange(PAGES_PER_2M)

@@ -54,6 +54,9 @@ class DirectMap:
         if self.gbpages:
             full = (self.nr_regions // REGIONS_PER_1G) * REGIONS_PER_1G
             self.lvl[:full] = LVL_1G
+        # 2M regions mapped at each level, kept up to date as the kernel keeps
+        # ``direct_pages_count[]`` (set_memory.c ``update_page_count``/``split_page_count``)
+        self._nregions = [int(n) for n in np.bincount(self.lvl, minlength=3)]
         self._didx = LazyIndex(self.nr_regions)
         # 512 present bits (little-endian bit order, 1 = present) for each split region that has
         # a not-present page; a split region without a slot is all present
@@ -89,7 +92,7 @@ class DirectMap:
         """The DirectMap lines of /proc/meminfo, in kB (``arch_report_meminfo``).
 
         ``DirectMap1G`` is shown only with ``direct_gbpages``, as in the kernel."""
-        n = np.bincount(self.lvl, minlength=3)
+        n = self._nregions
         out = {"DirectMap4k": int(n[LVL_4K]) * 2048, "DirectMap2M": int(n[LVL_2M]) * 2048}
         if self.gbpages:
             out["DirectMap1G"] = int(n[LVL_1G]) * 2048
@@ -98,6 +101,11 @@ class DirectMap:
     @property
     def nbytes(self) -> int:
         return self.lvl.nbytes + self._didx.nbytes + self._pool.nbytes
+
+    def _move(self, src: int, dst: int, n: int) -> None:
+        """``n`` 2M regions change mapping level (the page counts of ``split_page_count``)."""
+        self._nregions[src] -= n
+        self._nregions[dst] += n
 
     # ----------------------------------------------------------------- splits
     def _split(self, regions: np.ndarray) -> dict:
@@ -112,11 +120,13 @@ class DirectMap:
         regions = _sorted_unique(np.asarray(regions))
         lv = self.lvl[regions]
         chunks_1g = _sorted_unique(regions[lv == LVL_1G] // REGIONS_PER_1G)
-        for c in chunks_1g:
-            self.lvl[c * REGIONS_PER_1G:(c + 1) * REGIONS_PER_1G] = LVL_2M
+        if len(chunks_1g):
+            self.lvl[(chunks_1g[:, None] * REGIONS_PER_1G + np.arange(REGIONS_PER_1G)).ravel()] = LVL_2M
+        self._move(LVL_1G, LVL_2M, len(chunks_1g) * REGIONS_PER_1G)
         to_4k = regions[self.lvl[regions] == LVL_2M]
         if len(to_4k):
             self.lvl[to_4k] = LVL_4K
+            self._move(LVL_2M, LVL_4K, len(to_4k))
         splits = len(chunks_1g) + len(to_4k)
         self.vmstat["direct_map_level3_splits"] += len(chunks_1g)
         self.vmstat["direct_map_level2_splits"] += len(to_4k)
@@ -228,12 +238,14 @@ class DirectMap:
         n2 = len(regions)
         if n2:
             self.lvl[regions] = LVL_2M
+            self._move(LVL_4K, LVL_2M, n2)
         n1 = 0
         if (self.gbpages if gbpages is None else gbpages) and n2:
             for c in np.unique(regions // REGIONS_PER_1G):
                 sl = slice(c * REGIONS_PER_1G, (c + 1) * REGIONS_PER_1G)
                 if sl.stop <= self.nr_regions and np.all(self.lvl[sl] == LVL_2M):
                     self.lvl[sl] = LVL_1G
+                    self._move(LVL_2M, LVL_1G, REGIONS_PER_1G)
                     n1 += 1
         self.vmstat["direct_map_level2_collapses"] += n2
         self.vmstat["direct_map_level3_collapses"] += n1

@@ -392,6 +392,12 @@ class Rmp:
             if not size2m and f & F_2M and f & F_ASSIGNED:
                 return self.rules.overlap_4k_in_2m, pfn
             return 0, -1
+        if r0 == r1 and not self.in_use and not size2m:
+            # 4K updates inside one region held entry by entry: only Immutable can fail
+            imm = self._pool.meta[self.didx[r0], off0:off1] & _META_OF[F_IMMUTABLE]
+            if imm.any():
+                return self.rules.immutable_update, pfn + int(np.argmax(imm != 0))
+            return 0, -1
         regions = np.arange(r0, r1 + 1)
         f = self.flags[regions]
         # cheap screen over all regions: which might fail?
@@ -488,6 +494,18 @@ class Rmp:
     def _write_4k(self, r, lo, hi, bits, asid, gfn_first, *, linear) -> None:
         """4K entries [lo, hi) of region r := bits/asid/gfn (a 2M *unassigned* entry there
         first becomes 512 4K entries: see :attr:`RmpRules.overlap_4k_in_2m`)."""
+        if self.flags[r] & F_DETAIL:
+            # already held entry by entry: write the slice in place; the whole-region path
+            # below only when the region may have become uniform (compressed again)
+            s = self.didx[r]
+            meta = self._pool.meta[s]
+            meta[lo:hi] = int(_flags_to_meta(np.uint8(bits))) | asid
+            g = np.uint64(gfn_first) + (np.arange(hi - lo, dtype=np.uint64) if linear else np.uint64(0))
+            self._pool.gfn_lo[s, lo:hi] = (g & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+            self._pool.gfn_hi[s, lo:hi] = (g >> np.uint64(32)).astype(np.uint8)
+            if meta[0] == meta[-1] and np.all(meta == meta[0]):
+                self._store(r, *self._expand(r))
+            return
         if self.flags[r] & F_2M:
             self._smash_region(r)
         flags, asids, gfn = self._expand(r)

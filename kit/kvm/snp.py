@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import errno_name, PFERR_GUEST_SIZEM_MASK, KvmError, NestedPageFault
+from ..host._ranges import pfn_runs
 from ..units import PAGE_2M, PAGE_4K
 from . import uapi as U
 from .mmu import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit, Hypercall
@@ -102,8 +103,8 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
         pfns = host.memory.alloc(9, "guest", count=len(missing))
         host.ledger.record("gmem_folio", bytes_zeroed=PAGE_2M * len(missing))
         f.folios.update(zip(missing, (int(p) for p in pfns)))
-        for i in missing:
-            f.allocated.set(i << 9, (i + 1) << 9, 1)
+        for i, n in pfn_runs(missing):          # folio indices, one range per run
+            f.allocated.set(i << 9, (i + n) << 9, 1)
     pfns = np.fromiter((f.folios[i] for i in range(f0, f0 + nunits)), dtype=np.int64, count=nunits)
     todo = ~host.rmp.region_has_assigned(pfns // R)
     # runs of units whose folios are consecutive in host memory: one RMPUPDATE range each
@@ -432,14 +433,20 @@ def snp_launch_finish(vm) -> int:
     if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active or vm.snp_launched:
         raise KvmError(errno.EINVAL, "not an initialised SNP VM in its launch phase")
     host = vm.kvm.host
+    vmsas = []
     for vcpu in vm.vcpus.values():          # snp_launch_update_vmsa, before LAUNCH_FINISH
         if host.rmp_make_private(vcpu.vmsa_pfn, SNP_INITIAL_VMSA_GPA, PAGE_4K, vm.asid, True):
             raise KvmError(errno.EINVAL, f"rmp_make_private failed for the VMSA of vCPU {vcpu.id}")
-        host.rmp.firmware_set(vcpu.vmsa_pfn, vmsa=True)
+        vmsas.append(vcpu.vmsa_pfn)
+    # the firmware's per-page changes (VMSA bit; then Pre-Guest -> Guest-Valid) touch no other
+    # page and nothing reads them in between, so they are applied once per run of frames
+    for pfn, n in pfn_runs(vmsas):
+        host.rmp.firmware_set(pfn, n, vmsa=True)
+    for vcpu in vm.vcpus.values():
         vcpu.vmsa_protected = True
-        vm.launch_pages.append(vcpu.vmsa_pfn)
-    for pfn in vm.launch_pages:
-        host.rmp.firmware_set(pfn, validated=True, immutable=False)
+    vm.launch_pages.extend(vmsas)
+    for pfn, n in pfn_runs(vm.launch_pages):
+        host.rmp.firmware_set(pfn, n, validated=True, immutable=False)
     vm.snp_launched = True
     vm.pre_fault_allowed = True
     return 0

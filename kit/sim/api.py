@@ -210,11 +210,13 @@ def analytic_trace(s: Scenario):
     from dataclasses import replace
     # the semantic trace does not depend on the host's core count (only ASID recycling, which
     # these workloads never reach, records per-core work), so one trace serves every core count
-    key = replace(s, engine="analytic", host_cores=TRACE_CORES)
+    # and the trace covers one guest of each kind, so the number of identical guests is not
+    # part of the key either: the sample is the key
+    distinct = tuple(dict.fromkeys(s.specs))          # one guest of each kind, in order
+    sample = replace(s, engine="analytic", host_cores=TRACE_CORES, guests=len(distinct), specs=distinct,
+                     vcpus=distinct[0][0], guest_mem=distinct[0][1], steps=min(s.steps, ANALYTIC_STEPS))
+    key = sample
     if key not in _TRACE_CACHE:
-        distinct = tuple(dict.fromkeys(s.specs))          # one guest of each kind, in order
-        sample = replace(key, guests=len(distinct), specs=distinct, vcpus=distinct[0][0],
-                         guest_mem=distinct[0][1], steps=min(s.steps, ANALYTIC_STEPS))
         chunks = [min(sample.touched_chunks(g), ANALYTIC_SAMPLE // T.ACCEPT_CHUNK)
                   for g in range(len(distinct))]
         if len(_TRACE_CACHE) > 64:
