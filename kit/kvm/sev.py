@@ -8,6 +8,10 @@
 - ``sev_vm_copy_enc_context_from`` / ``sev_vm_move_enc_context_from``: the checks and errnos of
   the kit's reference notes (snp-rmp.md §5), including the 2026 patch rejecting SNP sources
   (named parameter ``Kvm.block_snp_mirror``).
+- ``sev_mem_enc_ioctl``'s common checks (:func:`sev_mem_enc_check`): a mirror may only issue
+  LAUNCH_UPDATE_VMSA, GUEST_STATUS, DBG_DECRYPT and DBG_ENCRYPT; an SNP VM only SNP commands.
+  ``KVM_MEMORY_ENCRYPT_REG_REGION`` / ``UNREG_REGION`` (``sev_mem_enc_register_region``,
+  ``sev_mem_enc_unregister_region``): the regions a VMM pins for the guest.
 """
 from __future__ import annotations
 
@@ -64,10 +68,61 @@ class AsidSpace:
         self.reclaim.add(asid)
 
 
-def sev_init(vm) -> int:
-    """``KVM_SEV_INIT2``-like: only SEV/SEV-ES/SNP VMs (EINVAL otherwise), once (EINVAL), and
-    before vCPUs exist (EINVAL); allocates the ASID."""
+# is_cmd_allowed_from_mirror (arch/x86/kvm/svm/sev.c)
+MIRROR_COMMANDS = frozenset({U.KVM_SEV_LAUNCH_UPDATE_VMSA, U.KVM_SEV_GUEST_STATUS,
+                             U.KVM_SEV_DBG_DECRYPT, U.KVM_SEV_DBG_ENCRYPT})
+
+
+def sev_mem_enc_check(vm, cmd: int) -> None:
+    """The checks ``sev_mem_enc_ioctl`` makes before dispatching sub-command ``cmd``, in its
+    order: an unknown command -> EINVAL (the switch's default; checked here first, which
+    no errno distinguishes); a mirror issuing anything but :data:`MIRROR_COMMANDS` -> EINVAL
+    ("only the enc_context_owner handles some memory enc operations"); an SNP VM issuing a
+    command below ``KVM_SEV_SNP_LAUNCH_START`` -> EPERM."""
     vm._alive()
+    if cmd not in U.SEV_CMD_NAMES:
+        raise KvmError(errno.EINVAL, f"unknown KVM_MEMORY_ENCRYPT_OP command {cmd}")
+    if vm.mirror_of is not None and cmd not in MIRROR_COMMANDS:
+        raise KvmError(errno.EINVAL, f"{U.SEV_CMD_NAMES[cmd]} is not allowed from a mirror VM")
+    if vm.type == U.KVM_X86_SNP_VM and vm.sev_active and cmd < U.KVM_SEV_SNP_LAUNCH_START:
+        raise KvmError(errno.EPERM, f"{U.SEV_CMD_NAMES[cmd]} is not allowed on an SNP VM")
+
+
+def register_region(vm, addr: int, size: int) -> int:
+    """``KVM_MEMORY_ENCRYPT_REG_REGION`` (``sev_mem_enc_register_region``): not an SEV VM ->
+    ENOTTY; a mirror -> EINVAL (it is not responsible for the context); ``sev_pin_memory``:
+    size 0 or a range that wraps -> EINVAL. The region (the VMM's pages pinned for the guest)
+    is added to the VM's list. Pinning itself is not modelled (the VMM's memory is not host
+    frames of the model)."""
+    if not vm.sev_active:
+        raise KvmError(errno.ENOTTY, "not an SEV guest")
+    if vm.mirror_of is not None:
+        raise KvmError(errno.EINVAL, "a mirror VM does not register encrypted regions")
+    if size == 0 or addr + size > 1 << 64:
+        raise KvmError(errno.EINVAL, "size 0 or a range that wraps")
+    vm.enc_regions.append((addr, size))
+    return 0
+
+
+def unregister_region(vm, addr: int, size: int) -> int:
+    """``KVM_MEMORY_ENCRYPT_UNREG_REGION`` (``sev_mem_enc_unregister_region``): not an SEV VM
+    -> ENOTTY; a mirror -> EINVAL; no region with exactly this address and size
+    (``find_enc_region``) -> EINVAL."""
+    if not vm.sev_active:
+        raise KvmError(errno.ENOTTY, "not an SEV guest")
+    if vm.mirror_of is not None:
+        raise KvmError(errno.EINVAL, "a mirror VM has no encrypted regions")
+    if (addr, size) not in vm.enc_regions:
+        raise KvmError(errno.EINVAL, f"no registered region at {addr:#x} of {size:#x} bytes")
+    vm.enc_regions.remove((addr, size))
+    return 0
+
+
+def sev_init(vm) -> int:
+    """``KVM_SEV_INIT2``-like: the ioctl's common checks (a mirror -> EINVAL), then only
+    SEV/SEV-ES/SNP VMs (EINVAL otherwise), once (EINVAL), and before vCPUs exist (EINVAL);
+    allocates the ASID."""
+    sev_mem_enc_check(vm, U.KVM_SEV_INIT2)
     if vm.type not in SEV_TYPES or vm.sev_active:
         raise KvmError(errno.EINVAL, "not an SEV VM type, or already initialised")
     if vm.vcpus:
@@ -112,7 +167,8 @@ def move_enc_context_from(dst, source) -> int:
     """``KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM`` (``sev_vm_move_enc_context_from``): not a VM ->
     EBADF; lock checks; EINVAL for different VM types, an SEV destination or a non-SEV source,
     (2026 patch) an SNP source; for SEV-ES the vCPU counts must match and every source VMSA be
-    protected (``sev_check_source_vcpus``). Moves the ASID and the mirrors; the source dies."""
+    protected (``sev_check_source_vcpus``). Moves the ASID, the registered regions and the
+    mirrors; the source dies."""
     src = _as_vm(source)
     _lock_two_vms(dst, src)
     if dst.type != src.type or dst.sev_active or not src.sev_active:
@@ -123,6 +179,7 @@ def move_enc_context_from(dst, source) -> int:
         if len(dst.vcpus) != len(src.vcpus) or not all(v.vmsa_protected for v in src.vcpus.values()):
             raise KvmError(errno.EINVAL, "SEV-ES: vCPU counts differ or a VMSA is not protected")
     dst.asid, dst.sev_active = src.asid, True
+    dst.enc_regions, src.enc_regions = src.enc_regions, []      # sev_migrate_from: regions_list
     dst.mirrors, src.mirrors = src.mirrors, []
     for m in dst.mirrors:
         m.mirror_of = dst

@@ -292,11 +292,17 @@ LAUNCH_PAGE_TYPES = (SNP_PAGE_TYPE_NORMAL, SNP_PAGE_TYPE_ZERO, SNP_PAGE_TYPE_UNM
                      SNP_PAGE_TYPE_SECRETS, SNP_PAGE_TYPE_CPUID)
 
 
-def sev_legacy_command(vm, name: str = "KVM_SEV_LAUNCH_UPDATE_DATA") -> int:
-    """A legacy SEV command (``KVM_SEV_LAUNCH_START``, ``..._UPDATE_DATA`` ...) on an SNP VM is
-    -EPERM (``sev_mem_enc_ioctl``)."""
-    if vm.type == U.KVM_X86_SNP_VM:
-        raise KvmError(errno.EPERM, f"{name} is not allowed on an SNP VM")
+def sev_legacy_command(vm, cmd="KVM_SEV_LAUNCH_UPDATE_DATA") -> int:
+    """A ``KVM_MEMORY_ENCRYPT_OP`` command the kit does not model further (``cmd``: its number
+    or name): only ``sev_mem_enc_ioctl``'s common checks (:func:`kit.kvm.sev.sev_mem_enc_check`),
+    e.g. a legacy SEV command on an SNP VM -> EPERM, anything but the four mirror commands
+    from a mirror -> EINVAL. Returns 0 when the command would be dispatched."""
+    from .sev import sev_mem_enc_check
+    if isinstance(cmd, str):
+        if not cmd.startswith("KVM_SEV_") or not isinstance(getattr(U, cmd, None), int):
+            raise ValueError(f"cmd: unknown command {cmd!r}; allowed: {', '.join(U.SEV_CMD_NAMES.values())}")
+        cmd = getattr(U, cmd)
+    sev_mem_enc_check(vm, cmd)
     return 0
 
 
@@ -352,6 +358,8 @@ def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: in
     for v, n in ((gfn_start, "gfn_start"), (npages, "npages"), (uaddr, "uaddr")):
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{n}: expected an int, got {v!r}")
+    from .sev import sev_mem_enc_check
+    sev_mem_enc_check(vm, U.KVM_SEV_SNP_LAUNCH_UPDATE)
     if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active:
         raise KvmError(errno.EINVAL, "not an initialised SNP VM")
     if flags or page_type not in LAUNCH_PAGE_TYPES:
@@ -430,6 +438,8 @@ def snp_launch_finish(vm) -> int:
     """``snp_launch_finish``: first ``snp_launch_update_vmsa`` (each vCPU's VMSA made private,
     immutable, at GPA 0xFFFFFFFFF000, and measured), then SNP_LAUNCH_FINISH; the firmware turns the launch pages from
     Pre-Guest into Guest-Valid (validated, no longer immutable); ``pre_fault_allowed`` set."""
+    from .sev import sev_mem_enc_check
+    sev_mem_enc_check(vm, U.KVM_SEV_SNP_LAUNCH_FINISH)
     if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active or vm.snp_launched:
         raise KvmError(errno.EINVAL, "not an initialised SNP VM in its launch phase")
     host = vm.kvm.host

@@ -410,6 +410,7 @@ class VM:
         self.sev_active = False
         self.mirror_of: VM | None = None
         self.mirrors: list[VM] = []
+        self.enc_regions: list[tuple[int, int]] = []   # KVM_MEMORY_ENCRYPT_REG_REGION (addr, size)
         self.migration_in_progress = False
         self.launch_pages: list[int] = []
         self.launch_fw_errors: dict[int, int] = {}   # model knob: gfn -> SNP_LAUNCH_UPDATE fw error
@@ -692,6 +693,18 @@ class VM:
         """Initialise SEV/SEV-ES/SNP for this VM: allocates its ASID (``kit.kvm.sev``)."""
         from .sev import sev_init
         return sev_init(self)
+
+    def memory_encrypt_reg_region(self, addr: int, size: int) -> int:
+        """``KVM_MEMORY_ENCRYPT_REG_REGION`` (``kit.kvm.sev.register_region``)."""
+        from .sev import register_region
+        self._alive()
+        return register_region(self, _u(addr, "addr"), _u(size, "size"))
+
+    def memory_encrypt_unreg_region(self, addr: int, size: int) -> int:
+        """``KVM_MEMORY_ENCRYPT_UNREG_REGION`` (``kit.kvm.sev.unregister_region``)."""
+        from .sev import unregister_region
+        self._alive()
+        return unregister_region(self, _u(addr, "addr"), _u(size, "size"))
 
     def destroy(self) -> None:
         """Userspace dropped the VM: ``sev_vm_destroy`` (ASID to reclaim, or mirror unlink);

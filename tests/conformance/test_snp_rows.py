@@ -325,3 +325,100 @@ def test_msr_psc_row(op, ok):
     host, vm, f, c = snpvm()
     resp, ex = snp.snp_begin_psc_msr(c, snp.ghcb_msr_psc_req(5, op))
     assert (resp == snp.GHCB_MSR_PSC_RESP) == ok and (ex is not None) == ok
+
+
+# ---------------------------------------------------------------- snp-rmp.md §5 mirror commands
+ALL_SEV_CMDS = sorted(U.SEV_CMD_NAMES)
+
+
+@pytest.mark.parametrize("cmd", ALL_SEV_CMDS, ids=[U.SEV_CMD_NAMES[c] for c in ALL_SEV_CMDS])
+def test_mirror_may_only_issue_four_commands_row(cmd):
+    """A mirror may only issue LAUNCH_UPDATE_VMSA, GUEST_STATUS, DBG_DECRYPT and DBG_ENCRYPT;
+    anything else -> -EINVAL (``is_cmd_allowed_from_mirror``). The owner may issue any."""
+    k, src, dst = _sev_pair()
+    dst.enable_cap(U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, src)
+    allowed = U.SEV_CMD_NAMES[cmd] in ("KVM_SEV_LAUNCH_UPDATE_VMSA", "KVM_SEV_GUEST_STATUS",
+                                       "KVM_SEV_DBG_DECRYPT", "KVM_SEV_DBG_ENCRYPT")
+    assert errno_of(lambda: snp.sev_legacy_command(dst, cmd)) == (0 if allowed else errno.EINVAL)
+    assert errno_of(lambda: snp.sev_legacy_command(src, cmd)) == 0
+
+
+def test_mirror_check_comes_before_the_snp_only_check_row():
+    """``sev_mem_enc_ioctl`` checks the mirror rule (EINVAL) before the SNP-only rule (EPERM):
+    a mirror of an SNP VM (where the 2026 block is off) gets EINVAL for a legacy command."""
+    k = Kvm(Host(mem="2GiB", cores=4), min_sev_asid=4, max_sev_asid=8, block_snp_mirror=False)
+    src = k.create_vm(U.KVM_X86_SNP_VM)
+    src.sev_init()
+    m = k.create_vm(U.KVM_X86_SNP_VM)
+    m.enable_cap(U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, src)
+    assert errno_of(lambda: snp.sev_legacy_command(m, "KVM_SEV_LAUNCH_UPDATE_DATA")) == errno.EINVAL
+    assert errno_of(lambda: snp.sev_legacy_command(src, "KVM_SEV_LAUNCH_UPDATE_DATA")) == errno.EPERM
+    assert errno_of(lambda: snp.sev_legacy_command(m, "KVM_SEV_DBG_DECRYPT")) == errno.EPERM
+    assert errno_of(lambda: snp.snp_launch_finish(m)) == errno.EINVAL
+
+
+def test_snp_only_commands_after_init_row():
+    """``sev_snp_guest`` is set by KVM_SEV_INIT2: before it a legacy command passes the common
+    checks; after it, a legacy command or a second INIT2 is -EPERM."""
+    k = Kvm(Host(mem="2GiB", cores=4), min_sev_asid=4, max_sev_asid=8)
+    vm = k.create_vm(U.KVM_X86_SNP_VM)
+    assert snp.sev_legacy_command(vm, U.KVM_SEV_LAUNCH_START) == 0
+    vm.sev_init()
+    assert errno_of(lambda: snp.sev_legacy_command(vm, U.KVM_SEV_LAUNCH_START)) == errno.EPERM
+    assert errno_of(vm.sev_init) == errno.EPERM
+    assert errno_of(lambda: snp.sev_legacy_command(vm, 99)) == errno.EINVAL        # no such command
+    with pytest.raises(ValueError, match="cmd"):
+        snp.sev_legacy_command(vm, "KVM_SEV_NO_SUCH")
+
+
+def _reg_rows():
+    def not_sev(k, src, dst):
+        return dst, (0x1000, 0x2000)
+
+    def mirror(k, src, dst):
+        dst.enable_cap(U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, src)
+        return dst, (0x1000, 0x2000)
+
+    def size_zero(k, src, dst):
+        return src, (0x1000, 0)
+
+    def wraps(k, src, dst):
+        return src, ((1 << 64) - 0x1000, 0x2000)
+
+    def ok(k, src, dst):
+        return src, (0x1000, 0x2000)
+
+    return {"not-sev-enotty": (not_sev, errno.ENOTTY), "mirror-einval": (mirror, errno.EINVAL),
+            "size-zero-einval": (size_zero, errno.EINVAL), "wraps-einval": (wraps, errno.EINVAL),
+            "registered": (ok, 0)}
+
+
+REG_ROWS = _reg_rows()
+
+
+@pytest.mark.parametrize("row", REG_ROWS)
+def test_memory_encrypt_reg_region_row(row):
+    make, want = REG_ROWS[row]
+    k, src, dst = _sev_pair()
+    vm, (addr, size) = make(k, src, dst)
+    before = list(vm.enc_regions)
+    assert errno_of(lambda: vm.memory_encrypt_reg_region(addr, size)) == want
+    assert vm.enc_regions == (before + [(addr, size)] if want == 0 else before)   # a failure changes nothing
+
+
+def test_memory_encrypt_unreg_region_rows():
+    k, src, dst = _sev_pair()
+    src.memory_encrypt_reg_region(0x1000, 0x2000)
+    assert errno_of(lambda: src.memory_encrypt_unreg_region(0x1000, 0x1000)) == errno.EINVAL   # not this range
+    assert errno_of(lambda: dst.memory_encrypt_unreg_region(0x1000, 0x2000)) == errno.ENOTTY
+    dst.enable_cap(U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, src)
+    assert errno_of(lambda: dst.memory_encrypt_unreg_region(0x1000, 0x2000)) == errno.EINVAL   # a mirror
+    assert src.memory_encrypt_unreg_region(0x1000, 0x2000) == 0 and src.enc_regions == []
+
+
+def test_move_enc_context_takes_the_regions_row():
+    k, src, _ = _sev_pair()
+    src.memory_encrypt_reg_region(0x1000, 0x2000)
+    dst = k.create_vm(U.KVM_X86_SEV_VM)
+    assert dst.enable_cap(U.KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM, src) == 0
+    assert dst.enc_regions == [(0x1000, 0x2000)] and src.enc_regions == []

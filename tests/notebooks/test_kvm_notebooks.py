@@ -158,6 +158,11 @@ def test_asid_mirroring(run_nb):
     assert [r for _, r in res["mirror_steps"]] == ["EBADF", "EINVAL", "EBUSY", "EINVAL", "EINVAL", "0", "EINVAL", "EINVAL"]
     assert res["mirror_lifetime"] == {"source ASID": 4, "mirror ASID": 4, "source destroyed: ASID to reclaim": False,
                                       "mirror destroyed: ASID to reclaim": True}
+    cmds = {r["command"]: (r["owner"], r["mirror"]) for r in res["mirror_commands"]}
+    mirror_ok = {"KVM_SEV_LAUNCH_UPDATE_VMSA", "KVM_SEV_GUEST_STATUS", "KVM_SEV_DBG_DECRYPT", "KVM_SEV_DBG_ENCRYPT"}
+    assert len(cmds) == 24 and all(o == "0" for o, _ in cmds.values())
+    assert {c for c, (_, m) in cmds.items() if m == "0"} == mirror_ok
+    assert all(m == "EINVAL" for c, (_, m) in cmds.items() if c not in mirror_ok)
     assert [r for _, r in res["move_steps"]] == ["EINVAL", "EINVAL", "EINVAL", "0", "EIO"]
     assert res["moved"] == {"ASID before": 1, "destination ASID": 1, "source dead": True,
                             "mirror follows the destination": True}
