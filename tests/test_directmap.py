@@ -80,3 +80,20 @@ def test_cpa_flush_ceiling():
 def test_bad_pfns(call):
     with pytest.raises(ValueError, match="pfn|npages"):
         call(dm())
+
+
+from hypothesis import given, settings, strategies as st   # noqa: E402
+
+
+@settings(deadline=None, max_examples=150)
+@given(spans=st.lists(st.tuples(st.integers(0, 3 * R + 99), st.integers(1, 2 * R)), min_size=1, max_size=6))
+def test_span_split_equals_the_split_of_each_region(spans):
+    """``set_memory_4k`` splits a span on slices of the level array; the result and the events
+    equal splitting the same regions listed one by one (the general path)."""
+    a, b = dm("3200MiB"), dm("3200MiB")          # 3 x 1G chunks and 100 regions mapped 2M
+    for r0, n in spans:
+        r1 = min(r0 + n, a.nr_regions)
+        ev_a = a._split_span(r0, r1)
+        ev_b = b._split(list(range(r0, r1)))
+        assert ev_a == ev_b
+        assert (a.lvl == b.lvl).all() and a.counts() == b.counts() and a.vmstat == b.vmstat

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..units import PAGE_1G, PAGE_2M, PAGE_4K
-from ._ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_pfn_range, region_span
+from ._ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_pfn_range, pfn_runs as _runs, region_span
 from .ledger import Ledger
 
 LVL_4K, LVL_2M, LVL_1G = 0, 1, 2
@@ -122,15 +122,38 @@ class DirectMap:
         chunks_1g = _sorted_unique(regions[lv == LVL_1G] // REGIONS_PER_1G)
         if len(chunks_1g):
             self.lvl[(chunks_1g[:, None] * REGIONS_PER_1G + np.arange(REGIONS_PER_1G)).ravel()] = LVL_2M
-        self._move(LVL_1G, LVL_2M, len(chunks_1g) * REGIONS_PER_1G)
         to_4k = regions[self.lvl[regions] == LVL_2M]
         if len(to_4k):
             self.lvl[to_4k] = LVL_4K
-            self._move(LVL_2M, LVL_4K, len(to_4k))
-        splits = len(chunks_1g) + len(to_4k)
-        self.vmstat["direct_map_level3_splits"] += len(chunks_1g)
-        self.vmstat["direct_map_level2_splits"] += len(to_4k)
-        return {"split_1g": len(chunks_1g), "split_2m": len(to_4k), "pgtable_alloc": splits,
+        return self._split_events(len(chunks_1g), len(to_4k))
+
+    def _split_span(self, lo: int, hi: int) -> dict:
+        """:meth:`_split` of every region in ``[lo, hi)``, on slices of the level array (a
+        1G mapping's 512 regions are all LVL_1G, so its first region tells)."""
+        if hi <= lo:
+            return {"cpa_lock": 0}
+        c0, c1 = lo // REGIONS_PER_1G, (hi - 1) // REGIONS_PER_1G
+        firsts = self.lvl[c0 * REGIONS_PER_1G:(c1 + 1) * REGIONS_PER_1G:REGIONS_PER_1G]
+        chunks_1g = c0 + np.flatnonzero(firsts == LVL_1G)
+        for a, n in _runs(chunks_1g):
+            self.lvl[a * REGIONS_PER_1G:(a + n) * REGIONS_PER_1G] = LVL_2M
+        span = self.lvl[lo:hi]
+        is2m = span == LVL_2M
+        n2 = int(np.count_nonzero(is2m))
+        if n2:
+            span[is2m] = LVL_4K
+        return self._split_events(len(chunks_1g), n2)
+
+    def _split_events(self, n1g: int, n2m: int) -> dict:
+        """Counts and events of ``n1g`` 1G -> 2M and ``n2m`` 2M -> 4K splits just made."""
+        splits = n1g + n2m
+        if not splits:
+            return {"cpa_lock": 0}
+        self._move(LVL_1G, LVL_2M, n1g * REGIONS_PER_1G)
+        self._move(LVL_2M, LVL_4K, n2m)
+        self.vmstat["direct_map_level3_splits"] += n1g
+        self.vmstat["direct_map_level2_splits"] += n2m
+        return {"split_1g": n1g, "split_2m": n2m, "pgtable_alloc": splits,
                 "pgd_lock": splits, "flush_tlb_all": splits, "cpa_lock": splits}
 
     def any_not_present(self, regions: np.ndarray) -> np.ndarray:
@@ -179,8 +202,7 @@ class DirectMap:
         ``cpa_lock`` is taken once per 4K chunk plus once more per split. Returns 0."""
         pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
         r0, r1, _, _ = region_span(pfn, npages)
-        regions = np.arange(r0, r1 + 1)
-        ev = self._split(regions[self.lvl[regions] != LVL_4K])
+        ev = self._split_span(r0, r1 + 1)
         ev["cpa_lock"] += npages
         self.ledger.record("set_memory_4k", **ev)
         return 0
@@ -203,8 +225,7 @@ class DirectMap:
         ``flush_tlb_all``); no ``cpa_flush`` for the PTE change itself: the caller must flush."""
         pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
         r0, r1, _, _ = region_span(pfn, npages)
-        regions = np.arange(r0, r1 + 1)
-        ev = self._split(regions[self.lvl[regions] != LVL_4K])
+        ev = self._split_span(r0, r1 + 1)
         ev["cpa_lock"] += npages
         self._set_present(pfn, npages, False)
         self.ledger.record("set_direct_map_invalid_noflush", **ev)
