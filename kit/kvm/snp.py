@@ -302,6 +302,8 @@ def sev_legacy_command(vm, cmd="KVM_SEV_LAUNCH_UPDATE_DATA") -> int:
         if not cmd.startswith("KVM_SEV_") or not isinstance(getattr(U, cmd, None), int):
             raise ValueError(f"cmd: unknown command {cmd!r}; allowed: {', '.join(U.SEV_CMD_NAMES.values())}")
         cmd = getattr(U, cmd)
+    elif isinstance(cmd, bool) or not isinstance(cmd, int):
+        raise ValueError(f"cmd: expected a KVM_SEV_* number or name, got {cmd!r}")
     sev_mem_enc_check(vm, cmd)
     return 0
 

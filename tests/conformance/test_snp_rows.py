@@ -367,8 +367,9 @@ def test_snp_only_commands_after_init_row():
     assert errno_of(lambda: snp.sev_legacy_command(vm, U.KVM_SEV_LAUNCH_START)) == errno.EPERM
     assert errno_of(vm.sev_init) == errno.EPERM
     assert errno_of(lambda: snp.sev_legacy_command(vm, 99)) == errno.EINVAL        # no such command
-    with pytest.raises(ValueError, match="cmd"):
-        snp.sev_legacy_command(vm, "KVM_SEV_NO_SUCH")
+    for bad in ("KVM_SEV_NO_SUCH", 1.0, True, None):
+        with pytest.raises(ValueError, match="cmd"):
+            snp.sev_legacy_command(vm, bad)
 
 
 def _reg_rows():
