@@ -55,7 +55,37 @@ def gmem_pfn(f, index: int, *, allocate: bool = True):
         host.ledger.record("gmem_folio", bytes_zeroed=PAGE_4K << order)
         f.folios[fidx] = pfn
         f.allocated.set(fidx << order, (fidx + 1) << order, 1)
+    elif allocate and fidx in f.unprepared:        # taken by fallocate: cleared on first use
+        f.unprepared.discard(fidx)
+        host.ledger.record("gmem_folio", bytes_zeroed=PAGE_4K << order)
     return pfn + (index & ((1 << order) - 1)), order
+
+
+def gmem_allocate(f, start: int, end: int) -> None:
+    """``kvm_gmem_allocate`` (fallocate without PUNCH_HOLE) on an SNP VM's file: every folio
+    overlapping pages ``[start, end)`` that the file does not hold yet is taken from the host
+    (``kvm_gmem_get_folio`` -> ``filemap_grab_folio``), not cleared and not prepared: the RMP is
+    untouched, and the first ``kvm_gmem_get_pfn`` clears it (``bytes_zeroed`` then) and
+    ``sev_gmem_prepare`` assigns it. Too little host memory -> ENOMEM; the kernel keeps the
+    folios it took before failing, the kit takes none (a failed call changes nothing)."""
+    from ..host.memory import OutOfMemory
+    host = f.vm.kvm.host
+    order = 9 if f.vm.kvm.gmem_hugepages and f.size % PAGE_2M == 0 else 0
+    lo, hi = start >> order, ((end - 1) >> order) + 1
+    need = np.ones(hi - lo, dtype=bool)
+    have = np.fromiter((k for k in f.folios if lo <= k < hi), dtype=np.int64)
+    need[have - lo] = False
+    missing = (lo + np.flatnonzero(need)).tolist()
+    if not missing:
+        return
+    try:
+        pfns = host.memory.alloc(order, "guest", count=len(missing))
+    except OutOfMemory as e:
+        raise KvmError(errno.ENOMEM, f"fallocate: {e}") from None
+    f.folios.update(zip(missing, pfns.tolist()))
+    f.unprepared.update(missing)
+    for i, n in pfn_runs(missing):
+        f.allocated.set(i << order, (i + n) << order, 1)
 
 
 def sev_gmem_prepare(vm, pfn: int, gfn: int, order: int) -> int:
@@ -99,6 +129,10 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
     f = slot.gmem
     f0 = (slot.gmem_pgoff + gfn - slot.base_gfn) >> 9
     missing = [i for i in range(f0, f0 + nunits) if i not in f.folios]
+    taken = [i for i in range(f0, f0 + nunits) if i in f.unprepared] if f.unprepared else []
+    if taken:                                   # folios fallocate took: cleared on first use
+        f.unprepared.difference_update(taken)
+        host.ledger.record("gmem_folio", bytes_zeroed=PAGE_2M * len(taken))
     if missing:
         pfns = host.memory.alloc(9, "guest", count=len(missing))
         host.ledger.record("gmem_folio", bytes_zeroed=PAGE_2M * len(missing))
@@ -162,6 +196,7 @@ def gmem_free_range(f, start: int, end: int) -> None:
     order = 9 if f.vm.kvm.gmem_hugepages and f.size % PAGE_2M == 0 else 0
     for fidx in sorted(k for k in f.folios if start <= (k << order) and ((k + 1) << order) <= end):
         pfn = f.folios.pop(fidx)
+        f.unprepared.discard(fidx)
         if f.vm.type == U.KVM_X86_SNP_VM:
             sev_gmem_invalidate(host, pfn, pfn + (1 << order))
         host.memory.free(pfn, order)

@@ -91,6 +91,7 @@ class GuestMemfd:
         self.bindings: list[tuple[int, int, Memslot]] = []   # (first pgoff, end pgoff, slot)
         self.allocated = AttributeRanges()                    # page indices, value 1
         self.folios: dict[int, int] = {}                      # folio index -> host pfn
+        self.unprepared: set[int] = set()                     # folios fallocate took, not yet cleared
         self.data = PageContents()                            # page index -> fill byte
         self.ino = next(_inode_numbers)
         self.map_length = 0                                   # bytes mapped by mmap(), 0 = none
@@ -104,8 +105,11 @@ class GuestMemfd:
     def fallocate(self, mode: int, offset: int, length: int) -> int:
         """``kvm_gmem_fallocate``: mode must have KEEP_SIZE and nothing but KEEP_SIZE|PUNCH_HOLE
         (EOPNOTSUPP); offset and len page-aligned (EINVAL); an allocation past i_size is EINVAL,
-        a hole punched past EOF is a no-op. Punching invalidates KVM's mappings of the range in
-        every bound slot, then frees the pages; the next fault gets a zeroed page."""
+        a hole punched past EOF is a no-op. Allocating takes the folios from the host
+        (``kvm_gmem_allocate`` -> ``kvm_gmem_get_folio``; frames are tracked for SNP VMs, see
+        :func:`kit.kvm.snp.gmem_allocate`) without clearing them: a folio is cleared when a
+        fault first gets it. Punching invalidates KVM's mappings of the range in every bound
+        slot, then frees the pages; the next fault gets a zeroed page."""
         if self.closed:
             raise KvmError(errno.EBADF, "guest_memfd is closed")
         mode, offset, length = _u(mode, "mode", 32), _u(offset, "offset"), _u(length, "length")
@@ -126,6 +130,9 @@ class GuestMemfd:
         if offset + length > self.size:
             raise KvmError(errno.EINVAL, "allocation beyond the file size")
         if length:
+            if self.vm.type == U.KVM_X86_SNP_VM:
+                from .snp import gmem_allocate
+                gmem_allocate(self, start, end)
             self.allocated.set(start, end, 1)
         return 0
 

@@ -217,3 +217,50 @@ def test_vmsa_pages_launch_and_teardown_with_leak():
     assert host.memory.owner(good) == "free" and not host.rmp.rmpread(good).assigned
     assert host.memory.owner(stuck) == "leaked" and host.snp_nr_leaked_pages == 1 and vm.bugged
     assert any("Leaking PFN" in line for line in host.dmesg)
+
+
+K, PUNCH = U.FALLOC_FL_KEEP_SIZE, U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE
+
+
+def test_fallocate_takes_frames_that_the_first_fault_clears():
+    """``kvm_gmem_allocate`` takes folios from the host without clearing or preparing them;
+    ``kvm_gmem_get_pfn`` clears a folio on first use and ``sev_gmem_prepare`` assigns it; a
+    hole punched gives the frames back."""
+    host, vm, f, cpu = snp_vm(huge=False)
+    free0 = host.memory.free_pages()
+    assert f.fallocate(K, 0, 4 * PAGE_4K) == 0
+    assert host.memory.free_pages() == free0 - 4 and f.allocated_pages() == 4
+    assert host.ledger.totals["bytes_zeroed"] == 0                       # not cleared yet
+    taken = dict(f.folios)
+    assert len(taken) == 4 and not any(host.rmp.rmpread(p).assigned for p in taken.values())
+    assert f.fallocate(K, 0, 4 * PAGE_4K) == 0 and host.memory.free_pages() == free0 - 4   # held already
+    vm.set_memory_attributes(GPA, PAGE_4K, P)
+    assert cpu.access(GPA, private=True) is None
+    assert f.folios[0] == taken[0] and host.memory.free_pages() == free0 - 4   # the same frame
+    assert host.ledger.totals["bytes_zeroed"] == PAGE_4K and host.rmp.rmpread(taken[0]).assigned
+    cpu.access(GPA, private=True)
+    assert host.ledger.totals["bytes_zeroed"] == PAGE_4K                 # cleared once
+    assert f.fallocate(PUNCH, 0, 4 * PAGE_4K) == 0
+    assert host.memory.free_pages() == free0 and f.folios == {} and f.unprepared == set()
+
+
+def test_fallocate_of_2m_folios_is_cleared_on_the_range_fault_path():
+    host, vm, f, cpu = snp_vm(huge=True)
+    free0 = host.memory.free_pages()
+    assert f.fallocate(K, PAGE_4K, PAGE_4K) == 0                        # one page: its whole 2M folio
+    assert host.memory.free_pages() == free0 - 512 and f.allocated_pages() == 512
+    vm.set_memory_attributes(GPA, 4 * MiB, P)
+    snp.snp_fault_in_private_2m(vm, GPA >> 12, 2)
+    assert host.ledger.totals["bytes_zeroed"] == 2 * PAGE_2M            # the taken folio once, the new one once
+    assert host.memory.free_pages() == free0 - 1024 and f.unprepared == set()
+
+
+def test_fallocate_without_host_memory_is_enomem_and_takes_nothing():
+    import errno
+    from tests.conformance.helpers import errno_of
+    host, vm, f, cpu = snp_vm(huge=True, size=64 * MiB)
+    host.memory.alloc(9, "kernel", count=host.memory.free_pages() // 512 - 4)   # 4 x 2M left
+    free0, folios0 = host.memory.free_pages(), dict(f.folios)
+    assert errno_of(lambda: f.fallocate(K, 0, 16 * MiB)) == errno.ENOMEM
+    assert host.memory.free_pages() == free0 and f.folios == folios0 and f.allocated_pages() == 0
+    assert f.fallocate(K, 0, 8 * MiB) == 0 and host.memory.free_pages() == free0 - 4 * 512
