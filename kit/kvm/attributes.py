@@ -11,13 +11,16 @@ import numpy as np
 
 
 CHUNK = 1024   # ranges per chunk before it is split in two
+# searchsorted keys as the arrays' own dtype: a Python int against uint64 arrays makes numpy
+# convert the whole array to a common type on every call
+_U64 = np.uint64
 
 
 def _flat_set(s, e, v, start: int, end: int, value: int):
     """Store ``value`` over ``[start, end)`` in one sorted run of ranges: only the ranges at the
     two edges are looked at one by one; those inside are dropped in bulk."""
-    i0 = int(e.searchsorted(start, "left"))    # end >= start
-    i1 = int(s.searchsorted(end, "right"))     # start <= end
+    i0 = int(e.searchsorted(_U64(start), "left"))    # end >= start
+    i1 = int(s.searchsorted(_U64(end), "right"))     # start <= end
     pieces = []
     if i0 < i1 and int(s[i0]) < start:
         pieces.append([int(s[i0]), start, int(v[i0])])
@@ -63,14 +66,14 @@ class AttributeRanges:
 
     def _chunk_at(self, gfn: int) -> int:
         """Index of the last chunk starting at or before ``gfn`` (0 if none)."""
-        return max(int(self._firsts.searchsorted(gfn, "right")) - 1, 0)
+        return max(int(self._firsts.searchsorted(_U64(gfn), "right")) - 1, 0)
 
     def get(self, gfn: int) -> int:
         """``kvm_get_memory_attributes``: the value at ``gfn`` (0 when nothing is stored)."""
         if not self._chunks:
             return 0
         s, e, v = self._chunks[self._chunk_at(gfn)]
-        i = int(e.searchsorted(gfn, "right"))
+        i = int(e.searchsorted(_U64(gfn), "right"))
         return int(v[i]) if i < len(s) and s[i] <= gfn else 0
 
     def _overlapping(self, start: int, end: int):
@@ -80,7 +83,7 @@ class AttributeRanges:
             s, e, v = self._chunks[c]
             if s[0] >= end:
                 return
-            i0, i1 = int(e.searchsorted(start, "right")), int(s.searchsorted(end, "left"))
+            i0, i1 = int(e.searchsorted(_U64(start), "right")), int(s.searchsorted(_U64(end), "left"))
             if i0 < i1:
                 yield s, e, v, i0, i1
 
@@ -114,7 +117,7 @@ class AttributeRanges:
         c0 = self._chunk_at(start)
         if c0 > 0 and int(self._chunks[c0 - 1][1][-1]) >= start:
             c0 -= 1                                     # a touching range just before
-        c1 = max(int(self._firsts.searchsorted(end, "right")) - 1, c0)
+        c1 = max(int(self._firsts.searchsorted(_U64(end), "right")) - 1, c0)
         # chunks strictly between c0 and c1 lie inside [start, end]: dropped whole
         if c1 == c0:
             s, e, v = self._chunks[c0]
