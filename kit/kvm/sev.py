@@ -88,16 +88,22 @@ def sev_mem_enc_check(vm, cmd: int) -> None:
         raise KvmError(errno.EPERM, f"{U.SEV_CMD_NAMES[cmd]} is not allowed on an SNP VM")
 
 
+def _context_owner(vm) -> None:
+    """The first checks of both region ioctls: not an SEV guest -> ENOTTY; a mirror -> EINVAL
+    (``is_mirroring_enc_context``: the mirror is not responsible for the context)."""
+    if not vm.sev_active:
+        raise KvmError(errno.ENOTTY, "not an SEV guest")
+    if vm.mirror_of is not None:
+        raise KvmError(errno.EINVAL, "a mirror VM has no encrypted regions of its own")
+
+
 def register_region(vm, addr: int, size: int) -> int:
     """``KVM_MEMORY_ENCRYPT_REG_REGION`` (``sev_mem_enc_register_region``): not an SEV VM ->
     ENOTTY; a mirror -> EINVAL (it is not responsible for the context); ``sev_pin_memory``:
     size 0 or a range that wraps -> EINVAL. The region (the VMM's pages pinned for the guest)
     is added to the VM's list. Pinning itself is not modelled (the VMM's memory is not host
     frames of the model)."""
-    if not vm.sev_active:
-        raise KvmError(errno.ENOTTY, "not an SEV guest")
-    if vm.mirror_of is not None:
-        raise KvmError(errno.EINVAL, "a mirror VM does not register encrypted regions")
+    _context_owner(vm)
     if size == 0 or addr + size > 1 << 64:
         raise KvmError(errno.EINVAL, "size 0 or a range that wraps")
     vm.enc_regions.append((addr, size))
@@ -108,10 +114,7 @@ def unregister_region(vm, addr: int, size: int) -> int:
     """``KVM_MEMORY_ENCRYPT_UNREG_REGION`` (``sev_mem_enc_unregister_region``): not an SEV VM
     -> ENOTTY; a mirror -> EINVAL; no region with exactly this address and size
     (``find_enc_region``) -> EINVAL."""
-    if not vm.sev_active:
-        raise KvmError(errno.ENOTTY, "not an SEV guest")
-    if vm.mirror_of is not None:
-        raise KvmError(errno.EINVAL, "a mirror VM has no encrypted regions")
+    _context_owner(vm)
     if (addr, size) not in vm.enc_regions:
         raise KvmError(errno.EINVAL, f"no registered region at {addr:#x} of {size:#x} bytes")
     vm.enc_regions.remove((addr, size))

@@ -27,6 +27,7 @@ from ..host._ranges import pfn_runs
 from ..units import PAGE_2M, PAGE_4K
 from . import uapi as U
 from .mmu import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit, Hypercall
+from .sev import sev_mem_enc_check
 
 R = 512
 PSC_MAX_ENTRY = 253
@@ -55,10 +56,17 @@ def gmem_pfn(f, index: int, *, allocate: bool = True):
         host.ledger.record("gmem_folio", bytes_zeroed=PAGE_4K << order)
         f.folios[fidx] = pfn
         f.allocated.set(fidx << order, (fidx + 1) << order, 1)
-    elif allocate and fidx in f.unprepared:        # taken by fallocate: cleared on first use
-        f.unprepared.discard(fidx)
-        host.ledger.record("gmem_folio", bytes_zeroed=PAGE_4K << order)
+    elif allocate and fidx in f.unprepared:
+        _clear_on_first_use(f, [fidx], order)
     return pfn + (index & ((1 << order) - 1)), order
+
+
+def _clear_on_first_use(f, fidxs, order: int) -> None:
+    """Folios :func:`gmem_allocate` took are cleared when a fault first gets them
+    (``kvm_gmem_get_pfn`` on a folio not yet up to date)."""
+    if fidxs:
+        f.unprepared.difference_update(fidxs)
+        f.vm.kvm.host.ledger.record("gmem_folio", bytes_zeroed=(PAGE_4K << order) * len(fidxs))
 
 
 def gmem_allocate(f, start: int, end: int) -> None:
@@ -129,10 +137,8 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
     f = slot.gmem
     f0 = (slot.gmem_pgoff + gfn - slot.base_gfn) >> 9
     missing = [i for i in range(f0, f0 + nunits) if i not in f.folios]
-    taken = [i for i in range(f0, f0 + nunits) if i in f.unprepared] if f.unprepared else []
-    if taken:                                   # folios fallocate took: cleared on first use
-        f.unprepared.difference_update(taken)
-        host.ledger.record("gmem_folio", bytes_zeroed=PAGE_2M * len(taken))
+    if f.unprepared:
+        _clear_on_first_use(f, [i for i in range(f0, f0 + nunits) if i in f.unprepared], 9)
     if missing:
         pfns = host.memory.alloc(9, "guest", count=len(missing))
         host.ledger.record("gmem_folio", bytes_zeroed=PAGE_2M * len(missing))
@@ -332,7 +338,6 @@ def sev_legacy_command(vm, cmd="KVM_SEV_LAUNCH_UPDATE_DATA") -> int:
     or name): only ``sev_mem_enc_ioctl``'s common checks (:func:`kit.kvm.sev.sev_mem_enc_check`),
     e.g. a legacy SEV command on an SNP VM -> EPERM, anything but the four mirror commands
     from a mirror -> EINVAL. Returns 0 when the command would be dispatched."""
-    from .sev import sev_mem_enc_check
     if isinstance(cmd, str):
         if not cmd.startswith("KVM_SEV_") or not isinstance(getattr(U, cmd, None), int):
             raise ValueError(f"cmd: unknown command {cmd!r}; allowed: {', '.join(U.SEV_CMD_NAMES.values())}")
@@ -395,7 +400,6 @@ def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: in
     for v, n in ((gfn_start, "gfn_start"), (npages, "npages"), (uaddr, "uaddr")):
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{n}: expected an int, got {v!r}")
-    from .sev import sev_mem_enc_check
     sev_mem_enc_check(vm, U.KVM_SEV_SNP_LAUNCH_UPDATE)
     if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active:
         raise KvmError(errno.EINVAL, "not an initialised SNP VM")
@@ -475,7 +479,6 @@ def snp_launch_finish(vm) -> int:
     """``snp_launch_finish``: first ``snp_launch_update_vmsa`` (each vCPU's VMSA made private,
     immutable, at GPA 0xFFFFFFFFF000, and measured), then SNP_LAUNCH_FINISH; the firmware turns the launch pages from
     Pre-Guest into Guest-Valid (validated, no longer immutable); ``pre_fault_allowed`` set."""
-    from .sev import sev_mem_enc_check
     sev_mem_enc_check(vm, U.KVM_SEV_SNP_LAUNCH_FINISH)
     if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active or vm.snp_launched:
         raise KvmError(errno.EINVAL, "not an initialised SNP VM in its launch phase")
