@@ -18,6 +18,13 @@ PAGE_1G = 1 * GiB
 
 #: 4K pages per 2M region, 2M regions per 1G region (PTRS_PER_PTE / PTRS_PER_PMD).
 PTRS_PER_TABLE = 512
+#: log2 of the 4K page size (arch/x86/include/asm/page_types.h ``PAGE_SHIFT``).
+PAGE_SHIFT = 12
+PMD_SHIFT = 21
+PUD_SHIFT = 30
+#: 4K pages in a 2M region and in a 1G region.
+PAGES_PER_2M = PAGE_2M >> PAGE_SHIFT
+PAGES_PER_1G = PAGE_1G >> PAGE_SHIFT
 LEVELS = (PAGE_4K, PAGE_2M, PAGE_1G)
 LEVEL_NAMES = {PAGE_4K: "4K", PAGE_2M: "2M", PAGE_1G: "1G"}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..units import PAGE_1G, PAGE_2M, PAGE_4K
-from ._ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_pfn_range, pfn_runs as _runs, region_span
+from .ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_pfn_range, pfn_runs as _runs, region_span
 from .ledger import Ledger
 
 LVL_4K, LVL_2M, LVL_1G = 0, 1, 2

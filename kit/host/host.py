@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import X86_PF_PROT, X86_PF_RMP, X86_PF_WRITE, HostOops, KernelError, RmpUpdateLivelock
 from ..units import PAGE_2M, PAGE_4K, LEVEL_NAMES, check_level, format_size, parse_size
-from ._ranges import PAGES_PER_2M, check_int, check_pfn_range, region_span
+from .ranges import PAGES_PER_2M, check_int, check_pfn_range, region_span
 from .directmap import LVL_4K, DirectMap, _LEVEL_BYTES
 from .ledger import Ledger
 from .memory import PhysicalMemory

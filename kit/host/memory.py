@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_int, check_pfn_range
+from .ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_int, check_pfn_range
 
 FREE, KERNEL, GUEST, FIRMWARE, LEAKED = 0, 1, 2, 3, 4
 MIXED = 255  # region-level marker: look at the 4K detail

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import HostOops
 from ..units import PAGE_2M, PAGE_4K
-from ._ranges import PAGES_PER_2M, region_span
+from .ranges import PAGES_PER_2M, region_span
 from .directmap import LVL_4K
 
 

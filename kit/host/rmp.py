@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import (PFERR_GUEST_ENC_MASK, PFERR_GUEST_FINAL_MASK, PFERR_GUEST_RMP_MASK,
                       PFERR_GUEST_SIZEM_MASK, NestedPageFault)
 from ..units import PAGE_2M, PAGE_4K, check_level
-from ._ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_int, check_pfn_range, region_span
+from .ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_int, check_pfn_range, region_span
 from .ledger import Ledger
 
 # --- return codes [LX asm/sev.h; early SNP patches for the INPUT/PERMISSION/INUSE values]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..units import PAGE_4K
-from .attributes import AttributeRanges
+from ..host.ranges import RangeStore as AttributeRanges
 
 MAX_READ = 64 << 20   # bytes one read may materialise
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import errno_name, PFERR_GUEST_SIZEM_MASK, KvmError, NestedPageFault
-from ..host._ranges import pfn_runs
+from ..host.ranges import pfn_runs
 from ..units import PAGE_2M, PAGE_4K
 from . import uapi as U
 from .mmu import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit, Hypercall

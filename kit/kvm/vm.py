@@ -21,7 +21,7 @@ from typing import NamedTuple
 from ..errors import KvmError, SigBus
 from ..units import PAGE_4K
 from . import uapi as U
-from .attributes import AttributeRanges
+from ..host.ranges import RangeStore as AttributeRanges
 from .content import PageContents, check_byte, check_span
 
 U64 = (1 << 64) - 1

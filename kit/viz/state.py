@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..host._ranges import PAGES_PER_2M
+from ..host.ranges import PAGES_PER_2M
 from ..host.directmap import LVL_1G, LVL_2M, LVL_4K
 from ..host.memory import FIRMWARE, FREE, GUEST, KERNEL, LEAKED, MIXED
 from ..host.rmp import F_2M, F_ASSIGNED, F_DETAIL, F_LINEAR, F_VALIDATED
@@ -115,7 +115,7 @@ def rmp_ranges(host, pfn: int = 0, npages: int | None = None, *, limit: int = 20
     """Runs of identical entries in ``[pfn, pfn+npages)`` (default: all memory), region by
     region: uniform regions merge with their neighbours; only mixed regions are expanded.
     At most ``limit`` runs are listed."""
-    from ..host._ranges import check_pfn_range
+    from ..host.ranges import check_pfn_range
     npages = host.nr_pages - pfn if npages is None else npages
     pfn, npages = check_pfn_range(pfn, npages, host.nr_pages)
     rmp = host.rmp

@@ -4,7 +4,7 @@ import errno
 
 import pytest
 
-from tests.conformance.helpers import errno_of
+from tests.kvm.conformance.helpers import errno_of
 from kit.host import Host
 from kit.kvm import uapi as U
 from kit.kvm.vm import Kvm

@@ -2,7 +2,7 @@
 import errno
 
 
-from tests.conformance.helpers import errno_of
+from tests.kvm.conformance.helpers import errno_of
 from kit.host import Host
 from kit.kvm import uapi as U
 from kit.kvm.vm import Kvm

@@ -257,7 +257,7 @@ def test_fallocate_of_2m_folios_is_cleared_on_the_range_fault_path():
 
 def test_fallocate_without_host_memory_is_enomem_and_takes_nothing():
     import errno
-    from tests.conformance.helpers import errno_of
+    from tests.kvm.conformance.helpers import errno_of
     host, vm, f, cpu = snp_vm(huge=True, size=64 * MiB)
     host.memory.alloc(9, "kernel", count=host.memory.free_pages() // 512 - 4)   # 4 x 2M left
     free0, folios0 = host.memory.free_pages(), dict(f.folios)

@@ -4,8 +4,8 @@ from hypothesis import given
 
 import pytest
 
-import kit.kvm.attributes as attributes
-from kit.kvm.attributes import AttributeRanges
+import kit.host.ranges as attributes
+from kit.host.ranges import RangeStore as AttributeRanges
 
 ops = st.lists(st.tuples(st.integers(0, 60), st.integers(1, 20), st.sampled_from([0, 8, 8, 16])),
                max_size=25)

@@ -17,7 +17,7 @@ from kit.cli import main
 from kit.lab.store import Store, notebook_hash, run_key
 from kit.lab.batch import sweep
 
-PROBE = Path(__file__).parent / "notebooks" / "data" / "probe.ipynb"
+PROBE = Path(__file__).parents[1] / "notebooks" / "data" / "probe.ipynb"
 PY = sys.executable
 COLS = ["p.x", "p.label", "p.seed", "state", "probe.y", "probe.label", "probe.summary.x2"]
 

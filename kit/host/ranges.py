@@ -1,0 +1,259 @@
+"""Range stores and the helpers shared by the two-level (2M region + 4K detail) state arrays.
+
+:class:`RangeStore` maps ``[start, end)`` integer ranges to non-zero values, like the kernel's
+xarrays keyed by gfn or page index (``kvm->mem_attr_array`` in virt/kvm/kvm_main.c
+``kvm_vm_set_mem_attributes``; a guest_memfd's page cache): a 1 TiB range is one entry, not
+268M. KVM uses it for memory attributes, guest_memfd allocation and mempolicies, and page
+contents. The pfn helpers (:func:`check_pfn_range`, :func:`region_span`, :func:`pfn_runs`) and
+the detail-slot storage (:class:`SlotPool`, :class:`LazyIndex`) serve the host's arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..units import PAGES_PER_1G, PAGES_PER_2M  # noqa: F401  (re-exported for the arrays' users)
+
+
+
+def check_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def check_pfn_range(pfn, npages, nr_pages: int, *, name: str = "pfn") -> tuple[int, int]:
+    """Validate ``[pfn, pfn + npages)`` against memory; return it as plain ints."""
+    pfn = check_int(pfn, name)
+    npages = check_int(npages, "npages")
+    if npages <= 0:
+        raise ValueError(f"npages: must be at least 1, got {npages}")
+    if pfn < 0 or pfn + npages > nr_pages:
+        raise ValueError(
+            f"{name}: pfn range [{pfn:#x}, {pfn + npages:#x}) is outside host memory "
+            f"[0, {nr_pages:#x}) ({nr_pages} 4K frames)")
+    return pfn, npages
+
+
+def region_span(pfn: int, npages: int) -> tuple[int, int, int, int]:
+    """First region, last region (inclusive), offset in the first, end offset in the last."""
+    end = pfn + npages
+    r0, r1 = pfn // PAGES_PER_2M, (end - 1) // PAGES_PER_2M
+    return r0, r1, pfn % PAGES_PER_2M, (end - 1) % PAGES_PER_2M + 1
+
+
+def pfn_runs(pfns) -> list[tuple[int, int]]:
+    """(start, npages) runs of consecutive frames (or any indices) covering the distinct
+    ``pfns``, in order: a per-page operation that does not depend on order, done once per run."""
+    p = np.unique(np.asarray(pfns, dtype=np.int64))
+    if not len(p):
+        return []
+    cut = np.flatnonzero(np.diff(p) != 1) + 1
+    starts, ends = np.concatenate(([0], cut)), np.concatenate((cut, [len(p)]))
+    return [(int(p[a]), int(e - a)) for a, e in zip(starts, ends)]
+
+
+def page_mask(r0: int, r1: int, off0: int, off1: int, regions: np.ndarray) -> np.ndarray:
+    """(len(regions), 512) bool: which 4K pages of each listed region lie inside the range."""
+    idx = np.arange(PAGES_PER_2M)
+    lo = np.where(regions == r0, off0, 0)
+    hi = np.where(regions == r1, off1, PAGES_PER_2M)
+    return (idx[None, :] >= lo[:, None]) & (idx[None, :] < hi[:, None])
+
+
+class SlotPool:
+    """Detail slots (one per 2M region that needs 4K detail), grown by doubling.
+
+    ``arrays`` maps a name to ``(dtype, shape_per_slot)``; slot ``i`` of array ``a`` is
+    ``self.a[i]``. Capacity never exceeds the number of regions.
+    """
+
+    def __init__(self, max_slots: int, arrays: dict, initial: int = 64):
+        self._spec = arrays
+        self._max = max_slots
+        self._cap = min(initial, max_slots)
+        self._used = 0
+        self._free: list[int] = []
+        for name, (dtype, shape) in arrays.items():
+            setattr(self, name, np.zeros((self._cap, *shape), dtype=dtype))
+
+    def alloc(self, n: int) -> np.ndarray:
+        take = min(n, len(self._free))
+        out = [self._free.pop() for _ in range(take)]
+        rest = n - take
+        if rest:
+            if self._used + rest > self._cap:
+                self._grow(self._used + rest)
+            out.extend(range(self._used, self._used + rest))
+            self._used += rest
+        return np.asarray(out, dtype=np.int64)
+
+    def release(self, slots) -> None:
+        self._free.extend(int(s) for s in np.asarray(slots).ravel())
+
+    def _grow(self, need: int) -> None:
+        cap = self._cap
+        while cap < need:
+            cap = min(max(cap * 2, 1), self._max)
+        for name, (dtype, shape) in self._spec.items():
+            old = getattr(self, name)
+            new = np.zeros((cap, *shape), dtype=dtype)
+            new[: self._cap] = old[: self._cap]
+            setattr(self, name, new)
+        self._cap = cap
+
+    @property
+    def in_use(self) -> int:
+        return self._used - len(self._free)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, n).nbytes for n in self._spec)
+
+
+class LazyIndex:
+    """Per-region detail-slot index (-1 = no detail) that costs nothing until first written:
+    until then it is a zero-stride read-only view of -1."""
+
+    def __init__(self, n: int):
+        self._a = np.broadcast_to(np.int32(-1), (n,))
+
+    def __getitem__(self, key):
+        return self._a[key]
+
+    def __setitem__(self, key, value):
+        if not self._a.flags.writeable:
+            self._a = np.full(self._a.shape, -1, dtype=np.int32)
+        self._a[key] = value
+
+    @property
+    def nbytes(self) -> int:
+        return self._a.nbytes if self._a.flags.writeable else 0
+
+CHUNK = 1024   # ranges per chunk before it is split in two
+# searchsorted keys as the arrays' own dtype: a Python int against uint64 arrays makes numpy
+# convert the whole array to a common type on every call
+_U64 = np.uint64
+
+
+def _flat_set(s, e, v, start: int, end: int, value: int):
+    """Store ``value`` over ``[start, end)`` in one sorted run of ranges: only the ranges at the
+    two edges are looked at one by one; those inside are dropped in bulk."""
+    i0 = int(e.searchsorted(_U64(start), "left"))    # end >= start
+    i1 = int(s.searchsorted(_U64(end), "right"))     # start <= end
+    pieces = []
+    if i0 < i1 and int(s[i0]) < start:
+        pieces.append([int(s[i0]), start, int(v[i0])])
+    if value:
+        pieces.append([start, end, value])
+    if i0 < i1 and int(e[i1 - 1]) > end:
+        pieces.append([end, int(e[i1 - 1]), int(v[i1 - 1])])
+    merged = []
+    for p in pieces:                      # at most 3, already in order
+        if merged and merged[-1][1] == p[0] and merged[-1][2] == p[2]:
+            merged[-1][1] = p[1]
+        else:
+            merged.append(p)
+    arr = np.asarray(merged, dtype=np.uint64).reshape(-1, 3)
+    return (np.concatenate([s[:i0], arr[:, 0], s[i1:]]), np.concatenate([e[:i0], arr[:, 1], e[i1:]]),
+            np.concatenate([v[:i0], arr[:, 2], v[i1:]]))
+
+
+class RangeStore:
+    """Sorted non-overlapping ranges, held in chunks of at most ``2 * CHUNK`` ranges with an
+    index of each chunk's first start, so that a one-page change copies one or two chunks and
+    a change over a huge range drops the chunks inside it whole."""
+
+    def __init__(self):
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._firsts = np.zeros(0, dtype=np.uint64)
+
+    # whole-store views (for tests and reports; O(n))
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([c[0] for c in self._chunks]) if self._chunks else np.zeros(0, np.uint64)
+
+    @property
+    def ends(self) -> np.ndarray:
+        return np.concatenate([c[1] for c in self._chunks]) if self._chunks else np.zeros(0, np.uint64)
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.concatenate([c[2] for c in self._chunks]) if self._chunks else np.zeros(0, np.uint64)
+
+    def __len__(self) -> int:
+        return sum(len(c[0]) for c in self._chunks)
+
+    def _chunk_at(self, gfn: int) -> int:
+        """Index of the last chunk starting at or before ``gfn`` (0 if none)."""
+        return max(int(self._firsts.searchsorted(_U64(gfn), "right")) - 1, 0)
+
+    def get(self, gfn: int) -> int:
+        """``kvm_get_memory_attributes``: the value at ``gfn`` (0 when nothing is stored)."""
+        if not self._chunks:
+            return 0
+        s, e, v = self._chunks[self._chunk_at(gfn)]
+        i = int(e.searchsorted(_U64(gfn), "right"))
+        return int(v[i]) if i < len(s) and s[i] <= gfn else 0
+
+    def _overlapping(self, start: int, end: int):
+        """Per chunk touching ``[start, end)``: its arrays and the slice ``[i0, i1)`` of ranges
+        that overlap the query, in order."""
+        for c in range(self._chunk_at(start), len(self._chunks)):
+            s, e, v = self._chunks[c]
+            if s[0] >= end:
+                return
+            i0, i1 = int(e.searchsorted(_U64(start), "right")), int(s.searchsorted(_U64(end), "left"))
+            if i0 < i1:
+                yield s, e, v, i0, i1
+
+    def ranges(self, start: int, end: int):
+        """Stored ranges overlapping ``[start, end)``, clipped: list of (start, end, value)."""
+        return [(max(int(s[i]), start), min(int(e[i]), end), int(v[i]))
+                for s, e, v, i0, i1 in self._overlapping(start, end) for i in range(i0, i1)]
+
+    def has(self, start: int, end: int, value: int) -> bool:
+        """``kvm_range_has_memory_attributes(kvm, start, end, ~0, value)``: does every gfn of
+        ``[start, end)`` hold exactly ``value``? Stops at the first chunk that says no."""
+        pos = start
+        for s, e, v, i0, i1 in self._overlapping(start, end):
+            if value == 0:
+                return False
+            if (int(s[i0]) > pos or not np.all(v[i0:i1] == value)
+                    or not np.all(s[i0 + 1:i1] == e[i0:i1 - 1])):
+                return False
+            pos = int(e[i1 - 1])
+        return value == 0 or pos >= end
+
+    def set(self, start: int, end: int, value: int) -> None:
+        """Store ``value`` over ``[start, end)`` (0 erases), merging equal neighbours.
+        ``CHUNK`` is read at call time (tests shrink it to exercise chunk boundaries)."""
+        CHUNK = globals()["CHUNK"]
+        if not self._chunks:
+            if value:
+                one = np.asarray([start], np.uint64), np.asarray([end], np.uint64), np.asarray([value], np.uint64)
+                self._chunks, self._firsts = [one], one[0].copy()
+            return
+        c0 = self._chunk_at(start)
+        if c0 > 0 and int(self._chunks[c0 - 1][1][-1]) >= start:
+            c0 -= 1                                     # a touching range just before
+        c1 = max(int(self._firsts.searchsorted(_U64(end), "right")) - 1, c0)
+        # chunks strictly between c0 and c1 lie inside [start, end]: dropped whole
+        if c1 == c0:
+            s, e, v = self._chunks[c0]
+        else:
+            s, e, v = (np.concatenate([self._chunks[c0][k], self._chunks[c1][k]]) for k in range(3))
+        s, e, v = _flat_set(s, e, v, start, end, value)
+        new = [(s[i:i + CHUNK], e[i:i + CHUNK], v[i:i + CHUNK]) for i in range(0, len(s), CHUNK)] \
+            if len(s) > 2 * CHUNK else ([(s, e, v)] if len(s) else [])
+        if c1 == c0 and len(new) == 1:            # the common case: one chunk rewritten
+            self._chunks[c0] = new[0]
+            self._firsts[c0] = new[0][0][0]
+            return
+        self._chunks[c0:c1 + 1] = new
+        self._firsts = np.concatenate([self._firsts[:c0],
+                                       np.asarray([c[0][0] for c in new], dtype=np.uint64),
+                                       self._firsts[c1 + 1:]])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for c in self._chunks for a in c) + self._firsts.nbytes
