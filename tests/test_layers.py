@@ -1,0 +1,143 @@
+"""The package's layering (docs/architecture.md): imports only point down.
+
+``units, errors`` <- ``host`` <- ``kvm`` <- ``guest`` <- (``explore``, ``sim``) <- ``viz`` <- ``lab``
+<- ``cli``. Imports are read with :mod:`ast` from the source, wherever they stand (module level or
+inside a function), so a function-local import that dodges a cycle is caught like any other. The
+one exception is the model's hand-off to the display layer: an import inside a ``_repr_*_``
+method.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+KIT = Path(__file__).resolve().parents[1] / "kit"
+
+LAYERS = [["units", "errors"], ["host"], ["kvm"], ["guest"], ["explore", "sim"], ["viz"], ["lab"],
+          ["cli", "__main__"]]
+RANK = {name: i for i, group in enumerate(LAYERS) for name in group}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(KIT.parent).with_suffix("").parts
+    return ".".join(parts).removesuffix(".__init__")
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "kit" and len(parts) > 1 else None
+
+
+def imports(path: Path):
+    """(line, imported module, inside a function?) for every ``kit`` import of one file, with
+    relative imports resolved; imports inside ``_repr_*_`` methods are left out."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    mod = module_name(path)
+    package = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+    skip: set[int] = set()
+    local: set[int] = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            ids = {id(n) for n in ast.walk(fn)} - {id(fn)}
+            (skip if fn.name.startswith("_repr_") else local).update(ids)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        targets = []
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                if node.module:
+                    targets = [".".join(base + [node.module])]
+                else:
+                    targets = [".".join(base + [a.name]) for a in node.names]
+            elif node.module:
+                targets = [node.module]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        for t in targets:
+            if t == "kit" or t.startswith("kit."):
+                yield node.lineno, t, id(node) in local
+
+
+def all_imports():
+    for path in sorted(KIT.rglob("*.py")):
+        for line, target, local in imports(path):
+            yield path, module_name(path), line, target, local
+
+
+def test_every_kit_package_has_a_layer():
+    """A new top-level package or module must be placed in the layer map first."""
+    names = {p.stem if p.is_file() else p.name for p in KIT.iterdir()
+             if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and p.stem != "__init__")}
+    assert names - set(RANK) == set()
+
+
+def test_no_import_points_up():
+    upward = [f"{m}:{line} imports {t}" for _, m, line, t, _ in all_imports()
+              if layer_of(m) in RANK and layer_of(t) in RANK and RANK[layer_of(t)] > RANK[layer_of(m)]]
+    assert upward == []
+
+
+def test_no_import_cycles_between_modules():
+    """The import graph of kit's modules (every import, wherever it stands) has no cycle
+    (Tarjan's strongly connected components)."""
+    graph: dict[str, set[str]] = {}
+    for _, m, _, t, _ in all_imports():
+        graph.setdefault(m, set()).add(t)
+    index, low, on, stack, found = {}, {}, set(), [], []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(set(graph) | {t for ts in graph.values() for t in ts}):
+        if v not in index:
+            visit(v)
+    assert found == []
+
+
+def test_no_function_local_import_within_a_layer_or_below():
+    """A function-local import of kit code is allowed only where it defers an optional, heavy
+    part for start-up time, and then it points down into a different layer (the CLI importing a
+    subcommand's layer when that subcommand runs). Inside one package it would hide a cycle."""
+    hidden = [f"{m}:{line} imports {t}" for _, m, line, t, local in all_imports()
+              if local and layer_of(m) == layer_of(t)]
+    assert hidden == []
+
+
+@pytest.mark.parametrize("src, expect", [
+    ("from ..viz.html import x\n", "kit.viz.html"),
+    ("from . import uapi\n", "kit.kvm.uapi"),
+    ("import kit.sim.api\n", "kit.sim.api"),
+])
+def test_the_reader_resolves_relative_imports(tmp_path, src, expect, monkeypatch):
+    """The checker itself: relative imports resolve to the module they name."""
+    pkg = tmp_path / "kit" / "kvm"
+    pkg.mkdir(parents=True)
+    f = pkg / "vm.py"
+    f.write_text(src)
+    monkeypatch.setattr(sys.modules[__name__], "KIT", tmp_path / "kit")
+    assert [t for _, t, _ in imports(f)] == [expect]
