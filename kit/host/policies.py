@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import HostOops
-from ..units import PAGE_2M, PAGE_4K
-from .ranges import PAGES_PER_2M, region_span
+from ..units import PAGE_2M, PAGE_4K, PAGES_PER_2M
+from .ranges import region_span
 from .directmap import LVL_4K
 
 
