@@ -54,7 +54,8 @@ class Host:
     (1G direct-map mappings at boot), ``rmp_rules`` (:class:`RmpRules`), ``overlap_retries``
     (None: the kernel's unbounded FAIL_OVERLAP retry, raising :class:`RmpUpdateLivelock` for an
     overlap nothing will clear; an int: give up with -EFAULT after that many, as the bounded
-    retry of older trees did, AMDSEV#143), ``placement`` (frame allocator placement).
+    retry of older trees did: github.com/AMDESE/AMDSEV issue 143), ``placement`` (frame
+    allocator placement).
     """
 
     def __init__(self, mem="1.5TiB", cores=512, directmap_policy="split-on-demand",

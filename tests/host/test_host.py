@@ -84,7 +84,7 @@ def test_leak_pages():
 
 # ------------------------------------------------------------------ accesses and faults
 def test_none_policy_host_write_beside_private_4k_page_is_an_rmp_fault():
-    # questions.md §1: `none` is unsafe
+    # docs/host-model.md, "Direct-map policies": `none` is not safe
     h = Host(mem="2GiB", cores=4, directmap_policy="none")
     h.rmp_make_private(R + 1, 0x1000, PAGE_4K, 1, False)
     h.read(R + 2)                                           # reads take no RMP check
@@ -126,7 +126,8 @@ def test_auto_convert_flips_private_page_back_to_shared():
 
 
 def test_auto_convert_case1_and_case2():
-    # seeds/rmp-fault-handling-and-directmap-2021.txt: unmapping makes faults ambiguous
+    # M. Roth, "[PATCH Part2 v5 39/45] KVM: SVM: Introduce ops for the post gfn map and unmap"
+    # (2021): with pages unmapped from the direct map, a not-present fault is ambiguous
     h = Host(mem="2GiB", cores=4, host_fault_policy="auto-convert", directmap_policy="invalidate-4k")
     h.rmp_make_private(5, 0x5000, PAGE_4K, 3, False)
     h.write(5)                                       # CASE1: private and not present -> fixed
