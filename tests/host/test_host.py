@@ -192,3 +192,31 @@ def test_invalidate_flush_costs_a_flush_per_entry():
     t = h.ledger.totals
     assert t["flush_tlb_range"] == 4 and t["invlpg"] == 4
     assert t["flush_tlb_all"] == 2 + 1 + 1     # 1G+2M split, 2M split of region 1, the 2M entry's flush
+
+
+def test_policy_subclass_defined_in_a_cell_is_used_as_given():
+    """A policy written in a notebook cell (its class in ``__main__``), built from a built-in and
+    keeping the built-in's name, is the object the host calls, not the built-in it extends."""
+    cell = '''
+from kit.host.policies import SplitOnDemand
+
+class CountingSplit(SplitOnDemand):
+    description = "split-on-demand, counting the calls"
+    calls = 0
+
+    def before_rmpupdate(self, host, pfn, npages, level, assigned):
+        type(self).calls += 1
+        return super().before_rmpupdate(host, pfn, npages, level, assigned)
+'''
+    ns = {"__name__": "__main__"}
+    exec(compile(cell, "<notebook cell>", "exec"), ns)
+    policy_class = ns["CountingSplit"]
+    for given in (policy_class(), policy_class):
+        h = Host(mem="2GiB", cores=4, directmap_policy=given)
+        assert type(h.directmap_policy) is policy_class
+        assert h.directmap_policy.name == "split-on-demand"
+    calls = policy_class.calls
+    assert h.rmp_make_private(R + 1, 0x1000, PAGE_4K, 1, False) == 0
+    assert policy_class.calls == calls + 1 and h.directmap.level(R) == PAGE_4K
+    h.directmap_policy = policy_class()
+    assert type(h.directmap_policy) is policy_class
