@@ -440,11 +440,11 @@ class Rmp:
 
     def _set_bit(self, pfn: int, is2m: bool, bit: int, value: bool) -> None:
         """Set or clear ``bit`` of the entry governing ``pfn`` (its 2M entry when ``is2m``)."""
-        change = {"set_bits": bit} if value else {"clear_bits": bit}
+        set_bits, clear_bits = (bit, 0) if value else (0, bit)
         if is2m:
-            self.table.update_region_bits(pfn // PAGES_PER_2M, **change)
+            self.table.update_region_bits(pfn // PAGES_PER_2M, set_bits=set_bits, clear_bits=clear_bits)
         else:
-            self.table.update_bits(pfn, 1, **change)
+            self.table.update_bits(pfn, 1, set_bits=set_bits, clear_bits=clear_bits)
 
     def pvalidate(self, pfn, *, pagesize, validate, asid, gpa, vmpl=0) -> int:
         """PVALIDATE from a guest with ``asid`` on its page ``gpa`` backed by ``pfn``.

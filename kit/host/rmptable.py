@@ -314,7 +314,11 @@ class RmpTable:
             self.set_entries(r, flags, asids, gfn)
 
     def update_region_bits(self, regions, *, set_bits: int = 0, clear_bits: int = 0) -> None:
-        """Set and clear entry bits of whole region words (2M entries, or uniform 4K ones)."""
+        """Set and clear entry bits of whole region words (2M entries, or uniform 4K ones):
+        ``regions`` is one region or an index array."""
+        if isinstance(regions, int):
+            self.flags[regions] = (int(self.flags[regions]) & ~clear_bits & 0xFF) | set_bits
+            return
         self.flags[regions] = (self.flags[regions] & np.uint8(~clear_bits & 0xFF)) | np.uint8(set_bits)
 
     def smash(self, region: int) -> None:
