@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from kit.host import Host  # noqa: E402
-from kit.units import GiB, PAGE_2M, PAGE_4K, TiB, parse_size  # noqa: E402
+from kit.units import GiB, PAGE_2M, PAGE_4K, PAGES_PER_2M, TiB, parse_size  # noqa: E402
 from tests.reference.dense import DenseHost  # noqa: E402
 
-R = 512
+R = PAGES_PER_2M
 MiB_ = 2**20
 
 

@@ -22,9 +22,12 @@ PTRS_PER_TABLE = 512
 PAGE_SHIFT = 12
 PMD_SHIFT = 21
 PUD_SHIFT = 30
+#: order of a 2M folio (include/linux/pgtable.h ``PMD_ORDER``).
+PMD_ORDER = PMD_SHIFT - PAGE_SHIFT
 #: 4K pages in a 2M region and in a 1G region.
 PAGES_PER_2M = PAGE_2M >> PAGE_SHIFT
 PAGES_PER_1G = PAGE_1G >> PAGE_SHIFT
+#: page levels by level code (0 = 4K, 1 = 2M, 2 = 1G: the direct map's ``LVL_*``).
 LEVELS = (PAGE_4K, PAGE_2M, PAGE_1G)
 LEVEL_NAMES = {PAGE_4K: "4K", PAGE_2M: "2M", PAGE_1G: "1G"}
 

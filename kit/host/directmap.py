@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..units import PAGE_1G, PAGE_2M, PAGE_4K
-from .ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_pfn_range, pfn_runs as _runs, region_span
+from ..units import LEVELS, PAGE_1G, PAGE_2M, PAGE_4K, PAGES_PER_1G, PAGES_PER_2M, KiB
+from .ranges import LazyIndex, SlotPool, check_pfn_range, pfn_runs as _runs, region_span
 from .ledger import Ledger
 
-LVL_4K, LVL_2M, LVL_1G = 0, 1, 2
-_LEVEL_BYTES = {LVL_4K: PAGE_4K, LVL_2M: PAGE_2M, LVL_1G: PAGE_1G}
-REGIONS_PER_1G = 512
+# level codes: indexes into kit.units.LEVELS
+LVL_4K, LVL_2M, LVL_1G = (LEVELS.index(size) for size in (PAGE_4K, PAGE_2M, PAGE_1G))
+REGIONS_PER_1G = PAGES_PER_1G // PAGES_PER_2M
+_KB_PER_REGION = PAGE_2M // KiB
 
 
 def _sorted_unique(a: np.ndarray) -> np.ndarray:
@@ -56,7 +57,7 @@ class DirectMap:
             self.lvl[:full] = LVL_1G
         # 2M regions mapped at each level, kept up to date as the kernel keeps
         # ``direct_pages_count[]`` (set_memory.c ``update_page_count``/``split_page_count``)
-        self._nregions = [int(n) for n in np.bincount(self.lvl, minlength=3)]
+        self._nregions = [int(n) for n in np.bincount(self.lvl, minlength=len(LEVELS))]
         self._didx = LazyIndex(self.nr_regions)
         # 512 present bits (little-endian bit order, 1 = present) for each split region that has
         # a not-present page; a split region without a slot is all present
@@ -68,7 +69,7 @@ class DirectMap:
     def level(self, pfn) -> int:
         """Mapping level of ``pfn`` (``lookup_address``): PAGE_4K, PAGE_2M or PAGE_1G."""
         pfn, _ = check_pfn_range(pfn, 1, self.nr_pages)
-        return _LEVEL_BYTES[int(self.lvl[pfn // PAGES_PER_2M])]
+        return LEVELS[int(self.lvl[pfn // PAGES_PER_2M])]
 
     def present(self, pfn) -> bool:
         """Whether the direct-map PTE of ``pfn`` is present. Large mappings are always present
@@ -93,9 +94,9 @@ class DirectMap:
 
         ``DirectMap1G`` is shown only with ``direct_gbpages``, as in the kernel."""
         n = self._nregions
-        out = {"DirectMap4k": int(n[LVL_4K]) * 2048, "DirectMap2M": int(n[LVL_2M]) * 2048}
+        out = {"DirectMap4k": int(n[LVL_4K]) * _KB_PER_REGION, "DirectMap2M": int(n[LVL_2M]) * _KB_PER_REGION}
         if self.gbpages:
-            out["DirectMap1G"] = int(n[LVL_1G]) * 2048
+            out["DirectMap1G"] = int(n[LVL_1G]) * _KB_PER_REGION
         return out
 
     @property

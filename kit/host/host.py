@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import X86_PF_PROT, X86_PF_RMP, X86_PF_WRITE, HostOops, KernelError, RmpUpdateLivelock
-from ..units import PAGE_2M, PAGE_4K, LEVEL_NAMES, check_level, format_size, parse_size
-from .ranges import PAGES_PER_2M, check_int, check_pfn_range, region_span
-from .directmap import LVL_4K, DirectMap, _LEVEL_BYTES
+from ..units import PAGE_2M, PAGE_4K, LEVEL_NAMES, PAGES_PER_2M, check_level, format_size, parse_size
+from .ranges import check_int, check_pfn_range, region_span
+from .directmap import LVL_4K, DirectMap
 from .ledger import Ledger
 from .memory import PhysicalMemory
 from .policies import get_directmap_policy, get_host_fault_policy
 from .rmp import F_ASSIGNED, F_IMMUTABLE, RMPUPDATE_FAIL_OVERLAP, Rmp, RmpEntry, RmpRules
+from .views import RmpRanges, rmp_ranges
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class Host:
     (1G direct-map mappings at boot), ``rmp_rules`` (:class:`RmpRules`), ``overlap_retries``
     (None: the kernel's unbounded FAIL_OVERLAP retry, raising :class:`RmpUpdateLivelock` for an
     overlap nothing will clear; an int: give up with -EFAULT after that many, as the bounded
-    retry of older trees did, AMDSEV#143), ``placement`` (frame allocator placement).
+    retry of older trees did: github.com/AMDESE/AMDSEV issue 143), ``placement`` (frame
+    allocator placement).
     """
 
     def __init__(self, mem="1.5TiB", cores=512, directmap_policy="split-on-demand",
@@ -114,9 +116,9 @@ class Host:
         from ..viz.html import host_html
         return host_html(self)
 
-    def rmp_ranges(self, pfn: int = 0, npages: int | None = None, *, limit: int = 200):
-        """Runs of identical RMP entries over ``[pfn, pfn+npages)`` (displayable)."""
-        from ..viz.state import rmp_ranges
+    def rmp_ranges(self, pfn: int = 0, npages: int | None = None, *, limit: int = 200) -> RmpRanges:
+        """Runs of identical RMP entries over ``[pfn, pfn+npages)`` (displayable):
+        :func:`kit.host.views.rmp_ranges`."""
         return rmp_ranges(self, pfn, npages, limit=limit)
 
     @property
@@ -133,7 +135,7 @@ class Host:
         level = check_level(level)
         if npages is None:
             npages = level // PAGE_4K
-        pfn, npages, size2m, assigned, immutable, asid, gpa = self.rmp._rmpupdate_args(
+        pfn, npages, size2m, assigned, immutable, asid, gpa = self.rmp.rmpupdate_args(
             pfn, assigned, level, immutable, asid, gpa, npages)
         if not self.snp:
             return -errno.ENODEV
@@ -151,7 +153,7 @@ class Host:
         if rc:
             self.ledger.rollback(mark)
             return -errno.EFAULT
-        self.rmp._apply_rmpupdate(pfn, npages, assigned, size2m, immutable, asid, gpa)
+        self.rmp.apply_rmpupdate(pfn, npages, assigned, size2m, immutable, asid, gpa)
         self.ledger.record("rmpupdate", rmpupdate=npages // PAGES_PER_2M if size2m else npages)
         self._dm_policy.after_rmpupdate(self, pfn, npages, level, assigned)
         return 0
@@ -208,7 +210,7 @@ class Host:
             cur = fault.pfn
 
     def _fault(self, pfn: int, write: bool, kind: str) -> HostFault:
-        lvl = _LEVEL_BYTES[int(self.directmap.lvl[pfn // PAGES_PER_2M])]
+        lvl = self.directmap.level(pfn)
         code = (X86_PF_WRITE if write else 0) | ((X86_PF_PROT | X86_PF_RMP) if kind == "rmp" else 0)
         return HostFault(pfn=pfn, write=write, error_code=code, kind=kind, level=lvl,
                          entry=self.rmp.rmpread(pfn))
@@ -226,7 +228,7 @@ class Host:
             suspect[split] = self.directmap.any_not_present(regions[split])
         if write and self.snp:
             suspect |= self.rmp.region_has_assigned(regions)
-            suspect |= self.rmp._range_bits(pfn, npages, F_IMMUTABLE)
+            suspect |= self.rmp.table.range_any(pfn, npages, F_IMMUTABLE)
         for i in np.flatnonzero(suspect):
             r = r0 + int(i)
             lo = off0 if r == r0 else 0
@@ -234,7 +236,7 @@ class Host:
             np_mask = ~self.directmap.present_mask(r)[lo:hi]
             rmp_mask = np.zeros(hi - lo, dtype=bool)
             if write and self.snp:
-                flags = self.rmp._expand(r)[0]
+                flags = self.rmp.table.page_bits(r)
                 if split[i]:
                     rmp_mask = (flags[lo:hi] & (F_ASSIGNED | F_IMMUTABLE)) != 0
                 elif np.any(flags & F_ASSIGNED):

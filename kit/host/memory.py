@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ranges import PAGES_PER_2M, LazyIndex, SlotPool, check_int, check_pfn_range
+from ..units import PAGES_PER_2M, PMD_ORDER
+from .ranges import LazyIndex, SlotPool, check_int, check_pfn_range
 
 FREE, KERNEL, GUEST, FIRMWARE, LEAKED = 0, 1, 2, 3, 4
 MIXED = 255  # region-level marker: look at the 4K detail
@@ -103,13 +104,14 @@ class PhysicalMemory:
         return candidates[:n]
 
     def alloc(self, order: int, owner="kernel", count: int = 1) -> np.ndarray:
-        """Allocate ``count`` folios of ``2**order`` pages (order 0 or 9); returns their first
-        pfns. All or nothing: raises :class:`OutOfMemory` and changes nothing if they do not fit."""
+        """Allocate ``count`` folios of ``2**order`` pages (order 0, or ``PMD_ORDER`` for 2M);
+        returns their first pfns. All or nothing: raises :class:`OutOfMemory` and changes nothing
+        if they do not fit."""
         code = owner_code(owner)
         count = check_int(count, "count")
         if count < 1:
             raise ValueError(f"count: must be at least 1, got {count}")
-        if order == 9:
+        if order == PMD_ORDER:
             free = self._lowest_free(count) if self.placement == "lowest" else \
                 np.flatnonzero(self.region_owner == FREE)
             if len(free) < count:
@@ -118,7 +120,7 @@ class PhysicalMemory:
             self.region_owner[regions] = code
             return regions.astype(np.int64) * PAGES_PER_2M
         if order != 0:
-            raise ValueError(f"order: must be 0 (4K) or 9 (2M), got {order!r}")
+            raise ValueError(f"order: must be 0 (4K) or {PMD_ORDER} (2M), got {order!r}")
         mixed = np.fromiter(sorted(self._mixed), dtype=np.int64, count=len(self._mixed))
         nfree = self._mixed_free(mixed)
         mixed = mixed[nfree > 0]
@@ -190,11 +192,11 @@ class PhysicalMemory:
     def free(self, pfn, order: int = 0) -> None:
         """Free one folio. Freeing a free or leaked page is a bug the kernel would catch
         (``bad_page``): raises ``ValueError`` and changes nothing."""
-        npages = 1 << order if order in (0, 9) else None
+        npages = 1 << order if order in (0, PMD_ORDER) else None
         if npages is None:
-            raise ValueError(f"order: must be 0 (4K) or 9 (2M), got {order!r}")
+            raise ValueError(f"order: must be 0 (4K) or {PMD_ORDER} (2M), got {order!r}")
         pfn, _ = check_pfn_range(pfn, npages, self.nr_pages)
-        if order == 9 and pfn % PAGES_PER_2M:
+        if order == PMD_ORDER and pfn % PAGES_PER_2M:
             raise ValueError(f"pfn: a 2M folio must start 2M-aligned, got {pfn:#x}")
         r0 = pfn // PAGES_PER_2M
         own = self.owners(r0)[pfn % PAGES_PER_2M: pfn % PAGES_PER_2M + npages]

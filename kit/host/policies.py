@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import HostOops
-from ..units import PAGE_2M, PAGE_4K
-from .ranges import PAGES_PER_2M, region_span
+from ..units import PAGE_2M, PAGE_4K, PAGES_PER_2M
+from .ranges import region_span
 from .directmap import LVL_4K
 
 
@@ -76,8 +76,10 @@ class SplitOnDemand(DirectMapPolicy):
 
 class PresplitFourK(SplitOnDemand):
     """The whole direct map split to 4K once, at boot (``set_memory_4k`` over all RAM); the
-    ``adjust_direct_map`` lookups then always find 4K. Measured 12.9 / 12.1 GB/s (Roth,
-    2024-01-16)."""
+    ``adjust_direct_map`` lookups then always find 4K. Measured 12.9 / 12.1 GB/s guest
+    fault-in ("DirectMap4K", unpinned / pinned): M. Roth, 2024-01-16, in the review of
+    "[PATCH v1 11/26] x86/sev: Invalidate pages from the direct map when adding them to the RMP
+    table" (lore Message-ID 20231230161954.569267-12-michael.roth@amd.com)."""
 
     name = "presplit-4k"
     description = "split the whole direct map to 4K up front; nothing to do at conversion time"
@@ -91,7 +93,8 @@ class Invalidate4K(DirectMapPolicy):
     table", 2023-12-30): ``invalidate_direct_map`` removes each page made private from the
     direct map one page at a time with ``set_direct_map_invalid_noflush`` (2M entries too: 512
     calls), ``restore_direct_map`` puts it back with ``set_direct_map_default_noflush`` after it
-    was made shared. No TLB flush. Measured 8.0 / 8.9 GB/s."""
+    was made shared. No TLB flush. Measured 8.0 / 8.9 GB/s ("DirectMap2M+split" in the same
+    review, M. Roth, 2024-01-16)."""
 
     name = "invalidate-4k"
     safe = True
@@ -125,7 +128,8 @@ class Invalidate4K(DirectMapPolicy):
 class Invalidate4KFlush(Invalidate4K):
     """``invalidate-4k`` plus a ``cpa_flush`` of each RMP entry's pages after each change (what
     an earlier revision did with ``set_memory_np``/``set_memory_p``): "completely cratered
-    performance" (Roth), no figures published."""
+    performance" (M. Roth, 2024-01-16, in the review of the v1 patch above, pointing at
+    lore.kernel.org/linux-mm/20221219150026.bltiyk72pmdc2ic3@amd.com), no figures published."""
 
     name = "invalidate-4k-flush"
     flush = True
@@ -184,8 +188,9 @@ class HostFaultPolicy:
 
 
 class AutoConvert(HostFaultPolicy):
-    """The 2021 proposal (seeds/rmp-fault-handling-and-directmap-2021.txt, M. Roth): on a host
-    RMP #PF for a page that is private, make it shared again (``rmp_make_shared``: Validated is
+    """The 2021 proposal (M. Roth, October 2021, in the thread "[PATCH Part2 v5 39/45] KVM: SVM:
+    Introduce ops for the post gfn map and unmap", linux-kernel and kvm lists): on a host RMP
+    #PF for a page that is private, make it shared again (``rmp_make_shared``: Validated is
     cleared, so the guest sees a #VC and can terminate), then retry.
 
     - RMP fault on a page that is not private (a large mapping over private 4K pages): split

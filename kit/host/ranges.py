@@ -5,17 +5,21 @@ xarrays keyed by gfn or page index (``kvm->mem_attr_array`` in virt/kvm/kvm_main
 ``kvm_vm_set_mem_attributes``; a guest_memfd's page cache): a 1 TiB range is one entry, not
 268M. KVM uses it for memory attributes, guest_memfd allocation and mempolicies, and page
 contents. The pfn helpers (:func:`check_pfn_range`, :func:`region_span`, :func:`pfn_runs`) and
-the detail-slot storage (:class:`SlotPool`, :class:`LazyIndex`) serve the host's arrays.
+the detail-slot storage (:class:`SlotPool`, :class:`LazyIndex`) serve the host's two-level
+arrays (:mod:`kit.host.rmptable`, :mod:`kit.host.directmap`, :mod:`kit.host.memory`).
+
+This is the one public range module; ``kit.host._ranges`` and ``kit.kvm.attributes`` are its
+old names (see CHANGELOG.md).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..units import PAGES_PER_1G, PAGES_PER_2M  # noqa: F401  (re-exported for the arrays' users)
-
+from ..units import PAGES_PER_1G, PAGES_PER_2M  # noqa: F401  (old import path of both)
 
 
 def check_int(value, name: str) -> int:
+    """``value`` as a plain int; a bool or a non-integer raises ``TypeError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
     return int(value)
@@ -128,6 +132,7 @@ class LazyIndex:
     @property
     def nbytes(self) -> int:
         return self._a.nbytes if self._a.flags.writeable else 0
+
 
 CHUNK = 1024   # ranges per chunk before it is split in two
 # searchsorted keys as the arrays' own dtype: a Python int against uint64 arrays makes numpy

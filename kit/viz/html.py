@@ -6,7 +6,9 @@ from html import escape
 
 import numpy as np
 
+from ..host.views import summary
 from ..units import format_size
+from .state import gpa_layout
 
 STYLE = ("<style>.kit-t{border-collapse:collapse;font:12px monospace}"
          ".kit-t th,.kit-t td{padding:1px 6px;border-bottom:1px solid #ddd;text-align:left}"
@@ -36,7 +38,6 @@ def _fmt(v) -> str:
 
 
 def host_html(host) -> str:
-    from .state import summary
     s = summary(host)
     info = {"memory": format_size(host.mem), "cores": host.cores,
             "direct-map policy": host.directmap_policy.name,
@@ -63,7 +64,6 @@ def _slot_row(s) -> dict:
 
 def vm_html(vm) -> str:
     from ..kvm import uapi as U
-    from .state import gpa_layout
     lay = gpa_layout(vm)
     info = {"type": U.VM_TYPE_NAMES.get(vm.type, vm.type), "ASID": vm.asid or "",
             "mirror of": lay["mirror_of"] or "", "mirrors": lay["mirrors"],

@@ -1,4 +1,7 @@
-"""What the dashboards and reports show, computed from the model's arrays (no per-4K loops).
+"""What the dashboards and reports show: the colours of each state, and a VM's GPA layout.
+
+The host views (region states, region detail, summary, RMP runs) are computed in
+:mod:`kit.host.views` and re-exported here under their old names:
 
 - :func:`region_states`: one state code per 2M region of host memory (RMP form and owner);
 - :func:`region_detail`: the 512 4K entries of one region (RMP state, owner, direct-map present);
@@ -7,161 +10,18 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..host.directmap import LVL_1G, LVL_2M, LVL_4K  # noqa: F401  (old names)
+from ..host.memory import FIRMWARE, FREE, GUEST, KERNEL, LEAKED, MIXED  # noqa: F401
+from ..host.rmp import F_2M, F_ASSIGNED, F_DETAIL, F_LINEAR, F_VALIDATED  # noqa: F401
+from ..host.views import (DM_LEVELS, PAGE_STATES, STATES, S_FIRMWARE, S_FREE, S_KERNEL,  # noqa: F401
+                          S_LEAKED, S_MIXED, S_PRIV_2M, S_PRIV_4K, S_SHARED_GUEST, RmpRanges, grid,
+                          region_detail, region_states, rmp_ranges, summary)
+from ..units import PAGES_PER_2M  # noqa: F401
 
-import numpy as np
-
-from ..host.ranges import PAGES_PER_2M
-from ..host.directmap import LVL_1G, LVL_2M, LVL_4K
-from ..host.memory import FIRMWARE, FREE, GUEST, KERNEL, LEAKED, MIXED
-from ..host.rmp import F_2M, F_ASSIGNED, F_DETAIL, F_LINEAR, F_VALIDATED
-
-# region states, in legend order (code = index)
-STATES = ("free", "host kernel", "shared guest", "private 2M", "private 4K", "mixed 4K",
-          "firmware", "leaked")
+# colours in the order of the codes of kit.host.views
 STATE_COLOURS = ("#f0f0f0", "#9e9e9e", "#8ecae6", "#d62828", "#f77f00", "#7b2cbf", "#2a9d8f", "#000000")
-DM_LEVELS = ("4K", "2M", "1G")                       # direct-map level codes = LVL_*
 DM_COLOURS = ("#e76f51", "#e9c46a", "#264653")
-PAGE_STATES = ("shared", "private", "private validated", "firmware")
 PAGE_COLOURS = ("#8ecae6", "#f77f00", "#d62828", "#2a9d8f")
-
-S_FREE, S_KERNEL, S_SHARED_GUEST, S_PRIV_2M, S_PRIV_4K, S_MIXED, S_FIRMWARE, S_LEAKED = range(8)
-
-
-def region_states(host) -> np.ndarray:
-    """(nr_regions,) uint8 state code per 2M region.
-
-    RMP form first (``Rmp.flags``: a 2M assigned entry, 512 uniform assigned 4K entries, a
-    region with per-4K detail = "mixed 4K"); assigned entries with ASID 0 are firmware pages
-    (``rmp_make_private`` never uses ASID 0: arch/x86/virt/svm/sev.c). Unassigned regions by
-    frame owner (``PhysicalMemory.region_owner``)."""
-    f = host.rmp.flags
-    asid = host.rmp.asid
-    own = host.memory.region_owner
-    out = np.full(len(f), S_FREE, dtype=np.uint8)
-    out[own == KERNEL] = S_KERNEL
-    out[own == GUEST] = S_SHARED_GUEST
-    out[own == MIXED] = S_KERNEL          # shared, host and guest frames side by side
-    out[own == FIRMWARE] = S_FIRMWARE
-    out[own == LEAKED] = S_LEAKED
-    assigned = (f & F_ASSIGNED) != 0
-    out[assigned & ((f & F_2M) != 0)] = S_PRIV_2M
-    out[assigned & ((f & F_2M) == 0)] = S_PRIV_4K
-    out[assigned & (asid == 0)] = S_FIRMWARE
-    out[(f & F_DETAIL) != 0] = S_MIXED
-    return out
-
-
-def grid(values: np.ndarray, width: int) -> np.ndarray:
-    """Lay a 1-D array out as rows of ``width`` (the last row padded with 255)."""
-    rows = -(-len(values) // width)
-    out = np.full(rows * width, 255, dtype=np.uint8)
-    out[:len(values)] = values
-    return out.reshape(rows, width)
-
-
-def region_detail(host, region: int) -> dict:
-    """The 512 4K entries of one 2M region: page state code, owner code, direct-map present,
-    ASID and GPA (from ``Rmp._expand``, the model's own 4K view), plus the region's mapping."""
-    if isinstance(region, bool) or not isinstance(region, (int, np.integer)) or not 0 <= region < host.rmp.nr_regions:
-        raise ValueError(f"region: expected 0..{host.rmp.nr_regions - 1}, got {region!r}")
-    region = int(region)
-    fl = int(host.rmp.flags[region])
-    if fl & F_2M:
-        bits = np.full(PAGES_PER_2M, fl & (F_ASSIGNED | F_VALIDATED), dtype=np.uint8)
-        asid = np.full(PAGES_PER_2M, host.rmp.asid[region], dtype=np.uint16)
-        gfn = int(host.rmp._gfn(region)) + np.arange(PAGES_PER_2M, dtype=np.uint64)
-    else:
-        bits, asid, gfn = host.rmp._expand(region)
-    state = np.zeros(PAGES_PER_2M, dtype=np.uint8)
-    assigned = (bits & F_ASSIGNED) != 0
-    state[assigned] = 1
-    state[assigned & ((bits & F_VALIDATED) != 0)] = 2
-    state[assigned & (asid == 0)] = 3
-    return {"region": region, "pfn": region * PAGES_PER_2M, "state": state,
-            "owner": host.memory.owners(region), "present": host.directmap.present_mask(region),
-            "asid": np.asarray(asid), "gpa": np.where(assigned, gfn << np.uint64(12), 0),
-            "rmp_2m": bool(fl & F_2M),
-            "dm_level": DM_LEVELS[int(host.directmap.lvl[region])]}
-
-
-def summary(host) -> dict:
-    """Counts by region state and direct-map level (what the map's legend shows)."""
-    st = np.bincount(region_states(host), minlength=len(STATES))
-    lv = np.bincount(host.directmap.lvl, minlength=3)
-    return {"regions": {s: int(n) for s, n in zip(STATES, st)},
-            "directmap_regions": {DM_LEVELS[LVL_4K]: int(lv[LVL_4K]), DM_LEVELS[LVL_2M]: int(lv[LVL_2M]),
-                                  DM_LEVELS[LVL_1G]: int(lv[LVL_1G])},
-            **host.directmap.counts()}
-
-
-@dataclass
-class RmpRanges:
-    """Runs of identical RMP entries over a pfn range (as ``rmpread`` would report them)."""
-
-    pfn: int
-    npages: int
-    runs: list       # dicts: start, npages, assigned, pagesize, validated, asid, gpa
-
-    def _repr_html_(self) -> str:
-        from .html import rmp_ranges_html
-        return rmp_ranges_html(self)
-
-    def __repr__(self) -> str:
-        return f"<RmpRanges pfn {self.pfn:#x} +{self.npages}: {len(self.runs)} runs>"
-
-
-def rmp_ranges(host, pfn: int = 0, npages: int | None = None, *, limit: int = 200) -> RmpRanges:
-    """Runs of identical entries in ``[pfn, pfn+npages)`` (default: all memory), region by
-    region: uniform regions merge with their neighbours; only mixed regions are expanded.
-    At most ``limit`` runs are listed."""
-    from ..host.ranges import check_pfn_range
-    npages = host.nr_pages - pfn if npages is None else npages
-    pfn, npages = check_pfn_range(pfn, npages, host.nr_pages)
-    rmp = host.rmp
-    r0, r1 = pfn // PAGES_PER_2M, -(-(pfn + npages) // PAGES_PER_2M)
-    runs: list[dict] = []
-
-    def add(start, n, assigned, size, validated, asid, gpa):
-        if runs:
-            last = runs[-1]
-            same = (last["assigned"], last["pagesize"], last["validated"], last["asid"]) == (assigned, size, validated, asid)
-            contiguous_gpa = (not assigned) or last["gpa"] + last["npages"] * 4096 == gpa
-            if same and contiguous_gpa and last["start"] + last["npages"] == start:
-                last["npages"] += n
-                return
-        runs.append({"start": start, "npages": n, "assigned": assigned, "pagesize": size,
-                     "validated": validated, "asid": asid, "gpa": gpa if assigned else 0})
-
-    flags, asids = rmp.flags[r0:r1], rmp.asid[r0:r1]
-    gfn = rmp._gfn(np.arange(r0, r1)).astype(np.int64)
-    # a new stretch starts where the region-level entry changes, at every region with 4K
-    # detail, and where assigned regions' GPAs stop being contiguous
-    key = flags.astype(np.int64) << 16 | asids
-    brk = np.ones(r1 - r0, dtype=bool)
-    brk[1:] = (key[1:] != key[:-1]) | ((flags[1:] & F_DETAIL) != 0) | ((flags[:-1] & F_DETAIL) != 0) \
-        | (((flags[1:] & F_ASSIGNED) != 0) & (gfn[1:] != gfn[:-1] + PAGES_PER_2M))
-    starts = np.flatnonzero(brk)
-    ends = np.concatenate([starts[1:], [r1 - r0]])
-    for s, e in zip(starts, ends):
-        if len(runs) >= limit:
-            break
-        f, r = int(flags[s]), r0 + int(s)
-        lo = max(pfn, r * PAGES_PER_2M)
-        hi = min(pfn + npages, (r0 + int(e)) * PAGES_PER_2M)
-        size = "2M" if f & F_2M else "4K"
-        if not f & F_DETAIL and (f & F_2M or not f & F_ASSIGNED or f & F_LINEAR):
-            g = (int(gfn[s]) + lo - r * PAGES_PER_2M) << 12
-            add(lo, hi - lo, bool(f & F_ASSIGNED), size, bool(f & F_VALIDATED), int(asids[s]), g)
-            continue
-        d = region_detail(host, r)
-        a, b = lo - r * PAGES_PER_2M, hi - r * PAGES_PER_2M
-        st, asid, gpa = d["state"][a:b], d["asid"][a:b], d["gpa"][a:b].astype(np.int64)
-        cut = np.flatnonzero((np.diff(st) != 0) | (np.diff(asid) != 0)
-                             | ((np.diff(gpa) != 4096) & (st[1:] > 0))) + 1
-        for x, y in zip(np.concatenate([[0], cut]), np.concatenate([cut, [b - a]])):
-            add(lo + int(x), int(y - x), bool(st[x] > 0), size, bool(st[x] == 2), int(asid[x]), int(gpa[x]))
-    return RmpRanges(pfn, npages, runs[:limit])
 
 
 def gpa_layout(vm) -> dict:

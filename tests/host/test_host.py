@@ -84,7 +84,7 @@ def test_leak_pages():
 
 # ------------------------------------------------------------------ accesses and faults
 def test_none_policy_host_write_beside_private_4k_page_is_an_rmp_fault():
-    # questions.md §1: `none` is unsafe
+    # docs/host-model.md, "Direct-map policies": `none` is not safe
     h = Host(mem="2GiB", cores=4, directmap_policy="none")
     h.rmp_make_private(R + 1, 0x1000, PAGE_4K, 1, False)
     h.read(R + 2)                                           # reads take no RMP check
@@ -126,7 +126,8 @@ def test_auto_convert_flips_private_page_back_to_shared():
 
 
 def test_auto_convert_case1_and_case2():
-    # seeds/rmp-fault-handling-and-directmap-2021.txt: unmapping makes faults ambiguous
+    # M. Roth, "[PATCH Part2 v5 39/45] KVM: SVM: Introduce ops for the post gfn map and unmap"
+    # (2021): with pages unmapped from the direct map, a not-present fault is ambiguous
     h = Host(mem="2GiB", cores=4, host_fault_policy="auto-convert", directmap_policy="invalidate-4k")
     h.rmp_make_private(5, 0x5000, PAGE_4K, 3, False)
     h.write(5)                                       # CASE1: private and not present -> fixed
@@ -191,3 +192,31 @@ def test_invalidate_flush_costs_a_flush_per_entry():
     t = h.ledger.totals
     assert t["flush_tlb_range"] == 4 and t["invlpg"] == 4
     assert t["flush_tlb_all"] == 2 + 1 + 1     # 1G+2M split, 2M split of region 1, the 2M entry's flush
+
+
+def test_policy_subclass_defined_in_a_cell_is_used_as_given():
+    """A policy written in a notebook cell (its class in ``__main__``), built from a built-in and
+    keeping the built-in's name, is the object the host calls, not the built-in it extends."""
+    cell = '''
+from kit.host.policies import SplitOnDemand
+
+class CountingSplit(SplitOnDemand):
+    description = "split-on-demand, counting the calls"
+    calls = 0
+
+    def before_rmpupdate(self, host, pfn, npages, level, assigned):
+        type(self).calls += 1
+        return super().before_rmpupdate(host, pfn, npages, level, assigned)
+'''
+    ns = {"__name__": "__main__"}
+    exec(compile(cell, "<notebook cell>", "exec"), ns)
+    policy_class = ns["CountingSplit"]
+    for given in (policy_class(), policy_class):
+        h = Host(mem="2GiB", cores=4, directmap_policy=given)
+        assert type(h.directmap_policy) is policy_class
+        assert h.directmap_policy.name == "split-on-demand"
+    calls = policy_class.calls
+    assert h.rmp_make_private(R + 1, 0x1000, PAGE_4K, 1, False) == 0
+    assert policy_class.calls == calls + 1 and h.directmap.level(R) == PAGE_4K
+    h.directmap_policy = policy_class()
+    assert type(h.directmap_policy) is policy_class

@@ -1,6 +1,7 @@
-"""Safety of the direct-map policies (questions.md §1): is there any host write to a page the
-host owns that takes an RMP #PF? Claimed safe policies: never, in any generated sequence of
-kernel-helper conversions and PSMASHes. ``none``: hypothesis finds the overlap case."""
+"""Safety of the direct-map policies (docs/host-model.md, "Direct-map policies", column "safe"):
+is there any host write to a page the host owns that takes an RMP #PF? Claimed safe policies:
+never, in any generated sequence of kernel-helper conversions and PSMASHes. ``none``:
+hypothesis finds the overlap case."""
 from __future__ import annotations
 
 import numpy as np

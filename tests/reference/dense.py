@@ -1,7 +1,8 @@
 """Dense per-4K reference model of an SEV-SNP host (RMP + kernel direct map + host accesses).
 
 Written only from docs/host-model.md (the contract; section names below refer to it) and the
-background notes in shared/reference/{snp-rmp,directmap}.md. It is deliberately naive: every
+primary sources it cites (arch/x86/virt/svm/sev.c, arch/x86/mm/pat/set_memory.c, AMD APM
+Vol. 2 section 15.36), never from kit/host. It is deliberately naive: every
 pfn has its own slot in a numpy array for every RMP field and for its direct-map PTE, and
 every operation walks the pfns of its range in Python. It exists to be obviously right, not
 fast, so that a property-based test can cross-check the optimised ``kit.host`` against it.
