@@ -150,7 +150,7 @@ def test_gmem_prepare_4k_when_a_pfn_of_the_region_is_assigned_row():
     c.access(GPA, private=True)
     host.rmp.psmash(f.folios[0])
     host.rmp_make_shared(f.folios[0], PAGE_4K)        # the aligned page shared, the rest assigned
-    vm._zap(GPA >> 12, (GPA >> 12) + 1, "all")        # so that page 0 faults again
+    vm.zap_gfn_range(GPA >> 12, (GPA >> 12) + 1, "all")        # so that page 0 faults again
     c.access(GPA, private=True)
     assert host.rmp.rmpread(f.folios[0]).pagesize == PAGE_4K and host.rmp.rmpread(f.folios[0]).assigned
 
@@ -159,7 +159,7 @@ def test_gmem_prepare_already_assigned_does_nothing_row():
     host, vm, f, c = snpvm()
     c.access(GPA, private=True)
     n = host.ledger.totals["rmpupdate"]
-    vm._zap(GPA >> 12, (GPA >> 12) + 512, "all")
+    vm.zap_gfn_range(GPA >> 12, (GPA >> 12) + 512, "all")
     c.access(GPA + 0x3000, private=True)
     assert host.ledger.totals["rmpupdate"] == n
 
