@@ -5,9 +5,7 @@ import errno
 import pytest
 
 from tests.kvm.conformance.helpers import errno_of
-from kit.host import Host
 from kit.kvm import uapi as U
-from kit.kvm.vm import Kvm
 
 PS = 4096
 MiB = 1 << 20
@@ -17,8 +15,8 @@ GMEM = U.KVM_MEM_GUEST_MEMFD
 
 
 @pytest.fixture(scope="module")
-def kvm():
-    return Kvm(Host(mem="2GiB", cores=4))
+def kvm(make_kvm):
+    return make_kvm()
 
 
 def err(fn, *a, **kw) -> int:
@@ -47,8 +45,8 @@ def test_caps(kvm):
 
 
 # ------------------------------------------------------------- memory attributes (§1)
-def test_set_memory_attributes_check_order():
-    vm = Kvm(Host(mem="2GiB", cores=4)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
+def test_set_memory_attributes_check_order(make_kvm):
+    vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
     P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
     assert err(vm.set_memory_attributes, 1, 0, 1 << 5, flags=1) == errno.EINVAL     # flags first
     assert err(vm.set_memory_attributes, 0, PS, 1 << 5) == errno.EINVAL             # unsupported
@@ -183,8 +181,8 @@ def test_guest_memfd_fallocate_table(kvm):
     assert err(f.fallocate, K | 0x10, 0, PS) == errno.EOPNOTSUPP
 
 
-def test_punch_hole_zaps_bound_slots_and_survives_the_vm():
-    vm = Kvm(Host(mem="2GiB", cores=4)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
+def test_punch_hole_zaps_bound_slots_and_survives_the_vm(make_kvm):
+    vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
     f = vm.create_guest_memfd(4 * MiB)
     vm.set_user_memory_region2(SLOT, GMEM, GPA, 2 * MiB, 0, 2 * MiB, f)
     f.fallocate(U.FALLOC_FL_KEEP_SIZE, 0, 4 * MiB)
@@ -216,9 +214,9 @@ def test_guest_memfd_file_operations(kvm):
         s.user_access(4 * PS)                                                    # at i_size
 
 
-def test_closing_the_last_reference_returns_snp_pages_shared_to_the_host():
-    host = Host(mem="2GiB", cores=4)
-    vm = Kvm(host, gmem_hugepages=True).create_vm(U.KVM_X86_SNP_VM)
+def test_closing_the_last_reference_returns_snp_pages_shared_to_the_host(make_kvm):
+    vm = make_kvm(gmem_hugepages=True).create_vm(U.KVM_X86_SNP_VM)
+    host = vm.kvm.host
     vm.sev_init()
     f = vm.create_guest_memfd(4 * MiB)
     vm.set_user_memory_region2(1, GMEM, 1 << 32, 4 * MiB, 0, 0, f)

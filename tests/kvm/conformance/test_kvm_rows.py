@@ -4,9 +4,7 @@ import errno
 import pytest
 
 from tests.kvm.conformance.helpers import errno_of
-from kit.host import Host
 from kit.kvm import uapi as U
-from kit.kvm.vm import Kvm
 
 PS, MiB, GPA, SLOT = 4096, 1 << 20, 0xC0000000, 10
 P, GMEM = U.KVM_MEMORY_ATTRIBUTE_PRIVATE, U.KVM_MEM_GUEST_MEMFD
@@ -14,8 +12,8 @@ LOG, RO = U.KVM_MEM_LOG_DIRTY_PAGES, U.KVM_MEM_READONLY
 
 
 @pytest.fixture(scope="module")
-def kvm():
-    return Kvm(Host(mem="2GiB", cores=4))
+def kvm(make_kvm):
+    return make_kvm()
 
 
 # §1 KVM_SET_MEMORY_ATTRIBUTES, rows 1-4 plus the supported-attribute rule

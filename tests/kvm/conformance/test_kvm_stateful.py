@@ -10,13 +10,12 @@ from __future__ import annotations
 import errno
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from kit.errors import KvmError
-from kit.host import Host
 from kit.kvm import uapi as U
-from kit.kvm.vm import Kvm
 
 PS = 4096
 P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
@@ -33,9 +32,11 @@ def call(fn):
 
 
 class VmMemory(RuleBasedStateMachine):
+    make_kvm = None               # the make_kvm fixture, set by _kvm_factory below
+
     @initialize()
     def boot(self):
-        self.vm = Kvm(Host(mem="2GiB", cores=2)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
+        self.vm = self.make_kvm("2GiB", 2).create_vm(U.KVM_X86_SW_PROTECTED_VM)
         self.files = [self.vm.create_guest_memfd(FILE_PAGES * PS) for _ in range(2)]
         self.attrs: dict[int, int] = {}
         self.slots: dict[int, dict] = {}          # id -> base, npages, flags, file, pgoff, uaddr
@@ -171,6 +172,12 @@ class VmMemory(RuleBasedStateMachine):
             assert got == self.bound[fidx]
             got_alloc = {p for a, b, _ in f.allocated.ranges(0, FILE_PAGES) for p in range(a, b)}
             assert got_alloc == self.allocated[fidx]
+
+
+@pytest.fixture(autouse=True)
+def _kvm_factory(make_kvm):
+    """A state machine takes no fixtures: hand it the factory before each run."""
+    VmMemory.make_kvm = staticmethod(make_kvm)
 
 
 VmMemory.TestCase.settings = settings(settings.default, stateful_step_count=30)
