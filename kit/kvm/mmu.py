@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 
 from ..errors import KvmError
-from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M
+from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT
 from . import uapi as U
 from .content import check_byte, check_span
 from .gmem import max_level_for_order
@@ -100,11 +100,12 @@ class Vcpu:
         if ops.gmem_prepare(vm, pfn, gfn, order):
             raise KvmError(errno.EINVAL, f"gmem_prepare failed for gfn {gfn:#x}")
         level = max_level_for_order(order)
-        cap = ops.private_max_mapping_level(vm, pfn)
-        if cap:
-            level = min(level, cap)
-        if level > PAGE_4K and vm.lpage_mixed(gfn, PAGES_PER_2M):
-            level = PAGE_4K
+        if level > PAGE_4K:                     # the arch is asked only about huge mappings
+            cap = ops.private_max_mapping_level(vm, pfn)
+            if cap:
+                level = min(level, cap)
+        while level > PAGE_4K and vm.lpage_mixed(gfn, level // PAGE_4K):   # KVM_LPAGE_MIXED_FLAG
+            level = PAGE_2M if level == PAGE_1G else PAGE_4K
         return level
 
     def fill(self, gpa: int, length: int, value: int, *, private: bool | None = None):

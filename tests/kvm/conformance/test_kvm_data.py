@@ -1,5 +1,6 @@
-"""The data checks of kvm-uapi.md §5: who sees which bytes (guest_memfd_test.c,
-private_mem_conversions_test.c), plus fstat, madvise and mbind on a guest_memfd mapping."""
+"""The data checks of the selftests (tools/testing/selftests/kvm): who sees which bytes
+(guest_memfd_test.c, private_mem_conversions_test.c), plus fstat, madvise and mbind on a
+guest_memfd mapping."""
 import errno
 
 import pytest

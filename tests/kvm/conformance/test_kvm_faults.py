@@ -1,5 +1,5 @@
-"""The fault path and hypercall exits (kvm-uapi.md §4; private_mem_kvm_exits_test.c,
-private_mem_conversions_test.c), and the QEMU-style VMM."""
+"""The fault path and hypercall exits (arch/x86/kvm/mmu/mmu.c, arch/x86/kvm/x86.c;
+private_mem_kvm_exits_test.c, private_mem_conversions_test.c), and the QEMU-style VMM."""
 import errno
 
 import pytest
@@ -105,7 +105,8 @@ def test_implicit_conversion_costs_an_exit_and_an_ioctl(sw_vm):
 
 
 def test_guest_driven_conversion_gets_stuck_without_a_private_capable_slot(make_kvm):
-    """questions.md §4: no memslot can back private memory -> the access never completes."""
+    """Guest-owned attributes (the pKVM proposal, thread "[RFC PATCH v12 11/33] KVM: Introduce
+    per-page memory attributes"): no memslot can back private memory -> the access never completes."""
     vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
     vm.set_user_memory_region2(SLOT, 0, GPA, PAGE_2M, 0x10000000)
     vmm = Vmm(vm)

@@ -1,5 +1,6 @@
-"""uAPI conformance: the selftest scenarios of kvm-uapi.md §5 and the check tables of §1-3,
-errno for errno (set_memory_region_test.c, guest_memfd_test.c, private_mem_*_test.c)."""
+"""uAPI conformance: the selftest scenarios (tools/testing/selftests/kvm: set_memory_region_test.c,
+guest_memfd_test.c, private_mem_*_test.c) and the checks of virt/kvm/kvm_main.c and
+virt/kvm/guest_memfd.c, errno for errno."""
 import errno
 
 import pytest
@@ -32,7 +33,7 @@ def test_errors_are_oserrors_with_the_kernel_errno(kvm):
     assert ei.value.errno == errno.EINVAL and "EINVAL" in str(ei.value)
 
 
-# ------------------------------------------------------------- capabilities (§3, §4)
+# ------------------------------------------------------------- capabilities (KVM_CHECK_EXTENSION)
 def test_caps(kvm):
     assert kvm.check_extension(U.KVM_CAP_VM_TYPES) == 0b11111
     assert kvm.check_extension(U.KVM_CAP_MEMORY_ATTRIBUTES) == U.KVM_MEMORY_ATTRIBUTE_PRIVATE
@@ -44,7 +45,7 @@ def test_caps(kvm):
     assert d.check_extension(U.KVM_CAP_NR_MEMSLOTS) == U.KVM_USER_MEM_SLOTS
 
 
-# ------------------------------------------------------------- memory attributes (§1)
+# ------------------------------------------------------------- memory attributes (kvm_vm_ioctl_set_mem_attributes)
 def test_set_memory_attributes_check_order(make_kvm):
     vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
     P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
@@ -77,7 +78,7 @@ def test_same_value_is_a_noop_without_zap_and_old_kind_is_zapped(kvm):
     assert vm.lpage_mixed(GPA >> 12, 512) and not vm.lpage_mixed((GPA >> 12) + 512, 512)
 
 
-# ------------------------------------------------------------- memslots (§2, set_memory_region_test.c)
+# ------------------------------------------------------------- memslots (kvm_set_memory_region, set_memory_region_test.c)
 def test_memslot_flag_rules(kvm):
     vm = kvm.create_vm(U.KVM_X86_SW_PROTECTED_VM)
     f = vm.create_guest_memfd(4 * MiB)
@@ -147,7 +148,7 @@ def test_dead_vm_is_eio(kvm):
     assert err(vm.set_memory_attributes, 0, PS, 0) == errno.EIO
 
 
-# ------------------------------------------------------------- guest_memfd (§3, guest_memfd_test.c)
+# ------------------------------------------------------------- guest_memfd (virt/kvm/guest_memfd.c, guest_memfd_test.c)
 def test_guest_memfd_create(kvm):
     vm = kvm.create_vm()
     supported = vm.check_extension(U.KVM_CAP_GUEST_MEMFD_FLAGS)

@@ -1,4 +1,6 @@
-"""questions.md §3 (what KVM does on an implicit conversion) and §4 (who owns attributes)."""
+"""What KVM does on an implicit conversion (thread "[PATCH Part2 RFC v4 37/40] KVM: SVM: Add
+support to handle the RMP nested page fault", 2021) and who owns attributes (thread "[RFC PATCH
+v12 11/33] KVM: Introduce per-page memory attributes", 2023)."""
 import errno
 
 import pytest

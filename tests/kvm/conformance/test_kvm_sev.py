@@ -1,4 +1,5 @@
-"""ASIDs, mirrors and moves (snp-rmp.md §5; seeds/sev-context-mirroring-2021.txt)."""
+"""ASIDs, mirrors and moves (arch/x86/kvm/svm/sev.c: sev_asid_new, sev_vm_copy_enc_context_from,
+sev_vm_move_enc_context_from; thread "[RFC] KVM: x86: Support KVM VMs sharing SEV context", 2021)."""
 import errno
 
 import pytest

@@ -1,7 +1,9 @@
 """VM memory state (memslots, attributes, guest_memfd bindings and pages) against dict-per-page
 references, driven by a hypothesis state machine; every failed call must leave the VM as it was.
 
-The references re-state the rules of kvm-uapi.md §1-3 in the most literal per-page form
+The references re-state the rules of ``kvm_vm_ioctl_set_mem_attributes``,
+``kvm_set_memory_region`` (virt/kvm/kvm_main.c) and ``kvm_gmem_bind``/``kvm_gmem_fallocate``
+(virt/kvm/guest_memfd.c) in the most literal per-page form
 (a dict gfn -> attribute, a dict gfn -> slot, a dict file page -> slot, a set of allocated
 file pages), independent of the kit's range stores.
 """
@@ -61,7 +63,7 @@ class VmMemory(RuleBasedStateMachine):
             assert self._snapshot() == before, "a failed call changed the VM"
         return got == 0
 
-    # ------------------------------------------------------------ attributes (§1)
+    # ------------------------------------------------------------ attributes (kvm_vm_ioctl_set_mem_attributes)
     @rule(start=st.integers(0, WINDOW - 1), n=st.integers(0, 24), value=st.sampled_from([0, P, P, 1 << 5]),
           flags=st.sampled_from([0] * 9 + [1]), skew=st.sampled_from([0] * 9 + [1]))
     def set_attributes(self, start, n, value, flags, skew):
@@ -76,7 +78,7 @@ class VmMemory(RuleBasedStateMachine):
                 else:
                     self.attrs.pop(g, None)
 
-    # ------------------------------------------------------------ memslots (§2) and bind (§3)
+    # ------------------------------------------------------------ memslots (kvm_set_memory_region) and kvm_gmem_bind
     @rule(sid=st.integers(0, 3), base=st.integers(0, WINDOW - 8), npages=st.integers(1, 8),
           use_gmem=st.booleans(), fidx=st.integers(0, 1), pgoff=st.integers(0, FILE_PAGES),
           log_dirty=st.sampled_from([False] * 4 + [True]), uaddr_page=st.sampled_from([16, 16, 32]))
@@ -133,7 +135,7 @@ class VmMemory(RuleBasedStateMachine):
             self.bound[old["file"]] = {p: s for p, s in self.bound[old["file"]].items() if s != sid}
         del self.slots[sid]
 
-    # ------------------------------------------------------------ guest_memfd pages (§3)
+    # ------------------------------------------------------------ guest_memfd pages (kvm_gmem_fallocate)
     @rule(fidx=st.integers(0, 1), off=st.integers(0, FILE_PAGES + 4), n=st.integers(0, 8),
           punch=st.booleans(), mode_bad=st.sampled_from([False] * 9 + [True]), skew=st.sampled_from([0] * 9 + [1]))
     def fallocate(self, fidx, off, n, punch, mode_bad, skew):

@@ -1,4 +1,5 @@
-"""kvm-uapi.md §4 and snp-rmp.md §4-6, one test per row, named after the row."""
+"""The exit rules of arch/x86/kvm/mmu/mmu.c and x86.c, and SNP in arch/x86/kvm/svm/sev.c (guest_memfd
+hooks, page-state change, ASIDs, mirrors), one test per row, named after the row."""
 import errno
 
 import pytest
@@ -43,7 +44,7 @@ def snpvm(make_kvm):
     return build
 
 
-# ---------------------------------------------------------------- kvm-uapi.md §4 exits
+# ---------------------------------------------------------------- exits (kvm_mmu_faultin_pfn, ____kvm_emulate_hypercall)
 def _exit_rows():
     def mismatch_private_access(vm, f, c):
         return c.access(GPA, private=True)
@@ -136,7 +137,7 @@ def test_map_gpa_range_exit_row(sw):
     assert c.hypercall(HC, GPA, 3, 0, long_mode=False).hypercall.flags == 0
 
 
-# ---------------------------------------------------------------- snp-rmp.md §4 gmem hooks
+# ---------------------------------------------------------------- sev_gmem_prepare / sev_gmem_invalidate
 def test_gmem_prepare_2m_when_possible_row(snpvm):
     host, vm, f, c = snpvm()
     c.access(GPA, private=True)
@@ -190,7 +191,7 @@ def test_max_mapping_level_is_the_rmp_level_row(snpvm):
     assert snp.sev_max_mapping_level(host, f.folios[0] + 7) == PAGE_2M
 
 
-# ---------------------------------------------------------------- snp-rmp.md §4 PSC, §6
+# ---------------------------------------------------------------- GHCB page-state change (snp_begin_psc)
 PSC_ROWS = {
     "end-entry-253-invalid-hdr": ([(0, 1, PAGE_4K)] * 254, {}, snp.GHCB_HV_RESP_INVALID_HDR),
     "cur-entry-past-end-invalid-hdr": ([(0, 1, PAGE_4K)], {"cur_entry": 2, "end_entry": 0}, snp.GHCB_HV_RESP_INVALID_HDR),
@@ -221,7 +222,7 @@ def test_psc_leaves_the_rmp_untouched_row(snpvm):
     assert host.ledger.totals["rmpupdate"] == n
 
 
-# ---------------------------------------------------------------- snp-rmp.md §5 ASIDs
+# ---------------------------------------------------------------- ASIDs (sev_asid_new, __sev_recycle_asids)
 def test_sev_range_is_min_to_max_row(snpvm):
     host, vm, f, c = snpvm()
     k = vm.kvm
@@ -255,7 +256,7 @@ def test_recycle_once_with_wbinvd_and_df_flush_row(make_kvm):
     assert k.asids.recycles == 1 and k.host.ledger.totals["wbinvd"] == 16 and k.host.ledger.totals["df_flush"] == 1
 
 
-# ---------------------------------------------------------------- snp-rmp.md §5 mirrors
+# ---------------------------------------------------------------- mirrors (sev_vm_copy_enc_context_from)
 @pytest.fixture
 def _sev_pair(make_kvm):
     def build():
@@ -324,7 +325,7 @@ def test_mirror_destroy_only_unlinks_row(_sev_pair):
     assert src.mirrors == [] and src.asid not in k.asids.reclaim
 
 
-# ---------------------------------------------------------------- snp-rmp.md §6 MSR protocol
+# ---------------------------------------------------------------- GHCB MSR protocol (snp_begin_psc_msr)
 @pytest.mark.parametrize("op,ok", [(snp.SNP_PAGE_STATE_PRIVATE, True), (snp.SNP_PAGE_STATE_SHARED, True),
                                    (snp.SNP_PAGE_STATE_PSMASH, False), (snp.SNP_PAGE_STATE_UNSMASH, False)],
                          ids=["private", "shared", "psmash-unsupported", "unsmash-unsupported"])
@@ -334,7 +335,7 @@ def test_msr_psc_row(op, ok, snpvm):
     assert (resp == snp.GHCB_MSR_PSC_RESP) == ok and (ex is not None) == ok
 
 
-# ---------------------------------------------------------------- snp-rmp.md §5 mirror commands
+# ---------------------------------------------------------------- mirror commands (is_cmd_allowed_from_mirror)
 ALL_SEV_CMDS = sorted(U.SEV_CMD_NAMES)
 
 
