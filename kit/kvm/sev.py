@@ -2,7 +2,6 @@
 the arch-ops table (arch/x86/kvm/svm/sev.c, arch/x86/kvm/svm/svm.h).
 
 - Per-VM state: :class:`SevInfo`, as ``struct kvm_sev_info`` (``vm.sev``).
-
 - Ranges (``sev_hardware_setup``): SEV uses [min_sev_asid, max_sev_asid], SEV-ES and SNP use
   [1, min_sev_asid - 1]; ASID 0 is the host.
 - ``sev_asid_new``: min > max -> -ENOTTY; a full range triggers ``__sev_recycle_asids`` once
