@@ -217,10 +217,10 @@ def copy_enc_context_from(dst, src) -> int:
 
 def move_enc_context_from(dst, src) -> int:
     """``KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM`` (``sev_vm_move_enc_context_from``; not a VM ->
-    EBADF in :meth:`kit.kvm.vm.VM.enable_cap`): lock checks; EINVAL for different VM types, an SEV destination or a non-SEV source,
-    (2026 patch) an SNP source; for SEV-ES the vCPU counts must match and every source VMSA be
-    protected (``sev_check_source_vcpus``). Moves the ASID, the registered regions and the
-    mirrors; the source dies."""
+    EBADF in :meth:`kit.kvm.vm.VM.enable_cap`): lock checks; EINVAL for different VM types, an
+    SEV destination or a non-SEV source, (2026 patch) an SNP source; for SEV-ES the vCPU counts
+    must match and every source VMSA be protected (``sev_check_source_vcpus``). Moves the ASID,
+    the registered regions and the mirrors; the source dies."""
     _lock_two_vms(dst, src)
     if dst.type != src.type or dst.sev_active or not src.sev_active:
         raise KvmError(errno.EINVAL, "same VM type, non-SEV destination, SEV source required")

@@ -80,7 +80,8 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
     2M-aligned units of private memory, as range operations: the same state and the same
     cost events as faulting each unit in on its own. Needs 2M guest_memfd folios aligned with
     the gfns (``Kvm(gmem_hugepages=True)``); anything else goes unit by unit through the vCPU
-    path. Records one ``vm_exit`` and one ``npt_map`` per unit."""
+    path. Records one ``vm_exit`` and one ``npt_map`` per unit. The range form applies SNP's
+    own rules (:func:`sev_gmem_prepare`), not a member a user replaced in ``vm.x86_ops``."""
     host = vm.kvm.host
     end = gfn + nunits * R
     slot = vm.slot_for_gfn(gfn)
@@ -103,8 +104,8 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
         breaks = np.flatnonzero((np.diff(idx) != 1) | (np.diff(pfns[idx]) != R)) + 1
         for run in np.split(idx, breaks):
             first = int(run[0])
-            rc = host.rmp_make_private(int(pfns[first]), (gfn + first * R) << PAGE_SHIFT, PAGE_2M, vm.asid,
-                                       False, npages=len(run) * R)
+            rc = host.rmp_make_private(int(pfns[first]), (gfn + first * R) << PAGE_SHIFT, PAGE_2M,
+                                       vm.asid, False, npages=len(run) * R)
             if rc:
                 raise KvmError(errno.EINVAL, f"sev_gmem_prepare failed for gfn {gfn + first * R:#x}")
     vm.sptes.set(gfn, end, MAP_PRIVATE)
