@@ -1,9 +1,20 @@
-"""KVM behind its uAPI: ``Kvm`` (/dev/kvm), ``VM``, memslots, memory attributes, guest_memfd,
-vCPUs and the fault path (:mod:`.mmu`), SEV ASIDs, mirrors and moves (:mod:`.sev`), SNP
-(guest_memfd prepare/invalidate, RMP faults, GHCB page-state change, launch: :mod:`.snp`) and a
-QEMU-style VMM (:mod:`.vmm`). Errors are ``KvmError`` with the kernel's errno.
-"""
-from . import uapi
-from .vm import VM, GuestMemfd, Kvm, Memslot
+"""KVM behind its uAPI, shaped like the kernel.
 
-__all__ = ["Kvm", "VM", "GuestMemfd", "Memslot", "uapi"]
+Generic code: ``Kvm`` (/dev/kvm) and ``VM`` (:mod:`.vm`), memslots (:mod:`.memslot`),
+guest_memfd (:mod:`.gmem`), the fault path and vCPUs (:mod:`.mmu`), exits and constants
+(:mod:`.uapi`), failure knobs (:mod:`.injection`). It reaches SEV and SNP only through the
+arch-ops table (:mod:`.x86_ops`, the analogue of ``struct kvm_x86_ops``): SEV ASIDs, mirrors
+and moves (:mod:`.sev`), SNP's guest_memfd hooks, RMP faults, GHCB page-state change and launch
+(:mod:`.snp`), installed per VM type by the vendor module (:mod:`.svm`). A QEMU-style VMM:
+:mod:`.vmm`. Errors are ``KvmError`` with the kernel's errno.
+"""
+from . import svm, uapi  # noqa: F401  (svm installs the vendor's arch ops)
+from .gmem import GuestMemfd
+from .injection import FaultInjection
+from .memslot import Memslot
+from .sev import SevInfo
+from .vm import VM, Kvm
+from .x86_ops import KvmX86Ops
+
+__all__ = ["Kvm", "VM", "GuestMemfd", "Memslot", "uapi", "KvmX86Ops", "SevInfo",
+           "FaultInjection"]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..units import PAGE_4K
-from ..host.ranges import RangeStore as AttributeRanges
+from ..host.ranges import RangeStore
+from ..units import PAGE_4K, PAGE_SHIFT
+from .uapi import TASK_SIZE_MAX
 
 MAX_READ = 64 << 20   # bytes one read may materialise
 
@@ -44,7 +45,7 @@ class PageContents:
     """One fill byte per 4K page, keyed by page index; unset pages read as zero."""
 
     def __init__(self):
-        self._pages = AttributeRanges()
+        self._pages = RangeStore()
 
     def fill(self, first: int, npages: int, value: int) -> None:
         if npages:
@@ -71,3 +72,28 @@ class PageContents:
     @property
     def nbytes(self) -> int:
         return self._pages.nbytes
+
+
+class UserMemory:
+    """The VMM process's anonymous memory (what ``userspace_addr`` of a memslot points at):
+    contents per host-virtual page, zero until written. Backs the guest's shared accesses to
+    every slot that is not ``KVM_MEMSLOT_GMEM_ONLY`` (``__kvm_faultin_pfn`` via the HVA)."""
+
+    def __init__(self):
+        self.data = PageContents()
+
+    def _check(self, addr: int, length: int) -> None:
+        if addr + length > TASK_SIZE_MAX:
+            raise ValueError(f"addr: {addr:#x}+{length:#x} is not a user address (below {TASK_SIZE_MAX:#x})")
+
+    def fill(self, addr: int, length: int, value: int) -> None:
+        """``memset(addr, value, length)`` (whole pages)."""
+        check_span(addr, length, whole_pages=True, addr_name="addr")
+        check_byte(value)
+        self._check(addr, length)
+        self.data.fill(addr >> PAGE_SHIFT, length >> PAGE_SHIFT, value)
+
+    def read(self, addr: int, length: int = 1) -> bytes:
+        check_span(addr, length, whole_pages=False, addr_name="addr")
+        self._check(addr, length)
+        return self.data.read(addr, length)

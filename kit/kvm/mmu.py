@@ -3,59 +3,41 @@
 Sources: arch/x86/kvm/mmu/mmu.c (``kvm_mmu_page_fault``: for SW_PROTECTED VMs the access is
 private exactly when ``kvm_mem_is_private(gfn)``; ``kvm_mmu_faultin_pfn``: access/attribute
 mismatch -> ``kvm_mmu_prepare_memory_fault_exit``; ``kvm_handle_noslot_fault``;
-``kvm_mmu_faultin_pfn_private``: private access to a non-gmem slot; ``kvm_max_level_for_order``
-and ``KVM_LPAGE_MIXED_FLAG`` cap the level), virt/kvm/guest_memfd.c (``kvm_gmem_get_pfn``:
-EFAULT once the file is closed; ``*max_order = 0``), arch/x86/kvm/x86.c
+``kvm_mmu_faultin_pfn_gmem``: private access to a non-gmem slot; ``kvm_max_level_for_order``,
+``kvm_max_private_mapping_level`` and ``KVM_LPAGE_MIXED_FLAG`` cap the level),
+virt/kvm/guest_memfd.c (``kvm_gmem_get_pfn``: EFAULT once the file is closed), arch/x86/kvm/x86.c
 (``____kvm_emulate_hypercall`` for ``KVM_HC_MAP_GPA_RANGE``, ``complete_hypercall_exit``).
+
+The private fault reaches the arch only through the VM's ops table (:mod:`kit.kvm.x86_ops`):
+``gmem_prepare`` on the folio, ``private_max_mapping_level`` on the level.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import errno
 
 from ..errors import KvmError
-from ..units import PAGE_1G, PAGE_2M, PAGE_4K
+from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT
 from . import uapi as U
+from .content import check_byte, check_span
+from .gmem import max_level_for_order
+# the exit structures and the hypercall's attribute bits live in .uapi (re-exported here)
+from .uapi import (KVM_MAP_GPA_RANGE_DECRYPTED, KVM_MAP_GPA_RANGE_ENCRYPTED,  # noqa: F401
+                   KVM_MAP_GPA_RANGE_PAGE_SZ_1G, KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
+                   KVM_MAP_GPA_RANGE_PAGE_SZ_4K, Exit, Hypercall, MemoryFault)
 
-MAP_SHARED, MAP_PRIVATE = 1, 2   # values in the VM's SPTE range store
-
-KVM_MAP_GPA_RANGE_PAGE_SZ_4K = 0
-KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1
-KVM_MAP_GPA_RANGE_PAGE_SZ_1G = 2
-KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4
-KVM_MAP_GPA_RANGE_DECRYPTED = 0
-
-
-@dataclass(frozen=True)
-class MemoryFault:
-    gpa: int
-    size: int
-    flags: int
-
-
-@dataclass(frozen=True)
-class Hypercall:
-    nr: int
-    args: tuple
-    flags: int
-    ret: int = 0
-
-
-@dataclass(frozen=True)
-class Exit:
-    """What ``KVM_RUN`` hands to userspace (``struct kvm_run``); for ``KVM_EXIT_MEMORY_FAULT``
-    KVM_RUN itself returns -1/EFAULT, recorded in ``errno``."""
-
-    reason: int
-    memory_fault: MemoryFault | None = None
-    hypercall: Hypercall | None = None
-    errno: int = 0
+MAP_SHARED, MAP_PRIVATE = 1, 2   # values in the VM's SPTE range store (what the NPT maps)
 
 
 class Vcpu:
+    """``struct kvm_vcpu``: its VM, its id, and the SEV-ES/SNP state the model needs (whether
+    its VMSA is protected, and for SNP the VMSA's host frame, set by the arch's
+    ``vcpu_create``)."""
+
     def __init__(self, vm, id: int):
         self.vm = vm
         self.id = id
         self.vmsa_protected = False   # SEV-ES: set by LAUNCH_UPDATE_VMSA
+        self.vmsa_pfn: int | None = None
 
     def __repr__(self) -> str:
         return f"<vCPU {self.id} of {self.vm!r}>"
@@ -67,18 +49,24 @@ class Vcpu:
         ``kvm_mmu_page_fault``); SNP accesses state their C-bit. Exits, in the kernel's order:
         private access with no memslot or to a non-guest_memfd slot, access/attribute mismatch,
         guest_memfd failure -> ``KVM_EXIT_MEMORY_FAULT`` (gpa page-aligned, size 4096, flags
-        PRIVATE iff the access was private); shared access with no memslot -> MMIO."""
+        PRIVATE iff the access was private); shared access with no memslot -> MMIO.
+
+        A private fault gets the folio (``kvm_gmem_get_pfn``), has the arch prepare it
+        (``gmem_prepare``; a failure is EINVAL) and maps it at the folio's level
+        (``kvm_max_level_for_order``) capped by the arch (``private_max_mapping_level``) and
+        by mixed attributes in the huge page (``KVM_LPAGE_MIXED_FLAG``)."""
         vm = self.vm
-        vm._alive()
+        vm.check_alive()
         if isinstance(gpa, bool) or not isinstance(gpa, int) or gpa < 0:
             raise ValueError(f"gpa: expected a non-negative int, got {gpa!r}")
-        gfn = gpa >> 12
+        gfn = gpa >> PAGE_SHIFT
         is_private = bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE) if private is None else bool(private)
         if is_private and not vm.has_private_mem:
             raise ValueError("private: this VM type has no private memory")
         slot = vm.slot_for_gfn(gfn)
         fault = lambda: Exit(U.KVM_EXIT_MEMORY_FAULT, memory_fault=MemoryFault(
-            gfn << 12, PAGE_4K, U.KVM_MEMORY_EXIT_FLAG_PRIVATE if is_private else 0), errno=14)
+            gfn << PAGE_SHIFT, PAGE_4K, U.KVM_MEMORY_EXIT_FLAG_PRIVATE if is_private else 0),
+            errno=errno.EFAULT)
         if slot is None:
             return fault() if is_private else Exit(U.KVM_EXIT_MMIO)
         attr_private = bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
@@ -86,29 +74,39 @@ class Vcpu:
             can_back = not is_private or (slot.flags & U.KVM_MEM_GUEST_MEMFD and slot.gmem is not None)
             if vm.npf_policy != "auto-convert" or not can_back:
                 return fault()
-            # questions.md §3: KVM converts on a guest access itself (never on a host access)
-            vm._set_attributes(gfn << 12, PAGE_4K, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if is_private else 0)
-            vm.kvm_conversions.append((gfn, gfn + 1, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if is_private else 0))
+            # the 2021 agreement (thread "[PATCH Part2 RFC v4 37/40] KVM: SVM: Add support to
+            # handle the RMP nested page fault"): KVM converts on a guest access itself, never
+            # on a host access
+            value = U.KVM_MEMORY_ATTRIBUTE_PRIVATE if is_private else 0
+            vm.kvm_vm_set_mem_attributes(gfn << PAGE_SHIFT, PAGE_4K, value)
+            vm.kvm_conversions.append((gfn, gfn + 1, value))
         if is_private or slot.gmem_only:   # __kvm_mmu_faultin_pfn: private, or a GMEM_ONLY slot
             if not slot.flags & U.KVM_MEM_GUEST_MEMFD:
                 return fault()
             if slot.gmem is None:                   # kvm_gmem_get_pfn: file closed -> EFAULT
                 return fault()
-            index = slot.gmem_pgoff + gfn - slot.base_gfn
+            index = slot.gmem_index(gfn)
             if not is_private:                      # shared fault served from guest_memfd
-                slot.gmem.allocated.set(index, index + 1, 1)
+                slot.gmem.mark_allocated(index, index + 1)
                 return self._map(gfn, PAGE_4K, False)
-            if vm.type == U.KVM_X86_SNP_VM:
-                from .snp import gmem_pfn, sev_gmem_prepare, sev_max_mapping_level
-                pfn, order = gmem_pfn(slot.gmem, index)
-                if sev_gmem_prepare(vm, pfn, gfn, order):
-                    raise KvmError(22, f"sev_gmem_prepare failed for gfn {gfn:#x}")
-                level = min(sev_max_mapping_level(vm.kvm.host, pfn), PAGE_2M if order >= 9 else PAGE_4K)
-                if vm.lpage_mixed(gfn, 512):
-                    level = PAGE_4K
-                return self._map(gfn, level, True)
-            slot.gmem.allocated.set(index, index + 1, 1)   # zeroed on first use
+            return self._map(gfn, self._private_level(gfn, slot, index), True)
         return self._map(gfn, self.max_level(gfn, slot, is_private), is_private)
+
+    def _private_level(self, gfn: int, slot, index: int) -> int:
+        """``kvm_mmu_faultin_pfn_gmem`` + ``kvm_max_private_mapping_level``: fault the folio in,
+        have the arch prepare it, and the level it may be mapped at."""
+        vm, ops = self.vm, self.vm.x86_ops
+        pfn, order = slot.gmem.get_pfn(index)
+        if ops.gmem_prepare(vm, pfn, gfn, order):
+            raise KvmError(errno.EINVAL, f"gmem_prepare failed for gfn {gfn:#x}")
+        level = max_level_for_order(order)
+        if level > PAGE_4K:                     # the arch is asked only about huge mappings
+            cap = ops.private_max_mapping_level(vm, pfn)
+            if cap:
+                level = min(level, cap)
+        while level > PAGE_4K and vm.lpage_mixed(gfn, level // PAGE_4K):   # KVM_LPAGE_MIXED_FLAG
+            level = PAGE_2M if level == PAGE_1G else PAGE_4K
+        return level
 
     def fill(self, gpa: int, length: int, value: int, *, private: bool | None = None):
         """The guest writes ``value`` over ``[gpa, gpa+length)`` (whole pages), page by page
@@ -116,11 +114,10 @@ class Vcpu:
         written, as a guest ``memset`` would have). The bytes land where KVM mapped the page:
         guest_memfd for private pages and GMEM_ONLY slots, else the VMM's memory at the
         slot's ``userspace_addr``."""
-        from .content import check_byte, check_span
         check_span(gpa, length, whole_pages=True, addr_name="gpa")
         check_byte(value)
-        for page in range(gpa >> 12, (gpa + length) >> 12):
-            out = self.access(page << 12, write=True, private=private)
+        for page in range(gpa >> PAGE_SHIFT, (gpa + length) >> PAGE_SHIFT):
+            out = self.access(page << PAGE_SHIFT, write=True, private=private)
             if out is not None:
                 return out
             store, index = self._backing(page, private)
@@ -129,16 +126,17 @@ class Vcpu:
 
     def read(self, gpa: int, length: int = 1, *, private: bool | None = None):
         """The guest reads ``length`` bytes at ``gpa``: bytes, or the first page's exit."""
-        from .content import check_span
         check_span(gpa, length, whole_pages=False, addr_name="gpa")
         out = bytearray()
-        for page in range(gpa >> 12, (gpa + max(length, 1) - 1 >> 12) + 1):
-            ex = self.access(page << 12, write=False, private=private)
+        first = gpa >> PAGE_SHIFT
+        for page in range(first, ((gpa + max(length, 1) - 1) >> PAGE_SHIFT) + 1):
+            ex = self.access(page << PAGE_SHIFT, write=False, private=private)
             if ex is not None:
                 return ex
             store, index = self._backing(page, private)
-            lo = gpa - (page << 12) if page == gpa >> 12 else 0
-            hi = min(PAGE_4K, gpa + length - (page << 12))
+            base = page << PAGE_SHIFT
+            lo = gpa - base if page == first else 0
+            hi = min(PAGE_4K, gpa + length - base)
             out += store.read(index * PAGE_4K + lo, hi - lo)
         return bytes(out)
 
@@ -149,23 +147,24 @@ class Vcpu:
                       if private is None else bool(private))
         slot = vm.slot_for_gfn(gfn)
         if is_private or slot.gmem_only:
-            return slot.gmem.data, slot.gmem_pgoff + gfn - slot.base_gfn
-        return vm.kvm.user_memory.data, (slot.userspace_addr >> 12) + gfn - slot.base_gfn
+            return slot.gmem.data, slot.gmem_index(gfn)
+        return vm.kvm.user_memory.data, slot.hva(gfn)
 
     def _map(self, gfn: int, level: int, is_private: bool):
         """Install the NPT mapping (once): the level-aligned range around ``gfn``."""
         vm = self.vm
         if vm.sptes.get(gfn) != (MAP_PRIVATE if is_private else MAP_SHARED):
-            base = gfn - gfn % (level // PAGE_4K)
-            vm.sptes.set(base, base + level // PAGE_4K, MAP_PRIVATE if is_private else MAP_SHARED)
+            n = level // PAGE_4K
+            base = gfn - gfn % n
+            vm.sptes.set(base, base + n, MAP_PRIVATE if is_private else MAP_SHARED)
             vm.faults_in.append((gfn, level, is_private))
         return None
 
     def max_level(self, gfn: int, slot, is_private: bool) -> int:
-        """Mapping level: guest_memfd folios are order 0 (``kvm_gmem_get_pfn``), so private
-        mappings are 4K; shared ones may be 2M/1G where the huge page lies inside the slot and
-        its attributes are uniform (``KVM_LPAGE_MIXED_FLAG``). Host page-size limits of the
-        userspace mapping are not modelled (taken as huge-page backed)."""
+        """Mapping level of a fault not served from guest_memfd: shared mappings may be 2M/1G
+        where the huge page lies inside the slot and its attributes are uniform
+        (``KVM_LPAGE_MIXED_FLAG``). Host page-size limits of the userspace mapping are not
+        modelled (taken as huge-page backed). (Private faults: :meth:`access`.)"""
         if is_private:
             return PAGE_4K
         for level in (PAGE_1G, PAGE_2M):
@@ -181,7 +180,7 @@ class Vcpu:
         the guest gets -KVM_EPERM; not enabled with ``KVM_CAP_EXIT_HYPERCALL`` -> -KVM_ENOSYS;
         gpa not page aligned, npages 0, or the gfn range wraps -> -KVM_EINVAL (attrs are not
         validated). Returns the guest's RAX (an int) or the ``KVM_EXIT_HYPERCALL`` exit."""
-        self.vm._alive()
+        self.vm.check_alive()
         if nr != U.KVM_HC_MAP_GPA_RANGE:
             return -U.KVM_ENOSYS
         if cpl != 0:
@@ -190,13 +189,14 @@ class Vcpu:
         if not guest_owned and not self.vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE):
             return -U.KVM_ENOSYS
         gpa, npages, attrs = (list(args) + [0, 0, 0])[:3]
-        gfn = gpa >> 12
+        gfn = gpa >> PAGE_SHIFT
         if gpa % PAGE_4K or npages == 0 or (gfn + npages) % (1 << 64) <= gfn:   # u64 wrap
             return -U.KVM_EINVAL
         if guest_owned:
-            # questions.md §4, the pKVM proposal: the guest's call decides; KVM applies it
+            # the pKVM proposal (thread "[RFC PATCH v12 11/33] KVM: Introduce per-page memory
+            # attributes", 2023): the guest's call decides; KVM applies it
             value = U.KVM_MEMORY_ATTRIBUTE_PRIVATE if attrs & KVM_MAP_GPA_RANGE_ENCRYPTED else 0
-            self.vm._set_attributes(gpa, npages << 12, value)
+            self.vm.kvm_vm_set_mem_attributes(gpa, npages << PAGE_SHIFT, value)
             self.vm.kvm_conversions.append((gfn, gfn + npages, value))
             return 0
         return Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(

@@ -1,36 +1,71 @@
-"""SEV ASIDs, encryption-context mirroring and migration (arch/x86/kvm/svm/sev.c).
+"""SEV: per-VM state, ASIDs, encryption-context mirroring and migration, and the SEV members of
+the arch-ops table (arch/x86/kvm/svm/sev.c, arch/x86/kvm/svm/svm.h).
 
+- Per-VM state: :class:`SevInfo`, as ``struct kvm_sev_info`` (``vm.sev``).
 - Ranges (``sev_hardware_setup``): SEV uses [min_sev_asid, max_sev_asid], SEV-ES and SNP use
   [1, min_sev_asid - 1]; ASID 0 is the host.
 - ``sev_asid_new``: min > max -> -ENOTTY; a full range triggers ``__sev_recycle_asids`` once
   (WBINVD on every CPU, then DF_FLUSH / SNP_DF_FLUSH, under ``sev_deactivate_lock``), then
   -EBUSY. ``sev_asid_free`` only marks the ASID for reclaim.
-- ``sev_vm_copy_enc_context_from`` / ``sev_vm_move_enc_context_from``: the checks and errnos of
-  the kit's reference notes (snp-rmp.md §5), including the 2026 patch rejecting SNP sources
-  (named parameter ``Kvm.block_snp_mirror``).
+- ``sev_vm_copy_enc_context_from`` / ``sev_vm_move_enc_context_from``: their checks and errnos
+  in the kernel's order (``sev_lock_two_vms`` first), including the 2026 patch rejecting SNP
+  sources ("[PATCH v3 1/4] KVM: SEV: Do not allow intra-host migration/mirroring of SNP VMs",
+  A. Patra; named parameter ``Kvm.block_snp_mirror``). Mirroring as first proposed and
+  reviewed: thread "[RFC] KVM: x86: Support KVM VMs sharing SEV context" (2021).
 - ``sev_mem_enc_ioctl``'s common checks (:func:`sev_mem_enc_check`): a mirror may only issue
   LAUNCH_UPDATE_VMSA, GUEST_STATUS, DBG_DECRYPT and DBG_ENCRYPT; an SNP VM only SNP commands.
   ``KVM_MEMORY_ENCRYPT_REG_REGION`` / ``UNREG_REGION`` (``sev_mem_enc_register_region``,
   ``sev_mem_enc_unregister_region``): the regions a VMM pins for the guest.
+- :class:`SevX86Ops`: the table SEV and SEV-ES VMs get (``svm_x86_ops``' SEV members);
+  :mod:`kit.kvm.snp` extends it for SNP VMs and :mod:`kit.kvm.svm` installs both.
 """
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass, field
 
 from ..errors import KvmError
 from . import uapi as U
+from .injection import injected
+from .x86_ops import KvmX86Ops
 
 SEV_TYPES = (U.KVM_X86_SEV_VM, U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM)
 
 
+@dataclass(eq=False)
+class SevInfo:
+    """``struct kvm_sev_info`` (arch/x86/kvm/svm/svm.h), the fields the model uses; ``vm.sev``.
+
+    ``active``/``es_active``/``snp_active``: ``sev_guest()``, ``sev_es_guest()``,
+    ``sev_snp_guest()`` (set by ``KVM_SEV_INIT2``, or copied by mirroring);
+    ``enc_context_owner``: the VM whose context a mirror shares (``vm.mirror_of``);
+    ``mirror_vms``: the VMs mirroring this one (``vm.mirrors``); ``regions_list``: (addr, size)
+    of the registered regions (``vm.enc_regions``); ``migration_in_progress``: held by
+    ``sev_lock_two_vms``. SNP launch state (the firmware's, kept here): ``snp_launched`` after
+    SNP_LAUNCH_FINISH and ``launch_pages``, the pfns SNP_LAUNCH_UPDATE measured."""
+
+    active: bool = False
+    es_active: bool = False
+    snp_active: bool = False
+    asid: int = 0
+    enc_context_owner: object = None
+    mirror_vms: list = field(default_factory=list)
+    regions_list: list = field(default_factory=list)
+    migration_in_progress: bool = False
+    snp_launched: bool = False
+    launch_pages: list = field(default_factory=list)
+
+
 class AsidSpace:
-    """The ASID bitmaps of one host (``sev_asid_bitmap``, ``sev_reclaim_asid_bitmap``)."""
+    """The ASID bitmaps of one host (``sev_asid_bitmap``, ``sev_reclaim_asid_bitmap``), set up
+    by :func:`sev_hardware_setup` as ``kvm.asids``."""
 
     def __init__(self, kvm, min_sev_asid: int, max_sev_asid: int):
         self.kvm = kvm
         self.min_sev_asid, self.max_sev_asid = min_sev_asid, max_sev_asid
         self.used: set[int] = set()
         self.reclaim: set[int] = set()
+        self.leaked: set[int] = set()        # never freed: SNP_DECOMMISSION failed
         self.recycles = 0
 
     def range_for(self, vm_type: int) -> tuple[int, int]:
@@ -68,6 +103,12 @@ class AsidSpace:
         self.reclaim.add(asid)
 
 
+def sev_hardware_setup(kvm) -> None:
+    """``sev_hardware_setup``: the host's ASID space from CPUID 0x8000001F (``kvm.min_sev_asid``,
+    ``kvm.max_sev_asid``)."""
+    kvm.asids = AsidSpace(kvm, kvm.min_sev_asid, kvm.max_sev_asid)
+
+
 # is_cmd_allowed_from_mirror (arch/x86/kvm/svm/sev.c)
 MIRROR_COMMANDS = frozenset({U.KVM_SEV_LAUNCH_UPDATE_VMSA, U.KVM_SEV_GUEST_STATUS,
                              U.KVM_SEV_DBG_DECRYPT, U.KVM_SEV_DBG_ENCRYPT})
@@ -79,7 +120,7 @@ def sev_mem_enc_check(vm, cmd: int) -> None:
     no errno distinguishes); a mirror issuing anything but :data:`MIRROR_COMMANDS` -> EINVAL
     ("only the enc_context_owner handles some memory enc operations"); an SNP VM issuing a
     command below ``KVM_SEV_SNP_LAUNCH_START`` -> EPERM."""
-    vm._alive()
+    vm.check_alive()
     if cmd not in U.SEV_CMD_NAMES:
         raise KvmError(errno.EINVAL, f"unknown KVM_MEMORY_ENCRYPT_OP command {cmd}")
     if vm.mirror_of is not None and cmd not in MIRROR_COMMANDS:
@@ -106,7 +147,7 @@ def register_region(vm, addr: int, size: int) -> int:
     _context_owner(vm)
     if size == 0 or addr + size > 1 << 64:
         raise KvmError(errno.EINVAL, "size 0 or a range that wraps")
-    vm.enc_regions.append((addr, size))
+    vm.sev.regions_list.append((addr, size))
     return 0
 
 
@@ -115,9 +156,9 @@ def unregister_region(vm, addr: int, size: int) -> int:
     -> ENOTTY; a mirror -> EINVAL; no region with exactly this address and size
     (``find_enc_region``) -> EINVAL."""
     _context_owner(vm)
-    if (addr, size) not in vm.enc_regions:
+    if (addr, size) not in vm.sev.regions_list:
         raise KvmError(errno.EINVAL, f"no registered region at {addr:#x} of {size:#x} bytes")
-    vm.enc_regions.remove((addr, size))
+    vm.sev.regions_list.remove((addr, size))
     return 0
 
 
@@ -130,8 +171,11 @@ def sev_init(vm) -> int:
         raise KvmError(errno.EINVAL, "not an SEV VM type, or already initialised")
     if vm.vcpus:
         raise KvmError(errno.EINVAL, "vCPUs already created")
-    vm.asid = vm.kvm.asids.alloc(vm.type)
-    vm.sev_active = True
+    sev = vm.sev
+    sev.asid = vm.kvm.asids.alloc(vm.type)
+    sev.active = True
+    sev.es_active = vm.type in (U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM)
+    sev.snp_active = vm.type == U.KVM_X86_SNP_VM
     return 0
 
 
@@ -143,36 +187,40 @@ def _lock_two_vms(dst, src) -> None:
         raise KvmError(errno.EBUSY, "a migration is in progress")
 
 
-def _as_vm(source):
-    from .vm import VM
-    if not isinstance(source, VM):
-        raise KvmError(errno.EBADF, f"{type(source).__name__} is not a VM file")
-    return source
+def _sev_of(vm) -> SevInfo:
+    """The SEV state of a VM that takes an encryption context: a VM created without SEV ops
+    (a default VM as a mirror's destination) gets SEV state and, from then on, the Kvm's SEV
+    table, as ``sev_guest()`` turns true for it in the kernel."""
+    if vm.sev is None:
+        vm.sev = SevInfo()
+        vm.x86_ops = vm.kvm.x86_ops[U.KVM_X86_SEV_VM]
+    return vm.sev
 
 
-def copy_enc_context_from(dst, source) -> int:
-    """``KVM_CAP_VM_COPY_ENC_CONTEXT_FROM`` (``sev_vm_copy_enc_context_from``): not a VM ->
-    EBADF; then the lock checks; then EINVAL if the destination is already SEV, the source is
-    not SEV, the source is itself a mirror, the destination has vCPUs, or (2026 patch) the
-    source is SNP. The mirror shares the source's ASID and holds a reference on it."""
-    src = _as_vm(source)
+def copy_enc_context_from(dst, src) -> int:
+    """``KVM_CAP_VM_COPY_ENC_CONTEXT_FROM`` (``sev_vm_copy_enc_context_from``; a source that is
+    not a VM is EBADF in :meth:`kit.kvm.vm.VM.enable_cap`): the lock checks; then EINVAL if the
+    destination is already SEV, the source is not SEV, the source is itself a mirror, the
+    destination has vCPUs, or (2026 patch) the source is SNP. The mirror shares the source's
+    ASID (and its ``es_active``) and holds a reference on it."""
     _lock_two_vms(dst, src)
     if dst.sev_active or not src.sev_active or src.mirror_of is not None or dst.vcpus:
         raise KvmError(errno.EINVAL, "mirror rules: dst not SEV, src SEV and not a mirror, dst without vCPUs")
     if dst.kvm.block_snp_mirror and src.type == U.KVM_X86_SNP_VM:
         raise KvmError(errno.EINVAL, "SNP state cannot be mirrored")
-    dst.asid, dst.sev_active, dst.mirror_of = src.asid, True, src
-    src.mirrors.append(dst)
+    mirror = _sev_of(dst)
+    mirror.asid, mirror.active, mirror.es_active = src.sev.asid, True, src.sev.es_active
+    mirror.enc_context_owner = src
+    src.sev.mirror_vms.append(dst)
     return 0
 
 
-def move_enc_context_from(dst, source) -> int:
-    """``KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM`` (``sev_vm_move_enc_context_from``): not a VM ->
-    EBADF; lock checks; EINVAL for different VM types, an SEV destination or a non-SEV source,
-    (2026 patch) an SNP source; for SEV-ES the vCPU counts must match and every source VMSA be
-    protected (``sev_check_source_vcpus``). Moves the ASID, the registered regions and the
-    mirrors; the source dies."""
-    src = _as_vm(source)
+def move_enc_context_from(dst, src) -> int:
+    """``KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM`` (``sev_vm_move_enc_context_from``; not a VM ->
+    EBADF in :meth:`kit.kvm.vm.VM.enable_cap`): lock checks; EINVAL for different VM types, an
+    SEV destination or a non-SEV source, (2026 patch) an SNP source; for SEV-ES the vCPU counts
+    must match and every source VMSA be protected (``sev_check_source_vcpus``). Moves the ASID,
+    the registered regions and the mirrors; the source dies."""
     _lock_two_vms(dst, src)
     if dst.type != src.type or dst.sev_active or not src.sev_active:
         raise KvmError(errno.EINVAL, "same VM type, non-SEV destination, SEV source required")
@@ -181,12 +229,13 @@ def move_enc_context_from(dst, source) -> int:
     if src.type == U.KVM_X86_SEV_ES_VM:
         if len(dst.vcpus) != len(src.vcpus) or not all(v.vmsa_protected for v in src.vcpus.values()):
             raise KvmError(errno.EINVAL, "SEV-ES: vCPU counts differ or a VMSA is not protected")
-    dst.asid, dst.sev_active = src.asid, True
-    dst.enc_regions, src.enc_regions = src.enc_regions, []      # sev_migrate_from: regions_list
-    dst.mirrors, src.mirrors = src.mirrors, []
-    for m in dst.mirrors:
-        m.mirror_of = dst
-    src.asid, src.sev_active = 0, False
+    d, s = _sev_of(dst), src.sev
+    d.asid, d.active, d.es_active, d.snp_active = s.asid, True, s.es_active, s.snp_active
+    d.regions_list, s.regions_list = s.regions_list, []      # sev_migrate_from: regions_list
+    d.mirror_vms, s.mirror_vms = s.mirror_vms, []
+    for m in d.mirror_vms:
+        m.sev.enc_context_owner = dst
+    s.asid, s.active = 0, False
     src.dead = True
     return 0
 
@@ -195,19 +244,57 @@ def sev_vm_destroy(vm) -> None:
     """``sev_vm_destroy``: a mirror only unlinks itself and drops its reference; otherwise
     (SNP: after ``snp_decommission_context``; if that fails the ASID leaks) the ASID is freed
     for reclaim. A source with live mirrors is kept alive by their references."""
-    if not vm.sev_active:
+    sev = vm.sev
+    if sev is None or not sev.active:
         return
-    if vm.mirror_of is not None:
-        vm.mirror_of.mirrors.remove(vm)
-        src, vm.mirror_of = vm.mirror_of, None
-        if src.dead and not src.mirrors:
+    if sev.enc_context_owner is not None:
+        src, sev.enc_context_owner = sev.enc_context_owner, None
+        src.sev.mirror_vms.remove(vm)
+        if src.dead and not src.sev.mirror_vms:
             sev_vm_destroy(src)
-        vm.sev_active = False
+        sev.active = False
         return
-    if vm.mirrors:
+    if sev.mirror_vms:
         return                      # the mirrors' kvm_get_kvm references keep the context
-    if vm.type == U.KVM_X86_SNP_VM and vm.kvm.snp_decommission_fails:
-        vm.kvm.leaked_asids.add(vm.asid)
+    if vm.type == U.KVM_X86_SNP_VM and injected(vm, "snp_decommission_fails"):
+        vm.kvm.asids.leaked.add(sev.asid)
     else:
-        vm.kvm.asids.free(vm.asid)
-    vm.sev_active = False
+        vm.kvm.asids.free(sev.asid)
+    sev.active = False
+
+
+class SevX86Ops(KvmX86Ops):
+    """The arch ops of SEV and SEV-ES VMs: the SEV members of ``svm_x86_ops``
+    (arch/x86/kvm/svm/svm.c). Memory hooks stay generic (no RMP); :class:`kit.kvm.snp.SnpX86Ops`
+    adds SNP's."""
+
+    def vm_init(self, vm) -> None:
+        """``svm_vm_init`` for an SEV type: SEV state; protected state for SEV-ES and SNP;
+        private memory for SNP."""
+        vm.sev = SevInfo()
+        vm.has_protected_state = vm.type in (U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM)
+        vm.has_private_mem = vm.type == U.KVM_X86_SNP_VM
+
+    def vm_destroy(self, vm) -> None:
+        """``svm_vm_destroy`` -> :func:`sev_vm_destroy`."""
+        sev_vm_destroy(vm)
+
+    def mem_enc_ioctl(self, vm, cmd: int) -> int:
+        """``sev_mem_enc_ioctl``: ``KVM_SEV_INIT2`` is :func:`sev_init`; other commands get the
+        common checks only (:func:`sev_mem_enc_check`) and return 0."""
+        if cmd == U.KVM_SEV_INIT2:
+            return sev_init(vm)
+        sev_mem_enc_check(vm, cmd)
+        return 0
+
+    def mem_enc_register_region(self, vm, addr: int, size: int) -> int:
+        return register_region(vm, addr, size)
+
+    def mem_enc_unregister_region(self, vm, addr: int, size: int) -> int:
+        return unregister_region(vm, addr, size)
+
+    def vm_copy_enc_context_from(self, dst, src) -> int:
+        return copy_enc_context_from(dst, src)
+
+    def vm_move_enc_context_from(self, dst, src) -> int:
+        return move_enc_context_from(dst, src)

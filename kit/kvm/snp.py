@@ -1,19 +1,23 @@
-"""SNP on top of guest_memfd: host frames behind the file, the RMP hooks, RMP #NPF handling and
-GHCB page-state change (arch/x86/kvm/svm/sev.c, virt/kvm/guest_memfd.c).
+"""SNP on top of guest_memfd: the RMP hooks of the arch-ops table, RMP #NPF handling, GHCB
+page-state change and launch (arch/x86/kvm/svm/sev.c, virt/kvm/guest_memfd.c).
 
-- Folios: ``Kvm(gmem_hugepages=...)``. Upstream ``kvm_gmem_get_pfn`` hands out order-0 folios
-  (``*max_order = 0``); the 2M-folio guest_memfd series is what the measured workloads used.
-  The choice is a named parameter.
+- :class:`SnpX86Ops`: the table SNP VMs get (``svm_x86_ops``' ``gmem_prepare``,
+  ``gmem_invalidate``, ``private_max_mapping_level``, ``vcpu_create``/``vcpu_free`` for the
+  VMSA, and the RMP #NPF hook); generic code reaches this module only through it.
+- Folios: ``Kvm(gmem_hugepages=...)`` (:func:`kit.kvm.gmem.folio_order`). Upstream
+  ``kvm_gmem_get_pfn`` hands out order-0 folios (``*max_order = 0``); the 2M-folio guest_memfd
+  series is what the measured workloads used. The choice is a named parameter.
 - ``sev_gmem_prepare``: nothing if the pfn is already assigned; else ``rmp_make_private`` at 2M
-  when the folio is 2M and all 512 pfns are unassigned (``is_large_rmp_possible``), else 4K;
+  when the folio is 2M and all its pfns are unassigned (``is_large_rmp_possible``), else 4K;
   a failure is -EINVAL.
 - ``sev_gmem_invalidate``: per assigned pfn, a 2M ``rmp_make_shared`` when aligned, fully
   covered and the entry is 2M; otherwise PSMASH first, then 4K.
-- ``sev_handle_rmp_fault``: for a private gfn whose entry is 2M: PSMASH, then zap the 512 gfns.
+- ``sev_handle_rmp_fault``: for a private gfn whose entry is 2M: PSMASH, then zap the 2M of gfns.
 - GHCB PSC (``snp_begin_psc``): end_entry >= 253 -> INVALID_HDR; a 2M entry with an unaligned
   gfn -> INVALID_ENTRY; adjacent entries with the same operation and size coalesce into one
   ``KVM_HC_MAP_GPA_RANGE`` exit; PSMASH/UNSMASH entries are no-ops; without the hypercall exit
-  enabled -> VMGEXIT_PSC_ERROR_GENERIC. The RMP is untouched at PSC time.
+  enabled -> VMGEXIT_PSC_ERROR_GENERIC. The RMP is untouched at PSC time (GHCB specification,
+  "Page State Change"; the guest side in arch/x86/coco/sev/core.c ``vmgexit_psc``).
 """
 from __future__ import annotations
 
@@ -24,12 +28,16 @@ import numpy as np
 
 from ..errors import errno_name, PFERR_GUEST_SIZEM_MASK, KvmError, NestedPageFault
 from ..host.ranges import pfn_runs
-from ..units import PAGE_2M, PAGE_4K
+from ..host.rmp import PVALIDATE_FAIL_SIZEMISMATCH
+from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M
 from . import uapi as U
-from .mmu import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit, Hypercall
-from .sev import sev_mem_enc_check
+from .gmem import PMD_ORDER, folio_order
+from .injection import injected, launch_fw_error
+from .mmu import MAP_PRIVATE
+from .sev import SevX86Ops, sev_mem_enc_check
+from .uapi import KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M, Exit, Hypercall
 
-R = 512
+R = PAGES_PER_2M                  # 4K pages (and RMP entries) in a 2M region
 PSC_MAX_ENTRY = 253
 SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED = 1, 2
 SNP_PAGE_STATE_PSMASH, SNP_PAGE_STATE_UNSMASH = 3, 4
@@ -40,74 +48,29 @@ VMGEXIT_PSC_ERROR_GENERIC = 0x100 << 32
 
 # ----------------------------------------------------------------- guest_memfd frames
 def gmem_pfn(f, index: int, *, allocate: bool = True):
-    """``kvm_gmem_get_pfn``: (pfn, folio order) of page ``index``, allocating a zeroed folio
-    from the host's frames if needed (its ``bytes_zeroed`` recorded). EFAULT once closed."""
-    if f.closed:
-        raise KvmError(errno.EFAULT, "guest_memfd is closed")
-    host = f.vm.kvm.host
-    huge = f.vm.kvm.gmem_hugepages and f.size % PAGE_2M == 0
-    order = 9 if huge else 0
-    fidx = index >> order
-    pfn = f.folios.get(fidx)
-    if pfn is None:
-        if not allocate:
-            return None, order
-        pfn = int(host.memory.alloc(order, "guest")[0])
-        host.ledger.record("gmem_folio", bytes_zeroed=PAGE_4K << order)
-        f.folios[fidx] = pfn
-        f.allocated.set(fidx << order, (fidx + 1) << order, 1)
-    elif allocate and fidx in f.unprepared:
-        _clear_on_first_use(f, [fidx], order)
-    return pfn + (index & ((1 << order) - 1)), order
-
-
-def _clear_on_first_use(f, fidxs, order: int) -> None:
-    """Folios :func:`gmem_allocate` took are cleared when a fault first gets them
-    (``kvm_gmem_get_pfn`` on a folio not yet up to date)."""
-    if fidxs:
-        f.unprepared.difference_update(fidxs)
-        f.vm.kvm.host.ledger.record("gmem_folio", bytes_zeroed=(PAGE_4K << order) * len(fidxs))
+    """``kvm_gmem_get_pfn`` (:meth:`kit.kvm.gmem.GuestMemfd.get_pfn`, kept under its old name)."""
+    return f.get_pfn(index, allocate=allocate)
 
 
 def gmem_allocate(f, start: int, end: int) -> None:
-    """``kvm_gmem_allocate`` (fallocate without PUNCH_HOLE) on an SNP VM's file: every folio
-    overlapping pages ``[start, end)`` that the file does not hold yet is taken from the host
-    (``kvm_gmem_get_folio`` -> ``filemap_grab_folio``), not cleared and not prepared: the RMP is
-    untouched, and the first ``kvm_gmem_get_pfn`` clears it (``bytes_zeroed`` then) and
-    ``sev_gmem_prepare`` assigns it. Too little host memory -> ENOMEM; the kernel keeps the
-    folios it took before failing, the kit takes none (a failed call changes nothing)."""
-    from ..host.memory import OutOfMemory
-    host = f.vm.kvm.host
-    order = 9 if f.vm.kvm.gmem_hugepages and f.size % PAGE_2M == 0 else 0
-    lo, hi = start >> order, ((end - 1) >> order) + 1
-    need = np.ones(hi - lo, dtype=bool)
-    have = np.fromiter((k for k in f.folios if lo <= k < hi), dtype=np.int64)
-    need[have - lo] = False
-    missing = (lo + np.flatnonzero(need)).tolist()
-    if not missing:
-        return
-    try:
-        pfns = host.memory.alloc(order, "guest", count=len(missing))
-    except OutOfMemory as e:
-        raise KvmError(errno.ENOMEM, f"fallocate: {e}") from None
-    f.folios.update(zip(missing, pfns.tolist()))
-    f.unprepared.update(missing)
-    for i, n in pfn_runs(missing):
-        f.allocated.set(i << order, (i + n) << order, 1)
+    """``kvm_gmem_allocate`` on a file with host frames
+    (:meth:`kit.kvm.gmem.GuestMemfd.allocate_folios`, kept under its old name)."""
+    f.allocate_folios(start, end)
 
 
 def sev_gmem_prepare(vm, pfn: int, gfn: int, order: int) -> int:
+    """``sev_gmem_prepare``: 0, or -EINVAL when ``rmp_make_private`` fails."""
     host = vm.kvm.host
     assigned, _ = host.snp_lookup_rmpentry(pfn)
     if assigned:
         return 0
-    if order >= 9 and pfn % R == gfn % R:
+    if order >= PMD_ORDER and pfn % R == gfn % R:
         base_pfn, base_gfn = pfn - pfn % R, gfn - gfn % R
-        large = not host.rmp.region_has_assigned([base_pfn // R])[0]
+        large = not host.rmp.region_has_assigned([base_pfn // R])[0]      # is_large_rmp_possible
         if large:
-            rc = host.rmp_make_private(base_pfn, base_gfn << 12, PAGE_2M, vm.asid, False)
+            rc = host.rmp_make_private(base_pfn, base_gfn << PAGE_SHIFT, PAGE_2M, vm.asid, False)
             return -errno.EINVAL if rc else 0
-    rc = host.rmp_make_private(pfn, gfn << 12, PAGE_4K, vm.asid, False)
+    rc = host.rmp_make_private(pfn, gfn << PAGE_SHIFT, PAGE_4K, vm.asid, False)
     return -errno.EINVAL if rc else 0
 
 
@@ -117,35 +80,23 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
     2M-aligned units of private memory, as range operations: the same state and the same
     cost events as faulting each unit in on its own. Needs 2M guest_memfd folios aligned with
     the gfns (``Kvm(gmem_hugepages=True)``); anything else goes unit by unit through the vCPU
-    path. Records one ``vm_exit`` and one ``npt_map`` per unit."""
-    from .mmu import MAP_PRIVATE
+    path. Records one ``vm_exit`` and one ``npt_map`` per unit. The range form applies SNP's
+    own rules (:func:`sev_gmem_prepare`), not a member a user replaced in ``vm.x86_ops``."""
     host = vm.kvm.host
     end = gfn + nunits * R
     slot = vm.slot_for_gfn(gfn)
     fast = (slot is not None and slot.gmem is not None and gfn % R == 0 and end <= slot.end_gfn
-            and vm.kvm.gmem_hugepages and slot.gmem.size % PAGE_2M == 0
-            and (slot.gmem_pgoff + gfn - slot.base_gfn) % R == 0
+            and folio_order(slot.gmem) == PMD_ORDER and slot.gmem_index(gfn) % R == 0
             and vm.attributes.has(gfn, end, U.KVM_MEMORY_ATTRIBUTE_PRIVATE))
     if not fast:
         vcpu = next(iter(vm.vcpus.values()))
         for g in range(gfn, end, R):
-            out = vcpu.access(g << 12, private=True)
+            out = vcpu.access(g << PAGE_SHIFT, private=True)
             if out is not None:
                 raise KvmError(errno.EFAULT, f"private fault at gfn {g:#x} exited: {out.reason}")
             host.ledger.record("kvm_fault", vm_exit=1, npt_map=1)
         return
-    f = slot.gmem
-    f0 = (slot.gmem_pgoff + gfn - slot.base_gfn) >> 9
-    missing = [i for i in range(f0, f0 + nunits) if i not in f.folios]
-    if f.unprepared:
-        _clear_on_first_use(f, [i for i in range(f0, f0 + nunits) if i in f.unprepared], 9)
-    if missing:
-        pfns = host.memory.alloc(9, "guest", count=len(missing))
-        host.ledger.record("gmem_folio", bytes_zeroed=PAGE_2M * len(missing))
-        f.folios.update(zip(missing, (int(p) for p in pfns)))
-        for i, n in pfn_runs(missing):          # folio indices, one range per run
-            f.allocated.set(i << 9, (i + n) << 9, 1)
-    pfns = np.fromiter((f.folios[i] for i in range(f0, f0 + nunits)), dtype=np.int64, count=nunits)
+    pfns = slot.gmem.get_folios(slot.gmem_index(gfn) >> PMD_ORDER, nunits)
     todo = ~host.rmp.region_has_assigned(pfns // R)
     # runs of units whose folios are consecutive in host memory: one RMPUPDATE range each
     idx = np.flatnonzero(todo)
@@ -153,8 +104,8 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
         breaks = np.flatnonzero((np.diff(idx) != 1) | (np.diff(pfns[idx]) != R)) + 1
         for run in np.split(idx, breaks):
             first = int(run[0])
-            rc = host.rmp_make_private(int(pfns[first]), (gfn + first * R) << 12, PAGE_2M, vm.asid,
-                                       False, npages=len(run) * R)
+            rc = host.rmp_make_private(int(pfns[first]), (gfn + first * R) << PAGE_SHIFT, PAGE_2M,
+                                       vm.asid, False, npages=len(run) * R)
             if rc:
                 raise KvmError(errno.EINVAL, f"sev_gmem_prepare failed for gfn {gfn + first * R:#x}")
     vm.sptes.set(gfn, end, MAP_PRIVATE)
@@ -165,16 +116,14 @@ def guest_pvalidate_2m_run(vm, gpa: int, nunits: int) -> list[int]:
     """The guest's PVALIDATE(2M, validate) of ``nunits`` consecutive 2M pages it has faulted
     in (see :meth:`kit.host.rmp.Rmp.pvalidate_2m_run`), split into runs of consecutive host
     frames."""
-    slot = vm.slot_for_gfn(gpa >> 12)
+    slot = vm.slot_for_gfn(gpa >> PAGE_SHIFT)
     f = slot.gmem
-    if not (vm.kvm.gmem_hugepages and f.size % PAGE_2M == 0):     # order-0 folios: one by one
+    if folio_order(f) != PMD_ORDER:                     # order-0 folios: one by one
         vcpu = next(iter(vm.vcpus.values()))
         return [guest_pvalidate(vcpu, gpa + i * PAGE_2M, PAGE_2M, True) for i in range(nunits)]
-    f0 = (slot.gmem_pgoff + (gpa >> 12) - slot.base_gfn) >> 9
-    pfns = np.fromiter((f.folios[i] for i in range(f0, f0 + nunits)), dtype=np.int64, count=nunits)
+    pfns = f.folio_pfns(slot.gmem_index(gpa >> PAGE_SHIFT) >> PMD_ORDER, nunits)
     out = []
     breaks = np.flatnonzero(np.diff(pfns) != R) + 1
-    start = 0
     for run in np.split(np.arange(nunits), breaks):
         out += vm.kvm.host.rmp.pvalidate_2m_run(int(pfns[run[0]]), len(run), asid=vm.asid,
                                                 gpa=gpa + int(run[0]) * PAGE_2M)
@@ -182,6 +131,7 @@ def guest_pvalidate_2m_run(vm, gpa: int, nunits: int) -> list[int]:
 
 
 def sev_gmem_invalidate(host, start: int, end: int) -> None:
+    """``sev_gmem_invalidate``: frames [start, end) leave a guest_memfd and become shared."""
     pfn = start
     while pfn < end:
         assigned, level = host.snp_lookup_rmpentry(pfn)
@@ -196,33 +146,29 @@ def sev_gmem_invalidate(host, start: int, end: int) -> None:
 
 
 def gmem_free_range(f, start: int, end: int) -> None:
-    """Truncate pages [start, end) of the file: invalidate (SNP: back to shared) and give whole
-    folios back to the host."""
-    host = f.vm.kvm.host
-    order = 9 if f.vm.kvm.gmem_hugepages and f.size % PAGE_2M == 0 else 0
-    for fidx in sorted(k for k in f.folios if start <= (k << order) and ((k + 1) << order) <= end):
-        pfn = f.folios.pop(fidx)
-        f.unprepared.discard(fidx)
-        if f.vm.type == U.KVM_X86_SNP_VM:
-            sev_gmem_invalidate(host, pfn, pfn + (1 << order))
-        host.memory.free(pfn, order)
+    """Truncate pages [start, end) of the file (:meth:`kit.kvm.gmem.GuestMemfd.free_folios`,
+    kept under its old name)."""
+    f.free_folios(start, end)
 
 
 def sev_max_mapping_level(host, pfn: int) -> int:
-    """``sev_private_max_mapping_level``: the RMP level; 4K when unassigned."""
+    """``sev_private_max_mapping_level`` (later ``sev_gmem_max_mapping_level``): the RMP
+    level; 4K when unassigned."""
     assigned, level = host.snp_lookup_rmpentry(pfn)
     return level if assigned else PAGE_4K
 
 
 # ----------------------------------------------------------------- RMP #NPF
 def sev_handle_rmp_fault(vm, gpa: int, error_code: int) -> None:
-    gfn = gpa >> 12
+    """``sev_handle_rmp_fault``: a size mismatch on a private page backed by a 2M RMP entry:
+    PSMASH the entry and zap the 2M of gfns, so that the retried access maps 4K."""
+    gfn = gpa >> PAGE_SHIFT
     if not vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE:
         return
     slot = vm.slot_for_gfn(gfn)
     if slot is None or slot.gmem is None:
         return
-    pfn, _ = gmem_pfn(slot.gmem, slot.gmem_pgoff + gfn - slot.base_gfn, allocate=False)
+    pfn, _ = slot.gmem.get_pfn(slot.gmem_index(gfn), allocate=False)
     if pfn is None:
         return
     assigned, level = vm.kvm.host.snp_lookup_rmpentry(pfn)
@@ -230,7 +176,7 @@ def sev_handle_rmp_fault(vm, gpa: int, error_code: int) -> None:
         return
     vm.kvm.host.rmp.psmash(pfn - pfn % R)
     base = gfn - gfn % R
-    vm._zap(base, base + R, "all")
+    vm.zap_gfn_range(base, base + R, "all")
 
 
 def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool) -> int:
@@ -239,15 +185,15 @@ def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool) -> int:
     A 2M request whose backing cannot be a 2M page (an order-0 folio whose frame is not
     2M-aligned, so KVM maps it 4K) returns FAIL_SIZEMISMATCH: the page size of the request does
     not match the nested mapping [APM2 15.36.6, PVALIDATE]; the Linux guest then retries it as
-    512 4K pages (``pval_pages``)."""
-    from ..host.rmp import PVALIDATE_FAIL_SIZEMISMATCH
+    4K pages (``pval_pages``). The #NPF reaches KVM through the VM's arch ops
+    (``handle_rmp_fault``)."""
     vm = vcpu.vm
     for attempt in (0, 1):
-        gfn = gpa >> 12
+        gfn = gpa >> PAGE_SHIFT
         slot = vm.slot_for_gfn(gfn)
         if slot is None or slot.gmem is None:
             raise KvmError(errno.EFAULT, f"gpa {gpa:#x} has no guest_memfd backing")
-        pfn, _ = gmem_pfn(slot.gmem, slot.gmem_pgoff + gfn - slot.base_gfn)
+        pfn, _ = slot.gmem.get_pfn(slot.gmem_index(gfn))
         if pagesize == PAGE_2M and pfn % R:
             return PVALIDATE_FAIL_SIZEMISMATCH
         try:
@@ -256,7 +202,7 @@ def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool) -> int:
         except NestedPageFault as e:
             if attempt or not e.error_code & PFERR_GUEST_SIZEM_MASK:
                 raise
-            sev_handle_rmp_fault(vm, gpa, e.error_code)
+            vm.x86_ops.handle_rmp_fault(vcpu, gpa, e.error_code)
 
 
 # ----------------------------------------------------------------- GHCB page-state change
@@ -291,21 +237,25 @@ def snp_begin_psc(vcpu, entries: list[tuple[int, int, int]], *, cur_entry: int =
     out = []
     for gfn, op, size, npages in exits:
         attrs = (KVM_MAP_GPA_RANGE_ENCRYPTED if op == SNP_PAGE_STATE_PRIVATE else 0) | \
-            (1 if size == PAGE_2M else 0)
+            (KVM_MAP_GPA_RANGE_PAGE_SZ_2M if size == PAGE_2M else 0)
         out.append(Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
-            U.KVM_HC_MAP_GPA_RANGE, (gfn << 12, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE)))
+            U.KVM_HC_MAP_GPA_RANGE, (gfn << PAGE_SHIFT, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE)))
     return 0, out
 
 
 # ----------------------------------------------------------------- GHCB MSR protocol
+# arch/x86/include/asm/sev-common.h: GHCB_MSR_PSC_REQ/RESP and the request's fields
 GHCB_MSR_PSC_REQ = 0x014
 GHCB_MSR_PSC_RESP = 0x015
 GHCB_MSR_PSC_RESP_ERROR = (1 << 32) | GHCB_MSR_PSC_RESP
+GHCB_MSR_INFO_MASK = 0xFFF
+GHCB_MSR_PSC_GFN_POS, GHCB_MSR_PSC_GFN_MASK = 12, (1 << 40) - 1
+GHCB_MSR_PSC_OP_POS, GHCB_MSR_PSC_OP_MASK = 52, 0xF
 
 
 def ghcb_msr_psc_req(gfn: int, op: int) -> int:
     """The guest's MSR-protocol request: GFN in bits 51:12, operation in bits 55:52."""
-    return GHCB_MSR_PSC_REQ | (gfn << 12) | (op << 52)
+    return GHCB_MSR_PSC_REQ | (gfn << GHCB_MSR_PSC_GFN_POS) | (op << GHCB_MSR_PSC_OP_POS)
 
 
 def snp_begin_psc_msr(vcpu, ghcb_msr: int):
@@ -313,17 +263,17 @@ def snp_begin_psc_msr(vcpu, ghcb_msr: int):
     supported over the MSR protocol); a bad operation, or the hypercall exit not enabled, puts
     GHCB_MSR_PSC_RESP_ERROR in the MSR and resumes the guest. Otherwise one
     ``KVM_HC_MAP_GPA_RANGE`` exit of one 4K page. Returns ``(msr_response, exit or None)``."""
-    if ghcb_msr & 0xFFF != GHCB_MSR_PSC_REQ:
+    if ghcb_msr & GHCB_MSR_INFO_MASK != GHCB_MSR_PSC_REQ:
         raise ValueError(f"ghcb_msr: not a page-state-change request ({ghcb_msr:#x})")
-    gfn = (ghcb_msr >> 12) & ((1 << 40) - 1)
-    op = (ghcb_msr >> 52) & 0xF
+    gfn = (ghcb_msr >> GHCB_MSR_PSC_GFN_POS) & GHCB_MSR_PSC_GFN_MASK
+    op = (ghcb_msr >> GHCB_MSR_PSC_OP_POS) & GHCB_MSR_PSC_OP_MASK
     if op not in (SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED):
         return GHCB_MSR_PSC_RESP_ERROR, None
     if not vcpu.vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE):
         return GHCB_MSR_PSC_RESP_ERROR, None
     attrs = KVM_MAP_GPA_RANGE_ENCRYPTED if op == SNP_PAGE_STATE_PRIVATE else 0
     return GHCB_MSR_PSC_RESP, Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
-        U.KVM_HC_MAP_GPA_RANGE, (gfn << 12, 1, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE))
+        U.KVM_HC_MAP_GPA_RANGE, (gfn << PAGE_SHIFT, 1, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE))
 
 
 # ----------------------------------------------------------------- launch
@@ -367,9 +317,10 @@ def snp_page_reclaim(vm, pfn: int) -> int:
     """``snp_page_reclaim``: SNP_PAGE_RECLAIM (the firmware returns the page from Pre-Guest to
     a state the hypervisor may update), then ``kvm_rmp_make_shared``. If the command fails:
     ``KVM_BUG`` (the VM is bugged) and ``snp_leak_pages``; returns -EIO.
-    ``vm.kvm.page_reclaim_fails`` (model knob) makes the firmware command fail."""
+    The fault-injection knob ``page_reclaim_fails`` (:mod:`kit.kvm.injection`) makes the
+    firmware command fail."""
     host = vm.kvm.host
-    if vm.kvm.page_reclaim_fails:
+    if injected(vm, "page_reclaim_fails"):
         vm.bugged = True
         host.snp_leak_pages(pfn, 1)
         return -errno.EIO
@@ -396,7 +347,8 @@ def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: in
     (whatever the per-page error; ``.fw_error`` holds the firmware's code or 0); otherwise
     it succeeds and returns the parameters advanced by the pages done (userspace retries the
     rest). After LAUNCH_FINISH the firmware rejects the page (INVALID_GUEST_STATE).
-    Firmware rejections are model knobs: ``vm.launch_fw_errors = {gfn: code}``."""
+    Firmware rejections are fault-injection knobs: ``vm.launch_fw_errors = {gfn: code}``
+    (:mod:`kit.kvm.injection`)."""
     for v, n in ((gfn_start, "gfn_start"), (npages, "npages"), (uaddr, "uaddr")):
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{n}: expected an int, got {v!r}")
@@ -416,21 +368,21 @@ def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: in
     done, err, fw_error = 0, 0, 0
     for i in range(npages):
         gfn = gfn_start + i
-        index = slot.gmem_pgoff + gfn - slot.base_gfn
-        pfn, _ = gmem_pfn(f, index, allocate=False)
+        index = slot.gmem_index(gfn)
+        pfn, _ = f.get_pfn(index, allocate=False)
         if pfn is not None and host.snp_lookup_rmpentry(pfn)[0]:
             err = -errno.EEXIST
             break
         if not vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE:
             err = -errno.EINVAL
             break
-        pfn, _ = gmem_pfn(f, index)
-        src_page = (uaddr >> 12) + i
+        pfn, _ = f.get_pfn(index)
+        src_page = (uaddr >> PAGE_SHIFT) + i
         f.data.fill(index, 1, 0 if page_type == SNP_PAGE_TYPE_ZERO else user.page(src_page))
-        if host.rmp_make_private(pfn, gfn << 12, PAGE_4K, vm.asid, True):
+        if host.rmp_make_private(pfn, gfn << PAGE_SHIFT, PAGE_4K, vm.asid, True):
             err = -errno.EINVAL
             break
-        fw_error = SEV_RET_INVALID_GUEST_STATE if vm.snp_launched else vm.launch_fw_errors.get(gfn, 0)
+        fw_error = SEV_RET_INVALID_GUEST_STATE if vm.sev.snp_launched else launch_fw_error(vm, gfn)
         if fw_error:
             err = -errno.EIO
             if (not snp_page_reclaim(vm, pfn) and page_type == SNP_PAGE_TYPE_CPUID
@@ -438,23 +390,26 @@ def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: in
                 f.data.fill(index, 1, CPUID_CORRECTED_BYTE)      # the firmware's corrections
                 user.fill(src_page, 1, CPUID_CORRECTED_BYTE)     # copy_to_user(src + i * PAGE_SIZE)
             break
-        vm.launch_pages.append(pfn)
+        vm.sev.launch_pages.append(pfn)
         done += 1
     if err and not done:
         e = KvmError(errno.EIO, f"kvm_gmem_populate failed at gfn {gfn_start:#x}: "
                      f"{errno_name(-err)} (fw_error {fw_error:#x})")
         e.fw_error = fw_error
         raise e
-    return LaunchUpdateParams(gfn_start + done, (asked - done) << 12,
-                              uaddr if page_type == SNP_PAGE_TYPE_ZERO else uaddr + (done << 12), done)
+    return LaunchUpdateParams(gfn_start + done, (asked - done) << PAGE_SHIFT,
+                              uaddr if page_type == SNP_PAGE_TYPE_ZERO else uaddr + (done << PAGE_SHIFT),
+                              done)
 
 
 SNP_INITIAL_VMSA_GPA = 0xFFFFFFFFF000
 
 
 def snp_alloc_vmsa(host) -> int:
-    """``snp_safe_alloc_page``: never a 2M-aligned page (the erratum in snp-rmp.md §1: a 2M or 1G
-    host mapping colliding with the RMP entry of a 2M-aligned VMSA gives spurious RMP #PFs)."""
+    """``snp_safe_alloc_page_node`` (arch/x86/kvm/svm/sev.c): never a 2M-aligned page, the
+    workaround for the SNP erratum where a 2M or 1G host mapping colliding with the RMP entry
+    of a 2M-aligned VMCB, VMSA or AVIC page gives a spurious RMP #PF (thread "[PATCH Part2 v5
+    21/45] KVM: SVM: Make AVIC backing, VMSA and VMCB memory allocation SNP safe", 2021)."""
     pfn = int(host.memory.alloc(0, "kernel")[0])
     if pfn % R == 0:
         other = int(host.memory.alloc(0, "kernel")[0])
@@ -477,10 +432,11 @@ def sev_free_vcpu(vcpu) -> None:
 
 def snp_launch_finish(vm) -> int:
     """``snp_launch_finish``: first ``snp_launch_update_vmsa`` (each vCPU's VMSA made private,
-    immutable, at GPA 0xFFFFFFFFF000, and measured), then SNP_LAUNCH_FINISH; the firmware turns the launch pages from
-    Pre-Guest into Guest-Valid (validated, no longer immutable); ``pre_fault_allowed`` set."""
+    immutable, at GPA 0xFFFFFFFFF000, and measured), then SNP_LAUNCH_FINISH; the firmware
+    turns the launch pages from Pre-Guest into Guest-Valid (validated, no longer immutable);
+    ``pre_fault_allowed`` set."""
     sev_mem_enc_check(vm, U.KVM_SEV_SNP_LAUNCH_FINISH)
-    if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active or vm.snp_launched:
+    if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active or vm.sev.snp_launched:
         raise KvmError(errno.EINVAL, "not an initialised SNP VM in its launch phase")
     host = vm.kvm.host
     vmsas = []
@@ -494,9 +450,39 @@ def snp_launch_finish(vm) -> int:
         host.rmp.firmware_set(pfn, n, vmsa=True)
     for vcpu in vm.vcpus.values():
         vcpu.vmsa_protected = True
-    vm.launch_pages.extend(vmsas)
-    for pfn, n in pfn_runs(vm.launch_pages):
+    vm.sev.launch_pages.extend(vmsas)
+    for pfn, n in pfn_runs(vm.sev.launch_pages):
         host.rmp.firmware_set(pfn, n, validated=True, immutable=False)
-    vm.snp_launched = True
+    vm.sev.snp_launched = True
     vm.pre_fault_allowed = True
     return 0
+
+
+# ----------------------------------------------------------------- the arch-ops table
+class SnpX86Ops(SevX86Ops):
+    """The arch ops of SNP VMs: :class:`kit.kvm.sev.SevX86Ops` plus SNP's members of
+    ``svm_x86_ops`` (arch/x86/kvm/svm/svm.c). Subclass it to try another rule, e.g. a
+    different ``private_max_mapping_level``, and pass it to ``Kvm(x86_ops=...)``."""
+
+    gmem_host_frames = True           # the RMP tracks which frame backs each private page
+
+    def vcpu_create(self, vcpu) -> None:
+        """``svm_vcpu_create``: the VMSA page (:func:`snp_alloc_vmsa`)."""
+        vcpu.vmsa_pfn = snp_alloc_vmsa(vcpu.vm.kvm.host)
+
+    def vcpu_free(self, vcpu) -> None:
+        """``svm_vcpu_free`` -> :func:`sev_free_vcpu`, for a vCPU that still has its VMSA."""
+        if vcpu.vmsa_pfn is not None:
+            sev_free_vcpu(vcpu)
+
+    def gmem_prepare(self, vm, pfn, gfn: int, order: int) -> int:
+        return sev_gmem_prepare(vm, pfn, gfn, order)
+
+    def gmem_invalidate(self, host, start: int, end: int) -> None:
+        sev_gmem_invalidate(host, start, end)
+
+    def private_max_mapping_level(self, vm, pfn) -> int:
+        return sev_max_mapping_level(vm.kvm.host, pfn)
+
+    def handle_rmp_fault(self, vcpu, gpa: int, error_code: int) -> None:
+        sev_handle_rmp_fault(vcpu.vm, gpa, error_code)

@@ -1,9 +1,18 @@
-"""KVM uAPI constants with the kernel's names and values.
+"""KVM uAPI: constants with the kernel's names and values, the structures ``KVM_RUN`` hands to
+userspace (``struct kvm_run`` exits), and the integer-field rule every ioctl argument follows.
 
-Sources: include/uapi/linux/kvm.h, arch/x86/include/uapi/asm/kvm.h, include/uapi/linux/
-kvm_para.h (hypercall numbers and KVM_E* codes), include/uapi/linux/falloc.h; values as listed
-in the kit's reference notes (kvm-uapi.md) and checked against stored copies of kvm.h.
+Sources: include/uapi/linux/kvm.h (ioctls, caps, ``struct kvm_run``, exit reasons),
+arch/x86/include/uapi/asm/kvm.h (VM types, ``enum sev_cmd_id``), include/uapi/linux/kvm_para.h
+(hypercall numbers, ``KVM_E*`` codes), arch/x86/include/uapi/asm/kvm_para.h
+(``KVM_MAP_GPA_RANGE_*``), include/uapi/linux/falloc.h, include/linux/kvm_host.h (limits).
 """
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from ..units import PAGE_4K
+
 
 # VM types (arch/x86/include/uapi/asm/kvm.h)
 KVM_X86_DEFAULT_VM = 0
@@ -59,16 +68,77 @@ KVM_EXIT_MEMORY_FAULT = 39
 KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3
 KVM_EXIT_HYPERCALL_LONG_MODE = 1 << 0
 
-# hypercalls and their guest-visible errors (include/uapi/linux/kvm_para.h)
+EXIT_REASON_NAMES = {KVM_EXIT_HYPERCALL: "KVM_EXIT_HYPERCALL", KVM_EXIT_MMIO: "KVM_EXIT_MMIO",
+                     KVM_EXIT_MEMORY_FAULT: "KVM_EXIT_MEMORY_FAULT"}
+
+# hypercalls and their guest-visible errors (include/uapi/linux/kvm_para.h: KVM_EFAULT is
+# defined as EFAULT, KVM_EINVAL as EINVAL, KVM_EPERM as EPERM; KVM_ENOSYS and KVM_EOPNOTSUPP
+# are fixed numbers of the hypercall ABI, not the host's errno values)
 KVM_HC_MAP_GPA_RANGE = 12
 KVM_ENOSYS = 1000
-KVM_EFAULT = 14
-KVM_EINVAL = 22
-KVM_EPERM = 1
+KVM_EFAULT = errno.EFAULT
+KVM_EINVAL = errno.EINVAL
+KVM_EPERM = errno.EPERM
 KVM_EOPNOTSUPP = 95
+
+# KVM_HC_MAP_GPA_RANGE attributes (arch/x86/include/uapi/asm/kvm_para.h)
+KVM_MAP_GPA_RANGE_PAGE_SZ_4K = 0
+KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1
+KVM_MAP_GPA_RANGE_PAGE_SZ_1G = 2
+KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4
+KVM_MAP_GPA_RANGE_DECRYPTED = 0
 
 # limits (include/linux/kvm_host.h, x86)
 KVM_MEM_SLOTS_NUM = 32767                 # SHRT_MAX
 KVM_INTERNAL_MEM_SLOTS = 3
 KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM - KVM_INTERNAL_MEM_SLOTS
 KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
+
+# integer limits of the uAPI fields and of the x86-64 user address space
+U64 = (1 << 64) - 1
+TASK_SIZE_MAX = (1 << 47) - PAGE_4K         # arch/x86/include/asm/page_64_types.h, for access_ok()
+
+
+def check_field(value, name: str, bits: int = 64) -> int:
+    """A uAPI integer field: ints only, and it must fit the field's unsigned width (a negative or
+    too-wide value is the caller's error, so a ``ValueError`` naming ``name``, not an errno)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < 0 or value >> bits:
+        raise ValueError(f"{name}: must fit an unsigned {bits}-bit field, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------- struct kvm_run exits
+@dataclass(frozen=True)
+class MemoryFault:
+    """``kvm_run.memory_fault`` (``KVM_EXIT_MEMORY_FAULT``)."""
+
+    gpa: int
+    size: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class Hypercall:
+    """``kvm_run.hypercall`` (``KVM_EXIT_HYPERCALL``): ``ret`` is what userspace writes back."""
+
+    nr: int
+    args: tuple
+    flags: int
+    ret: int = 0
+
+
+@dataclass(frozen=True)
+class Exit:
+    """What ``KVM_RUN`` hands to userspace (``struct kvm_run``); for ``KVM_EXIT_MEMORY_FAULT``
+    KVM_RUN itself returns -1/EFAULT, recorded in ``errno``."""
+
+    reason: int
+    memory_fault: MemoryFault | None = None
+    hypercall: Hypercall | None = None
+    errno: int = 0
+
+    @property
+    def reason_name(self) -> str:
+        return EXIT_REASON_NAMES.get(self.reason, str(self.reason))

@@ -6,9 +6,12 @@ the guest_memfd range it no longer needs (here: punch guest_memfd when going sha
 when going private)."""
 from __future__ import annotations
 
+import errno
+
 from ..errors import KvmError
+from ..units import PAGE_SHIFT
 from . import uapi as U
-from .mmu import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit
+from .uapi import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit
 
 
 class Vmm:
@@ -23,18 +26,17 @@ class Vmm:
         """``kvm_convert_memory``: a private conversion of memory that no guest_memfd slot
         backs is refused (the guest's hypercall gets -KVM_EINVAL, nothing changes); otherwise
         attributes first, then the guest_memfd range."""
-        if private and not self._gmem_backed(gpa >> 12, (gpa + size) >> 12):
+        start, end = gpa >> PAGE_SHIFT, (gpa + size) >> PAGE_SHIFT
+        if private and not self._gmem_backed(start, end):
             return -U.KVM_EINVAL
         self.vm.set_memory_attributes(gpa, size, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0)
         self.ioctls += 1
         if self.fallocate:
-            start, end = gpa >> 12, (gpa + size) >> 12
             for slot in list(self.vm.memslots.values()):
                 s, e = max(start, slot.base_gfn), min(end, slot.end_gfn)
                 if s < e and slot.gmem is not None:
-                    off = (slot.gmem_pgoff + s - slot.base_gfn) << 12
                     mode = U.FALLOC_FL_KEEP_SIZE | (0 if private else U.FALLOC_FL_PUNCH_HOLE)
-                    slot.gmem.fallocate(mode, off, (e - s) << 12)
+                    slot.gmem.fallocate(mode, slot.gmem_index(s) << PAGE_SHIFT, (e - s) << PAGE_SHIFT)
         return 0
 
     def _gmem_backed(self, start: int, end: int) -> bool:
@@ -52,7 +54,7 @@ class Vmm:
         self.log.append(exit)
         if exit.reason == U.KVM_EXIT_HYPERCALL and exit.hypercall.nr == U.KVM_HC_MAP_GPA_RANGE:
             gpa, npages, attrs = exit.hypercall.args
-            return self.convert(gpa, npages << 12, bool(attrs & KVM_MAP_GPA_RANGE_ENCRYPTED))
+            return self.convert(gpa, npages << PAGE_SHIFT, bool(attrs & KVM_MAP_GPA_RANGE_ENCRYPTED))
         if exit.reason == U.KVM_EXIT_MEMORY_FAULT:
             mf = exit.memory_fault
             return self.convert(mf.gpa, mf.size, bool(mf.flags & U.KVM_MEMORY_EXIT_FLAG_PRIVATE))
@@ -69,4 +71,4 @@ class Vmm:
                 return seen
             seen.append(out)
             self.handle(out)
-        raise KvmError(14, f"guest access at {gpa:#x} still exits after {self.max_exits} answers (stuck)")
+        raise KvmError(errno.EFAULT, f"guest access at {gpa:#x} still exits after {self.max_exits} answers (stuck)")

@@ -59,8 +59,8 @@ def test_rmp_ranges_cover_the_range_and_agree_with_rmpread(host):
     assert sum(r["npages"] for r in part.runs) == 10 and "<script" not in part._repr_html_()
 
 
-def test_html_displays_escape_text():
-    k = Kvm(Host(mem="8GiB", cores=8))
+def test_html_displays_escape_text(make_kvm):
+    k = make_kvm("8GiB", 8)
     vm = k.create_vm(U.KVM_X86_SNP_VM)
     vm.sev_init()
     f = vm.create_guest_memfd(4 << 20)

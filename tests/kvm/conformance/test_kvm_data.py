@@ -1,15 +1,14 @@
-"""The data checks of kvm-uapi.md §5: who sees which bytes (guest_memfd_test.c,
-private_mem_conversions_test.c), plus fstat, madvise and mbind on a guest_memfd mapping."""
+"""The data checks of the selftests (tools/testing/selftests/kvm): who sees which bytes
+(guest_memfd_test.c, private_mem_conversions_test.c), plus fstat, madvise and mbind on a
+guest_memfd mapping."""
 import errno
 
 import pytest
 
 from kit.errors import KvmError, SigBus
-from kit.host import Host
 from kit.kvm import uapi as U
 from kit.kvm import vm as V
 from kit.kvm.mmu import KVM_MAP_GPA_RANGE_ENCRYPTED
-from kit.kvm.vm import Kvm
 from kit.kvm.vmm import Vmm
 from kit.units import PAGE_2M, PAGE_4K
 
@@ -18,11 +17,6 @@ from .helpers import errno_of
 PS = PAGE_4K
 MMAP, INIT_SHARED = U.GUEST_MEMFD_FLAG_MMAP, U.GUEST_MEMFD_FLAG_INIT_SHARED
 P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
-
-
-@pytest.fixture
-def kvm():
-    return Kvm(Host(mem="2GiB", cores=4))
 
 
 def default_gmem(kvm, npages=4, flags=MMAP | INIT_SHARED):
@@ -158,8 +152,7 @@ SLOT_SIZE = PAGE_2M + PS   # per-vCPU data, rounded below to 2M multiples
 SIZE = 2 * PAGE_2M
 
 
-def conversions_vm(fallocate: bool):
-    kvm = Kvm(Host(mem="2GiB", cores=4))
+def conversions_vm(kvm, fallocate: bool):
     vm = kvm.create_vm(U.KVM_X86_SW_PROTECTED_VM)
     vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << U.KVM_HC_MAP_GPA_RANGE)
     f = vm.create_guest_memfd(SIZE)
@@ -181,8 +174,8 @@ def prefault(cpu, gpa, size, whole):
 @pytest.mark.parametrize("fault_in", ["precise", "whole"])
 @pytest.mark.parametrize("fallocate", [True, False])
 @pytest.mark.parametrize("off,size", RANGES)
-def test_conversions_data_is_where_the_selftest_expects(off, size, fallocate, fault_in):
-    kvm, vm, f, cpu, vmm = conversions_vm(fallocate)
+def test_conversions_data_is_where_the_selftest_expects(off, size, fallocate, fault_in, kvm):
+    kvm, vm, f, cpu, vmm = conversions_vm(kvm, fallocate)
     host = kvm.user_memory
     gpa, hva = BASE + off, UADDR + off
     whole = fault_in == "whole"
@@ -222,15 +215,15 @@ def test_conversions_data_is_where_the_selftest_expects(off, size, fallocate, fa
     assert cpu.read(gpa, size) == bytes(size)
 
 
-def test_after_the_vm_is_freed_punch_and_allocate_still_succeed():
-    kvm, vm, f, cpu, vmm = conversions_vm(True)
+def test_after_the_vm_is_freed_punch_and_allocate_still_succeed(kvm):
+    kvm, vm, f, cpu, vmm = conversions_vm(kvm, True)
     vm.destroy()
     assert f.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, 0, SIZE) == 0
     assert f.fallocate(U.FALLOC_FL_KEEP_SIZE, 0, SIZE) == 0
 
 
-def test_a_failed_guest_fill_reports_the_exit_of_the_first_unbacked_page():
-    kvm, vm, f, cpu, vmm = conversions_vm(True)
+def test_a_failed_guest_fill_reports_the_exit_of_the_first_unbacked_page(kvm):
+    kvm, vm, f, cpu, vmm = conversions_vm(kvm, True)
     out = cpu.fill(BASE + SIZE - PS, 2 * PS, 1)                # the second page has no memslot
     assert out.reason == U.KVM_EXIT_MMIO
     assert kvm.user_memory.read(UADDR + SIZE - PS, PS) == b"\x01" * PS

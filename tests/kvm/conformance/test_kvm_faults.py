@@ -1,14 +1,12 @@
-"""The fault path and hypercall exits (kvm-uapi.md §4; private_mem_kvm_exits_test.c,
-private_mem_conversions_test.c), and the QEMU-style VMM."""
+"""The fault path and hypercall exits (arch/x86/kvm/mmu/mmu.c, arch/x86/kvm/x86.c;
+private_mem_kvm_exits_test.c, private_mem_conversions_test.c), and the QEMU-style VMM."""
 import errno
 
 import pytest
 
 from kit.errors import KvmError
-from kit.host import Host
 from kit.kvm import uapi as U
 from kit.kvm.mmu import KVM_MAP_GPA_RANGE_ENCRYPTED, MAP_PRIVATE
-from kit.kvm.vm import Kvm
 from kit.kvm.vmm import Vmm
 from kit.units import PAGE_2M, PAGE_4K
 
@@ -16,15 +14,18 @@ GPA, SLOT, MiB = 0xC0000000, 10, 1 << 20
 P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
 
 
-def sw_vm(gmem_slot=True, size=2 * MiB):
-    vm = Kvm(Host(mem="2GiB", cores=4)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
-    f = vm.create_guest_memfd(size)
-    if gmem_slot:
-        vm.set_user_memory_region2(SLOT, U.KVM_MEM_GUEST_MEMFD, GPA, size, 0, 0, f)
-    return vm, f, vm.create_vcpu(0)
+@pytest.fixture
+def sw_vm(make_kvm):
+    def build(gmem_slot=True, size=2 * MiB):
+        vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
+        f = vm.create_guest_memfd(size)
+        if gmem_slot:
+            vm.set_user_memory_region2(SLOT, U.KVM_MEM_GUEST_MEMFD, GPA, size, 0, 0, f)
+        return vm, f, vm.create_vcpu(0)
+    return build
 
 
-def test_private_access_after_slot_deletion_is_memory_fault():
+def test_private_access_after_slot_deletion_is_memory_fault(sw_vm):
     vm, f, cpu = sw_vm()
     vm.set_memory_attributes(GPA, PAGE_4K, P)
     assert cpu.access(GPA + 8, write=False) is None
@@ -34,15 +35,15 @@ def test_private_access_after_slot_deletion_is_memory_fault():
     assert (ex.memory_fault.gpa, ex.memory_fault.size, ex.memory_fault.flags) == (GPA, 4096, U.KVM_MEMORY_EXIT_FLAG_PRIVATE)
 
 
-def test_private_attribute_on_a_non_gmem_slot_is_memory_fault():
-    vm = Kvm(Host(mem="2GiB", cores=4)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
+def test_private_attribute_on_a_non_gmem_slot_is_memory_fault(make_kvm):
+    vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
     vm.set_user_memory_region2(SLOT, 0, GPA, PAGE_4K, 0x10000000)
     vm.set_memory_attributes(GPA, PAGE_4K, P)
     ex = vm.create_vcpu(0).access(GPA)
     assert ex.reason == U.KVM_EXIT_MEMORY_FAULT and ex.memory_fault.flags == U.KVM_MEMORY_EXIT_FLAG_PRIVATE
 
 
-def test_mismatch_exit_reports_the_access_kind_and_closed_gmem_faults():
+def test_mismatch_exit_reports_the_access_kind_and_closed_gmem_faults(sw_vm):
     vm, f, cpu = sw_vm()
     ex = cpu.access(GPA + 0x1234, private=True)                 # attribute says shared
     assert ex.memory_fault.gpa == GPA + 0x1000 and ex.memory_fault.flags == U.KVM_MEMORY_EXIT_FLAG_PRIVATE
@@ -53,7 +54,7 @@ def test_mismatch_exit_reports_the_access_kind_and_closed_gmem_faults():
     assert cpu.access(0x1000, private=False).reason == U.KVM_EXIT_MMIO      # shared, no slot
 
 
-def test_mapping_levels_and_zap_of_the_old_kind():
+def test_mapping_levels_and_zap_of_the_old_kind(sw_vm):
     vm, f, cpu = sw_vm()
     assert cpu.access(GPA) is None and vm.faults_in[-1] == (GPA >> 12, PAGE_2M, False)
     vm.set_memory_attributes(GPA + PAGE_4K, PAGE_4K, P)        # mixed 2M -> 4K shared mappings
@@ -63,7 +64,7 @@ def test_mapping_levels_and_zap_of_the_old_kind():
     assert f.allocated_pages() == 1 and vm.sptes.get((GPA >> 12) + 1) == MAP_PRIVATE
 
 
-def test_map_gpa_range_hypercall_rules():
+def test_map_gpa_range_hypercall_rules(sw_vm):
     vm, f, cpu = sw_vm()
     assert cpu.hypercall(U.KVM_HC_MAP_GPA_RANGE, GPA, 1, 0) == -U.KVM_ENOSYS
     with pytest.raises(KvmError) as ei:
@@ -80,7 +81,7 @@ def test_map_gpa_range_hypercall_rules():
 
 @pytest.mark.parametrize("off,size", [(0, PAGE_4K), (0, PAGE_2M), (PAGE_4K, PAGE_4K),
                                       (PAGE_4K, PAGE_2M), (PAGE_2M, PAGE_4K)])
-def test_conversions_round_trip(off, size):
+def test_conversions_round_trip(off, size, sw_vm):
     """private_mem_conversions_test.c ranges: shared -> private -> shared through the VMM."""
     vm, f, cpu = sw_vm(size=2 * PAGE_2M + PAGE_4K)
     vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << U.KVM_HC_MAP_GPA_RANGE)
@@ -95,7 +96,7 @@ def test_conversions_round_trip(off, size):
     assert cpu.access(gpa) is None
 
 
-def test_implicit_conversion_costs_an_exit_and_an_ioctl():
+def test_implicit_conversion_costs_an_exit_and_an_ioctl(sw_vm):
     vm, f, cpu = sw_vm()
     vmm = Vmm(vm)
     exits = vmm.access(cpu, GPA, private=True)
@@ -103,9 +104,10 @@ def test_implicit_conversion_costs_an_exit_and_an_ioctl():
     assert vm.memory_attributes(GPA >> 12) == P
 
 
-def test_guest_driven_conversion_gets_stuck_without_a_private_capable_slot():
-    """questions.md §4: no memslot can back private memory -> the access never completes."""
-    vm = Kvm(Host(mem="2GiB", cores=4)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
+def test_guest_driven_conversion_gets_stuck_without_a_private_capable_slot(make_kvm):
+    """Guest-owned attributes (the pKVM proposal, thread "[RFC PATCH v12 11/33] KVM: Introduce
+    per-page memory attributes"): no memslot can back private memory -> the access never completes."""
+    vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
     vm.set_user_memory_region2(SLOT, 0, GPA, PAGE_2M, 0x10000000)
     vmm = Vmm(vm)
     with pytest.raises(KvmError, match="stuck"):

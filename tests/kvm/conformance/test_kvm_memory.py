@@ -1,13 +1,12 @@
-"""uAPI conformance: the selftest scenarios of kvm-uapi.md §5 and the check tables of §1-3,
-errno for errno (set_memory_region_test.c, guest_memfd_test.c, private_mem_*_test.c)."""
+"""uAPI conformance: the selftest scenarios (tools/testing/selftests/kvm: set_memory_region_test.c,
+guest_memfd_test.c, private_mem_*_test.c) and the checks of virt/kvm/kvm_main.c and
+virt/kvm/guest_memfd.c, errno for errno."""
 import errno
 
 import pytest
 
 from tests.kvm.conformance.helpers import errno_of
-from kit.host import Host
 from kit.kvm import uapi as U
-from kit.kvm.vm import Kvm
 
 PS = 4096
 MiB = 1 << 20
@@ -17,8 +16,8 @@ GMEM = U.KVM_MEM_GUEST_MEMFD
 
 
 @pytest.fixture(scope="module")
-def kvm():
-    return Kvm(Host(mem="2GiB", cores=4))
+def kvm(make_kvm):
+    return make_kvm()
 
 
 def err(fn, *a, **kw) -> int:
@@ -34,7 +33,7 @@ def test_errors_are_oserrors_with_the_kernel_errno(kvm):
     assert ei.value.errno == errno.EINVAL and "EINVAL" in str(ei.value)
 
 
-# ------------------------------------------------------------- capabilities (§3, §4)
+# ------------------------------------------------------------- capabilities (KVM_CHECK_EXTENSION)
 def test_caps(kvm):
     assert kvm.check_extension(U.KVM_CAP_VM_TYPES) == 0b11111
     assert kvm.check_extension(U.KVM_CAP_MEMORY_ATTRIBUTES) == U.KVM_MEMORY_ATTRIBUTE_PRIVATE
@@ -46,9 +45,9 @@ def test_caps(kvm):
     assert d.check_extension(U.KVM_CAP_NR_MEMSLOTS) == U.KVM_USER_MEM_SLOTS
 
 
-# ------------------------------------------------------------- memory attributes (§1)
-def test_set_memory_attributes_check_order():
-    vm = Kvm(Host(mem="2GiB", cores=4)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
+# ------------------------------------------------------------- memory attributes (kvm_vm_ioctl_set_mem_attributes)
+def test_set_memory_attributes_check_order(make_kvm):
+    vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
     P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
     assert err(vm.set_memory_attributes, 1, 0, 1 << 5, flags=1) == errno.EINVAL     # flags first
     assert err(vm.set_memory_attributes, 0, PS, 1 << 5) == errno.EINVAL             # unsupported
@@ -79,7 +78,7 @@ def test_same_value_is_a_noop_without_zap_and_old_kind_is_zapped(kvm):
     assert vm.lpage_mixed(GPA >> 12, 512) and not vm.lpage_mixed((GPA >> 12) + 512, 512)
 
 
-# ------------------------------------------------------------- memslots (§2, set_memory_region_test.c)
+# ------------------------------------------------------------- memslots (kvm_set_memory_region, set_memory_region_test.c)
 def test_memslot_flag_rules(kvm):
     vm = kvm.create_vm(U.KVM_X86_SW_PROTECTED_VM)
     f = vm.create_guest_memfd(4 * MiB)
@@ -149,7 +148,7 @@ def test_dead_vm_is_eio(kvm):
     assert err(vm.set_memory_attributes, 0, PS, 0) == errno.EIO
 
 
-# ------------------------------------------------------------- guest_memfd (§3, guest_memfd_test.c)
+# ------------------------------------------------------------- guest_memfd (virt/kvm/guest_memfd.c, guest_memfd_test.c)
 def test_guest_memfd_create(kvm):
     vm = kvm.create_vm()
     supported = vm.check_extension(U.KVM_CAP_GUEST_MEMFD_FLAGS)
@@ -183,8 +182,8 @@ def test_guest_memfd_fallocate_table(kvm):
     assert err(f.fallocate, K | 0x10, 0, PS) == errno.EOPNOTSUPP
 
 
-def test_punch_hole_zaps_bound_slots_and_survives_the_vm():
-    vm = Kvm(Host(mem="2GiB", cores=4)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
+def test_punch_hole_zaps_bound_slots_and_survives_the_vm(make_kvm):
+    vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
     f = vm.create_guest_memfd(4 * MiB)
     vm.set_user_memory_region2(SLOT, GMEM, GPA, 2 * MiB, 0, 2 * MiB, f)
     f.fallocate(U.FALLOC_FL_KEEP_SIZE, 0, 4 * MiB)
@@ -216,9 +215,9 @@ def test_guest_memfd_file_operations(kvm):
         s.user_access(4 * PS)                                                    # at i_size
 
 
-def test_closing_the_last_reference_returns_snp_pages_shared_to_the_host():
-    host = Host(mem="2GiB", cores=4)
-    vm = Kvm(host, gmem_hugepages=True).create_vm(U.KVM_X86_SNP_VM)
+def test_closing_the_last_reference_returns_snp_pages_shared_to_the_host(make_kvm):
+    vm = make_kvm(gmem_hugepages=True).create_vm(U.KVM_X86_SNP_VM)
+    host = vm.kvm.host
     vm.sev_init()
     f = vm.create_guest_memfd(4 * MiB)
     vm.set_user_memory_region2(1, GMEM, 1 << 32, 4 * MiB, 0, 0, f)

@@ -1,12 +1,11 @@
-"""kvm-uapi.md §1-3 check tables, one test per row, named after the row."""
+"""The checks of kvm_vm_ioctl_set_mem_attributes, kvm_set_memory_region (virt/kvm/kvm_main.c),
+kvm_gmem_bind and kvm_gmem_fallocate (virt/kvm/guest_memfd.c), one test per row, named after the row."""
 import errno
 
 import pytest
 
 from tests.kvm.conformance.helpers import errno_of
-from kit.host import Host
 from kit.kvm import uapi as U
-from kit.kvm.vm import Kvm
 
 PS, MiB, GPA, SLOT = 4096, 1 << 20, 0xC0000000, 10
 P, GMEM = U.KVM_MEMORY_ATTRIBUTE_PRIVATE, U.KVM_MEM_GUEST_MEMFD
@@ -14,11 +13,11 @@ LOG, RO = U.KVM_MEM_LOG_DIRTY_PAGES, U.KVM_MEM_READONLY
 
 
 @pytest.fixture(scope="module")
-def kvm():
-    return Kvm(Host(mem="2GiB", cores=4))
+def kvm(make_kvm):
+    return make_kvm()
 
 
-# §1 KVM_SET_MEMORY_ATTRIBUTES, rows 1-4 plus the supported-attribute rule
+# KVM_SET_MEMORY_ATTRIBUTES (kvm_vm_ioctl_set_mem_attributes), checks 1-4 plus the supported-attribute rule
 ATTR_ROWS = {
     "1-flags-nonzero": (dict(address=0, size=PS, attributes=P, flags=1), errno.EINVAL),
     "2-unsupported-attribute": (dict(address=0, size=PS, attributes=1 << 4), errno.EINVAL),
@@ -48,7 +47,7 @@ def test_supported_mem_attributes_by_vm_type(kvm, vm_type, attrs, want):
     assert errno_of(lambda: vm.set_memory_attributes(0, PS, attrs)) == want
 
 
-# §2 kvm_set_memory_region, one row each (a SW_PROTECTED VM unless stated)
+# kvm_set_memory_region, one row each (a SW_PROTECTED VM unless stated)
 def _gmem_vm(kvm):
     vm = kvm.create_vm(U.KVM_X86_SW_PROTECTED_VM)
     return vm, vm.create_guest_memfd(8 * MiB)
@@ -82,7 +81,7 @@ def test_memslot_row(kvm, row):
     assert errno_of(lambda: call(vm, f)) == want
 
 
-# §3 kvm_gmem_bind, one row each
+# kvm_gmem_bind, one row each
 BIND_ROWS = {
     "no-file-ebadf": (lambda kvm, vm, f: None, errno.EBADF),
     "closed-file-ebadf": (lambda kvm, vm, f: (f.close(), f)[1], errno.EBADF),
@@ -109,7 +108,7 @@ def test_gmem_bind_offset_row(kvm, offset, size, want):
     assert errno_of(lambda: vm.set_user_memory_region2(SLOT, GMEM, GPA, size, 0, offset, f)) == want
 
 
-# §3 fallocate table, one row each
+# kvm_gmem_fallocate, one row each
 K, PH = U.FALLOC_FL_KEEP_SIZE, U.FALLOC_FL_PUNCH_HOLE
 FALLOC_ROWS = {
     "keep-size-missing-eopnotsupp": ((PH, 0, PS), errno.EOPNOTSUPP),

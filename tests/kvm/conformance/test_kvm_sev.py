@@ -1,11 +1,11 @@
-"""ASIDs, mirrors and moves (snp-rmp.md §5; seeds/sev-context-mirroring-2021.txt)."""
+"""ASIDs, mirrors and moves (arch/x86/kvm/svm/sev.c: sev_asid_new, sev_vm_copy_enc_context_from,
+sev_vm_move_enc_context_from; thread "[RFC] KVM: x86: Support KVM VMs sharing SEV context", 2021)."""
 import errno
 
+import pytest
 
 from tests.kvm.conformance.helpers import errno_of
-from kit.host import Host
 from kit.kvm import uapi as U
-from kit.kvm.vm import Kvm
 
 COPY, MOVE = U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, U.KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM
 
@@ -17,12 +17,15 @@ def err(fn, *a, **kw) -> int:
     return code
 
 
-def kvm(min_asid=4, max_asid=6):
-    return Kvm(Host(mem="2GiB", cores=8), min_sev_asid=min_asid, max_sev_asid=max_asid)
+@pytest.fixture
+def new_kvm(make_kvm):
+    def build(min_asid=4, max_asid=6):
+        return make_kvm("2GiB", 8, min_sev_asid=min_asid, max_sev_asid=max_asid)
+    return build
 
 
-def test_asid_ranges_exhaustion_and_recycling():
-    k = kvm()
+def test_asid_ranges_exhaustion_and_recycling(new_kvm):
+    k = new_kvm()
     sev = [k.create_vm(U.KVM_X86_SEV_VM) for _ in range(4)]
     assert [v.sev_init() or v.asid for v in sev[:3]] == [4, 5, 6]
     assert err(sev[3].sev_init) == errno.EBUSY and k.asids.recycles == 0   # nothing to reclaim
@@ -34,13 +37,13 @@ def test_asid_ranges_exhaustion_and_recycling():
     assert k.host.ledger.totals["wbinvd"] == 8 and k.host.ledger.totals["df_flush"] == 1
 
 
-def test_no_es_asids_when_min_is_1():
-    k = kvm(min_asid=1, max_asid=6)
+def test_no_es_asids_when_min_is_1(new_kvm):
+    k = new_kvm(min_asid=1, max_asid=6)
     assert err(k.create_vm(U.KVM_X86_SNP_VM).sev_init) == errno.ENOTTY
 
 
-def test_sev_init_rules():
-    k = kvm()
+def test_sev_init_rules(new_kvm):
+    k = new_kvm()
     assert err(k.create_vm().sev_init) == errno.EINVAL
     vm = k.create_vm(U.KVM_X86_SEV_VM)
     vm.create_vcpu(0)
@@ -50,8 +53,8 @@ def test_sev_init_rules():
     assert err(vm.sev_init) == errno.EINVAL
 
 
-def test_mirror_errors_in_order():
-    k = kvm()
+def test_mirror_errors_in_order(new_kvm, make_kvm):
+    k = new_kvm()
     src = k.create_vm(U.KVM_X86_SEV_VM)
     src.sev_init()
     dst = k.create_vm(U.KVM_X86_SEV_VM)
@@ -71,14 +74,14 @@ def test_mirror_errors_in_order():
     snp = k.create_vm(U.KVM_X86_SNP_VM)
     snp.sev_init()
     assert err(k.create_vm(U.KVM_X86_SNP_VM).enable_cap, COPY, snp) == errno.EINVAL
-    k2 = Kvm(Host(mem="2GiB", cores=8), min_sev_asid=4, max_sev_asid=6, block_snp_mirror=False)
+    k2 = make_kvm("2GiB", 8, min_sev_asid=4, max_sev_asid=6, block_snp_mirror=False)
     s2 = k2.create_vm(U.KVM_X86_SNP_VM)
     s2.sev_init()
     assert k2.create_vm(U.KVM_X86_SNP_VM).enable_cap(COPY, s2) == 0
 
 
-def test_mirror_keeps_the_asid_until_it_goes():
-    k = kvm()
+def test_mirror_keeps_the_asid_until_it_goes(new_kvm):
+    k = new_kvm()
     src, m = k.create_vm(U.KVM_X86_SEV_VM), k.create_vm(U.KVM_X86_SEV_VM)
     src.sev_init()
     m.enable_cap(COPY, src)
@@ -88,8 +91,8 @@ def test_mirror_keeps_the_asid_until_it_goes():
     assert src.asid in k.asids.reclaim
 
 
-def test_move_rules():
-    k = kvm()
+def test_move_rules(new_kvm):
+    k = new_kvm()
     src = k.create_vm(U.KVM_X86_SEV_ES_VM)
     src.sev_init()
     assert err(k.create_vm(U.KVM_X86_SEV_VM).enable_cap, MOVE, src) == errno.EINVAL   # types differ

@@ -1,10 +1,8 @@
 """SNP guest memory: gmem prepare/invalidate, RMP #NPF handling, GHCB page-state change."""
 import pytest
 
-from kit.host import Host
 from kit.kvm import snp
 from kit.kvm import uapi as U
-from kit.kvm.vm import Kvm
 from kit.kvm.vmm import Vmm
 from kit.units import PAGE_2M, PAGE_4K
 
@@ -12,17 +10,20 @@ GPA, MiB = 1 << 32, 1 << 20
 P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
 
 
-def snp_vm(huge=True, size=4 * MiB, policy="split-on-demand"):
-    host = Host(mem="2GiB", cores=8, directmap_policy=policy)
-    vm = Kvm(host, gmem_hugepages=huge).create_vm(U.KVM_X86_SNP_VM)
-    vm.sev_init()
-    f = vm.create_guest_memfd(size)
-    vm.set_user_memory_region2(1, U.KVM_MEM_GUEST_MEMFD, GPA, size, 0, 0, f)
-    vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << U.KVM_HC_MAP_GPA_RANGE)
-    return host, vm, f, vm.create_vcpu(0)
+@pytest.fixture
+def snp_vm(make_kvm):
+    def build(huge=True, size=4 * MiB, policy="split-on-demand"):
+        vm = make_kvm("2GiB", 8, directmap_policy=policy, gmem_hugepages=huge).create_vm(U.KVM_X86_SNP_VM)
+        host = vm.kvm.host
+        vm.sev_init()
+        f = vm.create_guest_memfd(size)
+        vm.set_user_memory_region2(1, U.KVM_MEM_GUEST_MEMFD, GPA, size, 0, 0, f)
+        vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << U.KVM_HC_MAP_GPA_RANGE)
+        return host, vm, f, vm.create_vcpu(0)
+    return build
 
 
-def test_prepare_makes_2m_private_when_possible_and_maps_2m():
+def test_prepare_makes_2m_private_when_possible_and_maps_2m(snp_vm):
     host, vm, f, cpu = snp_vm()
     vm.set_memory_attributes(GPA, 2 * MiB, P)
     assert cpu.access(GPA + 0x5000, private=True) is None
@@ -34,7 +35,7 @@ def test_prepare_makes_2m_private_when_possible_and_maps_2m():
     assert host.ledger.totals["bytes_zeroed"] == PAGE_2M
 
 
-def test_4k_folios_prepare_4k_and_split_the_direct_map():
+def test_4k_folios_prepare_4k_and_split_the_direct_map(snp_vm):
     host, vm, f, cpu = snp_vm(huge=False)
     vm.set_memory_attributes(GPA, PAGE_4K, P)
     assert cpu.access(GPA, private=True) is None
@@ -43,7 +44,7 @@ def test_4k_folios_prepare_4k_and_split_the_direct_map():
     assert vm.faults_in[-1][1] == PAGE_4K
 
 
-def test_pvalidate_4k_on_2m_entry_is_handled_by_psmash_and_zap():
+def test_pvalidate_4k_on_2m_entry_is_handled_by_psmash_and_zap(snp_vm):
     host, vm, f, cpu = snp_vm()
     vm.set_memory_attributes(GPA, 2 * MiB, P)
     cpu.access(GPA, private=True)
@@ -53,7 +54,7 @@ def test_pvalidate_4k_on_2m_entry_is_handled_by_psmash_and_zap():
     assert host.rmp.rmpread(f.folios[0] + 1).validated
 
 
-def test_punch_hole_gives_pages_back_shared():
+def test_punch_hole_gives_pages_back_shared(snp_vm):
     host, vm, f, cpu = snp_vm()
     vm.set_memory_attributes(GPA, 4 * MiB, P)
     cpu.access(GPA, private=True)
@@ -66,7 +67,7 @@ def test_punch_hole_gives_pages_back_shared():
     assert host.memory.owner(pfn0) == "free" and f.folios == {}
 
 
-def test_psc_coalesces_into_map_gpa_range_exits_and_the_vmm_converts():
+def test_psc_coalesces_into_map_gpa_range_exits_and_the_vmm_converts(snp_vm):
     host, vm, f, cpu = snp_vm()
     g = GPA >> 12
     entries = [(g, 1, PAGE_4K), (g + 1, 1, PAGE_4K), (g + 2, 2, PAGE_4K), (g + 512, 1, PAGE_2M),
@@ -88,33 +89,31 @@ def test_psc_coalesces_into_map_gpa_range_exits_and_the_vmm_converts():
     ([(0, 9, PAGE_4K)], {}, snp.GHCB_HV_RESP_INVALID_ENTRY),
     ([(0, 1, PAGE_4K)], {"cur_entry": 1}, snp.GHCB_HV_RESP_INVALID_HDR),
 ])
-def test_psc_errors(entries, kw, want):
+def test_psc_errors(entries, kw, want, snp_vm):
     host, vm, f, cpu = snp_vm()
     assert snp.snp_begin_psc(cpu, entries, **kw) == (want, [])
 
 
-def test_psc_without_the_hypercall_exit_is_generic_error():
-    host = Host(mem="2GiB", cores=8)
-    vm = Kvm(host).create_vm(U.KVM_X86_SNP_VM)
+def test_psc_without_the_hypercall_exit_is_generic_error(make_kvm):
+    vm = make_kvm("2GiB", 8).create_vm(U.KVM_X86_SNP_VM)
     vm.sev_init()
     assert snp.snp_begin_psc(vm.create_vcpu(0), [(0, 1, PAGE_4K)]) == (snp.VMGEXIT_PSC_ERROR_GENERIC, [])
 
 
-def test_psc_msr_protocol_one_page_private_or_shared_only():
+def test_psc_msr_protocol_one_page_private_or_shared_only(snp_vm, make_kvm):
     host, vm, f, cpu = snp_vm()
     g = GPA >> 12
     resp, ex = snp.snp_begin_psc_msr(cpu, snp.ghcb_msr_psc_req(g + 3, snp.SNP_PAGE_STATE_PRIVATE))
     assert resp == snp.GHCB_MSR_PSC_RESP and ex.hypercall.args == (GPA + 0x3000, 1, 1 << 4)
     for op in (snp.SNP_PAGE_STATE_PSMASH, snp.SNP_PAGE_STATE_UNSMASH, 7):
         assert snp.snp_begin_psc_msr(cpu, snp.ghcb_msr_psc_req(g, op)) == (snp.GHCB_MSR_PSC_RESP_ERROR, None)
-    host2 = Host(mem="2GiB", cores=8)
-    vm2 = Kvm(host2).create_vm(U.KVM_X86_SNP_VM)
+    vm2 = make_kvm("2GiB", 8).create_vm(U.KVM_X86_SNP_VM)
     vm2.sev_init()
     req = snp.ghcb_msr_psc_req(g, snp.SNP_PAGE_STATE_SHARED)
     assert snp.snp_begin_psc_msr(vm2.create_vcpu(0), req) == (snp.GHCB_MSR_PSC_RESP_ERROR, None)
 
 
-def test_snp_launch_update_and_finish():
+def test_snp_launch_update_and_finish(snp_vm):
     import errno
     from kit.errors import KvmError
     host, vm, f, cpu = snp_vm()
@@ -149,7 +148,7 @@ def test_snp_launch_update_and_finish():
     assert not host.rmp.rmpread(f.folios[0] + 2).assigned             # reclaimed, shared again
 
 
-def test_snp_launch_update_stops_at_the_first_failure_and_reports_progress():
+def test_snp_launch_update_stops_at_the_first_failure_and_reports_progress(snp_vm):
     host, vm, f, cpu = snp_vm()
     g = GPA >> 12
     vm.set_memory_attributes(GPA, 3 * PAGE_4K, P)        # page 3 stays shared
@@ -163,7 +162,7 @@ def test_snp_launch_update_stops_at_the_first_failure_and_reports_progress():
     assert (out.count, out.gfn_start, out.len, out.uaddr) == (1, g + 1024, 9 * PAGE_4K, 0x9000)
 
 
-def test_cpuid_page_rejected_with_invalid_param_is_reclaimed_and_copied_back():
+def test_cpuid_page_rejected_with_invalid_param_is_reclaimed_and_copied_back(snp_vm):
     import errno
     from kit.errors import KvmError
     host, vm, f, cpu = snp_vm()
@@ -185,7 +184,7 @@ def test_cpuid_page_rejected_with_invalid_param_is_reclaimed_and_copied_back():
     assert vm.kvm.user_memory.read(0x40000, 1) == b"\x22"
 
 
-def test_page_reclaim_failure_bugs_the_vm_and_leaks_the_page():
+def test_page_reclaim_failure_bugs_the_vm_and_leaks_the_page(snp_vm):
     import errno
     from kit.errors import KvmError
     host, vm, f, cpu = snp_vm()
@@ -202,7 +201,7 @@ def test_page_reclaim_failure_bugs_the_vm_and_leaks_the_page():
     assert vm.kvm.user_memory.read(0x30000, 1) == b"\x11"        # no copy-back after a failed reclaim
 
 
-def test_vmsa_pages_launch_and_teardown_with_leak():
+def test_vmsa_pages_launch_and_teardown_with_leak(snp_vm):
     host, vm, f, cpu = snp_vm()
     cpu1 = vm.create_vcpu(1)
     assert cpu.vmsa_pfn % 512 and cpu1.vmsa_pfn % 512              # never 2M-aligned
@@ -222,7 +221,7 @@ def test_vmsa_pages_launch_and_teardown_with_leak():
 K, PUNCH = U.FALLOC_FL_KEEP_SIZE, U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE
 
 
-def test_fallocate_takes_frames_that_the_first_fault_clears():
+def test_fallocate_takes_frames_that_the_first_fault_clears(snp_vm):
     """``kvm_gmem_allocate`` takes folios from the host without clearing or preparing them;
     ``kvm_gmem_get_pfn`` clears a folio on first use and ``sev_gmem_prepare`` assigns it; a
     hole punched gives the frames back."""
@@ -244,7 +243,7 @@ def test_fallocate_takes_frames_that_the_first_fault_clears():
     assert host.memory.free_pages() == free0 and f.folios == {} and f.unprepared == set()
 
 
-def test_fallocate_of_2m_folios_is_cleared_on_the_range_fault_path():
+def test_fallocate_of_2m_folios_is_cleared_on_the_range_fault_path(snp_vm):
     host, vm, f, cpu = snp_vm(huge=True)
     free0 = host.memory.free_pages()
     assert f.fallocate(K, PAGE_4K, PAGE_4K) == 0                        # one page: its whole 2M folio
@@ -255,7 +254,7 @@ def test_fallocate_of_2m_folios_is_cleared_on_the_range_fault_path():
     assert host.memory.free_pages() == free0 - 1024 and f.unprepared == set()
 
 
-def test_fallocate_without_host_memory_is_enomem_and_takes_nothing():
+def test_fallocate_without_host_memory_is_enomem_and_takes_nothing(snp_vm):
     import errno
     from tests.kvm.conformance.helpers import errno_of
     host, vm, f, cpu = snp_vm(huge=True, size=64 * MiB)

@@ -1,7 +1,9 @@
 """VM memory state (memslots, attributes, guest_memfd bindings and pages) against dict-per-page
 references, driven by a hypothesis state machine; every failed call must leave the VM as it was.
 
-The references re-state the rules of kvm-uapi.md §1-3 in the most literal per-page form
+The references re-state the rules of ``kvm_vm_ioctl_set_mem_attributes``,
+``kvm_set_memory_region`` (virt/kvm/kvm_main.c) and ``kvm_gmem_bind``/``kvm_gmem_fallocate``
+(virt/kvm/guest_memfd.c) in the most literal per-page form
 (a dict gfn -> attribute, a dict gfn -> slot, a dict file page -> slot, a set of allocated
 file pages), independent of the kit's range stores.
 """
@@ -10,13 +12,12 @@ from __future__ import annotations
 import errno
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from kit.errors import KvmError
-from kit.host import Host
 from kit.kvm import uapi as U
-from kit.kvm.vm import Kvm
 
 PS = 4096
 P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
@@ -33,9 +34,11 @@ def call(fn):
 
 
 class VmMemory(RuleBasedStateMachine):
+    make_kvm = None               # the make_kvm fixture, set by _kvm_factory below
+
     @initialize()
     def boot(self):
-        self.vm = Kvm(Host(mem="2GiB", cores=2)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
+        self.vm = self.make_kvm("2GiB", 2).create_vm(U.KVM_X86_SW_PROTECTED_VM)
         self.files = [self.vm.create_guest_memfd(FILE_PAGES * PS) for _ in range(2)]
         self.attrs: dict[int, int] = {}
         self.slots: dict[int, dict] = {}          # id -> base, npages, flags, file, pgoff, uaddr
@@ -60,7 +63,7 @@ class VmMemory(RuleBasedStateMachine):
             assert self._snapshot() == before, "a failed call changed the VM"
         return got == 0
 
-    # ------------------------------------------------------------ attributes (§1)
+    # ------------------------------------------------------------ attributes (kvm_vm_ioctl_set_mem_attributes)
     @rule(start=st.integers(0, WINDOW - 1), n=st.integers(0, 24), value=st.sampled_from([0, P, P, 1 << 5]),
           flags=st.sampled_from([0] * 9 + [1]), skew=st.sampled_from([0] * 9 + [1]))
     def set_attributes(self, start, n, value, flags, skew):
@@ -75,7 +78,7 @@ class VmMemory(RuleBasedStateMachine):
                 else:
                     self.attrs.pop(g, None)
 
-    # ------------------------------------------------------------ memslots (§2) and bind (§3)
+    # ------------------------------------------------------------ memslots (kvm_set_memory_region) and kvm_gmem_bind
     @rule(sid=st.integers(0, 3), base=st.integers(0, WINDOW - 8), npages=st.integers(1, 8),
           use_gmem=st.booleans(), fidx=st.integers(0, 1), pgoff=st.integers(0, FILE_PAGES),
           log_dirty=st.sampled_from([False] * 4 + [True]), uaddr_page=st.sampled_from([16, 16, 32]))
@@ -132,7 +135,7 @@ class VmMemory(RuleBasedStateMachine):
             self.bound[old["file"]] = {p: s for p, s in self.bound[old["file"]].items() if s != sid}
         del self.slots[sid]
 
-    # ------------------------------------------------------------ guest_memfd pages (§3)
+    # ------------------------------------------------------------ guest_memfd pages (kvm_gmem_fallocate)
     @rule(fidx=st.integers(0, 1), off=st.integers(0, FILE_PAGES + 4), n=st.integers(0, 8),
           punch=st.booleans(), mode_bad=st.sampled_from([False] * 9 + [True]), skew=st.sampled_from([0] * 9 + [1]))
     def fallocate(self, fidx, off, n, punch, mode_bad, skew):
@@ -171,6 +174,12 @@ class VmMemory(RuleBasedStateMachine):
             assert got == self.bound[fidx]
             got_alloc = {p for a, b, _ in f.allocated.ranges(0, FILE_PAGES) for p in range(a, b)}
             assert got_alloc == self.allocated[fidx]
+
+
+@pytest.fixture(autouse=True)
+def _kvm_factory(make_kvm):
+    """A state machine takes no fixtures: hand it the factory before each run."""
+    VmMemory.make_kvm = staticmethod(make_kvm)
 
 
 VmMemory.TestCase.settings = settings(settings.default, stateful_step_count=30)

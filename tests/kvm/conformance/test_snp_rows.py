@@ -1,14 +1,13 @@
-"""kvm-uapi.md §4 and snp-rmp.md §4-6, one test per row, named after the row."""
+"""The exit rules of arch/x86/kvm/mmu/mmu.c and x86.c, and SNP in arch/x86/kvm/svm/sev.c (guest_memfd
+hooks, page-state change, ASIDs, mirrors), one test per row, named after the row."""
 import errno
 
 import pytest
 
 from tests.kvm.conformance.helpers import errno_of
-from kit.host import Host
 from kit.kvm import snp
 from kit.kvm import uapi as U
 from kit.kvm.mmu import KVM_MAP_GPA_RANGE_ENCRYPTED
-from kit.kvm.vm import Kvm
 from kit.units import PAGE_2M, PAGE_4K
 
 GPA, MiB, SLOT = 1 << 32, 1 << 20, 1
@@ -16,30 +15,36 @@ P, GMEM, HC = U.KVM_MEMORY_ATTRIBUTE_PRIVATE, U.KVM_MEM_GUEST_MEMFD, U.KVM_HC_MA
 MF, PRIV = U.KVM_EXIT_MEMORY_FAULT, U.KVM_MEMORY_EXIT_FLAG_PRIVATE
 
 
-def sw(gmem=True, exit_hc=True):
-    vm = Kvm(Host(mem="2GiB", cores=4)).create_vm(U.KVM_X86_SW_PROTECTED_VM)
-    f = vm.create_guest_memfd(4 * MiB)
-    if gmem:
+@pytest.fixture
+def sw(make_kvm):
+    def build(gmem=True, exit_hc=True):
+        vm = make_kvm().create_vm(U.KVM_X86_SW_PROTECTED_VM)
+        f = vm.create_guest_memfd(4 * MiB)
+        if gmem:
+            vm.set_user_memory_region2(SLOT, GMEM, GPA, 4 * MiB, 0, 0, f)
+        else:
+            vm.set_user_memory_region2(SLOT, 0, GPA, 4 * MiB, 0x10000000)
+        if exit_hc:
+            vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << HC)
+        return vm, f, vm.create_vcpu(0)
+    return build
+
+
+@pytest.fixture
+def snpvm(make_kvm):
+    def build(huge=True):
+        vm = make_kvm("2GiB", 8, gmem_hugepages=huge, min_sev_asid=4, max_sev_asid=6).create_vm(U.KVM_X86_SNP_VM)
+        host = vm.kvm.host
+        vm.sev_init()
+        f = vm.create_guest_memfd(4 * MiB)
         vm.set_user_memory_region2(SLOT, GMEM, GPA, 4 * MiB, 0, 0, f)
-    else:
-        vm.set_user_memory_region2(SLOT, 0, GPA, 4 * MiB, 0x10000000)
-    if exit_hc:
+        vm.set_memory_attributes(GPA, 4 * MiB, P)
         vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << HC)
-    return vm, f, vm.create_vcpu(0)
+        return host, vm, f, vm.create_vcpu(0)
+    return build
 
 
-def snpvm(huge=True):
-    host = Host(mem="2GiB", cores=8)
-    vm = Kvm(host, gmem_hugepages=huge, min_sev_asid=4, max_sev_asid=6).create_vm(U.KVM_X86_SNP_VM)
-    vm.sev_init()
-    f = vm.create_guest_memfd(4 * MiB)
-    vm.set_user_memory_region2(SLOT, GMEM, GPA, 4 * MiB, 0, 0, f)
-    vm.set_memory_attributes(GPA, 4 * MiB, P)
-    vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << HC)
-    return host, vm, f, vm.create_vcpu(0)
-
-
-# ---------------------------------------------------------------- kvm-uapi.md §4 exits
+# ---------------------------------------------------------------- exits (kvm_mmu_faultin_pfn, ____kvm_emulate_hypercall)
 def _exit_rows():
     def mismatch_private_access(vm, f, c):
         return c.access(GPA, private=True)
@@ -67,7 +72,7 @@ EXIT_ROWS = _exit_rows()
 
 
 @pytest.mark.parametrize("row", EXIT_ROWS)
-def test_memory_fault_exit_row(row):
+def test_memory_fault_exit_row(row, sw):
     make, gmem, flags = EXIT_ROWS[row]
     vm, f, c = sw(gmem)
     ex = make(vm, f, c)
@@ -75,20 +80,20 @@ def test_memory_fault_exit_row(row):
     assert ex.memory_fault.size == 4096 and ex.memory_fault.flags == flags and ex.memory_fault.gpa % 4096 == 0
 
 
-def test_private_access_to_non_gmem_slot_row():
+def test_private_access_to_non_gmem_slot_row(sw):
     vm, f, c = sw(gmem=False)
     vm.set_memory_attributes(GPA, PAGE_4K, P)
     assert c.access(GPA).memory_fault.flags == PRIV
 
 
-def test_sw_protected_is_private_comes_from_the_attribute_row():
+def test_sw_protected_is_private_comes_from_the_attribute_row(sw):
     vm, f, c = sw()
     vm.set_memory_attributes(GPA, PAGE_4K, P)
     assert c.access(GPA) is None and vm.faults_in[-1][2] is True
 
 
-def test_unsupported_vm_type_row():
-    k = Kvm(Host(mem="2GiB", cores=4), vm_types=(U.KVM_X86_DEFAULT_VM,))
+def test_unsupported_vm_type_row(make_kvm):
+    k = make_kvm(vm_types=(U.KVM_X86_DEFAULT_VM,))
     assert k.check_extension(U.KVM_CAP_VM_TYPES) == 1
     assert errno_of(lambda: k.create_vm(U.KVM_X86_SW_PROTECTED_VM)) == errno.EINVAL
 
@@ -102,28 +107,28 @@ HC_ROWS = {
 
 
 @pytest.mark.parametrize("row", HC_ROWS)
-def test_map_gpa_range_row(row):
+def test_map_gpa_range_row(row, sw):
     kw, args, want = HC_ROWS[row]
     vm, f, c = sw()
     assert c.hypercall(HC, *args, **kw) == want
 
 
-def test_map_gpa_range_large_but_not_wrapping_is_an_exit_row():
+def test_map_gpa_range_large_but_not_wrapping_is_an_exit_row(sw):
     vm, f, c = sw()
     assert c.hypercall(HC, GPA, 1 << 41, 0).reason == U.KVM_EXIT_HYPERCALL
 
 
-def test_map_gpa_range_not_enabled_enosys_row():
+def test_map_gpa_range_not_enabled_enosys_row(sw):
     vm, f, c = sw(exit_hc=False)
     assert c.hypercall(HC, GPA, 1, 0) == -U.KVM_ENOSYS
 
 
-def test_enable_exit_hypercall_bad_mask_einval_row():
+def test_enable_exit_hypercall_bad_mask_einval_row(sw):
     vm, f, c = sw(exit_hc=False)
     assert errno_of(lambda: vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << 3)) == errno.EINVAL
 
 
-def test_map_gpa_range_exit_row():
+def test_map_gpa_range_exit_row(sw):
     vm, f, c = sw()
     ex = c.hypercall(HC, GPA, 3, 0xdead)                     # attrs are not validated
     assert ex.reason == U.KVM_EXIT_HYPERCALL and ex.hypercall.nr == HC
@@ -132,46 +137,46 @@ def test_map_gpa_range_exit_row():
     assert c.hypercall(HC, GPA, 3, 0, long_mode=False).hypercall.flags == 0
 
 
-# ---------------------------------------------------------------- snp-rmp.md §4 gmem hooks
-def test_gmem_prepare_2m_when_possible_row():
+# ---------------------------------------------------------------- sev_gmem_prepare / sev_gmem_invalidate
+def test_gmem_prepare_2m_when_possible_row(snpvm):
     host, vm, f, c = snpvm()
     c.access(GPA, private=True)
     assert host.rmp.rmpread(f.folios[0]).pagesize == PAGE_2M
 
 
-def test_gmem_prepare_4k_when_folio_is_4k_row():
+def test_gmem_prepare_4k_when_folio_is_4k_row(snpvm):
     host, vm, f, c = snpvm(huge=False)
     c.access(GPA, private=True)
     assert host.rmp.rmpread(f.folios[0]).pagesize == PAGE_4K
 
 
-def test_gmem_prepare_4k_when_a_pfn_of_the_region_is_assigned_row():
+def test_gmem_prepare_4k_when_a_pfn_of_the_region_is_assigned_row(snpvm):
     host, vm, f, c = snpvm()
     c.access(GPA, private=True)
     host.rmp.psmash(f.folios[0])
     host.rmp_make_shared(f.folios[0], PAGE_4K)        # the aligned page shared, the rest assigned
-    vm._zap(GPA >> 12, (GPA >> 12) + 1, "all")        # so that page 0 faults again
+    vm.zap_gfn_range(GPA >> 12, (GPA >> 12) + 1, "all")        # so that page 0 faults again
     c.access(GPA, private=True)
     assert host.rmp.rmpread(f.folios[0]).pagesize == PAGE_4K and host.rmp.rmpread(f.folios[0]).assigned
 
 
-def test_gmem_prepare_already_assigned_does_nothing_row():
+def test_gmem_prepare_already_assigned_does_nothing_row(snpvm):
     host, vm, f, c = snpvm()
     c.access(GPA, private=True)
     n = host.ledger.totals["rmpupdate"]
-    vm._zap(GPA >> 12, (GPA >> 12) + 512, "all")
+    vm.zap_gfn_range(GPA >> 12, (GPA >> 12) + 512, "all")
     c.access(GPA + 0x3000, private=True)
     assert host.ledger.totals["rmpupdate"] == n
 
 
-def test_gmem_invalidate_2m_when_covered_row():
+def test_gmem_invalidate_2m_when_covered_row(snpvm):
     host, vm, f, c = snpvm()
     c.access(GPA, private=True)
     f.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, 0, 2 * MiB)
     assert host.ledger.totals["psmash"] == 0 and host.ledger.totals["rmpupdate"] == 2
 
 
-def test_gmem_invalidate_psmash_then_4k_when_not_2m_row():
+def test_gmem_invalidate_psmash_then_4k_when_not_2m_row(snpvm):
     host, vm, f, c = snpvm(huge=False)
     c.access(GPA, private=True)
     pfn = f.folios[0]
@@ -179,14 +184,14 @@ def test_gmem_invalidate_psmash_then_4k_when_not_2m_row():
     assert not host.rmp.rmpread(pfn).assigned
 
 
-def test_max_mapping_level_is_the_rmp_level_row():
+def test_max_mapping_level_is_the_rmp_level_row(snpvm):
     host, vm, f, c = snpvm()
     assert snp.sev_max_mapping_level(host, 12345) == PAGE_4K       # unassigned -> 4K
     c.access(GPA, private=True)
     assert snp.sev_max_mapping_level(host, f.folios[0] + 7) == PAGE_2M
 
 
-# ---------------------------------------------------------------- snp-rmp.md §4 PSC, §6
+# ---------------------------------------------------------------- GHCB page-state change (snp_begin_psc)
 PSC_ROWS = {
     "end-entry-253-invalid-hdr": ([(0, 1, PAGE_4K)] * 254, {}, snp.GHCB_HV_RESP_INVALID_HDR),
     "cur-entry-past-end-invalid-hdr": ([(0, 1, PAGE_4K)], {"cur_entry": 2, "end_entry": 0}, snp.GHCB_HV_RESP_INVALID_HDR),
@@ -198,27 +203,27 @@ PSC_ROWS = {
 
 
 @pytest.mark.parametrize("row", PSC_ROWS)
-def test_psc_row(row):
+def test_psc_row(row, snpvm):
     entries, kw, want = PSC_ROWS[row]
     host, vm, f, c = snpvm()
     assert snp.snp_begin_psc(c, entries, **kw)[0] == want
 
 
-def test_psc_coalesces_same_op_and_size_row():
+def test_psc_coalesces_same_op_and_size_row(snpvm):
     host, vm, f, c = snpvm()
     rc, exits = snp.snp_begin_psc(c, [(10, 1, PAGE_4K), (11, 1, PAGE_4K), (12, 1, PAGE_4K)])
     assert rc == 0 and len(exits) == 1 and exits[0].hypercall.args == (10 << 12, 3, KVM_MAP_GPA_RANGE_ENCRYPTED)
 
 
-def test_psc_leaves_the_rmp_untouched_row():
+def test_psc_leaves_the_rmp_untouched_row(snpvm):
     host, vm, f, c = snpvm()
     n = host.ledger.totals["rmpupdate"]
     snp.snp_begin_psc(c, [(10, 2, PAGE_4K)])
     assert host.ledger.totals["rmpupdate"] == n
 
 
-# ---------------------------------------------------------------- snp-rmp.md §5 ASIDs
-def test_sev_range_is_min_to_max_row():
+# ---------------------------------------------------------------- ASIDs (sev_asid_new, __sev_recycle_asids)
+def test_sev_range_is_min_to_max_row(snpvm):
     host, vm, f, c = snpvm()
     k = vm.kvm
     sev = k.create_vm(U.KVM_X86_SEV_VM)
@@ -226,24 +231,24 @@ def test_sev_range_is_min_to_max_row():
     assert sev.asid == 4
 
 
-def test_es_snp_range_is_1_to_min_minus_1_row():
+def test_es_snp_range_is_1_to_min_minus_1_row(snpvm):
     host, vm, f, c = snpvm()
     assert vm.asid == 1
 
 
-def test_min_above_max_enotty_row():
-    k = Kvm(Host(mem="2GiB", cores=4), min_sev_asid=9, max_sev_asid=5)
+def test_min_above_max_enotty_row(make_kvm):
+    k = make_kvm(min_sev_asid=9, max_sev_asid=5)
     assert errno_of(k.create_vm(U.KVM_X86_SEV_VM).sev_init) == errno.ENOTTY
 
 
-def test_full_without_reclaimable_ebusy_row():
-    k = Kvm(Host(mem="2GiB", cores=4), min_sev_asid=4, max_sev_asid=4)
+def test_full_without_reclaimable_ebusy_row(make_kvm):
+    k = make_kvm(min_sev_asid=4, max_sev_asid=4)
     k.create_vm(U.KVM_X86_SEV_VM).sev_init()
     assert errno_of(k.create_vm(U.KVM_X86_SEV_VM).sev_init) == errno.EBUSY
 
 
-def test_recycle_once_with_wbinvd_and_df_flush_row():
-    k = Kvm(Host(mem="2GiB", cores=16), min_sev_asid=4, max_sev_asid=4)
+def test_recycle_once_with_wbinvd_and_df_flush_row(make_kvm):
+    k = make_kvm("2GiB", 16, min_sev_asid=4, max_sev_asid=4)
     a = k.create_vm(U.KVM_X86_SEV_VM)
     a.sev_init()
     a.destroy()
@@ -251,12 +256,15 @@ def test_recycle_once_with_wbinvd_and_df_flush_row():
     assert k.asids.recycles == 1 and k.host.ledger.totals["wbinvd"] == 16 and k.host.ledger.totals["df_flush"] == 1
 
 
-# ---------------------------------------------------------------- snp-rmp.md §5 mirrors
-def _sev_pair():
-    k = Kvm(Host(mem="2GiB", cores=4), min_sev_asid=4, max_sev_asid=8)
-    src = k.create_vm(U.KVM_X86_SEV_VM)
-    src.sev_init()
-    return k, src, k.create_vm(U.KVM_X86_SEV_VM)
+# ---------------------------------------------------------------- mirrors (sev_vm_copy_enc_context_from)
+@pytest.fixture
+def _sev_pair(make_kvm):
+    def build():
+        k = make_kvm(min_sev_asid=4, max_sev_asid=8)
+        src = k.create_vm(U.KVM_X86_SEV_VM)
+        src.sev_init()
+        return k, src, k.create_vm(U.KVM_X86_SEV_VM)
+    return build
 
 
 def _mirror_rows():
@@ -303,36 +311,36 @@ MIRROR_ROWS = _mirror_rows()
 
 
 @pytest.mark.parametrize("row", MIRROR_ROWS)
-def test_copy_enc_context_from_row(row):
+def test_copy_enc_context_from_row(row, _sev_pair):
     make, want = MIRROR_ROWS[row]
     k, src, dst = _sev_pair()
     d, s = make(k, src, dst)
     assert errno_of(lambda: d.enable_cap(U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, s)) == want
 
 
-def test_mirror_destroy_only_unlinks_row():
+def test_mirror_destroy_only_unlinks_row(_sev_pair):
     k, src, dst = _sev_pair()
     dst.enable_cap(U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, src)
     dst.destroy()
     assert src.mirrors == [] and src.asid not in k.asids.reclaim
 
 
-# ---------------------------------------------------------------- snp-rmp.md §6 MSR protocol
+# ---------------------------------------------------------------- GHCB MSR protocol (snp_begin_psc_msr)
 @pytest.mark.parametrize("op,ok", [(snp.SNP_PAGE_STATE_PRIVATE, True), (snp.SNP_PAGE_STATE_SHARED, True),
                                    (snp.SNP_PAGE_STATE_PSMASH, False), (snp.SNP_PAGE_STATE_UNSMASH, False)],
                          ids=["private", "shared", "psmash-unsupported", "unsmash-unsupported"])
-def test_msr_psc_row(op, ok):
+def test_msr_psc_row(op, ok, snpvm):
     host, vm, f, c = snpvm()
     resp, ex = snp.snp_begin_psc_msr(c, snp.ghcb_msr_psc_req(5, op))
     assert (resp == snp.GHCB_MSR_PSC_RESP) == ok and (ex is not None) == ok
 
 
-# ---------------------------------------------------------------- snp-rmp.md §5 mirror commands
+# ---------------------------------------------------------------- mirror commands (is_cmd_allowed_from_mirror)
 ALL_SEV_CMDS = sorted(U.SEV_CMD_NAMES)
 
 
 @pytest.mark.parametrize("cmd", ALL_SEV_CMDS, ids=[U.SEV_CMD_NAMES[c] for c in ALL_SEV_CMDS])
-def test_mirror_may_only_issue_four_commands_row(cmd):
+def test_mirror_may_only_issue_four_commands_row(cmd, _sev_pair):
     """A mirror may only issue LAUNCH_UPDATE_VMSA, GUEST_STATUS, DBG_DECRYPT and DBG_ENCRYPT;
     anything else -> -EINVAL (``is_cmd_allowed_from_mirror``). The owner may issue any."""
     k, src, dst = _sev_pair()
@@ -343,10 +351,10 @@ def test_mirror_may_only_issue_four_commands_row(cmd):
     assert errno_of(lambda: snp.sev_legacy_command(src, cmd)) == 0
 
 
-def test_mirror_check_comes_before_the_snp_only_check_row():
+def test_mirror_check_comes_before_the_snp_only_check_row(make_kvm):
     """``sev_mem_enc_ioctl`` checks the mirror rule (EINVAL) before the SNP-only rule (EPERM):
     a mirror of an SNP VM (where the 2026 block is off) gets EINVAL for a legacy command."""
-    k = Kvm(Host(mem="2GiB", cores=4), min_sev_asid=4, max_sev_asid=8, block_snp_mirror=False)
+    k = make_kvm(min_sev_asid=4, max_sev_asid=8, block_snp_mirror=False)
     src = k.create_vm(U.KVM_X86_SNP_VM)
     src.sev_init()
     m = k.create_vm(U.KVM_X86_SNP_VM)
@@ -357,10 +365,10 @@ def test_mirror_check_comes_before_the_snp_only_check_row():
     assert errno_of(lambda: snp.snp_launch_finish(m)) == errno.EINVAL
 
 
-def test_snp_only_commands_after_init_row():
+def test_snp_only_commands_after_init_row(make_kvm):
     """``sev_snp_guest`` is set by KVM_SEV_INIT2: before it a legacy command passes the common
     checks; after it, a legacy command or a second INIT2 is -EPERM."""
-    k = Kvm(Host(mem="2GiB", cores=4), min_sev_asid=4, max_sev_asid=8)
+    k = make_kvm(min_sev_asid=4, max_sev_asid=8)
     vm = k.create_vm(U.KVM_X86_SNP_VM)
     assert snp.sev_legacy_command(vm, U.KVM_SEV_LAUNCH_START) == 0
     vm.sev_init()
@@ -398,7 +406,7 @@ REG_ROWS = _reg_rows()
 
 
 @pytest.mark.parametrize("row", REG_ROWS)
-def test_memory_encrypt_reg_region_row(row):
+def test_memory_encrypt_reg_region_row(row, _sev_pair):
     make, want = REG_ROWS[row]
     k, src, dst = _sev_pair()
     vm, (addr, size) = make(k, src, dst)
@@ -407,7 +415,7 @@ def test_memory_encrypt_reg_region_row(row):
     assert vm.enc_regions == (before + [(addr, size)] if want == 0 else before)   # a failure changes nothing
 
 
-def test_memory_encrypt_unreg_region_rows():
+def test_memory_encrypt_unreg_region_rows(_sev_pair):
     k, src, dst = _sev_pair()
     src.memory_encrypt_reg_region(0x1000, 0x2000)
     assert errno_of(lambda: src.memory_encrypt_unreg_region(0x1000, 0x1000)) == errno.EINVAL   # not this range
@@ -417,7 +425,7 @@ def test_memory_encrypt_unreg_region_rows():
     assert src.memory_encrypt_unreg_region(0x1000, 0x2000) == 0 and src.enc_regions == []
 
 
-def test_move_enc_context_takes_the_regions_row():
+def test_move_enc_context_takes_the_regions_row(_sev_pair):
     k, src, _ = _sev_pair()
     src.memory_encrypt_reg_region(0x1000, 0x2000)
     dst = k.create_vm(U.KVM_X86_SEV_VM)
