@@ -21,7 +21,7 @@ from ..units import PAGE_2M, TiB, Param
 HOST_MEM = Param(
     "mem", "size", min=PAGE_2M, max=64 * TiB, multiple=PAGE_2M, unit="bytes", default="1.5TiB",
     help="host memory",
-    why="64 TiB, the 4-level-paging direct map (Documentation/arch/x86/x86_64/mm.rst)")
+    why="the 4-level-paging direct map (Documentation/arch/x86/x86_64/mm.rst)")
 
 HOST_CORES = Param(
     "cores", "int", min=1, max=8192, unit="CPUs", default=512,

@@ -37,7 +37,7 @@ HOST_RESERVED = 16 * GiB        # host kernel, VMM processes, RMP table: not for
 #: The scenario's parameters by name, in ``scenario()``'s argument order.
 SCENARIO_PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("workload", "choice", choices=T.WORKLOADS, default="lazy-accept",
-          help="what the guests do: lazy-accept (fault in memory) | conversions (shared <-> private)"),
+          help="what the guests do (lazy-accept: fault their memory in; conversions: shared <-> private)"),
     Param("guests", "int", 1, MAX_ASID, unit="guests", default=1, help="guests of this size",
           why="one ASID per SNP guest: the RMP entry's 10-bit ASID field, ASID 0 being the host"),
     Param("vcpus", "int", 1, KVM_MAX_VCPUS, unit="vCPUs", default=128, help="vCPUs per guest",
@@ -47,13 +47,13 @@ SCENARIO_PARAMS: dict[str, Param] = {p.name: p for p in (
           why="it must fit in the largest host"),
     HOST_CORES.derive(name="host_cores"),
     HOST_MEM.derive(name="host_mem", min=GiB, multiple=GiB, default="1536GiB",
-                    help="host memory (whole GiB)"),
+                    help="host memory"),
     Param("policy", "choice", choices=tuple(DIRECTMAP_POLICIES), objects=(DirectMapPolicy,),
-          default="split-on-demand", help="direct-map policy (a name, or a DirectMapPolicy)"),
+          default="split-on-demand", help="the host's direct-map policy"),
     Param("engine", "choice", choices=ENGINES, default="analytic",
-          help="timing engine: analytic (instant) | des (time series)"),
+          help="timing engine (analytic: instant; des: discrete-event, with time series)"),
     Param("seed", "int", 0, 2**32 - 1, default=0, help="seed of every random choice",
-          why="one 32-bit word"),
+          why="one 32-bit word, exact in JSON, in the browser's widgets and in sweep tables"),
     Param("steps", "int", 1, 1_000_000, unit="conversions", default=2000,
           help="conversions per guest (conversions workload)",
           why="conversions run one by one on the semantic model, about 0.25 ms each"),
@@ -80,9 +80,9 @@ def policy_key(policy: DirectMapPolicy):
     built-in by its name; any other policy by its class and instance fields, so a user's
     class, or a subclass keeping a built-in's name, is never mistaken for the built-in (by
     identity when its fields cannot be compared)."""
-    cls, state = type(policy), vars(policy)
-    if DIRECTMAP_POLICIES.get(policy.name) is cls and not state:
+    if is_builtin(policy):
         return policy.name
+    cls, state = type(policy), vars(policy)
     try:
         items = tuple(sorted(state.items()))
         hash(items)
@@ -92,11 +92,13 @@ def policy_key(policy: DirectMapPolicy):
 
 
 def is_builtin(policy) -> bool:
-    """A name of a built-in, or an object of exactly a built-in class."""
+    """A built-in's name, a built-in class, or an instance of exactly a built-in class with
+    no instance fields of its own."""
     if isinstance(policy, str):
         return policy in DIRECTMAP_POLICIES
-    cls = policy if isinstance(policy, type) else type(policy)
-    return DIRECTMAP_POLICIES.get(cls.name) is cls
+    if isinstance(policy, type):
+        return DIRECTMAP_POLICIES.get(policy.name) is policy
+    return DIRECTMAP_POLICIES.get(policy.name) is type(policy) and not vars(policy)
 
 
 def policy_label(policy) -> str:
