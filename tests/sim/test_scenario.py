@@ -268,5 +268,5 @@ def test_no_citation_outside_the_repository():
         if f.name == "trace.py":
             continue
         text = f.read_text()
-        assert not [n for n in notes if re.search(r"(?<![/(])" + re.escape(n), text)], f
+        assert not [n for n in notes if re.search(r"(?<![/(\[])" + re.escape(n), text)], f
     assert (ROOT / "docs" / "sources.md").exists() and (ROOT / "docs" / "directmap.md").exists()
