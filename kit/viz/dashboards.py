@@ -27,7 +27,7 @@ from jupyter_bokeh.widgets import BokehModel
 from ..sim.api import simulate
 from ..sim.scenario import SCENARIO_PARAMS as SP
 from ..sim.scenario import is_builtin, policy_label, scenario
-from ..units import GiB, Param, format_size, parse_size
+from ..units import PAGES_PER_2M, GiB, Param, format_size, parse_size
 from . import figures as F
 from . import html as H
 from . import state as S
@@ -150,7 +150,7 @@ class HostMap(Dashboard):
             return
         d = S.region_detail(self.host, region)
         self.fig_region.title.text = (f"2M region {region} (pfn {d['pfn']:#x}): RMP "
-                                      f"{'one 2M entry' if d['rmp_2m'] else '512 4K entries'}, direct map {d['dm_level']}")
+                                      f"{'one 2M entry' if d['rmp_2m'] else f'{PAGES_PER_2M} 4K entries'}, direct map {d['dm_level']}")
         if self.region.value != region:
             self.region.value = region
 
