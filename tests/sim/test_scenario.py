@@ -163,6 +163,13 @@ def test_simulate_and_scenario_defaults_are_the_tables():
     assert api.Scenario is Scenario and api.scenario is scenario          # old names importable
 
 
+def test_scenario_check_is_the_tables_one_by_one():
+    from kit.sim.scenario import check
+    assert check(guests=2, guest_mem="8GiB", p4k=1) == {"guests": 2, "guest_mem": 8 * GiB, "p4k": 1.0}
+    with pytest.raises(ValueError, match="outdir: not a scenario parameter"):
+        check(outdir="x")
+
+
 def test_lab_rules_are_the_tables():
     for name in ("guests", "vcpus", "guest_mem", "host_cores", "host_mem", "policy", "engine", "workload",
                  "seed", "steps", "p4k", "touched"):
