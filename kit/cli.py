@@ -242,7 +242,7 @@ def cmd_sweep(args) -> int:
 
 def parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     """The ``kit`` argument parser (``%kit`` uses it with ``raise_errors``)."""
-    from .host.policies import DIRECTMAP_POLICIES
+    from .sim.scenario import SCENARIO_PARAMS
     _Parser.raise_errors = raise_errors
     p = _Parser(prog="kit", description="confidential-VM memory research kit")
     p.add_argument("--version", action="version", version=f"kit {__version__}")
@@ -261,18 +261,15 @@ def parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     h.add_argument("--out", default="reports/host-demo.html", help="HTML report path")
     h.set_defaults(func=cmd_host_demo)
     m = sub.add_parser("simulate", help="time a workload on the model (fault-in rate, where the time goes)")
-    m.add_argument("--workload", default="lazy-accept", help="lazy-accept | conversions")
-    m.add_argument("--guests", type=int, default=1)
-    m.add_argument("--vcpus", type=int, default=128, help="vCPUs per guest")
-    m.add_argument("--guest", action="append", default=[], metavar="VCPUS:MEM",
-                   help="one guest of its own size (repeat for guests of different sizes; "
-                        "replaces --guests/--vcpus/--guest-mem)")
-    m.add_argument("--guest-mem", dest="guest_mem", default="512GiB")
-    m.add_argument("--host-cores", dest="host_cores", type=int, default=512)
-    m.add_argument("--host-mem", dest="host_mem", default="1536GiB")
-    m.add_argument("--policy", default="split-on-demand", help="one of: " + ", ".join(DIRECTMAP_POLICIES))
-    m.add_argument("--engine", default="analytic", help="analytic | des")
-    m.add_argument("--seed", type=int, default=0)
+    # defaults, bounds, units and help: the scenario table (kit.sim.scenario.SCENARIO_PARAMS)
+    for name in ("workload", "guests", "vcpus", "guest_mem", "host_cores", "host_mem", "policy", "engine", "seed"):
+        sp = SCENARIO_PARAMS[name]
+        m.add_argument("--" + name.replace("_", "-"), dest=name, default=sp.default, help=sp.describe(),
+                       **({"type": int} if sp.kind == "int" else {}))
+        if name == "vcpus":
+            m.add_argument("--guest", action="append", default=[], metavar="VCPUS:MEM",
+                           help="one guest of its own size (repeat for guests of different sizes; "
+                                "replaces --guests/--vcpus/--guest-mem)")
     m.add_argument("--params", default=None, help="cost-parameter file (default data/cost_params.json)")
     m.add_argument("--json", action="store_true", help="one JSON object instead of tables")
     m.add_argument("--series", action="store_true", help="with --json: include the time series")

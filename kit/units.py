@@ -5,7 +5,9 @@ the kernel names them ``PG_LEVEL_4K/2M/1G`` (arch/x86/include/asm/pgtable_types.
 """
 from __future__ import annotations
 
+import numbers
 import re
+from dataclasses import dataclass, replace
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -91,3 +93,213 @@ def check_level(level, *, name: str = "level", allowed=(PAGE_4K, PAGE_2M)) -> in
         names = ", ".join(f"PAGE_{LEVEL_NAMES[a]} ({a})" for a in allowed)
         raise ValueError(f"{name}: must be one of {names}, got {level!r}")
     return level
+
+
+# ============================================================ parameters and their bounds
+#: The most vCPUs one KVM VM can have on x86: ``KVM_MAX_VCPUS`` is ``CONFIG_KVM_MAX_NR_VCPUS``
+#: (arch/x86/include/asm/kvm_host.h), whose Kconfig range ends at 4096, the default with
+#: ``MAXSMP`` (arch/x86/kvm/Kconfig ``KVM_MAX_NR_VCPUS``). Kept here, at the bottom layer, so
+#: that the KVM model and the scenario table spell it once.
+KVM_MAX_VCPUS = 4096
+
+PARAM_KINDS = ("size", "int", "float", "choice", "bool", "text", "list")
+
+
+class ParamTypeError(ValueError, TypeError):
+    """A parameter given a value of the wrong type. Both a ``ValueError`` (every surface reports
+    a bad parameter as one) and a ``TypeError`` (what Python code expects for a wrong type)."""
+
+
+def _plain(v) -> str:
+    return format_size(v) if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter and its bounds: the single place where its values are checked.
+
+    ``kind`` is one of :data:`PARAM_KINDS`:
+
+    - ``size``: bytes, given as an int or as text such as ``"160GiB"`` (:func:`parse_size`); a
+      whole number of ``multiple`` bytes; ``min``/``max`` in bytes;
+    - ``int`` / ``float``: a number within ``min``..``max`` (inclusive; None: unbounded);
+      ``float`` with ``unit="fraction"`` reads "a fraction 0..1";
+    - ``choice``: one of ``choices``, or an instance or subclass of a type in ``objects`` (a
+      direct-map policy a user wrote in a notebook cell);
+    - ``bool``, ``text``;
+    - ``list``: a list of ``item`` values, at least ``min`` (default 1) and at most ``max``
+      long; a lone choice is read as a list of one; ``unique`` drops repeats (first kept).
+
+    ``why`` says where the upper bound comes from; an error past it names it. ``help`` is the
+    one-line description surfaces show (CLI help, widget tooltips, docs).
+    """
+
+    name: str
+    kind: str
+    min: float | None = None
+    max: float | None = None
+    unit: str = ""
+    default: object = None
+    help: str = ""
+    why: str = ""
+    choices: tuple = ()
+    objects: tuple = ()
+    multiple: int = 1
+    item: "Param | None" = None
+    unique: bool = False
+
+    def __post_init__(self):
+        if self.kind not in PARAM_KINDS:
+            raise ValueError(f"kind: unknown {self.kind!r}; allowed: {', '.join(PARAM_KINDS)}")
+        if self.kind == "list" and self.item is None:
+            raise ValueError(f"{self.name}: a list parameter needs an item parameter")
+
+    # ------------------------------------------------------------------ derived parameters
+    def derive(self, **changes) -> "Param":
+        """The same parameter with some fields changed (a new name, a tighter bound)."""
+        return replace(self, **changes)
+
+    def in_units(self, unit: int, name: str, unit_name: str) -> "Param":
+        """A size parameter as an integer count of ``unit`` bytes (e.g. GiB for a widget):
+        the bounds rounded inwards."""
+        lo = -(-int(self.min or 0) // unit) or 1
+        hi = None if self.max is None else int(self.max) // unit
+        default = None if self.default is None else parse_size(self.default, name=name) // unit
+        return Param(name, "int", lo, hi, unit=unit_name, default=default, help=self.help, why=self.why)
+
+    def list_of(self, name: str, *, min: int = 1, help: str = "") -> "Param":
+        """A list of values of this parameter (choices: repeats dropped)."""
+        return Param(name, "list", min, None, item=self, unique=self.kind == "choice", help=help or self.help)
+
+    # ------------------------------------------------------------------ text for surfaces
+    def bounds_text(self) -> str:
+        """The allowed values in a few words ("1..4096", "4MiB..64TiB, whole 2MiB regions")."""
+        k = self.kind
+        if k == "choice":
+            return "one of: " + ", ".join(map(str, self.choices)) + (
+                f" (or a {self.objects[0].__name__})" if self.objects else "")
+        if k == "bool":
+            return "True or False"
+        if k == "text":
+            return "text"
+        if k == "list":
+            return f"a list of {self.item.bounds_text()}"
+        fmt = _plain if k == "size" else str
+        if self.max is None:
+            text = f">= {fmt(self.min)}" if self.min is not None else "any"
+        else:
+            text = f"{fmt(self.min)}..{fmt(self.max)}"
+        if k == "size" and self.multiple > 1:
+            text += f", whole {format_size(self.multiple)} regions"
+        return text
+
+    def describe(self) -> str:
+        """``help`` with the allowed values and the default, for CLI help and docs."""
+        parts = [self.help] if self.help else []
+        unit = f" {self.unit}" if self.unit and self.kind in ("int", "float") and self.unit != "fraction" else ""
+        parts.append(f"{self.bounds_text()}{unit}")
+        if self.default is not None:
+            parts.append(f"default {self.default}")
+        return "; ".join(parts)
+
+    # ------------------------------------------------------------------ checking
+    def accepts_object(self, value) -> bool:
+        return bool(self.objects) and (isinstance(value, self.objects) or (
+            isinstance(value, type) and issubclass(value, self.objects)))
+
+    def check(self, value, name: str | None = None):
+        """The normalised value (sizes in bytes, ints as int, floats as float, lists as lists)
+        or a ``ValueError`` naming the parameter (``name``, default :attr:`name`) and what is
+        allowed; a value of the wrong type raises :class:`ParamTypeError`."""
+        name = name or self.name
+        return getattr(self, f"_check_{self.kind}")(value, name)
+
+    def _past(self, v) -> str:
+        if self.max is not None and v > self.max and self.why:
+            return f" (the limit: {self.why})"
+        return ""
+
+    def _check_size(self, value, name):
+        try:
+            n = parse_size(value, name=name)
+        except TypeError as e:
+            raise ParamTypeError(str(e)) from None
+        if self.multiple > 1 and n % self.multiple:
+            raise ValueError(f"{name}: must be a whole number of {format_size(self.multiple)} regions, "
+                             f"got {format_size(n)}")
+        if self.min is not None and n < self.min:
+            raise ValueError(f"{name}: must be at least {format_size(self.min)}, got {format_size(n)}")
+        if self.max is not None and n > self.max:
+            raise ValueError(f"{name}: at most {format_size(self.max)}, got {format_size(n)}{self._past(n)}")
+        return n
+
+    def _range(self) -> str:
+        if self.max is None:
+            return f">= {self.min}" if self.min is not None else ""
+        return f"{self.min}..{self.max}"
+
+    def _check_int(self, value, name):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ParamTypeError(f"{name}: expected an integer {self._range()}, got {value!r}")
+        v = int(value)
+        if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
+            raise ValueError(f"{name}: expected an integer {self._range()}, got {v}{self._past(v)}")
+        return v
+
+    def _check_float(self, value, name):
+        what = "a fraction" if self.unit == "fraction" else "a number"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ParamTypeError(f"{name}: expected {what} {self._range()}, got {value!r}")
+        v = float(value)
+        if not ((self.min is None or v >= self.min) and (self.max is None or v <= self.max)):
+            raise ValueError(f"{name}: expected {what} {self._range()}, got {value!r}{self._past(v)}")
+        return v
+
+    def _allowed(self) -> str:
+        text = ", ".join(map(str, self.choices))
+        return text + (f" (or a {self.objects[0].__name__})" if self.objects else "")
+
+    def _is_choice(self, value) -> bool:
+        if self.accepts_object(value):
+            return True
+        try:
+            return value in self.choices
+        except TypeError:
+            return False
+
+    def _check_choice(self, value, name):
+        if not self._is_choice(value):
+            raise ValueError(f"{name}: unknown {value!r}; allowed: {self._allowed()}")
+        return value
+
+    def _check_bool(self, value, name):
+        if not isinstance(value, bool):
+            raise ParamTypeError(f"{name}: expected True or False, got {value!r}")
+        return value
+
+    def _check_text(self, value, name):
+        if not isinstance(value, str):
+            raise ParamTypeError(f"{name}: expected a string, got {value!r}")
+        return value
+
+    def _check_list(self, value, name):
+        item = self.item
+        if item.kind == "choice" and (isinstance(value, str) or item.accepts_object(value)):
+            value = [value]
+        lo = 1 if self.min is None else int(self.min)
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) < lo:
+            kinds = {"int": "integers ", "float": "numbers ", "size": "sizes "}.get(item.kind, "")
+            what = f"from: {item._allowed()};" if item.kind == "choice" else f"of {kinds}{item.bounds_text()},"
+            many = "non-empty list" if lo == 1 else (f"list of at least {lo}" if lo else "list")
+            error = ValueError if isinstance(value, (list, tuple)) else ParamTypeError
+            raise error(f"{name}: expected a {many} {what} got {value!r}")
+        if self.max is not None and len(value) > self.max:
+            raise ValueError(f"{name}: at most {int(self.max)} items, got {len(value)}{self._past(len(value))}")
+        if item.kind == "choice":
+            bad = [x for x in value if not item._is_choice(x)]
+            if bad:
+                raise ValueError(f"{name}: unknown {', '.join(map(repr, bad))}; allowed: {item._allowed()}")
+            out = list(value)
+        else:
+            out = [item.check(x, f"{name}[{i}]") for i, x in enumerate(value)]
+        return list(dict.fromkeys(out)) if self.unique else out

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import X86_PF_PROT, X86_PF_RMP, X86_PF_WRITE, HostOops, KernelError, RmpUpdateLivelock
-from ..units import PAGE_2M, PAGE_4K, LEVEL_NAMES, PAGES_PER_2M, check_level, format_size, parse_size
+from ..units import PAGE_2M, PAGE_4K, LEVEL_NAMES, PAGES_PER_2M, check_level, format_size
 from .ranges import check_int, check_pfn_range, region_span
 from .directmap import LVL_4K, DirectMap
 from .ledger import Ledger
+from .limits import HOST_CORES, HOST_MEM
 from .memory import PhysicalMemory
 from .policies import get_directmap_policy, get_host_fault_policy
 from .rmp import F_ASSIGNED, F_IMMUTABLE, RMPUPDATE_FAIL_OVERLAP, Rmp, RmpEntry, RmpRules
@@ -62,12 +63,8 @@ class Host:
                  host_fault_policy="oops", seed=0, *, snp=True, direct_gbpages=True,
                  rmp_rules: RmpRules | None = None, overlap_retries: int | None = None,
                  placement="lowest", tlb_single_page_flush_ceiling=33):
-        mem_bytes = parse_size(mem, name="mem")
-        if mem_bytes <= 0 or mem_bytes % PAGE_2M:
-            raise ValueError(f"mem: must be a positive whole number of 2MiB regions, got {mem!r}")
-        cores = check_int(cores, "cores")
-        if cores < 1:
-            raise ValueError(f"cores: must be at least 1, got {cores}")
+        mem_bytes = HOST_MEM.check(mem)
+        cores = HOST_CORES.check(cores)
         seed = check_int(seed, "seed")
         if overlap_retries is not None and check_int(overlap_retries, "overlap_retries") < 0:
             raise ValueError("overlap_retries: must be None or >= 0")

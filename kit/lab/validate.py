@@ -1,125 +1,166 @@
 """Notebook parameters: one rule per parameter name, shared by every notebook and by the CLI.
 
-A notebook's validation cell (right after its ``parameters`` cell) calls :func:`check` with its
-parameters; a bad value raises ``ValueError`` naming the parameter and what is allowed, before
-any work. The rules are plain functions of the value so they can be applied outside a kernel
-too (``kit run`` checks values before a kernel starts).
+A notebook's validation cell (right after its ``parameters`` cell) is one call,
+``P = kit.lab.check("NOTEBOOK", name=value, ...)``: each value is checked by its rule in
+:data:`RULES` (a ``ValueError`` naming the parameter and what is allowed), then the notebook's
+own rules that span several parameters (:data:`NOTEBOOKS`), before any work. The rules are
+plain objects, so they also run outside a kernel (``kit run`` checks values before a kernel
+starts).
+
+The rules of scenario parameters (``guests``, ``vcpus``, ``guest_mem``, ``host_cores``,
+``host_mem``, ``policy``, ``seed``, ``steps``, ...) and of the sweeps over them are the scenario
+table's (:data:`kit.sim.scenario.SCENARIO_PARAMS`); a notebook that builds a bare
+:class:`~kit.host.Host` checks its ``host_mem``/``host_cores`` with the host's own bounds
+(:mod:`kit.host.limits`). Only the notebook-only parameters are defined here.
 """
 from __future__ import annotations
 
-from ..host.policies import DIRECTMAP_POLICIES
-from ..units import parse_size
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
+from ..host.limits import HOST_CORES, HOST_MEM
+from ..sim.calibrate import load_measurements
+from ..sim.scenario import SCENARIO_PARAMS as SP
+from ..sim.scenario import scenario
+from ..units import PAGE_2M, PAGE_4K, PAGES_PER_2M, Param
 
-def _int(lo=1, hi=None):
-    def rule(name, v):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"{lo}..{hi}"
-            raise ValueError(f"{name}: expected an integer {rng}, got {v!r}")
-        return v
-    return rule
-
-
-def _ints(lo=1, hi=None):
-    one = _int(lo, hi)
-
-    def rule(name, v):
-        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not v:
-            raise ValueError(f"{name}: expected a non-empty list of integers, got {v!r}")
-        return [one(f"{name}[{i}]", x) for i, x in enumerate(v)]
-    return rule
-
-
-def _size(name, v):
-    try:
-        n = parse_size(v)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{name}: {e}") from None
-    if n <= 0:
-        raise ValueError(f"{name}: must be positive, got {v!r}")
-    return v
-
-
-def _choice(allowed):
-    def rule(name, v):
-        if v not in allowed:
-            raise ValueError(f"{name}: unknown {v!r}; allowed: {', '.join(map(str, allowed))}")
-        return v
-    return rule
-
-
-def _choices(allowed, empty_ok=False):
-    def rule(name, v):
-        if isinstance(v, str):
-            v = [v]
-        if not isinstance(v, (list, tuple)) or (not v and not empty_ok):
-            raise ValueError(f"{name}: expected a non-empty list from: {', '.join(allowed)}; got {v!r}")
-        bad = [x for x in v if x not in allowed]
-        if bad:
-            raise ValueError(f"{name}: unknown {', '.join(map(repr, bad))}; allowed: {', '.join(allowed)}")
-        return list(dict.fromkeys(v))
-    return rule
-
-
-def _fraction(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-        raise ValueError(f"{name}: expected a fraction 0..1, got {v!r}")
-    return float(v)
-
-
-def _bool(name, v):
-    if not isinstance(v, bool):
-        raise ValueError(f"{name}: expected True or False, got {v!r}")
-    return v
-
-
-def _text(name, v):
-    if not isinstance(v, str):
-        raise ValueError(f"{name}: expected a string, got {v!r}")
-    return v
+#: The vCPUs of each guest in lazy-acceptance-scaling's guest and core sweeps.
+SCALING_VCPUS = 128
 
 
 def _configs(name, v):
-    from ..sim.calibrate import load_measurements
+    """Measured configurations: "all" or indices into data/measurements.csv's groups."""
     n = len(load_measurements())
     if v == "all":
         return list(range(n))
-    return _ints(0, n - 1)(name, v)
+    return Param(name, "int", 0, n - 1).list_of(name).check(v)
 
 
 def _start(name, v):
     """A cost-parameter set to start from: "base" or an existing JSON file."""
-    from pathlib import Path
     if v != "base" and not (isinstance(v, str) and Path(v).is_file()):
         raise ValueError(f"{name}: expected \"base\" or a parameter file that exists, got {v!r}")
     return v
 
 
-RULES = {
-    "policy": _choice(DIRECTMAP_POLICIES),
-    "policies": _choices(DIRECTMAP_POLICIES), "des_policies": _choices(DIRECTMAP_POLICIES, empty_ok=True),
-    "engine": _choice(("analytic", "des")),
-    "workload": _choice(("lazy-accept", "conversions")),
-    "guests": _int(1, 64), "vcpus": _int(1, 1024), "host_cores": _int(1, 4096),
-    "guest_mem": _size, "host_mem": _size, "touched": _size, "fragmentation_guest_mem": _size,
-    "seed": _int(0), "steps": _int(1, 1_000_000), "p4k": _fraction,
-    "vcpu_sweep": _ints(1, 1024), "guest_sweep": _ints(1, 64), "core_sweep": _ints(1, 4096),
-    "min_sev_asid": _int(1, 1007), "vms": _int(1, 4096),
-    "pages": _int(1, 1 << 20), "runs": _int(1, 1000),
-    "configs": _configs, "start": _start, "des": _bool, "outdir": _text, "title": _text,
+def _text(name):
+    return Param(name, "text")
+
+
+def _bool(name):
+    return Param(name, "bool")
+
+
+#: One rule per parameter name: a :class:`~kit.units.Param` (most), or a function
+#: ``rule(name, value)`` for the two rules that read files.
+RULES: dict = {
+    # the scenario table, and sweeps over it
+    **{n: SP[n] for n in ("policy", "engine", "workload", "guests", "vcpus", "host_cores",
+                          "guest_mem", "host_mem", "touched", "seed", "steps", "p4k")},
+    "policies": SP["policy"].list_of("policies", help="direct-map policies to compare"),
+    "des_policies": SP["policy"].list_of("des_policies", min=0,
+                                         help="policies also timed by the discrete-event engine"),
+    "vcpu_sweep": SP["vcpus"].list_of("vcpu_sweep"),
+    "guest_sweep": SP["guests"].list_of("guest_sweep"),
+    "core_sweep": SP["host_cores"].list_of("core_sweep"),
+    "fragmentation_guest_mem": SP["guest_mem"].derive(name="fragmentation_guest_mem"),
+    # notebook-only parameters
+    "min_sev_asid": Param("min_sev_asid", "int", 1, 1007),
+    "max_sev_asid": Param("max_sev_asid", "int", 1, 1006),
+    "vms": Param("vms", "int", 1, 4096),
+    "pages": Param("pages", "int", 1, 1 << 20),
+    "runs": Param("runs", "int", 1, 1000),
+    "configs": _configs, "start": _start, "des": _bool("des"), "outdir": _text("outdir"), "title": _text("title"),
     # KVM model notebooks (tour, memory-attributes, asid-mirroring)
-    "vm_type": _choice(("sw-protected", "snp")), "owners": _choices(("userspace", "guest")),
-    "npf_policies": _choices(("exit", "auto-convert")), "max_exits": _int(1, 1000),
-    "gmem_hugepages": _bool, "max_sev_asid": _int(1, 1006),
+    "vm_type": Param("vm_type", "choice", choices=("sw-protected", "snp")),
+    "owners": Param("owner", "choice", choices=("userspace", "guest")).list_of("owners"),
+    "npf_policies": Param("npf_policy", "choice", choices=("exit", "auto-convert")).list_of("npf_policies"),
+    "max_exits": Param("max_exits", "int", 1, 1000),
+    "gmem_hugepages": _bool("gmem_hugepages"),
 }
 
 
-def check(**values) -> dict:
-    """Validate notebook parameters by name; returns them (lists de-duplicated, in order)."""
-    out = {}
+# ---------------------------------------------------------------- rules of one notebook
+@dataclass(frozen=True)
+class NotebookRules:
+    """A notebook's own rules: ``rules`` replace the shared ones for its parameters;
+    ``cross(given, values)`` checks rules that span several parameters (``given``: the
+    checked values as given, ``values``: the same with sizes in bytes), when all of ``needs``
+    are given."""
+
+    rules: dict = field(default_factory=dict)
+    cross: Callable | None = None
+    needs: tuple = ()
+
+
+def _tour(given: dict, v: dict) -> None:
+    if v["guest_mem"] > v["host_mem"] // 2:
+        raise ValueError(f"guest_mem: at most half of host_mem ({given['host_mem']}), got {given['guest_mem']!r}")
+    if v["pages"] >= v["guest_mem"] // PAGE_4K:
+        raise ValueError(f"pages: must leave at least one page of guest_mem ({given['guest_mem']}) shared, "
+                         f"got {v['pages']}")
+
+
+def _asid_mirroring(given: dict, v: dict) -> None:
+    if not 2 <= v["min_sev_asid"] <= v["max_sev_asid"]:
+        raise ValueError(f"min_sev_asid: must be 2..max_sev_asid ({v['max_sev_asid']}) so that both SEV and "
+                         f"SEV-ES/SNP have ASIDs, got {v['min_sev_asid']} (section 1 shows what an empty range does)")
+
+
+def _lazy_acceptance_scaling(given: dict, v: dict) -> None:
+    """Every configuration of the sweeps fits the host: the vCPU sweep's one guest, the guest
+    sweep's guests of SCALING_VCPUS, the core sweep at the largest guest count."""
+    fixed = dict(guest_mem=v["guest_mem"], host_cores=v["host_cores"], host_mem=v["host_mem"])
+    for n in v["guest_sweep"]:
+        scenario(guests=n, vcpus=SCALING_VCPUS, **fixed)
+    for n in v["vcpu_sweep"]:
+        scenario(guests=1, vcpus=n, **fixed)
+    for n in v["core_sweep"]:
+        scenario(guests=max(v["guest_sweep"]), vcpus=SCALING_VCPUS, **{**fixed, "host_cores": n})
+
+
+#: The rules of each of the kit's notebooks (by name, as ``check``'s first argument).
+NOTEBOOKS: dict[str, NotebookRules] = {
+    "tour": NotebookRules(
+        {"host_mem": HOST_MEM.derive(name="host_mem", default="4GiB"),
+         "guest_mem": Param("guest_mem", "size", PAGE_2M, HOST_MEM.max // 2, multiple=PAGE_2M,
+                            help="guest_memfd size, bound whole by one memslot", why="half of the largest host")},
+        _tour, ("host_mem", "guest_mem", "pages")),
+    "memory-attributes": NotebookRules(
+        {"pages": Param("pages", "int", 1, PAGES_PER_2M, why="one 2MiB guest_memfd range")}),
+    "asid-mirroring": NotebookRules({}, _asid_mirroring, ("min_sev_asid", "max_sev_asid")),
+    "lazy-acceptance-scaling": NotebookRules(
+        {}, _lazy_acceptance_scaling, ("guest_sweep", "vcpu_sweep", "core_sweep", "guest_mem", "host_cores",
+                                       "host_mem")),
+    "directmap-policies": NotebookRules(),
+    "calibration": NotebookRules(),
+}
+
+
+def rule(name: str, notebook: str | None = None):
+    """The rule for parameter ``name`` (of ``notebook``, when it has its own)."""
+    own = NOTEBOOKS[notebook].rules if notebook is not None else {}
+    return own.get(name) or RULES.get(name)
+
+
+def check(notebook: str | None = None, /, **values) -> dict:
+    """Validate notebook parameters by name; returns them (lists de-duplicated, in order;
+    sizes as given). ``notebook``: the notebook's name, for its own rules (:data:`NOTEBOOKS`)."""
+    if notebook is not None and notebook not in NOTEBOOKS:
+        raise ValueError(f"notebook: unknown {notebook!r}; known: {', '.join(NOTEBOOKS)}")
+    given, normal = {}, {}
     for name, v in values.items():
-        rule = RULES.get(name)
-        if rule is None:
-            raise ValueError(f"{name}: no validation rule for this parameter; known: {', '.join(sorted(RULES))}")
-        out[name] = rule(name, v)
-    return out
+        r = rule(name, notebook)
+        if r is None:
+            known = sorted({*RULES, *(NOTEBOOKS[notebook].rules if notebook else {})})
+            raise ValueError(f"{name}: no validation rule for this parameter; known: {', '.join(known)}")
+        if isinstance(r, Param):
+            normal[name] = r.check(v, name)
+            given[name] = v if r.kind == "size" else normal[name]     # sizes keep their text ("160GiB")
+        else:
+            given[name] = normal[name] = r(name, v)
+    nb = NOTEBOOKS.get(notebook)
+    if nb is not None and nb.cross is not None and all(n in values for n in nb.needs):
+        nb.cross(given, normal)
+    return given

@@ -7,117 +7,18 @@ into time (:mod:`kit.sim.mva` or :mod:`kit.sim.des`) -> :class:`SimResult`.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .. import __version__
-from ..host.policies import DIRECTMAP_POLICIES, DirectMapPolicy
-from ..units import GiB, format_size, parse_size
+from ..host.ledger import EVENTS
+from ..units import GiB, format_size
 from . import des, mva, trace as T
 from .demands import demand, dm4k_fraction
 from .params import CostParams
-
-ENGINES = ("analytic", "des")
-HOST_RESERVED = 16 * GiB        # host kernel, VMM processes, RMP table: not for guests
-
-
-@dataclass(frozen=True)
-class Scenario:
-    workload: str
-    guests: int
-    vcpus: int
-    guest_mem: int
-    host_cores: int
-    host_mem: int
-    policy: str
-    engine: str = "analytic"
-    seed: int = 0
-    steps: int = 2000            # conversions workload
-    p4k: float = 0.9             # conversions workload: share of 4K conversions
-    touched: int | None = None   # bytes each guest faults in (default: the stress workers' 5G each)
-    specs: tuple = ()            # (vcpus, guest_mem bytes) per guest
-
-    def touched_chunks(self, g: int) -> int:
-        """Acceptance chunks guest ``g`` faults in over the whole run."""
-        v, m = self.specs[g]
-        return (min(self.touched, m) if self.touched else T.touched_bytes(v, m)) // T.ACCEPT_CHUNK
-
-    @property
-    def mixed(self) -> bool:
-        return len(set(self.specs)) > 1
-
-
-def _int(value, name, lo=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
-def scenario(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", host_cores=512,
-             host_mem="1536GiB", policy="split-on-demand", engine="analytic", seed=0, *,
-             steps=2000, p4k=0.9, touched=None, guest_specs=None) -> Scenario:
-    """Validate every parameter (one clear error naming it) before any work. ``guest_specs``:
-    guests of different sizes, a list of (vcpus, guest_mem) pairs; it replaces ``guests``,
-    ``vcpus`` and ``guest_mem`` (which then describe the first guest)."""
-    if workload not in T.WORKLOADS:
-        raise ValueError(f"workload: unknown {workload!r}; allowed: {', '.join(T.WORKLOADS)}")
-    if isinstance(policy, DirectMapPolicy):
-        policy = policy.name
-    if policy not in DIRECTMAP_POLICIES:
-        raise ValueError(f"policy: unknown {policy!r}; allowed: {', '.join(DIRECTMAP_POLICIES)}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine: unknown {engine!r}; allowed: {', '.join(ENGINES)}")
-    guests, vcpus, host_cores = _int(guests, "guests"), _int(vcpus, "vcpus"), _int(host_cores, "host_cores")
-    seed, steps = _int(seed, "seed", 0), _int(steps, "steps")
-    try:
-        guest_mem = parse_size(guest_mem)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"guest_mem: {e}") from None
-    try:
-        host_mem = parse_size(host_mem)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"host_mem: {e}") from None
-    if guest_mem < T.ACCEPT_CHUNK or guest_mem % T.ACCEPT_UNIT:
-        raise ValueError(f"guest_mem: must be a multiple of 2 MiB and at least 4 MiB, got {format_size(guest_mem)}")
-    if host_mem % (1 * GiB):
-        raise ValueError(f"host_mem: must be a whole number of GiB, got {format_size(host_mem)}")
-    if guest_specs is not None:
-        if isinstance(guest_specs, (str, bytes)) or not hasattr(guest_specs, "__len__") or not len(guest_specs):
-            raise ValueError(f"guest_specs: expected a non-empty list of (vcpus, guest_mem), got {guest_specs!r}")
-        specs = []
-        for i, spec in enumerate(guest_specs):
-            try:
-                v, m = spec
-            except (TypeError, ValueError):
-                raise ValueError(f"guest_specs[{i}]: expected (vcpus, guest_mem), got {spec!r}") from None
-            v = _int(v, f"guest_specs[{i}] vcpus")
-            try:
-                m = parse_size(m)
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"guest_specs[{i}] guest_mem: {e}") from None
-            if m < T.ACCEPT_CHUNK or m % T.ACCEPT_UNIT:
-                raise ValueError(f"guest_specs[{i}] guest_mem: must be a multiple of 2 MiB and at least 4 MiB")
-            specs.append((v, m))
-        guests, (vcpus, guest_mem) = len(specs), specs[0]
-        specs = tuple(specs)
-    else:
-        specs = ((vcpus, guest_mem),) * guests
-    need = sum(m for _, m in specs) + HOST_RESERVED
-    if need > host_mem:
-        raise ValueError(f"guests: {guests} guests of {format_size(need - HOST_RESERVED)} in all do not fit "
-                         f"in host_mem {format_size(host_mem)} ({format_size(HOST_RESERVED)} kept for the host)")
-    if not (isinstance(p4k, (int, float)) and 0 <= p4k <= 1):
-        raise ValueError(f"p4k: expected a fraction 0..1, got {p4k!r}")
-    if touched is not None:
-        try:
-            touched = parse_size(touched)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"touched: {e}") from None
-        if not T.ACCEPT_CHUNK <= touched <= min(m for _, m in specs):
-            raise ValueError(f"touched: must be 4 MiB .. guest_mem, got {format_size(touched)}")
-    return Scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, engine,
-                    seed, steps, float(p4k), touched, specs)
+from .scenario import DEFAULTS as _D
+from .scenario import ENGINES, HOST_RESERVED, SCENARIO_PARAMS, Scenario, scenario  # noqa: F401 (kit.sim.api names)
 
 
 @dataclass
@@ -146,8 +47,8 @@ class SimResult:
     stopped: bool = False        # cut short by ``should_stop`` (the figures cover what ran)
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        out["scenario"] = asdict(self.scenario)
+        out = asdict(replace(self, scenario=None))
+        out["scenario"] = self.scenario.to_json()
         out["engine"] = self.scenario.engine
         out["policy"] = self.scenario.policy
         return out
@@ -176,7 +77,7 @@ class SimResult:
 def run_trace(s: Scenario, *, progress=None, chunks=None, should_stop=None, monitor=None):
     """The workload of ``s`` on a freshly built host (``chunks``: per guest, fewer chunks).
     ``monitor(host, fraction)`` is called as the trace advances (live host maps)."""
-    host, kvm, gs = T.build(s.host_mem, s.host_cores, s.policy, list(s.specs), s.seed,
+    host, kvm, gs = T.build(s.host_mem, s.host_cores, s.directmap_policy, list(s.specs), s.seed,
                             gmem_hugepages=s.workload == "lazy-accept")
     if monitor is not None:
         inner = progress
@@ -206,8 +107,9 @@ def analytic_trace(s: Scenario):
     ``ANALYTIC_SAMPLE`` (lazy-accept) or ``ANALYTIC_STEPS`` conversions; per-chunk events are
     stationary (a test compares with full traces). Cached by scenario. The demand per chunk
     comes from the sample; the amount of work, the event totals and the final DirectMap
-    lines are scaled to the full scenario (:func:`_extrapolate`)."""
-    from dataclasses import replace
+    lines are scaled to the full scenario (:func:`_extrapolate`). The key is the sample
+    scenario, whose equality compares policies by :func:`~kit.sim.scenario.policy_key`: a
+    user's policy never shares a trace with the built-in of the same name."""
     # the semantic trace does not depend on the host's core count (only ASID recycling, which
     # these workloads never reach, records per-core work), so one trace serves every core count
     # and the trace covers one guest of each kind, so the number of identical guests is not
@@ -234,7 +136,6 @@ def _trace_index(tr, s) -> list[int]:
 
 def _batch_demands(tr, s, p):
     """Per guest: [(chunks, ChunkDemand, bytes per chunk)] per batch, and the whole-run means."""
-    from ..host.ledger import EVENTS
     per, means = [], []
     work = T.ACCEPT_CHUNK if tr.workload == "lazy-accept" else 0
     index = _trace_index(tr, s)
@@ -257,11 +158,14 @@ def _batch_demands(tr, s, p):
     return per, means
 
 
-def simulate(workload="lazy-accept", guests=1, vcpus=128, guest_mem="512GiB", host_cores=512,
-             host_mem="1536GiB", policy="split-on-demand", engine="analytic", seed=0, *,
-             params: CostParams | None = None, steps=2000, p4k=0.9, touched=None,
-             guest_specs=None, progress=None, should_stop=None, trace=None, monitor=None) -> SimResult:
-    """Run one configuration. Every argument is validated first (``ValueError`` naming it).
+def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], guest_mem=_D["guest_mem"],
+             host_cores=_D["host_cores"], host_mem=_D["host_mem"], policy=_D["policy"],
+             engine=_D["engine"], seed=_D["seed"], *, params: CostParams | None = None,
+             steps=_D["steps"], p4k=_D["p4k"], touched=_D["touched"], guest_specs=None,
+             progress=None, should_stop=None, trace=None, monitor=None) -> SimResult:
+    """Run one configuration. Every argument is validated first through the scenario table
+    (:func:`~kit.sim.scenario.scenario`; ``ValueError`` naming it). ``policy``: a built-in's
+    name or a :class:`~kit.host.policies.DirectMapPolicy` (instance or subclass).
     ``params``: a :class:`CostParams` (default: ``data/cost_params.json``). ``trace``: reuse
     a trace of the same scenario (e.g. to time it with both engines).
 

@@ -98,7 +98,7 @@ class Evaluator:
 
 def _kw(s) -> dict:
     return dict(workload=s.workload, guests=s.guests, vcpus=s.vcpus, guest_mem=s.guest_mem,
-                host_cores=s.host_cores, host_mem=s.host_mem, policy=s.policy, engine="analytic",
+                host_cores=s.host_cores, host_mem=s.host_mem, policy=s.directmap_policy, engine="analytic",
                 seed=s.seed)
 
 

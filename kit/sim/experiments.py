@@ -1,6 +1,8 @@
 """The kit's flagship experiments, as functions of their parameters returning plain rows.
 
 Notebooks, dashboards, ``kit demo`` and reports call these; none of them holds model logic.
+A policy is a built-in's name or a :class:`~kit.host.policies.DirectMapPolicy` a user wrote
+(instance or subclass); rows and result keys name it by :func:`~kit.sim.scenario.policy_label`.
 
 - :func:`policy_table`: every policy on every measured configuration (analytic engine), the
   measured mean and spread where the source measured that policy.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from .api import simulate
 from .calibrate import load_measurements
+from .scenario import policy_label
 
 
 def measured_configs() -> list:
@@ -44,7 +47,7 @@ def policy_table(policies, configs="all", *, engine: str = "analytic", seed: int
         for p in policies:
             r = simulate(**{**cfg.sim_kwargs(), "policy": p}, engine=engine, seed=seed, params=params)
             t = measured.get(p)
-            rows.append({"config": _config_label(cfg), "policy": p, "model_gbps": round(r.fault_in_gbps, 3),
+            rows.append({"config": _config_label(cfg), "policy": policy_label(p), "model_gbps": round(r.fault_in_gbps, 3),
                          "measured_gbps": t.mean if t else None, "spread": t.spread if t else None,
                          "error_pct": round(100 * (r.fault_in_gbps - t.mean) / t.mean, 1) if t else None,
                          "within": bool(abs(r.fault_in_gbps - t.mean) <= t.spread) if t else None,
@@ -59,8 +62,8 @@ def policy_table(policies, configs="all", *, engine: str = "analytic", seed: int
 def fragmentation(policies, *, guest_mem="16GiB", vcpus: int = 8, steps: int = 2000, p4k: float = 0.9,
                   host_cores: int = 64, host_mem="64GiB", seed: int = 0, params=None) -> dict:
     """The conversions workload under each policy on the DES engine: {policy: result}."""
-    return {p: simulate("conversions", 1, vcpus, guest_mem, host_cores, host_mem, p, "des", seed,
-                        steps=steps, p4k=p4k, params=params) for p in policies}
+    return {policy_label(p): simulate("conversions", 1, vcpus, guest_mem, host_cores, host_mem, p, "des", seed,
+                                      steps=steps, p4k=p4k, params=params) for p in policies}
 
 
 def safety(policies, *, guest_mem="8GiB", vcpus: int = 8, host_cores: int = 32, host_mem="64GiB",
@@ -70,7 +73,7 @@ def safety(policies, *, guest_mem="8GiB", vcpus: int = 8, host_cores: int = 32, 
     for p in policies:
         r = simulate("lazy-accept", 1, vcpus, guest_mem, host_cores, host_mem, p, "des", seed,
                      touched=guest_mem, params=params)
-        rows.append({"policy": p, "host_rmp_faults": r.host_rmp_faults, "safe": r.safe,
+        rows.append({"policy": policy_label(p), "host_rmp_faults": r.host_rmp_faults, "safe": r.safe,
                      "fault_in_gbps": round(r.fault_in_gbps, 3), **r.directmap})
     return rows
 
@@ -84,6 +87,6 @@ def sweep(name: str, values, *, policies, params=None, **fixed) -> list[dict]:
     for p in policies:
         for v in values:
             r = simulate(**{**fixed, name: v, "policy": p}, params=params)
-            rows.append({"policy": p, name: v, "fault_in_gbps": round(r.fault_in_gbps, 3),
+            rows.append({"policy": policy_label(p), name: v, "fault_in_gbps": round(r.fault_in_gbps, 3),
                          "bottleneck": r.bottleneck["resource"], **{f"util_{k}": round(u, 4) for k, u in r.utilisation.items()}})
     return rows

@@ -1,9 +1,10 @@
 """Cost parameters: what each recorded cost event takes, with the source of every figure.
 
-A parameter is either taken from a source (a figure in the kit's reference notes, which cite
-the mail or code it comes from), an assumption named as such (the references have no
-measurement: the value is a round guess whose influence the calibration notebook shows), or
-fitted by ``kit calibrate`` to ``data/measurements.csv``. The default set is
+A parameter is either taken from a source (a published figure: the mail or kernel code it
+comes from is named in its ``source``), an assumption named as such (nothing published
+measures it: the value is a round guess whose influence the calibration notebook shows), or
+fitted by ``kit calibrate`` to ``data/measurements.csv``. ``docs/directmap.md`` lists every
+cost figure with its source, ``docs/sources.md`` the measurements'. The default set is
 ``data/cost_params.json``; ``kit calibrate`` rewrites it.
 """
 from __future__ import annotations
@@ -32,32 +33,36 @@ class Param:
 # the parameter set as the kit ships it before any fit; ``kit calibrate`` fits the "fitted" ones
 BASE = (
     Param("zero_gbps_core", 12.35, "GB/s", "source",
-          "directmap.md §2: zeroing 2M pages one at a time, one thread, 11.8-12.9 GB/s "
-          "(A. Arora, folio_zero_user v3-v6, AMD Milan); the midpoint",
+          "A. Arora, 'mm: folio_zero_user: clear contiguous pages' (v6 "
+          "20250902080816.3715913-1-ankur.a.arora@oracle.com, v8 "
+          "20251027202109.678022-1-ankur.a.arora@oracle.com): 2M pages cleared a page at a time, "
+          "one thread, AMD Milan, 11.8-12.9 GB/s; the midpoint (docs/directmap.md)",
           "rate at which one core clears a guest_memfd folio"),
     Param("guest_write_gbps_core", 12.35, "GB/s", "assumed",
-          "no guest-side figure in the references; taken equal to the kernel's page clearing rate",
+          "no published guest-side figure; taken equal to the kernel's page clearing rate",
           "rate at which a stress worker writes the memory it was just given"),
     Param("invlpg_us", 0.1, "us", "source",
-          "directmap.md §2: one INVLPG about 100 ns (arch/x86/mm/tlb.c comment)",
+          "arch/x86/mm/tlb.c, comment above tlb_single_page_flush_ceiling: each single flush "
+          "is about 100 ns (docs/directmap.md)",
           "one page flushed by cpa_flush's INVLPG path, on each CPU"),
     Param("ipi_us", 1.0, "us", "assumed",
-          "directmap.md §5: flush_tlb_all latency on EPYC is not verified; a round 1 us per "
+          "no published flush_tlb_all latency on EPYC hosts (docs/directmap.md); a round 1 us per "
           "interrupted core", "core time each online CPU loses to one flush IPI"),
     Param("flush_wait_us", 5.0, "us", "assumed",
-          "directmap.md §5 (not verified); the initiator waits for every core to acknowledge",
+          "no published figure (docs/directmap.md); the initiator waits for every core to acknowledge",
           "time the CPU issuing flush_tlb_all waits"),
     Param("split_us", 2.0, "us", "assumed",
-          "directmap.md §5: the latency of a single split is not verified; allocate one table "
-          "page and write 512 entries", "pgd_lock hold of one split (without its flush)"),
+          "no published latency of one split (docs/directmap.md); arch/x86/mm/pat/set_memory.c "
+          "__split_large_page allocates one table page and writes its entries",
+          "pgd_lock hold of one split (without its flush)"),
     Param("instr_us", 1.0, "us", "assumed",
-          "directmap.md §5: no published RMPUPDATE/PVALIDATE/PSMASH microbenchmark",
+          "no published RMPUPDATE/PVALIDATE/PSMASH microbenchmark (docs/directmap.md)",
           "one RMPUPDATE, PSMASH or PVALIDATE (2M or 4K)"),
     Param("exit_us", 2.0, "us", "assumed",
-          "no figure in the references; a VMGEXIT/#NPF round trip through KVM",
+          "no published figure; a VMGEXIT/#NPF round trip through KVM",
           "one guest exit handled inside KVM"),
     Param("guest_lock_us", 1.0, "us", "assumed",
-          "no figure in the references; drivers/firmware/efi/unaccepted_memory.c accept_memory "
+          "no published figure; drivers/firmware/efi/unaccepted_memory.c accept_memory "
           "takes unaccepted_memory_lock twice per range (mark it accepting, clear its bits)",
           "hold of the guest's unaccepted_memory_lock per accepted chunk (a guest spinlock: a "
           "preempted vCPU holds it longer)"),
@@ -74,8 +79,9 @@ BASE = (
           "host memory bandwidth available to folio zeroing, shared by all cores", 5.0, 1000.0),
     Param("dm4k_slowdown", 0.05, "fraction", "fitted",
           "fitted to data/measurements.csv (presplit-4k vs split-on-demand); mechanism: kernel "
-          "work through a 4K direct map takes more TLB misses (directmap.md §2, Xing 2021: 4K "
-          "had the lowest average)",
+          "work through a 4K direct map takes more TLB misses (Xing Zhengjun, 'Test report for "
+          "kernel direct mapping performance', 213b4567-46ce-f116-9cdf-bbd0c884eb3c@linux.intel.com: "
+          "4K had the lowest average)",
           "extra time of the conversion work when the whole direct map is 4K", 0.0, 1.0),
 )
 

@@ -24,8 +24,10 @@ from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource
 from jupyter_bokeh.widgets import BokehModel
 
-from ..host.policies import DIRECTMAP_POLICIES
-from ..units import GiB, format_size, parse_size
+from ..sim.api import simulate
+from ..sim.scenario import SCENARIO_PARAMS as SP
+from ..sim.scenario import is_builtin, policy_label, scenario
+from ..units import PAGES_PER_2M, GiB, Param, format_size, parse_size
 from . import figures as F
 from . import html as H
 from . import state as S
@@ -44,11 +46,27 @@ def load_bokehjs(force: bool = False) -> None:
     _BOKEHJS["loaded"] = True
 
 
-def _bounded(name: str, v, lo: int, hi: int) -> int:
-    """Constructor arguments are checked, not clamped by the widget."""
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ValueError(f"{name}: expected an integer {lo}..{hi}, got {v!r}")
-    return v
+#: Widget bounds and options, all from the scenario table (:data:`kit.sim.scenario.SCENARIO_PARAMS`).
+GUEST_MEM_GIB = SP["guest_mem"].in_units(GiB, "guest_mem_gib", "GiB")
+HOST_MEM_GIB = SP["host_mem"].in_units(GiB, "host_mem_gib", "GiB")
+POLICIES = SP["policy"].list_of("policies")
+
+
+def _int_box(param: Param, value, description: str, name: str | None = None) -> W.BoundedIntText:
+    """An integer box bounded by ``param`` (the constructor's value is checked, not clamped)."""
+    return W.BoundedIntText(value=param.check(value, name), min=param.min, max=param.max, description=description,
+                            tooltip=param.describe())
+
+
+def _policy_options(extra=()) -> list:
+    """(label, value) pairs: the built-ins by name, then the user's policies (objects) given."""
+    names = list(SP["policy"].choices)
+    return [(n, n) for n in names] + [(policy_label(p), p) for p in extra if p not in names]
+
+
+def _policy_value(p):
+    """A built-in policy (name, class or plain instance) as its name; a user's policy as is."""
+    return p.name if not isinstance(p, str) and is_builtin(p) else p
 
 
 class Dashboard:
@@ -94,7 +112,7 @@ class HostMap(Dashboard):
         self.fig_region = F.region_figure(self.src_region)
         self.region = W.BoundedIntText(value=0, min=0, max=host.rmp.nr_regions - 1, description="2M region")
         self.region.observe(lambda ch: self.zoom(ch["new"]), names="value")
-        self.policy = W.Dropdown(options=list(DIRECTMAP_POLICIES), value="split-on-demand", description="policy")
+        self.policy = W.Dropdown(options=_policy_options(), value=SP["policy"].default, description="policy")
         self.run_button = W.Button(description="run lazy-accept", button_style="primary")
         self.run_button.on_click(lambda _: self.run(policy=self.policy.value, background=True))
         self.progress = W.FloatProgress(value=0, min=0, max=1, description="trace")
@@ -132,7 +150,7 @@ class HostMap(Dashboard):
             return
         d = S.region_detail(self.host, region)
         self.fig_region.title.text = (f"2M region {region} (pfn {d['pfn']:#x}): RMP "
-                                      f"{'one 2M entry' if d['rmp_2m'] else '512 4K entries'}, direct map {d['dm_level']}")
+                                      f"{'one 2M entry' if d['rmp_2m'] else f'{PAGES_PER_2M} 4K entries'}, direct map {d['dm_level']}")
         if self.region.value != region:
             self.region.value = region
 
@@ -154,7 +172,6 @@ class HostMap(Dashboard):
         """Drive lazy acceptance of ``guests`` guests on a fresh host and follow it live:
         the map is refreshed every ``every`` of the trace. ``background``: in a thread (the
         notebook stays responsive); returns the result (or the thread)."""
-        from ..sim.api import simulate
         host_mem = host_mem or format_size(parse_size(self.host.mem))
         host_cores = host_cores or self.host.cores
         last = [-1.0]
@@ -169,7 +186,7 @@ class HostMap(Dashboard):
             try:
                 r = simulate("lazy-accept", guests, vcpus, guest_mem, host_cores, host_mem, policy, "des",
                              seed, touched=guest_mem, monitor=monitor)
-                self._status(f"{policy}: {r.fault_in_gbps:.2f} GB/s, host RMP faults {r.host_rmp_faults}")
+                self._status(f"{policy_label(policy)}: {r.fault_in_gbps:.2f} GB/s, host RMP faults {r.host_rmp_faults}")
                 return r
             except ValueError as e:
                 self._status(str(e), error=True)
@@ -187,27 +204,24 @@ class HostMap(Dashboard):
 class PolicyExplorer(Dashboard):
     """Controls for the configuration and a multi-select of policies; each change is answered
     by the analytic engine (rate, utilisation per resource, the DirectMap lines at the end),
-    with the measured points of ``data/measurements.csv`` where the configuration matches."""
+    with the measured points of ``data/measurements.csv`` where the configuration matches.
+    ``policies`` may hold a user's :class:`~kit.host.policies.DirectMapPolicy` objects beside
+    the built-ins' names: they join the options and are compared like the built-ins."""
 
     name = "policy-explorer"
 
-    def __init__(self, *, guests: int = 1, vcpus: int = 128, guest_mem_gib: int = 512, host_cores: int = 512,
-                 host_mem_gib: int = 1536, policies=("presplit-4k", "invalidate-4k", "split-on-demand")):
+    def __init__(self, *, guests: int = SP["guests"].default, vcpus: int = SP["vcpus"].default,
+                 guest_mem_gib: int = GUEST_MEM_GIB.default, host_cores: int = SP["host_cores"].default,
+                 host_mem_gib: int = HOST_MEM_GIB.default, policies=("presplit-4k", "invalidate-4k", "split-on-demand")):
         from ..sim.calibrate import load_measurements
-        for n, v, lo, hi in (("guests", guests, 1, 64), ("vcpus", vcpus, 1, 1024), ("guest_mem_gib", guest_mem_gib, 1, 65536),
-                             ("host_cores", host_cores, 1, 4096), ("host_mem_gib", host_mem_gib, 1, 65536)):
-            _bounded(n, v, lo, hi)
-        policies = [policies] if isinstance(policies, str) else list(policies)
-        bad = [p for p in policies if p not in DIRECTMAP_POLICIES]
-        if bad or not policies:
-            raise ValueError(f"policies: unknown {bad!r}; allowed: {', '.join(DIRECTMAP_POLICIES)}")
+        policies = [_policy_value(p) for p in POLICIES.check(policies)]
         self.measured = load_measurements()
-        self.guests = W.BoundedIntText(value=guests, min=1, max=64, description="guests")
-        self.vcpus = W.BoundedIntText(value=vcpus, min=1, max=1024, description="vCPUs")
-        self.guest_mem = W.BoundedIntText(value=guest_mem_gib, min=1, max=65536, description="guest GiB")
-        self.host_cores = W.BoundedIntText(value=host_cores, min=1, max=4096, description="host cores")
-        self.host_mem = W.BoundedIntText(value=host_mem_gib, min=1, max=65536, description="host GiB")
-        self.policies = W.SelectMultiple(options=list(DIRECTMAP_POLICIES), value=tuple(policies),
+        self.guests = _int_box(SP["guests"], guests, "guests")
+        self.vcpus = _int_box(SP["vcpus"], vcpus, "vCPUs")
+        self.guest_mem = _int_box(GUEST_MEM_GIB, guest_mem_gib, "guest GiB")
+        self.host_cores = _int_box(SP["host_cores"], host_cores, "host cores")
+        self.host_mem = _int_box(HOST_MEM_GIB, host_mem_gib, "host GiB")
+        self.policies = W.SelectMultiple(options=_policy_options(policies), value=tuple(policies),
                                          description="policies", rows=6)
         self.status = W.HTML()
         self.src_rate = ColumnDataSource(F.rate_data([]))
@@ -256,7 +270,6 @@ class PolicyExplorer(Dashboard):
     def update(self) -> None:
         """Answer the current controls (analytic engine); a bad configuration changes nothing
         but the status line."""
-        from ..sim.api import scenario, simulate
         t0 = time.perf_counter()
         cfg = self.config()
         pols = list(self.policies.value)
@@ -268,7 +281,7 @@ class PolicyExplorer(Dashboard):
         except ValueError as e:
             self._status(str(e), error=True)
             return
-        results = {p: simulate(**cfg, policy=p) for p in pols}
+        results = {policy_label(p): simulate(**cfg, policy=p) for p in pols}
         meas = self._measured_for(cfg)
         label = f"{cfg['guests']}x{cfg['vcpus']}x{cfg['guest_mem']}"
         rows = [{"config": label, "policy": p, "model_gbps": r.fault_in_gbps,
@@ -285,8 +298,8 @@ class PolicyExplorer(Dashboard):
         self.fig_util.y_range.factors = [tuple(y) for y in udata["y"]]
         self.fig_util.height = F.utilisation_height(len(udata["y"]))
         self.src_util.data = udata
-        self.fig_dm.y_range.factors = pols
-        self.src_dm.data = {"label": pols, **{k: [r.directmap.get(k, 0) / 2**20 for r in results.values()]
+        self.fig_dm.y_range.factors = list(results)
+        self.src_dm.data = {"label": list(results), **{k: [r.directmap.get(k, 0) / 2**20 for r in results.values()]
                                               for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")}}
         self.results = results
         self.answers += 1
@@ -360,22 +373,24 @@ def _demo_vms():
 class SimulationRunner(Dashboard):
     """The discrete-event engine with a progress bar, live time series (fault-in rate,
     DirectMap4k/2M/1G, lock waits) and a stop button. Runs in a thread so the stop button is
-    heard; :meth:`start` (``wait=True`` blocks until done)."""
+    heard; :meth:`start` (``wait=True`` blocks until done). ``policy`` may be a user's
+    :class:`~kit.host.policies.DirectMapPolicy`: it joins the options."""
 
     name = "simulation-runner"
 
-    def __init__(self, *, workload="lazy-accept", guests: int = 1, vcpus: int = 16, guest_mem="32GiB",
-                 host_cores: int = 64, host_mem="128GiB", policy="split-on-demand", seed: int = 0):
-        from ..sim.api import scenario
+    def __init__(self, *, workload=SP["workload"].default, guests: int = SP["guests"].default, vcpus: int = 16,
+                 guest_mem="32GiB", host_cores: int = 64, host_mem="128GiB", policy=SP["policy"].default,
+                 seed: int = SP["seed"].default):
         scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, "des", seed)
-        self.workload = W.Dropdown(options=["lazy-accept", "conversions"], value=workload, description="workload")
-        self.guests = W.BoundedIntText(value=guests, min=1, max=64, description="guests")
-        self.vcpus = W.BoundedIntText(value=vcpus, min=1, max=1024, description="vCPUs")
-        self.guest_mem = W.Text(value=str(guest_mem), description="guest mem")
-        self.host_cores = W.BoundedIntText(value=host_cores, min=1, max=4096, description="host cores")
-        self.host_mem = W.Text(value=str(host_mem), description="host mem")
-        self.policy = W.Dropdown(options=list(DIRECTMAP_POLICIES), value=policy, description="policy")
-        self.seed = W.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed")
+        policy = _policy_value(policy)
+        self.workload = W.Dropdown(options=list(SP["workload"].choices), value=workload, description="workload")
+        self.guests = _int_box(SP["guests"], guests, "guests")
+        self.vcpus = _int_box(SP["vcpus"], vcpus, "vCPUs")
+        self.guest_mem = W.Text(value=str(guest_mem), description="guest mem", tooltip=SP["guest_mem"].describe())
+        self.host_cores = _int_box(SP["host_cores"], host_cores, "host cores")
+        self.host_mem = W.Text(value=str(host_mem), description="host mem", tooltip=SP["host_mem"].describe())
+        self.policy = W.Dropdown(options=_policy_options([policy]), value=policy, description="policy")
+        self.seed = _int_box(SP["seed"], seed, "seed")
         self.start_button = W.Button(description="run", button_style="primary")
         self.stop_button = W.Button(description="stop", button_style="danger", disabled=True)
         self.start_button.on_click(lambda _: self.start())
@@ -414,7 +429,6 @@ class SimulationRunner(Dashboard):
 
     def start(self, wait: bool = False):
         """Validate the controls, then run (in a thread). A bad value changes nothing."""
-        from ..sim.api import scenario, simulate
         if self._thread is not None and self._thread.is_alive():
             self._status("already running", error=True)
             return None
