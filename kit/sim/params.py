@@ -3,7 +3,7 @@
 A parameter is either taken from a source (a published figure: the mail or kernel code it
 comes from is named in its ``source``), an assumption named as such (nothing published
 measures it: the value is a round guess whose influence the calibration notebook shows), or
-fitted by ``kit calibrate`` to ``data/measurements.csv``. ``docs/directmap.md`` lists every
+fitted by ``kit calibrate`` to ``data/measurements.csv``. ``docs/cost-figures.md`` lists every
 cost figure with its source, ``docs/sources.md`` the measurements'. The default set is
 ``data/cost_params.json``; ``kit calibrate`` rewrites it.
 """
@@ -36,27 +36,27 @@ BASE = (
           "A. Arora, 'mm: folio_zero_user: clear contiguous pages' (v6 "
           "20250902080816.3715913-1-ankur.a.arora@oracle.com, v8 "
           "20251027202109.678022-1-ankur.a.arora@oracle.com): 2M pages cleared a page at a time, "
-          "one thread, AMD Milan, 11.8-12.9 GB/s; the midpoint (docs/directmap.md)",
+          "one thread, AMD Milan, 11.8-12.9 GB/s; the midpoint (docs/cost-figures.md)",
           "rate at which one core clears a guest_memfd folio"),
     Param("guest_write_gbps_core", 12.35, "GB/s", "assumed",
           "no published guest-side figure; taken equal to the kernel's page clearing rate",
           "rate at which a stress worker writes the memory it was just given"),
     Param("invlpg_us", 0.1, "us", "source",
           "arch/x86/mm/tlb.c, comment above tlb_single_page_flush_ceiling: each single flush "
-          "is about 100 ns (docs/directmap.md)",
+          "is about 100 ns (docs/cost-figures.md)",
           "one page flushed by cpa_flush's INVLPG path, on each CPU"),
     Param("ipi_us", 1.0, "us", "assumed",
-          "no published flush_tlb_all latency on EPYC hosts (docs/directmap.md); a round 1 us per "
+          "no published flush_tlb_all latency on EPYC hosts (docs/cost-figures.md); a round 1 us per "
           "interrupted core", "core time each online CPU loses to one flush IPI"),
     Param("flush_wait_us", 5.0, "us", "assumed",
-          "no published figure (docs/directmap.md); the initiator waits for every core to acknowledge",
+          "no published figure (docs/cost-figures.md); the initiator waits for every core to acknowledge",
           "time the CPU issuing flush_tlb_all waits"),
     Param("split_us", 2.0, "us", "assumed",
-          "no published latency of one split (docs/directmap.md); arch/x86/mm/pat/set_memory.c "
+          "no published latency of one split (docs/cost-figures.md); arch/x86/mm/pat/set_memory.c "
           "__split_large_page allocates one table page and writes its entries",
           "pgd_lock hold of one split (without its flush)"),
     Param("instr_us", 1.0, "us", "assumed",
-          "no published RMPUPDATE/PVALIDATE/PSMASH microbenchmark (docs/directmap.md)",
+          "no published RMPUPDATE/PVALIDATE/PSMASH microbenchmark (docs/cost-figures.md)",
           "one RMPUPDATE, PSMASH or PVALIDATE (2M or 4K)"),
     Param("exit_us", 2.0, "us", "assumed",
           "no published figure; a VMGEXIT/#NPF round trip through KVM",

@@ -269,11 +269,11 @@ def test_no_citation_outside_the_repository():
     notes = ("kvm-uapi.md", "snp-rmp.md", "directmap.md", "questions.md", "sources-2026.md", "seeds/",
              "reference notes", "measurements notes")
     files = [*(ROOT / "kit" / "sim").glob("*.py"), ROOT / "data" / "cost_params.json", ROOT / "docs" / "sim-model.md",
-             ROOT / "docs" / "sources.md", ROOT / "docs" / "directmap.md", ROOT / "kit" / "host" / "limits.py",
+             ROOT / "docs" / "sources.md", ROOT / "docs" / "cost-figures.md", ROOT / "kit" / "host" / "limits.py",
              ROOT / "kit" / "lab" / "validate.py"]
     for f in files:
         if f.name == "trace.py":
             continue
         text = f.read_text()
         assert not [n for n in notes if re.search(r"(?<![/(\[])" + re.escape(n), text)], f
-    assert (ROOT / "docs" / "sources.md").exists() and (ROOT / "docs" / "directmap.md").exists()
+    assert (ROOT / "docs" / "sources.md").exists() and (ROOT / "docs" / "cost-figures.md").exists()

@@ -169,7 +169,7 @@ def test_every_parameter_names_its_source():
     for p in CostParams.load():
         assert p.kind in ("source", "assumed", "fitted") and p.source
         if p.kind == "source":
-            assert "directmap.md" in p.source
+            assert "docs/cost-figures.md" in p.source
 
 
 def test_lazy_accept_on_order0_guest_memfd_falls_back_to_4k_and_splits_the_direct_map():
