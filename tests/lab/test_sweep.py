@@ -208,7 +208,7 @@ def test_no_kernel_is_left_running(tmp_path):
     """papermill shuts down only kernels whose manager it created: the kit stops its own."""
     import psutil
 
-    from kit.lab.runner import run_notebook
+    from kit.lab.batch import run_notebook
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
     run_notebook(PROBE, tmp_path / "a", x=1)

@@ -6,7 +6,7 @@ import papermill
 import pytest
 
 from kit.lab.record import load_result
-from kit.lab.runner import NOTEBOOKS, parameter_names
+from kit.lab.notebook import NOTEBOOKS, parameter_names
 
 ALL = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
 
