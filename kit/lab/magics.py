@@ -29,7 +29,7 @@ class KitMagics(Magics):
     def kit(self, line: str):
         """%kit simulate|run|sweep|report|demo|host-demo|calibrate ARGS | dashboard NAME [k=v ...] | help"""
         try:
-            argv = shlex.split(line)
+            argv = shlex.split(line, comments=True)       # a trailing "# ..." is a comment
         except ValueError as e:
             raise UsageError(f"%kit: {e}") from None
         if not argv or argv[0] == "help":
@@ -37,7 +37,7 @@ class KitMagics(Magics):
             return None
         cmd = argv[0]
         if cmd == "dashboard":       # values are Python literals: keep their quotes
-            return _dashboard(shlex.split(line, posix=False)[1:])
+            return _dashboard(shlex.split(line, comments=True, posix=False)[1:])
         if cmd in COMMANDS:
             return _command(argv)
         raise UsageError(f"%kit: unknown subcommand {cmd!r}; allowed: {', '.join(SUBCOMMANDS)}")
