@@ -9,7 +9,7 @@ import sys
 
 from .lab.commands import ArgError, Outcome, RunFailed, build_parser, simulate_args
 
-__all__ = ["ArgError", "main", "parser", "simulate_args"]
+__all__ = ["ArgError", "main", "parser", "run_command", "simulate_args"]
 
 
 def parser(raise_errors: bool = False):
@@ -22,7 +22,11 @@ def _say(line: str) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args) -> int:
+    """Run parsed arguments' command and print what it did; returns the exit status."""
     try:
         done: Outcome = args.command(args, say=_say)
     except ArgError as e:
@@ -34,3 +38,7 @@ def main(argv=None) -> int:
     for line in done.lines:
         print(line)
     return done.status
+
+
+# the former per-command entry points (kit.lab.commands has the commands), for one release
+cmd_demo = cmd_host_demo = cmd_simulate = cmd_calibrate = cmd_report = cmd_run = cmd_sweep = run_command

@@ -121,7 +121,7 @@ def test_report_of_mixed_sweep_rows(tmp_path):
 
 
 def test_old_names_stay_importable():
-    from kit.cli import ArgError, main, parser, simulate_args                        # noqa: F401
+    from kit.cli import ArgError, cmd_run, main, parser, simulate_args               # noqa: F401
     from kit.lab.batch import (parse_grid, parse_value, run, sweep, table, validate,   # noqa: F401
                                validation_source)
     from kit.lab.runner import NOTEBOOKS, ipc_kernel_manager, notebook_path, parameter_names, run_notebook
