@@ -40,6 +40,10 @@ class RunFailed(RuntimeError):
     """A run that started and failed: one line, exit status 1."""
 
 
+class HelpShown(Exception):
+    """``--help`` or ``--version`` printed what was asked (``%kit``: nothing more to do)."""
+
+
 @dataclass
 class Outcome:
     """What a command did: exit ``status``, ``lines`` to print, and its ``value``. ``display``:
@@ -247,6 +251,11 @@ class Parser(argparse.ArgumentParser):
         if self.raise_errors:
             raise ArgError(message)
         self.exit(2, f"{self.prog}: {message}\n")
+
+    def exit(self, status=0, message=None):
+        if self.raise_errors and status == 0 and not message:
+            raise HelpShown()
+        super().exit(status, message)
 
 
 def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from .commands import SUBCOMMANDS as COMMANDS
-from .commands import ArgError, RunFailed, build_parser
+from .commands import ArgError, HelpShown, RunFailed, build_parser
 
 SUBCOMMANDS = (*COMMANDS, "dashboard", "help")
 
@@ -51,6 +51,8 @@ def _command(argv: list[str]):
         done = args.command(args, say=print)
     except (ArgError, RunFailed) as e:
         raise UsageError(f"%kit {cmd}: {e}") from None
+    except HelpShown:
+        return None
     if done.display:
         return done.value
     for text in done.lines:

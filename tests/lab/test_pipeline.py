@@ -130,3 +130,8 @@ def test_old_names_stay_importable():
     assert "pages" in parameter_names("tour") and callable(run_notebook) and callable(ipc_kernel_manager)
     assert issubclass(ArgError, ValueError) and parser().prog == "kit"
     assert notebook_hash(PROBE) == inspect(PROBE).cells_hash and validation_source(PROBE) == inspect(PROBE).validation
+
+
+def test_magic_help_prints_the_commands_usage(ip, capsys):
+    assert ip.run_line_magic("kit", "sweep --help") is None
+    assert capsys.readouterr().out.startswith("usage: kit sweep [-h] [--grid NAME=V1,V2,...]")
