@@ -1,7 +1,7 @@
 """Bokeh figure builders: data in, figure out (no widgets, no kernel).
 
-Every figure the kit draws has exactly one builder here, used by the dashboards, the notebooks
-and the reports alike. Each builder takes a ``ColumnDataSource`` (or data to make one) and
+The builders here are shared by the dashboards, the notebooks and the reports: a figure drawn in
+two places is built by one function. Each builder takes a ``ColumnDataSource`` (or data to make one) and
 returns the figure; the ``*_data`` functions compute what goes into the sources from the model
 or from results, so a dashboard can keep its figures and only replace ``source.data``.
 
@@ -19,7 +19,7 @@ from bokeh.models import (ColumnDataSource, FactorRange, HoverTool, Legend, Lege
 from bokeh.plotting import figure
 
 from ..host.memory import OWNER_NAMES
-from ..units import GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_2M
+from ..units import GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M
 from . import state as S
 
 POLICY_COLOURS = {"none": "#6c757d", "invalidate-4k": "#e76f51", "invalidate-4k-flush": "#f4a261",
@@ -29,7 +29,6 @@ RESOURCE_COLOURS = {"cores": "#264653", "membw": "#2a9d8f", "cpa_lock": "#e76f51
                     "vm_lock": "#e9c46a", "guest_lock": "#8ab17d"}
 MAP_WIDTH = PAGE_1G // PAGE_2M      # 2M regions per row of the host map (one row = 1 GiB)
 REGION_COLUMNS = 32                 # 4K entries per row of the one-region view (16 rows of 32)
-PAGES_PER_GIB = GiB >> PAGE_SHIFT
 
 
 def _colour(policy: str) -> str:
@@ -219,14 +218,14 @@ def gpa_data(layout: dict) -> dict:
     """Quads along the GPA axis (GiB): memslots (row 'memslots') and private ranges (row 'private')."""
     left, right, lane, colour, label = [], [], [], [], []
     for s in layout["slots"]:
-        left.append(s["base_gfn"] / PAGES_PER_GIB)
-        right.append((s["base_gfn"] + s["npages"]) / PAGES_PER_GIB)
+        left.append(s["base_gfn"] / PAGES_PER_1G)
+        right.append((s["base_gfn"] + s["npages"]) / PAGES_PER_1G)
         lane.append("memslots")
         colour.append("#2a9d8f" if s["gmem_ino"] is not None else "#8ecae6")
         label.append(f"slot {s['id']}" + (f" gmem ino {s['gmem_ino']}" if s["gmem_ino"] is not None else ""))
     for a in layout["attributes"]:
-        left.append(a["start"] / PAGES_PER_GIB)
-        right.append(a["end"] / PAGES_PER_GIB)
+        left.append(a["start"] / PAGES_PER_1G)
+        right.append(a["end"] / PAGES_PER_1G)
         lane.append("private")
         colour.append("#d62828")
         label.append(f"PRIVATE {a['start'] << PAGE_SHIFT:#x}-{a['end'] << PAGE_SHIFT:#x}")
@@ -264,12 +263,12 @@ def residual_data(rows: list[dict]) -> dict:
 SWEEP_VARIABLES = ("vcpus", "guests", "host_cores")
 
 
-def swept_variable(row: dict) -> str:
+def swept_variable(r: dict) -> str:
     """Which of :data:`SWEEP_VARIABLES` a sweep row varies (``ValueError`` if none)."""
     for x in SWEEP_VARIABLES:
-        if x in row:
+        if x in r:
             return x
-    raise ValueError(f"sweep: a row holds none of {', '.join(SWEEP_VARIABLES)}: {sorted(row)}")
+    raise ValueError(f"sweep: a row holds none of {', '.join(SWEEP_VARIABLES)}: {sorted(r)}")
 
 
 def sweep_figure(rows: list[dict], x: str | None = None, *, title: str | None = None):
