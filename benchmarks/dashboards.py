@@ -68,11 +68,12 @@ def main() -> None:
 
     from kit.lab import record, report
     from kit.sim.experiments import policy_table
+    from kit.units import MiB
     with tempfile.TemporaryDirectory() as d:
         record("policies", {"policy_table": policy_table(["presplit-4k", "split-on-demand"])}, outdir=d, display=False)
         rep = timed(lambda: report([d], Path(d) / "r.html"), 3)
         size = (Path(d) / "r.html").stat().st_size
-    print(f"report of one result: median {statistics.median(rep):.0f} ms, {size / 2**20:.1f} MiB self-contained")
+    print(f"report of one result: median {statistics.median(rep):.0f} ms, {size / MiB:.1f} MiB self-contained")
 
 
 if __name__ == "__main__":

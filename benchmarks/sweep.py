@@ -28,8 +28,9 @@ def main() -> None:
     a = ap.parse_args()
     import papermill
 
-    from kit.lab.store import Store
     from kit.lab.batch import sweep
+    from kit.lab.execute import ipc_kernel_manager
+    from kit.lab.store import Store
     rates = {}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as d:
@@ -41,7 +42,6 @@ def main() -> None:
             print(f"{a.runs}-run sweep on {workers} worker{'s' if workers > 1 else ''}: {dt:.1f} s, "
                   f"{rates[workers]:.1f} runs/min (cluster start included)")
     print(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
-    from kit.lab.runner import ipc_kernel_manager
     bare, bare_ipc, kit = [], [], []
     with tempfile.TemporaryDirectory() as d:
         for i in range(a.overhead_runs):

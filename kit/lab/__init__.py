@@ -1,18 +1,19 @@
-"""The lab: what notebooks, the CLI and sweeps share: parameter rules (:func:`check`),
-recording results (:func:`record`), reports (:func:`report`), running notebooks
-(:func:`run_notebook`) and the ``%kit`` magic (:mod:`.magics`)."""
+"""The lab: what notebooks, the CLI, ``%kit`` and sweeps share.
+
+One linear pipeline runs a notebook: :mod:`.notebook` resolves and inspects it once,
+:mod:`.parameters` checks the parameters once, :mod:`.execute` runs it through one papermill
+call, and the results are recorded (:func:`record`, in the notebook) and stored
+(:mod:`.store`); :func:`run` and :func:`sweep` (:mod:`.batch`) drive it. Also here: parameter
+rules (:func:`check`), reports (:func:`report`), the command parser the CLI and ``%kit`` share
+(:mod:`.commands`) and the ``%kit`` magic (:mod:`.magics`).
+"""
 from __future__ import annotations
 
+from .batch import run, run_notebook, sweep
+from .notebook import NOTEBOOKS, Notebook, inspect
 from .record import MIME, read_notebook_results, record, timestamp
 from .report import report
-from .runner import NOTEBOOKS, run_notebook
 from .validate import check
 
-
-def sweep(notebook, grid, **kw):
-    """Every combination of ``grid`` as one run on dask.distributed; the table (see
-    :func:`kit.lab.batch.sweep`)."""
-    from .batch import sweep as _sweep
-    return _sweep(notebook, grid, **kw)
-
-__all__ = ["MIME", "check", "record", "read_notebook_results", "report", "run_notebook", "NOTEBOOKS", "timestamp", "sweep"]
+__all__ = ["MIME", "NOTEBOOKS", "Notebook", "check", "inspect", "read_notebook_results", "record", "report",
+           "run", "run_notebook", "sweep", "timestamp"]

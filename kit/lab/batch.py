@@ -1,151 +1,77 @@
-"""``kit run`` and ``kit sweep`` (``kit.lab.sweep``): notebooks as experiments, one papermill run per parameter set.
+"""``kit run`` and ``kit sweep`` (``kit.lab.run``, ``kit.lab.sweep``): notebooks as experiments,
+one papermill run per parameter set, through one linear pipeline:
 
-Parameters are checked before any kernel starts: names against the notebook's ``parameters``
-cell (``papermill.inspect_notebook``), values by executing the notebook's own validation cell
-(the code cell tagged ``validation``, right after the parameters) on the defaults overridden
-by the given values, in this process. Values given as text (``-p NAME VALUE``, ``--grid
-NAME=V1,V2``) are read by the type of the parameter's default.
+1. resolve and inspect the notebook once (:func:`kit.lab.notebook.inspect`);
+2. read and check the parameters once, before any kernel (:mod:`kit.lab.parameters`: names
+   against the ``parameters`` cell, values by the notebook's own validation cell);
+3. execute through one call (:func:`kit.lab.execute.execute`);
+4. record and store: the results the notebook recorded, read back from the executed notebook,
+   and a report (``kit run``); a run folder in the result store (:mod:`kit.lab.store`, each run
+   of a sweep).
 
 A sweep runs every combination of its grid (times ``seeds`` when given) on
 ``dask.distributed``: a ``LocalCluster`` (one worker process per kernel, one thread each) or
-an existing scheduler. Runs already complete in the store are skipped; missing, failed or
-corrupted ones are executed (:mod:`kit.lab.store`). The result is one tidy table: a row per
-run with its parameters, state, time, error and the scalar results it recorded.
+an existing scheduler. Workers receive the inspected notebook and checked parameters, and go
+straight to step 3. Runs already complete in the store are skipped; missing, failed or
+corrupted ones are executed. The result is one tidy table: a row per run with its parameters,
+state, time, error and the scalar results it recorded.
 """
 from __future__ import annotations
 
-import ast
-import itertools
 import json
 import sys
 from pathlib import Path
 
-from .runner import notebook_path, parameter_names
-from .store import COMPLETE, Store, notebook_hash, run_key
+from .execute import execute
+from .notebook import Notebook, inspect, validation_source
+from .parameters import check_names, grid_specs, parse_grid, parse_value, validate
+from .record import read_notebook_results, write_atomic
+from .report import report as build_report
+from .store import COMPLETE, Store, run_key
 
-
-# ------------------------------------------------------------------ parameters
-def parse_value(name: str, text: str, info: dict):
-    """A parameter value from text, by the type of the notebook's default."""
-    kind = info.get("inferred_type_name", "None")
-    default = info.get("default")
-    try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "bool":
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if kind in ("list", "dict", "tuple"):
-            v = ast.literal_eval(text)
-            if kind == "list" and not isinstance(v, list):
-                raise ValueError
-            return v
-        if kind == "str":
-            return text
-        # untyped: the default's literal type, or a literal, or text
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-    except (ValueError, SyntaxError):
-        raise ValueError(f"{name}: cannot read {text!r} as {kind} (default {default})") from None
-
-
-def validation_source(nb_path) -> str | None:
-    import nbformat
-    nb = nbformat.read(str(nb_path), as_version=4)
-    for c in nb.cells:
-        if c.cell_type == "code" and "validation" in c.metadata.get("tags", []):
-            return c.source
-    return None
-
-
-def validate(nb_path, params: dict, *, info: dict | None = None) -> None:
-    """Names against the parameters cell, values through the notebook's validation cell.
-    Raises ``ValueError`` naming the parameter."""
-    info = info if info is not None else parameter_names(nb_path)
-    bad = sorted(set(params) - set(info))
-    if bad:
-        raise ValueError(f"parameters: unknown {', '.join(bad)} for {Path(nb_path).stem}; allowed: {', '.join(info)}")
-    src = validation_source(nb_path)
-    if src is None:
-        return
-    ns: dict = {}
-    for name, i in info.items():
-        try:
-            ns[name] = ast.literal_eval(i["default"])
-        except (ValueError, SyntaxError):
-            pass
-    ns.update(params)
-    try:
-        exec(compile(src, f"<{Path(nb_path).stem} validation cell>", "exec"), ns)
-    except ValueError:
-        raise
-    except Exception as e:
-        raise ValueError(f"parameters: the validation cell of {Path(nb_path).stem} failed: {type(e).__name__}: {e}") from None
-
-
-def parse_grid(specs, info: dict, seeds: int | None = None) -> list[dict]:
-    """``["NAME=V1,V2", ...]`` (a list value is written as a literal: ``policies=['a'],['b']``
-    is not supported; use ``policies=a;b`` for lists of strings) -> every combination."""
-    axes: dict[str, list] = {}
-    for spec in specs or []:
-        name, sep, values = spec.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise ValueError(f"grid: expected NAME=V1,V2,..., got {spec!r}")
-        if name not in info:
-            raise ValueError(f"grid: unknown parameter {name!r}; allowed: {', '.join(info)}")
-        if name in axes:
-            raise ValueError(f"grid: {name} given twice")
-        texts = [v for v in values.split(",")]
-        if not values or any(not t.strip() for t in texts):
-            raise ValueError(f"grid: {name} has an empty value in {spec!r}")
-        if info[name].get("inferred_type_name") == "list":
-            vals = [[x for x in t.split(";") if x] if not t.strip().startswith("[") else parse_value(name, t, info[name])
-                    for t in texts]
-        else:
-            vals = [parse_value(name, t.strip(), info[name]) for t in texts]
-        axes[name] = vals
-    if seeds is not None:
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ValueError(f"seeds: expected an integer >= 1, got {seeds!r}")
-        if "seed" not in info:
-            raise ValueError("seeds: the notebook has no 'seed' parameter")
-        if "seed" in axes:
-            raise ValueError("seeds: seed is already a grid axis")
-        axes["seed"] = list(range(seeds))
-    if not axes:
-        raise ValueError("grid: empty; give at least one --grid NAME=V1,V2,... or --seeds N")
-    names = list(axes)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
+__all__ = ["prepare", "run", "run_checked", "run_notebook", "sweep", "table",
+           "parse_grid", "parse_value", "validate", "validation_source"]
 
 
 # ------------------------------------------------------------------ one run
+def prepare(notebook, params: dict | None = None) -> tuple[Notebook, dict]:
+    """Steps 1 and 2: the notebook inspected once, the parameters checked once. ``ValueError``
+    names a bad parameter; nothing has started."""
+    nb = inspect(notebook)
+    return nb, validate(nb, params)
+
+
 def run(notebook, params: dict | None = None, outdir=None, *, timeout: int = 900) -> dict:
-    """``kit run``: validate, execute into ``outdir`` (executed notebook, result side file,
-    ``report.html``). Returns {"notebook", "results", "report"}; a failing notebook raises
-    ``papermill.PapermillExecutionError`` (the executed notebook is still written)."""
-    from .report import report
-    from .runner import run_notebook
-    src = notebook_path(notebook)
-    params = dict(params or {})
-    validate(src, params)
-    outdir = Path(outdir or Path("runs") / src.stem)
-    out, docs = run_notebook(src, outdir, timeout=timeout, **params)
-    rep = report([out], outdir / "report.html", title=f"{src.stem}") if docs else None
+    """``kit run``: check (:func:`prepare`), execute into ``outdir`` (executed notebook, result
+    side file, ``report.html``). Returns {"notebook", "results", "report"}; a failing notebook
+    raises ``papermill.PapermillExecutionError`` (the executed notebook is still written)."""
+    nb, params = prepare(notebook, params)
+    return run_checked(nb, params, outdir, timeout=timeout)
+
+
+def run_checked(nb: Notebook, params: dict, outdir=None, *, timeout: int = 900) -> dict:
+    """Steps 3 and 4 of :func:`run` for parameters :func:`prepare` checked."""
+    outdir = Path(outdir or Path("runs") / nb.name)
+    out = execute(nb, params, outdir, timeout=timeout)
+    docs = read_notebook_results(out)
+    rep = build_report([out], outdir / "report.html", title=nb.name) if docs else None
     return {"notebook": out, "results": docs, "report": rep}
 
 
+def run_notebook(name, outdir, *, timeout: int = 900, **params):
+    """Execute a notebook with ``params`` into ``outdir``; returns (executed notebook path,
+    recorded results). Names are checked first; values are left to the notebook's own
+    validation cell in the kernel (a bad one fails there, with the cell in the error)."""
+    nb = inspect(name)
+    check_names(nb, params)
+    out = execute(nb, params, outdir, timeout=timeout)
+    return out, read_notebook_results(out)
+
+
 # ------------------------------------------------------------------ sweeps
-def _execute(root: str, notebook: str, params: dict, nb_hash: str, timeout: int) -> dict:
-    """One run on a worker (module-level so workers can import it)."""
-    return Store(root).execute(notebook, params, nb_hash=nb_hash, timeout=timeout)
+def _execute(root: str, nb: Notebook, params: dict, timeout: int) -> dict:
+    """One run on a worker, steps 3 and 4 (module-level so workers can import it)."""
+    return Store(root).execute(nb, params, timeout=timeout)
 
 
 def _scalars(doc: dict) -> dict:
@@ -182,26 +108,24 @@ def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", schedule
     """Run every combination of ``grid`` (a list of "NAME=V1,V2" or a dict NAME -> values) on
     dask.distributed; returns the table as a ``pandas.DataFrame`` (also written as
     ``<outdir>/table.csv`` and ``table.json``; ``<outdir>/report.html`` from complete runs)."""
+    # pandas and dask.distributed take about a second and a half to import: only a sweep pays it
     import pandas as pd
     from distributed import Client, LocalCluster, as_completed
 
-    src = notebook_path(notebook)
-    info = parameter_names(src)
-    if isinstance(grid, dict):
-        grid = [f"{k}={','.join(_text(x) for x in v)}" for k, v in grid.items()]
-    combos = parse_grid(grid, info, seeds)
+    nb = inspect(notebook)
+    combos = parse_grid(grid_specs(grid), nb.parameters, seeds)
     for params in combos:                       # every value checked before any run starts
-        validate(src, params, info=info)
+        validate(nb, params)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
     outdir = Path(outdir)
     store = Store(outdir)
     store.clean()
-    nb_hash = notebook_hash(src)
+    nb_hash = nb.cells_hash
     todo = [p for p in combos if not store.complete(run_key(nb_hash, p))]
     done = len(combos) - len(todo)
     if progress:
-        print(f"{src.stem}: {len(combos)} runs, {done} already complete, {len(todo)} to run", file=sys.stderr)
+        print(f"{nb.name}: {len(combos)} runs, {done} already complete, {len(todo)} to run", file=sys.stderr)
     if todo:
         cluster = None
         if scheduler:
@@ -214,7 +138,7 @@ def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", schedule
                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             client = Client(cluster)
         try:
-            futs = [client.submit(_execute, str(outdir.resolve()), str(src.resolve()), p, nb_hash, timeout,
+            futs = [client.submit(_execute, str(outdir.resolve()), nb, p, timeout,
                                   key=f"kit-run-{run_key(nb_hash, p)}", pure=False) for p in todo]
             n = 0
             for fut in as_completed(futs):
@@ -234,23 +158,15 @@ def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", schedule
                 cluster.close()
     rows = table(store, nb_hash, combos)
     df = pd.DataFrame(rows)
-    from .record import write_atomic
     write_atomic(outdir / "table.csv", df.to_csv(index=False))
     write_atomic(outdir / "table.json", json.dumps(rows, indent=1, default=str))
     complete = [store.path(r["key"]) for r in rows if r["state"] == COMPLETE]
     if report and complete:
-        from .report import report as build_report
         try:
-            build_report(complete, outdir / "report.html", title=f"sweep of {src.stem}")
+            build_report(complete, outdir / "report.html", title=f"sweep of {nb.name}")
         except ValueError:
             pass
     return df
-
-
-def _text(v) -> str:
-    if isinstance(v, list):
-        return ";".join(map(str, v))
-    return str(v)
 
 
 def _bar(n: int, total: int, state: str) -> None:

@@ -1,4 +1,4 @@
-"""The host-model demonstration behind ``kit demo`` / ``make demo``.
+"""The host-model demonstration behind ``kit host-demo`` (no timing).
 
 One host, every direct-map policy, the same seeded workload: an SNP guest whose memory is
 backed by 2M folios and made private at 2M (``sev_gmem_prepare`` picks 2M when it can), a
@@ -12,14 +12,20 @@ instructions, whether any host write took an RMP fault, model state size and wal
 from __future__ import annotations
 
 import time
+from html import escape
 
 import numpy as np
 
 from ..errors import HostOops
 from ..host import DIRECTMAP_POLICIES, Host
-from ..units import GiB, PAGE_2M, PAGE_4K, parse_size
+from ..units import GiB, MiB, PAGE_2M, PAGE_4K, PAGES_PER_2M, parse_size
 
-R = 512
+R = PAGES_PER_2M
+#: the defaults of `kit host-demo`: the host (memory, cores) and its SNP guest on 2M folios
+HOST_MEM, HOST_CORES, GUEST_MEM = "1.5TiB", 512, "160GiB"
+#: the second guest (4K folios) and the host kernel pages the demonstration adds to its guest
+SMALL_GUEST_MEM, KERNEL_MEM = "2GiB", "128MiB"
+EXTRA_MEMORY = parse_size(SMALL_GUEST_MEM) + parse_size(KERNEL_MEM)
 
 
 def _runs(pfns: np.ndarray):
@@ -47,8 +53,8 @@ def _shared_runs(h: Host, pfns: np.ndarray, level: int) -> None:
         assert h.rmp_make_shared(start * step, level, npages=n * step) == 0
 
 
-def run_policy(policy: str, *, mem="1.5TiB", cores=512, guest_mem="160GiB", small_guest_mem="2GiB",
-               kernel_mem="128MiB", convert_fraction=0.01, seed=0) -> dict:
+def run_policy(policy: str, *, mem=HOST_MEM, cores=HOST_CORES, guest_mem=GUEST_MEM, small_guest_mem=SMALL_GUEST_MEM,
+               kernel_mem=KERNEL_MEM, convert_fraction=0.01, seed=0) -> dict:
     """Run the demonstration workload on one policy; returns one row of figures."""
     t0 = time.perf_counter()
     h = Host(mem=mem, cores=cores, directmap_policy=policy, seed=seed, placement="random")
@@ -101,8 +107,19 @@ def run_policy(policy: str, *, mem="1.5TiB", cores=512, guest_mem="160GiB", smal
             "rmpupdate": int(t["rmpupdate"]), "psmash": int(t["psmash"]),
             "host_write": "ok" if fault is None else
             f"RMP #PF at pfn {fault.pfn:#x} via {'1G' if fault.level == GiB else '2M' if fault.level == PAGE_2M else '4K'} map",
-            "state_mib": round(h.nbytes / 2**20, 1), "wall_s": round(time.perf_counter() - t0, 2)}
+            "state_mib": round(h.nbytes / MiB, 1), "wall_s": round(time.perf_counter() - t0, 2)}
 
 
 def run_all(**kw) -> list[dict]:
     return [run_policy(p, **kw) for p in DIRECTMAP_POLICIES]
+
+
+def html_report(rows: list[dict], cols: list[str], params: dict) -> str:
+    """The demonstration's table and its provenance as a small script-free HTML page."""
+    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+    prov = "".join(f"<li>{escape(k)}: {escape(str(v))}</li>" for k, v in params.items())
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>kit demo</title>"
+            f"<style>body{{font-family:sans-serif}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>"
+            f"</head><body><h1>Direct-map policies on one SNP host</h1>"
+            f"<table><tr>{head}</tr>{body}</table><h2>Provenance</h2><ul>{prov}</ul></body></html>")

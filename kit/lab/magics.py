@@ -1,10 +1,12 @@
 """The IPython extension: ``%load_ext kit`` registers the ``%kit`` line magic.
 
-- ``%kit simulate [kit simulate's arguments]``: runs and displays a :class:`SimResult`
-  (the same parser as the command line; a bad argument is a one-line ``UsageError``).
+- ``%kit simulate|run|sweep|report|demo|host-demo|calibrate ARGS``: the command line's
+  commands, with its parser (:mod:`kit.lab.commands`); a bad argument is a one-line
+  ``UsageError``. ``%kit simulate`` returns and displays its :class:`SimResult`; the others
+  print what ``kit`` prints (``%kit run NOTEBOOK -p NAME VALUE`` runs the same pipeline as
+  ``kit run``).
 - ``%kit dashboard NAME [key=value ...]``: displays a dashboard (``kit.viz.dashboards``);
   values are Python literals (``%kit dashboard policy-explorer guests=4``).
-- ``%kit report RESULTS... -o FILE``: builds a report (as ``kit report``).
 - ``%kit`` or ``%kit help``: this text.
 """
 from __future__ import annotations
@@ -15,51 +17,51 @@ import shlex
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-SUBCOMMANDS = ("simulate", "dashboard", "report", "help")
+from .commands import SUBCOMMANDS as COMMANDS
+from .commands import ArgError, HelpShown, RunFailed, build_parser
+
+SUBCOMMANDS = (*COMMANDS, "dashboard", "help")
 
 
 @magics_class
 class KitMagics(Magics):
     @line_magic
     def kit(self, line: str):
-        """%kit simulate ARGS | dashboard NAME [k=v ...] | report RESULTS -o FILE | help"""
+        """%kit simulate|run|sweep|report|demo|host-demo|calibrate ARGS | dashboard NAME [k=v ...] | help"""
         try:
-            argv = shlex.split(line)
+            argv = shlex.split(line, comments=True)       # a trailing "# ..." is a comment
         except ValueError as e:
             raise UsageError(f"%kit: {e}") from None
         if not argv or argv[0] == "help":
             print(__doc__)
             return None
-        cmd, rest = argv[0], argv[1:]
-        if cmd == "simulate":
-            return _simulate(rest)
+        cmd = argv[0]
         if cmd == "dashboard":       # values are Python literals: keep their quotes
-            return _dashboard(shlex.split(line, posix=False)[1:])
-        if cmd == "report":
-            return _report(rest)
+            return _dashboard(shlex.split(line, comments=True, posix=False)[1:])
+        if cmd in COMMANDS:
+            return _command(argv)
         raise UsageError(f"%kit: unknown subcommand {cmd!r}; allowed: {', '.join(SUBCOMMANDS)}")
 
 
-def _parse(sub: str, argv: list[str]):
-    from ..cli import ArgError, parser
+def _command(argv: list[str]):
+    """One of the command line's commands: the same parser, the same function."""
+    cmd = argv[0]
     try:
-        return parser(raise_errors=True).parse_args([sub, *argv])
-    except ArgError as e:
-        raise UsageError(f"%kit {sub}: {e}") from None
-
-
-def _simulate(argv):
-    from ..cli import simulate_args
-    args = _parse("simulate", argv)
-    try:
-        kw, params = simulate_args(args)
-    except ValueError as e:
-        raise UsageError(f"%kit simulate: {e}") from None
-    from ..sim.api import simulate
-    return simulate(**kw, params=params)
+        args = build_parser(raise_errors=True).parse_args(argv)
+        done = args.command(args, say=print)
+    except (ArgError, RunFailed) as e:
+        raise UsageError(f"%kit {cmd}: {e}") from None
+    except HelpShown:
+        return None
+    if done.display:
+        return done.value
+    for text in done.lines:
+        print(text)
+    return None
 
 
 def _dashboard(argv):
+    # ipywidgets, Bokeh and jupyter_bokeh load with the first dashboard (most of a second)
     from ..viz.dashboards import DASHBOARDS, dashboard
     if not argv:
         raise UsageError(f"%kit dashboard: name required; allowed: {', '.join(DASHBOARDS)}")
@@ -76,17 +78,6 @@ def _dashboard(argv):
         return dashboard(name, **kw)
     except (ValueError, TypeError) as e:
         raise UsageError(f"%kit dashboard: {e}") from None
-
-
-def _report(argv):
-    from ..lab.report import report
-    args = _parse("report", argv)
-    try:
-        path = report(args.results, args.out, title=args.title)
-    except ValueError as e:
-        raise UsageError(f"%kit report: {e}") from None
-    print(f"report: {path.resolve()}")
-    return None
 
 
 def load_ipython_extension(ipython) -> None:

@@ -9,6 +9,7 @@ cost-parameter set and timestamps.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,7 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .. import __version__
+from ..sim.params import CostParams
 
 MIME = "application/vnd.cvm-memkit.result+json"
 SCHEMA = 1
@@ -45,7 +49,6 @@ def provenance(params: dict | None = None, *, seed=None, cost_params: str | None
                started: str | None = None) -> dict:
     """Where a result comes from: enough to re-run it."""
     if cost_params is None:
-        from ..sim.params import CostParams
         try:
             cost_params = CostParams.load().name
         except (OSError, ValueError):
@@ -56,9 +59,6 @@ def provenance(params: dict | None = None, *, seed=None, cost_params: str | None
 
 def jsonable(x):
     """Plain JSON types from numpy scalars/arrays, dataclasses and result objects."""
-    import dataclasses
-
-    import numpy as np
     if hasattr(x, "to_json"):
         return jsonable(x.to_json())
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
@@ -118,7 +118,7 @@ def record(name: str, results, *, params: dict | None = None, outdir=None, seed=
     if outdir is not None and str(outdir) != "":
         write_atomic(Path(outdir) / f"{name}.json", text)
     if display:
-        try:
+        try:                    # outside a kernel IPython may be missing: the side file is enough
             from IPython import get_ipython
             from IPython.display import display as _display
         except ImportError:
@@ -142,7 +142,7 @@ def load_result(path) -> dict:
 
 def read_notebook_results(nb) -> list[dict]:
     """Every recorded result in an executed notebook (a path or a ``NotebookNode``)."""
-    import nbformat
+    import nbformat             # about a second to import: only reading a notebook pays it
     if not hasattr(nb, "cells"):
         nb = nbformat.read(str(nb), as_version=4)
     out = []

@@ -6,21 +6,20 @@ table (one row per run), the plots (Bokeh, INLINE resources: no CDN, works from 
 with the network blocked), the tables, and the provenance of every run. All text that comes
 from results or from the user is escaped.
 
-Result sections the report knows how to plot (keys of a recorded ``results`` dict):
-``policy_table`` (rows of :func:`kit.sim.experiments.policy_table`), ``fragmentation``
-({policy: result with series}), ``simulations`` (list of ``SimResult.to_json()``),
-``residuals`` (calibration rows), ``sweep`` (rows of :func:`kit.sim.experiments.sweep`),
-``safety`` (rows). Any other list of flat dicts is shown as a table.
+The plots are the notebook's own: :func:`kit.viz.figures.result_figures` builds them from the
+recorded ``results`` with the builders the notebook plots with (``policy_table``,
+``fragmentation``, ``simulations``, ``residuals``, ``sweep``, ``held_back``, ``matrix``,
+``asid_state``, ``churn``). Any list of flat dicts is also shown as a table.
 """
 from __future__ import annotations
 
 import json
-import time
 from html import escape
 from pathlib import Path
 
 from .. import __version__
-from .record import MIME, load_result, read_notebook_results, write_atomic
+from ..viz.html import STYLE, kv, table
+from .record import MIME, load_result, read_notebook_results, timestamp, write_atomic
 
 
 def collect(paths) -> list[dict]:
@@ -79,53 +78,18 @@ def _summary_row(doc: dict) -> dict:
 
 
 def _figures(doc: dict) -> list:
-    """Bokeh figures for the result sections the report knows."""
-    from bokeh.layouts import column, row
-    from bokeh.models import ColumnDataSource
+    """The figures of one result: the builders its notebook plots with
+    (:func:`kit.viz.figures.result_figures`), in one column."""
+    # Bokeh (and the builders on it) load only when a report is built: importing them costs
+    # most of a second, which every other `kit` command would pay
+    from bokeh.layouts import column
 
-    from ..viz import figures as F
-    res = doc.get("results", {})
-    if not isinstance(res, dict):
-        return []
-    out = []
-    if res.get("policy_table"):
-        out.append(F.rate_figure(ColumnDataSource(F.rate_data(res["policy_table"]))))
-    for name, sim in (res.get("fragmentation") or {}).items():
-        src = ColumnDataSource(F.series_data(sim.get("series", {})))
-        out.append(row(F.directmap_series_figure(src, title=f"{name}: direct map over time"),
-                       F.lockwait_series_figure(src, title=f"{name}: lock waits")))
-    for sim in res.get("simulations") or []:
-        if sim.get("series"):
-            src = ColumnDataSource(F.series_data(sim["series"]))
-            label = f"{sim['policy']}, {sim['scenario']['guests']}x{sim['scenario']['vcpus']}"
-            out.append(row(F.rate_series_figure(src, title=f"{label}: fault-in rate"),
-                           F.directmap_series_figure(src, title=f"{label}: direct map")))
-    if res.get("residuals"):
-        out.append(F.residual_figure(ColumnDataSource(F.residual_data(res["residuals"]))))
-    if res.get("sweep"):
-        out.append(_sweep_figure(res["sweep"]))
-    return [column(*out)] if out else []
-
-
-def _sweep_figure(rows: list[dict]):
-    from bokeh.plotting import figure
-
-    from ..viz.figures import POLICY_COLOURS
-    xname = next(k for k in ("guests", "vcpus", "host_cores") if k in rows[0])
-    f = figure(title=f"fault-in rate vs {xname}", height=300, width=600, x_axis_label=xname,
-               y_axis_label="GB/s", tools="hover,save,pan,wheel_zoom,reset")
-    for p in dict.fromkeys(r["policy"] for r in rows):
-        pts = [r for r in rows if r["policy"] == p]
-        f.line([r[xname] for r in pts], [r["fault_in_gbps"] for r in pts], legend_label=p,
-               color=POLICY_COLOURS.get(p, "#888"), line_width=2)
-        f.scatter([r[xname] for r in pts], [r["fault_in_gbps"] for r in pts], color=POLICY_COLOURS.get(p, "#888"))
-    from ..viz.figures import legend_outside
-    legend_outside(f)
-    return f
+    from ..viz.figures import result_figures
+    figs = result_figures(doc.get("results", {}))
+    return [column(*figs)] if figs else []
 
 
 def _tables(doc: dict) -> str:
-    from ..viz.html import table
     res = doc.get("results", {})
     out = []
     items = res.items() if isinstance(res, dict) else [("results", res)]
@@ -140,11 +104,9 @@ def _tables(doc: dict) -> str:
 
 def build(docs: list[dict], *, title: str = "cvm-memkit report") -> str:
     """The report page for result documents (HTML text, self-contained)."""
-    from bokeh.embed import components
+    from bokeh.embed import components              # lazily, as in _figures
     from bokeh.embed.bundle import bundle_for_objs_and_resources
     from bokeh.resources import INLINE
-
-    from ..viz.html import STYLE, kv, table
     if not docs:
         raise ValueError("results: nothing to report")
     figs, sections = [], []
@@ -166,7 +128,7 @@ def build(docs: list[dict], *, title: str = "cvm-memkit report") -> str:
         flat = {kk: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for kk, v in prov.items()}
         body.append("<details><summary>provenance</summary>" + kv(flat) + "</details></section>")
     summary = table([_summary_row(d) for d in docs], caption="runs")
-    made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    made = timestamp()
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{escape(title)}</title>{resources}{STYLE}"
             "<style>body{font-family:sans-serif;margin:1em 2em}h2{border-top:1px solid #ccc;padding-top:.5em}</style>"

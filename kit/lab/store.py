@@ -1,4 +1,5 @@
-"""The result store: one folder per run, keyed by the notebook's content and its parameters.
+"""Step 4 of a sweep's run: the result store, one folder per run, keyed by the notebook's
+content and its parameters.
 
 ``<root>/runs/<key>/`` holds the executed notebook, the recorded result(s) (``<name>.json``
 side files the notebook wrote) and ``status.json``. A run is executed in a private temporary
@@ -14,35 +15,23 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import traceback
 import uuid
 from pathlib import Path
 
-from .record import timestamp, write_atomic
+from .execute import execute
+from .notebook import canonical, inspect, notebook_hash
+from .record import load_result, timestamp, write_atomic
 
 STATUS = "status.json"
 COMPLETE, FAILED = "complete", "failed"
 
-
-def canonical(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def notebook_hash(path) -> str:
-    """SHA-256 of the notebook's cells (sources and metadata tags), not of its outputs."""
-    import nbformat
-    nb = nbformat.read(str(path), as_version=4)
-    h = hashlib.sha256()
-    for c in nb.cells:
-        h.update(c.cell_type.encode())
-        h.update(c.source.encode())
-        h.update(canonical(sorted(c.metadata.get("tags", []))).encode())
-    return h.hexdigest()
+__all__ = ["COMPLETE", "FAILED", "STATUS", "Store", "canonical", "notebook_hash", "run_key"]
 
 
 def run_key(nb_hash: str, params: dict) -> str:
+    """A run's folder name: the notebook's cells hash and the parameters, hashed."""
     return hashlib.sha256(f"{nb_hash}\n{canonical(params)}".encode()).hexdigest()[:20]
 
 
@@ -91,12 +80,12 @@ class Store:
 
     def execute(self, notebook, params: dict, *, nb_hash: str | None = None, timeout: int = 900,
                 kernel_name: str = "python3") -> dict:
-        """Execute ``notebook`` with ``params`` unless the store holds an intact complete run.
+        """Execute ``notebook`` (a :class:`~kit.lab.notebook.Notebook`, or a name or path,
+        inspected here) with ``params`` unless the store holds an intact complete run.
         A failing run (error in a cell, dead kernel, timeout) is stored as failed with its
         error, traceback and executed notebook. Returns the run's status."""
-        import papermill
-        notebook = Path(notebook)
-        nb_hash = nb_hash or notebook_hash(notebook)
+        nb = inspect(notebook)
+        nb_hash = nb_hash or nb.cells_hash
         key = run_key(nb_hash, params)
         st = self.status(key)
         if st is not None and st["state"] == COMPLETE:
@@ -105,21 +94,16 @@ class Store:
         tmp.mkdir()
         started, t0 = timestamp(), time.perf_counter()
         state, error, tb = COMPLETE, None, None
-        run_params = dict(params)
-        from .runner import ipc_kernel_manager, parameter_names
-        if "outdir" in parameter_names(notebook):
-            run_params["outdir"] = str(tmp.resolve())
-        out = tmp / notebook.name
+        # the run's side files go to its own folder, whatever outdir the parameters name
+        run_params = {k: v for k, v in params.items() if k != "outdir"}
         try:
-            papermill.execute_notebook(str(notebook), str(out), parameters=run_params, kernel_name=kernel_name,
-                                       progress_bar=False, cwd=str(tmp), execution_timeout=timeout,
-                                       kernel_manager_class=ipc_kernel_manager())
+            execute(nb, run_params, tmp, timeout=timeout, kernel_name=kernel_name)
         except Exception as e:       # the run failed; the sweep goes on
             state, error, tb = FAILED, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}", traceback.format_exc()
         # papermill points the executed notebook's outdir at the temporary folder: the results
         # are read from the side files here, not through that path
         files = {p.name: _digest(p) for p in tmp.iterdir() if p.is_file()}
-        status = {"key": key, "state": state, "notebook": notebook.name, "notebook_hash": nb_hash,
+        status = {"key": key, "state": state, "notebook": nb.path.name, "notebook_hash": nb_hash,
                   "params": params, "error": error, "traceback": tb, "started": started,
                   "finished": timestamp(), "seconds": round(time.perf_counter() - t0, 3),
                   "host": os.uname().nodename, "files": files}
@@ -141,7 +125,6 @@ class Store:
 
     def results(self, key: str) -> list[dict]:
         """The recorded result documents of a run (its side files)."""
-        from .record import load_result
         d = self.path(key)
         out = []
         for p in sorted(d.glob("*.json")):

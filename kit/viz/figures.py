@@ -1,17 +1,25 @@
 """Bokeh figure builders: data in, figure out (no widgets, no kernel).
 
-Each builder takes a ``ColumnDataSource`` (or data to make one) and returns the figure; the
-``*_data`` functions compute what goes into the sources from the model or from results, so a
-dashboard can keep its figures and only replace ``source.data``. Reports use the same builders
-with their final data.
+The builders here are shared by the dashboards, the notebooks and the reports: a figure drawn in
+two places is built by one function. Each builder takes a ``ColumnDataSource`` (or data to make one) and
+returns the figure; the ``*_data`` functions compute what goes into the sources from the model
+or from results, so a dashboard can keep its figures and only replace ``source.data``.
+
+The builders of recorded results (sweeps, held-back utilisation, discrete-event runs,
+fragmentation, the outcome matrix, ASIDs) take the JSON a notebook records with
+``kit.lab.record``: a notebook plots ``doc["results"]`` and a report rebuilds the same figures
+from the result file (:func:`result_figures`).
 """
 from __future__ import annotations
 
 import numpy as np
+from bokeh.layouts import row
 from bokeh.models import (ColumnDataSource, FactorRange, HoverTool, Legend, LegendItem,
                           LinearColorMapper, Range1d, Whisker)
 from bokeh.plotting import figure
 
+from ..host.memory import OWNER_NAMES
+from ..units import GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M
 from . import state as S
 
 POLICY_COLOURS = {"none": "#6c757d", "invalidate-4k": "#e76f51", "invalidate-4k-flush": "#f4a261",
@@ -19,7 +27,8 @@ POLICY_COLOURS = {"none": "#6c757d", "invalidate-4k": "#e76f51", "invalidate-4k-
                   "split-on-demand-collapse": "#8ab17d"}
 RESOURCE_COLOURS = {"cores": "#264653", "membw": "#2a9d8f", "cpa_lock": "#e76f51", "pgd_lock": "#f4a261",
                     "vm_lock": "#e9c46a", "guest_lock": "#8ab17d"}
-MAP_WIDTH = 512          # 2M regions per row of the host map (one row = 1 GiB)
+MAP_WIDTH = PAGE_1G // PAGE_2M      # 2M regions per row of the host map (one row = 1 GiB)
+REGION_COLUMNS = 32                 # 4K entries per row of the one-region view (16 rows of 32)
 
 
 def _colour(policy: str) -> str:
@@ -65,9 +74,8 @@ def host_map_figures(data: dict, *, height: int = 320):
 def region_data(host, region: int) -> dict:
     """The 512 4K entries of one 2M region as 16 rows of 32 cells."""
     d = S.region_detail(host, region)
-    idx = np.arange(512)
-    from ..host.memory import OWNER_NAMES
-    return {"x": (idx % 32).tolist(), "y": (idx // 32).tolist(),
+    idx = np.arange(PAGES_PER_2M)
+    return {"x": (idx % REGION_COLUMNS).tolist(), "y": (idx // REGION_COLUMNS).tolist(),
             "colour": [S.PAGE_COLOURS[s] for s in d["state"]],
             "state": [S.PAGE_STATES[s] for s in d["state"]],
             "alpha": np.where(d["present"], 1.0, 0.35).tolist(),
@@ -161,6 +169,7 @@ def utilisation_figure(source: ColumnDataSource, title: str = "Where the time go
 
 
 # ------------------------------------------------------------------ time series
+KIB_PER_GIB = GiB // KiB            # the DirectMap lines of /proc/meminfo are in kB
 SERIES_COLS = ("t_s", "fault_in_gbps", "DirectMap4k", "DirectMap2M", "DirectMap1G",
                "wait_cpa_lock", "wait_pgd_lock", "wait_vm_lock", "wait_guest_lock")
 
@@ -172,7 +181,7 @@ def series_data(series: dict) -> dict:
     n = len(series["t_s"])
     out = {"t_s": list(series["t_s"]), "fault_in_gbps": list(series["fault_in_gbps"])}
     for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G"):
-        out[k] = [v / 2**20 for v in series.get(k, [0] * n)]
+        out[k] = [v / KIB_PER_GIB for v in series.get(k, [0] * n)]
     for k in ("cpa_lock", "pgd_lock", "vm_lock", "guest_lock"):
         out[f"wait_{k}"] = list(series.get("lock_wait_share", {}).get(k, [0.0] * n))
     return out
@@ -207,20 +216,20 @@ def lockwait_series_figure(source: ColumnDataSource, title: str = "Lock waits (w
 # ------------------------------------------------------------------ guest
 def gpa_data(layout: dict) -> dict:
     """Quads along the GPA axis (GiB): memslots (row 'memslots') and private ranges (row 'private')."""
-    left, right, row, colour, label = [], [], [], [], []
+    left, right, lane, colour, label = [], [], [], [], []
     for s in layout["slots"]:
-        left.append(s["base_gfn"] / 2**18)
-        right.append((s["base_gfn"] + s["npages"]) / 2**18)
-        row.append("memslots")
+        left.append(s["base_gfn"] / PAGES_PER_1G)
+        right.append((s["base_gfn"] + s["npages"]) / PAGES_PER_1G)
+        lane.append("memslots")
         colour.append("#2a9d8f" if s["gmem_ino"] is not None else "#8ecae6")
         label.append(f"slot {s['id']}" + (f" gmem ino {s['gmem_ino']}" if s["gmem_ino"] is not None else ""))
     for a in layout["attributes"]:
-        left.append(a["start"] / 2**18)
-        right.append(a["end"] / 2**18)
-        row.append("private")
+        left.append(a["start"] / PAGES_PER_1G)
+        right.append(a["end"] / PAGES_PER_1G)
+        lane.append("private")
         colour.append("#d62828")
-        label.append(f"PRIVATE {a['start'] << 12:#x}-{a['end'] << 12:#x}")
-    return {"left": left, "right": right, "row": row, "colour": colour, "label": label}
+        label.append(f"PRIVATE {a['start'] << PAGE_SHIFT:#x}-{a['end'] << PAGE_SHIFT:#x}")
+    return {"left": left, "right": right, "row": lane, "colour": colour, "label": label}
 
 
 def gpa_figure(source: ColumnDataSource, title: str = "Guest physical address space"):
@@ -247,3 +256,183 @@ def residual_data(rows: list[dict]) -> dict:
             "measured": [r["measured"] for r in rows], "model": [r["model"] for r in rows],
             "error_pct": [r["error_pct"] for r in rows],
             "colour": ["#2a9d8f" if r["within"] else "#d62828" for r in rows]}
+
+
+# ------------------------------------------------------------------ recorded results
+#: the variables :func:`kit.sim.experiments.sweep` varies; each of its rows holds exactly one
+SWEEP_VARIABLES = ("vcpus", "guests", "host_cores")
+
+
+def swept_variable(r: dict) -> str:
+    """Which of :data:`SWEEP_VARIABLES` a sweep row varies (``ValueError`` if none)."""
+    for x in SWEEP_VARIABLES:
+        if x in r:
+            return x
+    raise ValueError(f"sweep: a row holds none of {', '.join(SWEEP_VARIABLES)}: {sorted(r)}")
+
+
+def sweep_figure(rows: list[dict], x: str | None = None, *, title: str | None = None):
+    """Fault-in rate against ``x`` (log axis), one line per policy, from rows of
+    :func:`kit.sim.experiments.sweep` (rows that vary another variable are left out)."""
+    x = x or swept_variable(rows[0])
+    pts = [r for r in rows if x in r]
+    f = figure(title=title or f"fault-in rate vs {x}", width=440, height=280, x_axis_label=x,
+               y_axis_label="GB/s", x_axis_type="log", tools="hover,save,pan,wheel_zoom,reset")
+    for p in dict.fromkeys(r["policy"] for r in pts):
+        mine = [r for r in pts if r["policy"] == p]
+        xs, ys = [r[x] for r in mine], [r["fault_in_gbps"] for r in mine]
+        f.line(xs, ys, legend_label=p, color=_colour(p), line_width=2)
+        f.scatter(xs, ys, color=_colour(p))
+    legend_outside(f)
+    return f
+
+
+def sweep_figures(rows: list[dict]) -> list:
+    """One :func:`sweep_figure` per variable the rows vary, in the order the rows give them
+    (rows of several sweeps concatenated, as a notebook records them)."""
+    return [sweep_figure(rows, x) for x in dict.fromkeys(swept_variable(r) for r in rows)]
+
+
+def resource_kinds(util: dict) -> dict:
+    """Utilisation per kind of resource: per-guest resources (``vm_lock[0]``, ``vm_lock[1]``,
+    ...) folded into their kind by the busiest one; keys that name no resource left out."""
+    out: dict = {}
+    for k, v in util.items():
+        kind = k.split("[")[0]
+        if kind in RESOURCE_COLOURS:
+            out[kind] = max(out.get(kind, 0.0), float(v))
+    return out
+
+
+def utilisation_by(rows: list[dict], label: str = "policy") -> dict:
+    """:func:`utilisation_data`'s input from recorded rows (one per ``label``, each holding
+    its resources' utilisation, e.g. a notebook's ``held_back`` rows)."""
+    return {r[label]: resource_kinds(r) for r in rows}
+
+
+def simulation_title(sim: dict) -> str:
+    """``policy, GUESTSxVCPUS`` of a recorded :class:`kit.sim.SimResult` (``to_json()``)."""
+    sc = sim.get("scenario", {})
+    return f"{sim.get('policy', sc.get('policy', '?'))}, {sc.get('guests', '?')}x{sc.get('vcpus', '?')}"
+
+
+def simulation_figure(sim: dict):
+    """A discrete-event run's time series side by side: fault-in rate, the direct map and
+    lock waits, from a recorded :class:`kit.sim.SimResult` (``to_json()``)."""
+    src = ColumnDataSource(series_data(sim.get("series") or {}))
+    label = simulation_title(sim)
+    return row(rate_series_figure(src, title=f"{label}: fault-in rate"),
+               directmap_series_figure(src, title=f"{label}: direct map"),
+               lockwait_series_figure(src, title=f"{label}: lock waits"))
+
+
+def fragmentation_figure(policy: str, sim: dict):
+    """One policy's conversions workload over time: the direct map and lock waits."""
+    src = ColumnDataSource(series_data(sim.get("series") or {}))
+    return row(directmap_series_figure(src, title=f"{policy}: direct map over time"),
+               lockwait_series_figure(src, title=f"{policy}: lock waits"))
+
+
+OUTCOME_COLOURS = {"completed": "#2a9d8f", "completed (shared)": "#8ecae6"}
+STUCK_COLOUR, REFUSED_COLOUR = "#d62828", "#f4a261"
+
+
+def outcome_colour(outcome: str) -> str:
+    """Completed (green / blue when shared), stuck (red), refused with an errno (orange)."""
+    if outcome in OUTCOME_COLOURS:
+        return OUTCOME_COLOURS[outcome]
+    return STUCK_COLOUR if outcome.startswith("stuck") else REFUSED_COLOUR
+
+
+def outcome_matrix_figure(matrix: list[dict]):
+    """The outcome of one private access for every owner x #NPF policy (columns) and backing x
+    guest behaviour (rows), from :func:`kit.kvm.probe.outcome_matrix` rows."""
+    cells = ColumnDataSource({
+        "x": [(r["owner"], r["npf_policy"]) for r in matrix], "y": [(r["backing"], r["guest"]) for r in matrix],
+        "colour": [outcome_colour(r["outcome"]) for r in matrix],
+        "text": [f'{r["outcome"]}\n{r["exits"]} exits, {r["ioctls"]} ioctls' for r in matrix],
+        "outcome": [r["outcome"] for r in matrix], "exits": [r["exits"] for r in matrix],
+        "ioctls": [r["ioctls"] for r in matrix], "kvm": [r["kvm_conversions"] for r in matrix]})
+    f = figure(title="Outcome of one private access: owner x #NPF policy (columns), backing x guest (rows)",
+               x_range=FactorRange(*dict.fromkeys(cells.data["x"]), group_padding=0.4),
+               y_range=FactorRange(*dict.fromkeys(cells.data["y"]), group_padding=0.4),
+               height=380, width=900, tools="hover,save", toolbar_location="above")
+    f.rect(x="x", y="y", width=0.95, height=0.9, source=cells, fill_color="colour", line_color=None)
+    f.text(x="x", y="y", text="text", source=cells, text_align="center", text_baseline="middle",
+           text_font_size="8pt")
+    f.hover.tooltips = [("outcome", "@outcome"), ("exits to userspace", "@exits"), ("ioctls", "@ioctls"),
+                        ("conversions by KVM", "@kvm")]
+    return f
+
+
+#: ASID states of :func:`kit.kvm.probe.asid_states`, in legend order
+ASID_STATE_COLOURS = {"in use": "#264653", "to reclaim": "#e9c46a", "leaked": "#000000", "free": "#f0f0f0"}
+ASID_RANGES = ("SEV-ES / SNP", "SEV")
+
+
+def asid_map_figure(asid_state: dict, min_sev_asid: int):
+    """Every ASID's state (:func:`kit.kvm.probe.asid_states`; keys may be the JSON's strings),
+    SEV-ES/SNP ASIDs (below ``min_sev_asid``) and plain-SEV ones on their own rows."""
+    asids = sorted(int(a) for a in asid_state)
+    state = {int(a): s for a, s in asid_state.items()}
+    f = figure(title="ASIDs at the end of sections 2-3 (ASID 0 is the host)", y_range=FactorRange(*ASID_RANGES),
+               x_range=(0.5, (max(asids) if asids else 1) + 0.5), height=180, width=900, x_axis_label="ASID",
+               tools="hover,save", toolbar_location="above")
+    for s, colour in ASID_STATE_COLOURS.items():
+        mine = [a for a in asids if state[a] == s]
+        if mine:
+            f.rect(x="asid", y="range", width=0.9, height=0.8, fill_color="colour", line_color="#999999",
+                   legend_label=s, source=ColumnDataSource({
+                       "asid": mine, "range": [ASID_RANGES[0] if a < min_sev_asid else ASID_RANGES[1] for a in mine],
+                       "state": [s] * len(mine), "colour": [colour] * len(mine)}))
+    f.hover.tooltips = [("ASID", "@asid"), ("range", "@range"), ("state", "@state")]
+    legend_outside(f)
+    return f
+
+
+def churn_figure(churn: dict):
+    """Cumulative WBINVDs as VMs start one after another, one line per VM type, from the
+    ``churn`` a notebook records ({type: {"ASIDs", "recycles", "wbinvd", "series"}})."""
+    per_flush = {c["wbinvd"] // c["recycles"] for c in churn.values() if c.get("recycles")}
+    cpus = f" ({per_flush.pop()} CPUs per flush)" if len(per_flush) == 1 else ""
+    f = figure(title=f"Churn: cumulative WBINVDs{cpus} as VMs start one after another",
+               height=300, width=900, x_axis_label="VM starts", y_axis_label="WBINVD executed",
+               tools="pan,wheel_zoom,reset,hover,save", toolbar_location="above")
+    for (name, c), colour in zip(churn.items(), ("#264653", "#e76f51")):
+        f.step(list(range(1, len(c["series"]) + 1)), c["series"], line_width=2, color=colour, mode="after",
+               legend_label=f"{name}: {c['ASIDs']} ASIDs, {c['recycles']} recycles")
+    legend_outside(f)
+    return f
+
+
+def result_figures(results: dict) -> list:
+    """The figures of one recorded result, section by section, built by the same builders the
+    notebook that recorded it uses: ``policy_table`` (:func:`rate_figure`), ``fragmentation``
+    (:func:`fragmentation_figure`), ``simulations`` (:func:`simulation_figure`),
+    ``residuals`` (:func:`residual_figure`), ``sweep`` (:func:`sweep_figures`), ``held_back``
+    (:func:`utilisation_figure`), ``matrix`` (:func:`outcome_matrix_figure`), ``asid_state``
+    with ``ranges`` (:func:`asid_map_figure`) and ``churn`` (:func:`churn_figure`)."""
+    if not isinstance(results, dict):
+        return []
+    out = []
+    if results.get("policy_table"):
+        out.append(rate_figure(ColumnDataSource(rate_data(results["policy_table"]))))
+    for name, sim in (results.get("fragmentation") or {}).items():
+        out.append(fragmentation_figure(name, sim))
+    if results.get("sweep"):
+        figs = sweep_figures(results["sweep"])
+        out += [row(*figs[i:i + 2]) for i in range(0, len(figs), 2)]      # two side by side
+    if results.get("held_back"):
+        out.append(utilisation_figure(ColumnDataSource(utilisation_data(utilisation_by(results["held_back"])))))
+    for sim in results.get("simulations") or []:
+        if sim.get("series"):
+            out.append(simulation_figure(sim))
+    if results.get("residuals"):
+        out.append(residual_figure(ColumnDataSource(residual_data(results["residuals"]))))
+    if results.get("matrix") and all("outcome" in r for r in results["matrix"]):
+        out.append(outcome_matrix_figure(results["matrix"]))
+    if results.get("asid_state") and "SEV" in (results.get("ranges") or {}):
+        out.append(asid_map_figure(results["asid_state"], results["ranges"]["SEV"][0]))
+    if results.get("churn"):
+        out.append(churn_figure(results["churn"]))
+    return out

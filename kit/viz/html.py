@@ -7,7 +7,8 @@ from html import escape
 import numpy as np
 
 from ..host.views import summary
-from ..units import format_size
+from ..kvm import uapi as U
+from ..units import PAGE_SHIFT, format_size
 from .state import gpa_layout
 
 STYLE = ("<style>.kit-t{border-collapse:collapse;font:12px monospace}"
@@ -56,26 +57,26 @@ def memslot_html(slot) -> str:
 
 def _slot_row(s) -> dict:
     return {"id": s.id, "as_id": s.as_id, "flags": f"{s.flags:#x}",
-            "GPA": f"{s.base_gfn << 12:#x}-{(s.base_gfn + s.npages) << 12:#x}",
-            "size": format_size(s.npages << 12),
+            "GPA": f"{s.base_gfn << PAGE_SHIFT:#x}-{(s.base_gfn + s.npages) << PAGE_SHIFT:#x}",
+            "size": format_size(s.npages << PAGE_SHIFT),
             "guest_memfd": f"ino {s.gmem.ino} @ page {s.gmem_pgoff}" if s.gmem is not None else "",
             "gmem only": s.gmem_only, "hva": f"{s.userspace_addr:#x}"}
 
 
 def vm_html(vm) -> str:
-    from ..kvm import uapi as U
     lay = gpa_layout(vm)
     info = {"type": U.VM_TYPE_NAMES.get(vm.type, vm.type), "ASID": vm.asid or "",
             "mirror of": lay["mirror_of"] or "", "mirrors": lay["mirrors"],
             "vCPUs": len(vm.vcpus), "attribute owner": vm.attribute_owner, "#NPF policy": vm.npf_policy,
             "dead": vm.dead}
     slots = [_slot_row(s) for s in sorted(vm.memslots.values(), key=lambda s: (s.as_id, s.base_gfn))]
-    attrs = [{"GPA": f"{a['start'] << 12:#x}-{a['end'] << 12:#x}", "size": format_size((a['end'] - a['start']) << 12),
+    attrs = [{"GPA": f"{a['start'] << PAGE_SHIFT:#x}-{a['end'] << PAGE_SHIFT:#x}",
+              "size": format_size((a['end'] - a['start']) << PAGE_SHIFT),
               "attributes": "PRIVATE" if a["value"] & U.KVM_MEMORY_ATTRIBUTE_PRIVATE else f"{a['value']:#x}"}
              for a in lay["attributes"][:100]]
     gm = [{"ino": g["ino"], "size": format_size(g["size"]), "flags": f"{g['flags']:#x}",
            "bindings": ", ".join(f"pages {b['pgoff']}-{b['end']} -> slot {b['slot']}" for b in g["bindings"]),
-           "allocated": format_size(g["allocated_pages"] << 12)} for g in lay["gmem"]]
+           "allocated": format_size(g["allocated_pages"] << PAGE_SHIFT)} for g in lay["gmem"]]
     out = STYLE + kv(info, "VM")
     out += table(slots, caption="memslots") if slots else "<p>no memslots</p>"
     out += table(attrs, caption="memory attributes (non-zero ranges)") if attrs else "<p>all memory shared</p>"

@@ -146,14 +146,6 @@ def test_demo_runs_the_notebook_and_writes_the_report(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ %kit
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.testing.globalipapp import start_ipython
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "kit")
-    return shell
-
-
 def test_magic_simulate_returns_the_result(ip):
     r = ip.run_line_magic("kit", "simulate --guests 2 --vcpus 8 --guest-mem 8GiB --host-cores 16 --host-mem 64GiB --policy presplit-4k")
     assert r.scenario.guests == 2 and r.scenario.policy == "presplit-4k" and r.fault_in_gbps > 0

@@ -4,7 +4,6 @@ killed worker, a failing notebook, a corrupted result)."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,47 +36,6 @@ def test_local_cluster_sweep_table_and_skip(tmp_path):
     again = sweep(PROBE, ["x=1,2", "label=a,b"], seeds=2, outdir=tmp_path, workers=1, progress=False)
     assert {k: Store(tmp_path).status(k)["started"] for k in again["key"]} == started   # nothing re-run
     assert again[COLS].equals(df[COLS])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def dask_cluster(tmp_path):
-    """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    bindir = Path(PY).parent
-    procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard", "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True, env=env)]
-    for i in range(2):
-        procs.append(subprocess.Popen([str(bindir / "dask"), "worker", addr, "--nworkers", "1", "--nthreads", "1",
-                                       "--no-dashboard", "--local-directory", str(tmp_path / f"w{i}")],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True, env=env))
-    from distributed import Client
-    deadline = time.time() + 60
-    while True:
-        try:
-            with Client(addr, timeout=5) as c:
-                if len(c.scheduler_info()["workers"]) == 2:
-                    break
-        except OSError:
-            pass
-        assert time.time() < deadline, "dask scheduler/workers did not come up"
-        time.sleep(0.5)
-    yield addr, procs
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait()
 
 
 def test_scheduler_sweep_gives_the_same_table(tmp_path, dask_cluster):
@@ -208,7 +166,7 @@ def test_no_kernel_is_left_running(tmp_path):
     """papermill shuts down only kernels whose manager it created: the kit stops its own."""
     import psutil
 
-    from kit.lab.runner import run_notebook
+    from kit.lab.batch import run_notebook
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
     run_notebook(PROBE, tmp_path / "a", x=1)

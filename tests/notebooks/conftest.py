@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kit.lab.runner import run_notebook
+from kit.lab.batch import run_notebook
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import papermill
 import pytest
 
 from kit.lab.record import load_result
-from kit.lab.runner import NOTEBOOKS, parameter_names
+from kit.lab.notebook import NOTEBOOKS, parameter_names
 
 ALL = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
 
@@ -92,3 +92,18 @@ def test_unknown_parameter_names_are_rejected_before_a_kernel_starts(run_nb, tmp
     with pytest.raises(ValueError, match="parameters: unknown vpcus"):
         run_nb("directmap-policies", vpcus=4)
     assert not (tmp_path / "directmap-policies").exists()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_notebooks_define_no_helpers(name):
+    """Notebooks hold parameters, narrative, calls into kit and plots: helper functions, classes
+    and hand-built figures live in the package (kit.kvm.probe, kit.viz.figures)."""
+    import ast
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        defs = [type(n).__name__ for n in ast.walk(ast.parse(c.source))
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+        assert not defs, (name, c.get("id"), defs)
+        assert "bokeh.plotting" not in c.source, (name, c.get("id"))
