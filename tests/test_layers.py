@@ -119,12 +119,19 @@ def test_no_import_cycles_between_modules():
     assert found == []
 
 
-def test_no_function_local_import_within_a_layer_or_below():
-    """A function-local import of kit code is allowed only where it defers an optional, heavy
-    part for start-up time, and then it points down into a different layer (the CLI importing a
-    subcommand's layer when that subcommand runs). Inside one package it would hide a cycle."""
+#: Function-local imports inside one layer that defer a heavy optional dependency, not a cycle
+#: (the cycle test above counts them like any other import), with the reason.
+DEFERRED = {
+    ("kit.viz", "kit.viz.dashboards"): "ipywidgets and jupyter_bokeh load only when a dashboard is asked for",
+}
+
+
+def test_no_function_local_import_within_a_layer():
+    """A function-local import of kit code inside one layer would hide a cycle; the only ones
+    allowed defer a heavy optional dependency (``DEFERRED``, each with its reason). Across
+    layers a local import can only point down (the upward test), so it cannot close a cycle."""
     hidden = [f"{m}:{line} imports {t}" for _, m, line, t, local in all_imports()
-              if local and layer_of(m) == layer_of(t)]
+              if local and layer_of(m) == layer_of(t) and (m, t) not in DEFERRED]
     assert hidden == []
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .api import analytic_trace, scenario, simulate
 from .params import DATA, CostParams
 
 MEASUREMENTS = DATA / "measurements.csv"
@@ -83,7 +84,6 @@ class Evaluator:
     """Traces each configuration once (analytic sample), then re-times it for any parameters."""
 
     def __init__(self, targets, *, seed: int = 0):
-        from .api import analytic_trace, scenario
         self.targets = targets
         self.items = []
         for t in targets:
@@ -91,7 +91,6 @@ class Evaluator:
             self.items.append((s, analytic_trace(s)))
 
     def predict(self, params: CostParams) -> np.ndarray:
-        from .api import simulate
         return np.asarray([simulate(**_kw(s), params=params, trace=tr).fault_in_gbps
                            for s, tr in self.items])
 
