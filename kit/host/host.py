@@ -9,7 +9,7 @@ caller's loop would make it, checked as a whole first so that a failure changes 
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,14 +27,20 @@ from .views import RmpRanges, rmp_ranges
 
 @dataclass(frozen=True)
 class HostFault:
-    """A host kernel #PF on a direct-map access."""
+    """A host kernel #PF on a direct-map access, as raised: what the hardware reports (pfn,
+    write, error code, the kind of fault, the mapping level the access went through) and
+    ``entry``, the RMP entry of ``pfn`` at that moment (for display).
+
+    Raising a fault and running its handler are two steps (:meth:`Host.raise_fault`,
+    :meth:`Host.handle_fault`): the handler reads the RMP and the direct map when it runs, so
+    a handler that runs after another one fixed the same page sees what that one did."""
 
     pfn: int
     write: bool
     error_code: int
     kind: str          # "rmp" (X86_PF_RMP set) or "not-present"
     level: int         # direct-map mapping level the access went through
-    entry: RmpEntry    # the RMP entry of pfn
+    entry: RmpEntry    # the RMP entry of pfn (when raised; the handler's copy: when it runs)
 
     def describe(self) -> str:
         what = "RMP violation" if self.kind == "rmp" else "not-present page"
@@ -191,20 +197,45 @@ class Host:
         self._access(pfn, npages, write=False)
 
     def _access(self, pfn, npages, *, write: bool) -> None:
+        """The access, page by page: the first faulting page raises a fault, its handler runs
+        at once, and the access resumes at that page."""
         pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
         cur, end, last, repeats = pfn, pfn + npages, -1, 0
         while cur < end:
-            fault = self._first_fault(cur, end - cur, write)
+            fault = self.raise_fault(cur, end - cur, write=write)
             if fault is None:
                 return
             repeats = repeats + 1 if fault.pfn == last else 0
             last = fault.pfn
-            self.faults.append(fault)
-            self.ledger.record("host_fault", **{"host_rmp_fault" if fault.kind == "rmp" else "host_np_fault": 1})
             if repeats >= 2:  # third fault in a row on the same page: the fix does not hold
                 raise HostOops(fault)
-            self.host_fault_policy.handle(self, fault)
+            self.handle_fault(fault)
             cur = fault.pfn
+
+    def raise_fault(self, pfn, npages=1, *, write: bool = True) -> HostFault | None:
+        """The first step of a faulting access: the hardware checks the access to
+        ``[pfn, pfn+npages)`` and raises a #PF on the first page that faults. The fault is
+        recorded (``faults``, ledger ``host_rmp_fault``/``host_np_fault``) and returned; its
+        handler has not run (:meth:`handle_fault`). None: the access completes.
+
+        Two steps so that another thread's work can come between them, as in the thread
+        "[PATCH Part2 v5 39/45] KVM: SVM: Introduce ops for the post gfn map and unmap"
+        (M. Roth, October 2021: CASE1, two threads fault on the same page)."""
+        pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        fault = self._first_fault(pfn, npages, write)
+        if fault is not None:
+            self.faults.append(fault)
+            self.ledger.record("host_fault", **{"host_rmp_fault" if fault.kind == "rmp" else "host_np_fault": 1})
+        return fault
+
+    def handle_fault(self, fault: HostFault) -> bool:
+        """The second step: the #PF handler runs (``exc_page_fault`` -> the host fault
+        policy). It reads the RMP now (``snp_lookup_rmpentry``, ``snp_dump_hva_rmpentry`` in
+        the kernel), not the entry the fault was raised with: the policy gets the fault with
+        ``entry`` re-read. Returns True (the access may be retried) or raises
+        :class:`~kit.errors.HostOops`."""
+        now = replace(fault, entry=self.rmp.rmpread(fault.pfn))
+        return self.host_fault_policy.handle(self, now)
 
     def _fault(self, pfn: int, write: bool, kind: str) -> HostFault:
         lvl = self.directmap.level(pfn)

@@ -174,8 +174,10 @@ def get_directmap_policy(policy) -> DirectMapPolicy:
 class HostFaultPolicy:
     """What the host kernel does on a #PF from a kernel-mode direct-map access.
 
-    :meth:`handle` gets the :class:`~kit.host.host.HostFault`; it returns True when it fixed
-    the cause (the access is retried) or raises :class:`~kit.errors.HostOops`.
+    :meth:`handle` runs when the handler runs (:meth:`~kit.host.host.Host.handle_fault`),
+    which may be after another handler fixed the same page: ``fault.entry`` is the RMP entry
+    read then, and the direct map is read then too. It returns True when the access may be
+    retried or raises :class:`~kit.errors.HostOops`.
     """
 
     name = "oops"
@@ -191,13 +193,19 @@ class AutoConvert(HostFaultPolicy):
     """The 2021 proposal (M. Roth, October 2021, in the thread "[PATCH Part2 v5 39/45] KVM: SVM:
     Introduce ops for the post gfn map and unmap", linux-kernel and kvm lists): on a host RMP
     #PF for a page that is private, make it shared again (``rmp_make_shared``: Validated is
-    cleared, so the guest sees a #VC and can terminate), then retry.
+    cleared, so the guest sees a #VC and can terminate), then retry. The handler decides on
+    the RMP and the direct map as they are when it runs:
 
-    - RMP fault on a page that is not private (a large mapping over private 4K pages): split
-      the mapping (``set_memory_4k``, as Part2 v6 ``handle_user_rmp_page_fault`` did) and retry.
-    - Not-present fault on a private page (an unmapping policy): restore the mapping and make it
-      shared (CASE1, recoverable). On a page that is not private: it cannot be told apart from a
-      kernel bug that broke the direct map (CASE2), so oops.
+    - RMP fault (X86_PF_RMP), entry immutable: oops. Entry assigned: make it shared, notify
+      the guest, retry. Entry not assigned, and the page still under a large mapping over a
+      2M region holding an assigned entry: split the mapping (``set_memory_4k``, as Part2 v6
+      ``handle_user_rmp_page_fault`` did) and retry. Otherwise another handler already fixed
+      the cause (the thread's CASE1): retry with nothing done. With X86_PF_RMP set this retry
+      is safe, which is the thread's argument for splitting over unmapping.
+    - Not-present fault on a private page (an unmapping policy): restore the mapping and make
+      it shared (CASE1, recoverable). On a page that is not private it cannot be told apart
+      from a kernel bug that broke the direct map (CASE2), so oops: the pessimistic path,
+      taken also when the page is not private because another handler just converted it.
     """
 
     name = "auto-convert"
@@ -205,26 +213,29 @@ class AutoConvert(HostFaultPolicy):
 
     def handle(self, host, fault) -> bool:
         e = fault.entry
+        base = fault.pfn - fault.pfn % PAGES_PER_2M if e.pagesize == PAGE_2M else fault.pfn
         if fault.kind == "rmp":
             if e.immutable:
                 raise HostOops(fault)
             if e.assigned:
-                base = fault.pfn - fault.pfn % PAGES_PER_2M if e.pagesize == PAGE_2M else fault.pfn
-                rc = host.rmp_make_shared(base, e.pagesize)
-                if rc:
-                    raise HostOops(fault)
-                host.guest_notices.append(("validated-cleared", base, e.asid, e.gpa, e.pagesize))
-                return True
-            host.directmap.set_memory_4k(fault.pfn, 1)
+                return self._make_shared(host, fault, base)
+            region = fault.pfn // PAGES_PER_2M
+            if (host.directmap.lvl[region] != LVL_4K
+                    and host.rmp.region_has_assigned(np.array([region]))[0]):
+                host.directmap.set_memory_4k(fault.pfn, 1)
             return True
         if e.assigned:  # CASE1
             host.directmap.set_direct_map_default_noflush(fault.pfn)
-            base = fault.pfn - fault.pfn % PAGES_PER_2M if e.pagesize == PAGE_2M else fault.pfn
-            if host.rmp_make_shared(base, e.pagesize):
-                raise HostOops(fault)
-            host.guest_notices.append(("validated-cleared", base, e.asid, e.gpa, e.pagesize))
-            return True
+            return self._make_shared(host, fault, base)
         raise HostOops(fault)  # CASE2
+
+    @staticmethod
+    def _make_shared(host, fault, base) -> bool:
+        e = fault.entry
+        if host.rmp_make_shared(base, e.pagesize):
+            raise HostOops(fault)
+        host.guest_notices.append(("validated-cleared", base, e.asid, e.gpa, e.pagesize))
+        return True
 
 
 HOST_FAULT_POLICIES = {c.name: c for c in (HostFaultPolicy, AutoConvert)}

@@ -5,10 +5,11 @@ guest_memfd (:mod:`.gmem`), the fault path and vCPUs (:mod:`.mmu`), exits and co
 (:mod:`.uapi`), failure knobs (:mod:`.injection`). It reaches SEV and SNP only through the
 arch-ops table (:mod:`.x86_ops`, the analogue of ``struct kvm_x86_ops``): SEV ASIDs, mirrors
 and moves (:mod:`.sev`), SNP's guest_memfd hooks, RMP faults, GHCB page-state change and launch
-(:mod:`.snp`), installed per VM type by the vendor module (:mod:`.svm`). A QEMU-style VMM:
-:mod:`.vmm`. Errors are ``KvmError`` with the kernel's errno.
+(:mod:`.snp`), installed per VM type by the vendor module (:mod:`.svm`). TDX's shared bit and
+MapGPA conversions, with an Intel host's tables to pass to ``Kvm``: :mod:`.tdx`. A QEMU-style
+VMM: :mod:`.vmm`. Errors are ``KvmError`` with the kernel's errno.
 """
-from . import svm, uapi  # noqa: F401  (svm installs the vendor's arch ops)
+from . import svm, tdx, uapi  # noqa: F401  (svm installs the vendor's arch ops)
 from .gmem import GuestMemfd
 from .injection import FaultInjection
 from .memslot import Memslot

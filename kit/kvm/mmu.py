@@ -59,6 +59,7 @@ class Vcpu:
         vm.check_alive()
         if isinstance(gpa, bool) or not isinstance(gpa, int) or gpa < 0:
             raise ValueError(f"gpa: expected a non-negative int, got {gpa!r}")
+        gpa, private = vm.x86_ops.fault_gpa(vm, gpa, private)
         gfn = gpa >> PAGE_SHIFT
         is_private = bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE) if private is None else bool(private)
         if is_private and not vm.has_private_mem:

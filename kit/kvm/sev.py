@@ -11,7 +11,10 @@ the arch-ops table (arch/x86/kvm/svm/sev.c, arch/x86/kvm/svm/svm.h).
   in the kernel's order (``sev_lock_two_vms`` first), including the 2026 patch rejecting SNP
   sources ("[PATCH v3 1/4] KVM: SEV: Do not allow intra-host migration/mirroring of SNP VMs",
   A. Patra; named parameter ``Kvm.block_snp_mirror``). Mirroring as first proposed and
-  reviewed: thread "[RFC] KVM: x86: Support KVM VMs sharing SEV context" (2021).
+  reviewed: thread "[RFC] KVM: x86: Support KVM VMs sharing SEV context" (2021). A move from
+  a mirror makes the destination a mirror of the same owner (``sev_migrate_from``).
+- ASIDs are not reference counted: a mirror keeps its owner (and so the ASID) alive, and only
+  a VM that is not a mirror frees the ASID when it goes (``sev_vm_destroy``).
 - ``sev_mem_enc_ioctl``'s common checks (:func:`sev_mem_enc_check`): a mirror may only issue
   LAUNCH_UPDATE_VMSA, GUEST_STATUS, DBG_DECRYPT and DBG_ENCRYPT; an SNP VM only SNP commands.
   ``KVM_MEMORY_ENCRYPT_REG_REGION`` / ``UNREG_REGION`` (``sev_mem_enc_register_region``,
@@ -218,32 +221,52 @@ def copy_enc_context_from(dst, src) -> int:
 def move_enc_context_from(dst, src) -> int:
     """``KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM`` (``sev_vm_move_enc_context_from``; not a VM ->
     EBADF in :meth:`kit.kvm.vm.VM.enable_cap`): lock checks; EINVAL for different VM types, an
-    SEV destination or a non-SEV source, (2026 patch) an SNP source; for SEV-ES the vCPU counts
-    must match and every source VMSA be protected (``sev_check_source_vcpus``). Moves the ASID,
-    the registered regions and the mirrors; the source dies."""
+    SEV destination or a non-SEV source, (2026 patch) an SNP source; for an SEV-ES source
+    (``sev_es_guest``) the vCPU counts must match and every source VMSA be protected
+    (``sev_check_source_vcpus``). Then ``sev_migrate_from`` and ``kvm_vm_dead`` on the source
+    (its ioctls fail with EIO from then on)."""
     _lock_two_vms(dst, src)
     if dst.type != src.type or dst.sev_active or not src.sev_active:
         raise KvmError(errno.EINVAL, "same VM type, non-SEV destination, SEV source required")
     if dst.kvm.block_snp_mirror and src.type == U.KVM_X86_SNP_VM:
         raise KvmError(errno.EINVAL, "SNP state cannot be moved")
-    if src.type == U.KVM_X86_SEV_ES_VM:
+    if src.sev.es_active:
         if len(dst.vcpus) != len(src.vcpus) or not all(v.vmsa_protected for v in src.vcpus.values()):
             raise KvmError(errno.EINVAL, "SEV-ES: vCPU counts differ or a VMSA is not protected")
-    d, s = _sev_of(dst), src.sev
-    d.asid, d.active, d.es_active, d.snp_active = s.asid, True, s.es_active, s.snp_active
-    d.regions_list, s.regions_list = s.regions_list, []      # sev_migrate_from: regions_list
-    d.mirror_vms, s.mirror_vms = s.mirror_vms, []
-    for m in d.mirror_vms:
-        m.sev.enc_context_owner = dst
-    s.asid, s.active = 0, False
+    sev_migrate_from(dst, src)
     src.dead = True
     return 0
 
 
+def sev_migrate_from(dst, src) -> None:
+    """``sev_migrate_from`` (arch/x86/kvm/svm/sev.c): the destination takes the source's
+    context (``active``, ``asid``, ``enc_context_owner``, ``es_active``; here also the model's
+    ``snp_active``), its registered regions and its mirrors (each mirror's owner becomes the
+    destination); the source's fields are cleared. A source that is itself a mirror leaves its
+    owner's ``mirror_vms`` and the destination joins it at the tail (``list_del`` +
+    ``list_add_tail``): the destination is a mirror of the same owner, sharing the owner's
+    ASID, and the owner's reference carries over. The selftest ``test_sev_move_copy``
+    (tools/testing/selftests/kvm/x86/sev_migrate_tests.c) moves mirrors this way."""
+    d, s = _sev_of(dst), src.sev
+    d.asid, d.active, d.es_active, d.snp_active = s.asid, True, s.es_active, s.snp_active
+    d.enc_context_owner = s.enc_context_owner
+    d.regions_list, s.regions_list = s.regions_list, []
+    d.mirror_vms, s.mirror_vms = s.mirror_vms, []
+    for m in d.mirror_vms:
+        m.sev.enc_context_owner = dst
+    if d.enc_context_owner is not None:             # is_mirroring_enc_context(dst)
+        owner = d.enc_context_owner.sev
+        owner.mirror_vms.remove(src)
+        owner.mirror_vms.append(dst)
+    s.asid, s.active, s.es_active, s.snp_active, s.enc_context_owner = 0, False, False, False, None
+
+
 def sev_vm_destroy(vm) -> None:
-    """``sev_vm_destroy``: a mirror only unlinks itself and drops its reference; otherwise
-    (SNP: after ``snp_decommission_context``; if that fails the ASID leaks) the ASID is freed
-    for reclaim. A source with live mirrors is kept alive by their references."""
+    """``sev_vm_destroy``: not an SEV guest (never initialised, or the source of a move) ->
+    nothing. A mirror only unlinks itself from its owner's list and drops its reference: it
+    never frees the ASID it shares. Otherwise (SNP: after ``snp_decommission_context``; if
+    that fails the ASID leaks) the ASID is freed for reclaim (``sev_asid_free``). An owner with
+    live mirrors is kept alive by their references (``kvm_get_kvm``) and freed with the last."""
     sev = vm.sev
     if sev is None or not sev.active:
         return

@@ -31,6 +31,9 @@ Members, and where the generic code calls each (kernel caller in parentheses):
 ``private_max_mapping_level`` the private fault path (``kvm_max_private_mapping_level``,
                               arch/x86/kvm/mmu/mmu.c; renamed ``gmem_max_mapping_level`` later)
 ``handle_rmp_fault(...)``     an RMP #NPF (``npf_interception`` -> ``sev_handle_rmp_fault``)
+``fault_gpa(vm, gpa, private)`` the fault path, :meth:`~kit.kvm.mmu.Vcpu.access`: the GPA and
+                              kind of the access as KVM's fault path derives them (TDX strips
+                              the shared bit, ``kvm_mmu_page_fault``/``tdx_is_private_gpa``)
 ``mem_enc_ioctl(vm, cmd)``    :meth:`VM.sev_init` (``KVM_MEMORY_ENCRYPT_OP``)
 ``mem_enc_register_region``   :meth:`VM.memory_encrypt_reg_region`
 ``mem_enc_unregister_region`` :meth:`VM.memory_encrypt_unreg_region`
@@ -86,6 +89,13 @@ class KvmX86Ops:
 
     def handle_rmp_fault(self, vcpu, gpa: int, error_code: int) -> None:
         """The RMP #NPF hook (``sev_handle_rmp_fault``): nothing without an RMP."""
+
+    def fault_gpa(self, vm, gpa: int, private: bool | None) -> tuple[int, bool | None]:
+        """The fault's GPA and kind: ``(gpa, private)`` unchanged here. TDX's table strips the
+        shared bit and takes the kind from it (:mod:`kit.kvm.tdx`): in the kernel the fault
+        path masks ``kvm_gfn_direct_bits`` off the faulting gfn and TDX's EPT-violation
+        handler marks the access private when the bit is clear."""
+        return gpa, private
 
     def mem_enc_ioctl(self, vm, cmd: int) -> int:
         """``KVM_MEMORY_ENCRYPT_OP`` on a VM type without SEV: the model's host is an SEV host,

@@ -45,6 +45,7 @@ class SimResult:
     safe: bool = True
     trace: str = "full trace"    # what the timing is based on (analytic: a scaled sample)
     stopped: bool = False        # cut short by ``should_stop`` (the figures cover what ran)
+    setup: dict = field(default_factory=dict)   # {"boot": events, "launch": events} before the run
 
     def to_json(self) -> dict:
         out = asdict(replace(self, scenario=None))
@@ -68,10 +69,19 @@ class SimResult:
                 "cpa_lock acquisitions": self.cpa_lock["acquisitions"],
                 "cpa_lock mean wait us": round(self.cpa_lock["mean_wait_us"], 3),
                 "splits 1G/2M": f"{self.splits['split_1g']}/{self.splits['split_2m']}",
+                "splits 1G/2M before the run": ", ".join(
+                    f"{part} {ev.get('split_1g', 0)}/{ev.get('split_2m', 0)}"
+                    for part, ev in self._setup_parts()),
+                "cpa_lock before the run": ", ".join(
+                    f"{part} {ev.get('cpa_lock', 0)}" for part, ev in self._setup_parts()),
                 "TLB flushes (all/range)": f"{self.tlb_flushes['flush_tlb_all']}/{self.tlb_flushes['flush_tlb_range']}",
                 "host RMP faults": self.host_rmp_faults,
                 "DirectMap4k/2M/1G kB": "/".join(str(self.directmap.get(k, 0)) for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")),
                 "simulated s": round(self.sim_seconds, 3), "wall s": round(self.wall_seconds, 3)}
+
+
+    def _setup_parts(self):
+        return [(part, self.setup.get(part, {})) for part in ("boot", "launch")]
 
 
 def run_trace(s: Scenario, *, progress=None, chunks=None, should_stop=None, monitor=None):
@@ -236,6 +246,7 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         safe=tr.host_rmp_faults == 0 and tr.oopses == 0,
         trace=note,
         stopped=bool(getattr(tr, "stopped", False) or (s.engine == "des" and r.stopped)),
+        setup={"boot": dict(getattr(tr, "boot", {})), "launch": dict(getattr(tr, "launch", {}))},
     )
 
 

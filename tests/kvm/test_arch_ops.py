@@ -38,7 +38,7 @@ def test_create_vm_picks_the_table_of_the_vm_type(kvm, vm_type, table):
 
 def test_vm_init_sets_what_svm_vm_init_sets(kvm):
     flags = {t: (kvm.create_vm(t).has_private_mem, kvm.create_vm(t).has_protected_state)
-             for t in U.VM_TYPE_NAMES}
+             for t in kvm.vm_types}
     assert flags == {U.KVM_X86_DEFAULT_VM: (False, False), U.KVM_X86_SW_PROTECTED_VM: (True, False),
                      U.KVM_X86_SEV_VM: (False, False), U.KVM_X86_SEV_ES_VM: (False, True),
                      U.KVM_X86_SNP_VM: (True, True)}

@@ -1,5 +1,8 @@
 """VM memory state (memslots, attributes, guest_memfd bindings and pages) against dict-per-page
 references, driven by a hypothesis state machine; every failed call must leave the VM as it was.
+A second machine drives SEV contexts (init, mirror copy, move, destroy) and checks that no ASID
+is handed out while any VM references it (arch/x86/kvm/svm/sev.c: ``sev_asid_new``,
+``sev_vm_copy_enc_context_from``, ``sev_migrate_from``, ``sev_vm_destroy``).
 
 The references re-state the rules of ``kvm_vm_ioctl_set_mem_attributes``,
 ``kvm_set_memory_region`` (virt/kvm/kvm_main.c) and ``kvm_gmem_bind``/``kvm_gmem_fallocate``
@@ -176,11 +179,168 @@ class VmMemory(RuleBasedStateMachine):
             assert got_alloc == self.allocated[fidx]
 
 
+AIM = st.sampled_from([True, True, True, False])
+
+
+class SevContexts(RuleBasedStateMachine):
+    """SEV VMs, mirrors and moves against a reference of who references which ASID.
+
+    The reference: ``holder[vm]`` is the ASID a VM references (its own after
+    ``KVM_SEV_INIT2``, its owner's as a mirror, the source's after a move) until userspace
+    destroys it; ``owner[vm]`` the VM a mirror shares the context of. The invariant: every
+    ASID KVM hands out is referenced by no VM, and KVM's ASIDs in use are exactly the
+    referenced ones (a mirror keeps its owner's ASID in use after the owner is gone; the last
+    VM of a context gives it back)."""
+
+    make_kvm = None
+    MIN_ASID, MAX_ASID = 4, 6      # the SEV range: three ASIDs, so recycling happens
+
+    @initialize()
+    def boot(self):
+        self.kvm = self.make_kvm("2GiB", 2, min_sev_asid=self.MIN_ASID, max_sev_asid=self.MAX_ASID)
+        self.vms: list = []
+        self.destroyed: set = set()
+        self.dead: set = set()             # sources of a move: every ioctl is EIO
+        self.vcpus: dict = {}
+        self.holder: dict = {}             # vm -> the ASID it references
+        self.owner: dict = {}              # mirror -> its owner
+        for sev_type in (True, True, False, False):
+            self.create_vm(sev_type)
+
+    def _pick(self, i, want=None):
+        """The i-th live VM (userspace still holds its fd); ``want`` narrows the choice to the
+        VMs a call can succeed on, so that the machine reaches deep states, when any fits."""
+        live = [v for v in self.vms if v not in self.destroyed]
+        fit = [v for v in live if want(v)] if want else []
+        pool = fit or live
+        return pool[i % len(pool)] if pool else None
+
+    def _fresh(self, v):
+        return v not in self.dead and v not in self.holder
+
+    def _expect(self, fn, want):
+        got = call(fn)
+        got = got if isinstance(got, int) else 0
+        assert got == (-want if want else 0), f"kit returned {got}, reference expects {-want if want else 0}"
+        return got == 0
+
+    # ------------------------------------------------------------ rules
+    @rule(sev_type=st.booleans())
+    def create_vm(self, sev_type):
+        if len([v for v in self.vms if v not in self.destroyed and v not in self.dead]) < 8:
+            vm = self.kvm.create_vm(U.KVM_X86_SEV_VM if sev_type else U.KVM_X86_DEFAULT_VM)
+            self.vms.append(vm)
+            self.vcpus[vm] = 0
+
+    @rule(i=st.integers(0, 9), go=st.sampled_from([False] * 3 + [True]))
+    def create_vcpu(self, i, go):
+        vm = self._pick(i)
+        if go and vm is not None and self._expect(lambda: vm.create_vcpu(self.vcpus[vm]),
+                                           errno.EIO if vm in self.dead else 0):
+            self.vcpus[vm] += 1
+
+    @rule(i=st.integers(0, 9), aim=AIM)
+    def sev_init(self, i, aim):
+        vm = self._pick(i, aim and (lambda v: self._fresh(v) and v.type == U.KVM_X86_SEV_VM
+                                     and v not in self.owner and not self.vcpus[v]))
+        if vm is None:
+            return
+        held = set(self.holder.values())
+        if vm in self.dead:
+            want = errno.EIO
+        elif vm in self.owner:
+            want = errno.EINVAL                         # a mirror: the command is not allowed
+        elif vm.type != U.KVM_X86_SEV_VM or vm in self.holder or self.vcpus[vm]:
+            want = errno.EINVAL
+        elif len(held & set(range(self.MIN_ASID, self.MAX_ASID + 1))) == self.MAX_ASID - self.MIN_ASID + 1:
+            want = errno.EBUSY
+        else:
+            want = 0
+        if self._expect(vm.sev_init, want):
+            assert vm.asid not in held, f"ASID {vm.asid} handed out while a VM references it"
+            self.holder[vm] = vm.asid
+
+    @rule(d=st.integers(0, 9), s=st.integers(0, 9), aim=AIM)
+    def copy(self, d, s, aim):
+        src = self._pick(s, aim and (lambda v: v in self.holder and v not in self.owner))
+        dst = self._pick(d, aim and (lambda v: self._fresh(v) and v is not src and not self.vcpus[v]))
+        if dst is None:
+            return
+        if dst in self.dead:
+            want = errno.EIO
+        elif (dst is src or dst in self.holder or src not in self.holder or src in self.owner
+              or self.vcpus[dst]):
+            want = errno.EINVAL
+        else:
+            want = 0
+        if self._expect(lambda: dst.enable_cap(U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, src), want):
+            self.holder[dst] = self.holder[src]
+            self.owner[dst] = src
+
+    @rule(d=st.integers(0, 9), s=st.integers(0, 9), aim=AIM)
+    def move(self, d, s, aim):
+        src = self._pick(s, aim and (lambda v: v in self.holder))
+        dst = self._pick(d, aim and (lambda v: self._fresh(v) and v is not src and v.type == src.type))
+        if dst is None:
+            return
+        if dst in self.dead:
+            want = errno.EIO
+        elif dst is src or dst.type != src.type or dst in self.holder or src not in self.holder:
+            want = errno.EINVAL
+        else:
+            want = 0
+        if self._expect(lambda: dst.enable_cap(U.KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM, src), want):
+            self.holder[dst] = self.holder.pop(src)
+            if src in self.owner:                       # a mirror moved: still a mirror
+                self.owner[dst] = self.owner.pop(src)
+            for m, o in list(self.owner.items()):
+                if o is src:
+                    self.owner[m] = dst
+            self.dead.add(src)
+
+    @rule(i=st.integers(0, 9))
+    def destroy(self, i):
+        vm = self._pick(i)
+        if vm is not None:
+            vm.destroy()
+            self.destroyed.add(vm)
+            self.holder.pop(vm, None)
+
+    # ------------------------------------------------------------ invariants
+    @invariant()
+    def no_asid_handed_out_while_referenced(self):
+        if not hasattr(self, "kvm"):
+            return
+        held = set(self.holder.values())
+        asids = self.kvm.asids
+        assert asids.used == held, f"ASIDs in use {sorted(asids.used)}, referenced {sorted(held)}"
+        assert not asids.reclaim & held, f"referenced ASIDs up for reclaim: {sorted(asids.reclaim & held)}"
+
+    @invariant()
+    def vms_agree_with_the_reference(self):
+        if not hasattr(self, "kvm"):
+            return
+        for vm in self.vms:
+            if vm in self.destroyed:
+                continue
+            assert vm.sev_active == (vm in self.holder) and vm.asid == self.holder.get(vm, 0)
+            assert vm.mirror_of is self.owner.get(vm)
+            assert vm.dead == (vm in self.dead)
+            if vm in self.owner:
+                assert vm in self.owner[vm].mirrors
+        for vm, o in self.owner.items():
+            if vm in self.holder:
+                assert self.holder[vm] == self.holder.get(o, self.holder[vm])
+
+
 @pytest.fixture(autouse=True)
 def _kvm_factory(make_kvm):
     """A state machine takes no fixtures: hand it the factory before each run."""
     VmMemory.make_kvm = staticmethod(make_kvm)
+    SevContexts.make_kvm = staticmethod(make_kvm)
 
 
 VmMemory.TestCase.settings = settings(settings.default, stateful_step_count=30)
 TestVmMemory = VmMemory.TestCase
+SevContexts.TestCase.settings = settings(settings.default, stateful_step_count=40)
+TestSevContexts = SevContexts.TestCase
