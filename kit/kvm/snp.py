@@ -245,6 +245,16 @@ def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool):
             vm.x86_ops.handle_rmp_fault(vcpu, gpa, e.error_code)
 
 
+def guest_validate(vcpu, gpa: int, npages: int) -> list:
+    """The guest validates ``npages`` 4K pages from ``gpa`` after converting them to private
+    (arch/x86/coco/sev/core.c ``pval_pages``: PVALIDATE, 4K, validate=1, page by page; a
+    helper for notebooks and probes, not a hot path): the list of :func:`guest_pvalidate`
+    results. A VM without an RMP (not SNP) has nothing to validate: []."""
+    if vcpu.vm.type != U.KVM_X86_SNP_VM:
+        return []
+    return [guest_pvalidate(vcpu, gpa + i * PAGE_4K, PAGE_4K, True) for i in range(npages)]
+
+
 def snp_check_private_access(vcpu, gpa: int) -> None:
     """The hardware's check of a guest access with the C-bit set, once KVM mapped the page
     [APM2 15.36.10]: the RMP entry of the frame must be assigned, to this VM's ASID, at this
