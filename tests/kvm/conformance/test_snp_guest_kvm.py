@@ -22,6 +22,7 @@ from kit.units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M
 
 GPA, MiB, UADDR = 1 << 32, 1 << 20, 0x10000000
 G = GPA >> PAGE_SHIFT
+R = PAGES_PER_2M
 P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
 PRIV, SHARED = snp.SNP_PAGE_STATE_PRIVATE, snp.SNP_PAGE_STATE_SHARED
 TRACKED = ("vm_exit", "user_exit", "set_attributes", "npt_map")
@@ -201,7 +202,7 @@ def test_psc_is_processed_in_place_one_coalesced_run_at_a_time():
     host, vm, cpu = snp_vm()
     vmm = Vmm(vm, fallocate=False)
     d = PscDesc([PscEntry(G, PRIV, PAGE_4K), PscEntry(G + 1, PRIV, PAGE_4K), PscEntry(G + 2, SHARED, PAGE_4K),
-                 PscEntry(G + 512, PRIV, PAGE_2M)])
+                 PscEntry(G + R, PRIV, PAGE_2M)])
     assert snp.VMGEXIT_PSC_MAX_COUNT == 253 and d.end_entry == 3
     ex = cpu.vmgexit_psc(d)
     assert ex.hypercall.args == (GPA, 2, U.KVM_MAP_GPA_RANGE_ENCRYPTED) and cpu.psc_result is None
@@ -212,10 +213,10 @@ def test_psc_is_processed_in_place_one_coalesced_run_at_a_time():
     assert d.cur_entry == 2 and [e.cur_page for e in d.entries[:2]] == [1, 1]
     assert ex.hypercall.args == (GPA + 2 * PAGE_4K, 1, U.KVM_MAP_GPA_RANGE_DECRYPTED)
     ex = cpu.complete_hypercall(vmm.handle(ex))
-    assert ex.hypercall.args == (GPA + PAGE_2M, 512, U.KVM_MAP_GPA_RANGE_ENCRYPTED | U.KVM_MAP_GPA_RANGE_PAGE_SZ_2M)
+    assert ex.hypercall.args == (GPA + PAGE_2M, R, U.KVM_MAP_GPA_RANGE_ENCRYPTED | U.KVM_MAP_GPA_RANGE_PAGE_SZ_2M)
     assert cpu.complete_hypercall(vmm.handle(ex)) is None
-    assert cpu.psc_result == (0, 0) and d.done and d.cur_entry == 4 and d.entries[3].cur_page == 512
-    assert vm.memory_attributes(G) == P and vm.memory_attributes(G + 2) == 0 and vm.attributes.has(G + 512, G + 1024, P)
+    assert cpu.psc_result == (0, 0) and d.done and d.cur_entry == 4 and d.entries[3].cur_page == R
+    assert vm.memory_attributes(G) == P and vm.memory_attributes(G + 2) == 0 and vm.attributes.has(G + R, G + 2 * R, P)
     with pytest.raises(ValueError, match="no exit"):
         cpu.complete_hypercall(0)
 
@@ -227,7 +228,7 @@ def test_psc_a_finished_request_is_success_without_an_exit():
     mark = host.ledger.mark()
     assert cpu.vmgexit_psc(d) is None and cpu.psc_result == (0, 0)
     assert events(host.ledger, mark) == ["vm_exit"]
-    done = PscDesc([PscEntry(G, PRIV, PAGE_4K, cur_page=1), PscEntry(G + 512, SHARED, PAGE_2M, cur_page=512)])
+    done = PscDesc([PscEntry(G, PRIV, PAGE_4K, cur_page=1), PscEntry(G + R, SHARED, PAGE_2M, cur_page=R)])
     assert cpu.vmgexit_psc(done) is None and cpu.psc_result == (0, 0) and done.cur_entry == 2
 
 
@@ -249,14 +250,14 @@ def test_psc_userspace_refusal_is_generic_and_the_entries_stay_as_they_were():
     ([PscEntry(G, PRIV, PAGE_4K)], {"end_entry": 253}, snp.VMGEXIT_PSC_ERROR_INVALID_HDR),
     ([PscEntry(G, PRIV, PAGE_4K)], {"end_entry": 3}, snp.VMGEXIT_PSC_ERROR_INVALID_HDR),     # model: short list
     ([PscEntry(G + 1, PRIV, PAGE_2M)], {}, snp.VMGEXIT_PSC_ERROR_INVALID_ENTRY),               # unaligned 2M
-    ([PscEntry(G, PRIV, PAGE_2M, cur_page=513)], {}, snp.VMGEXIT_PSC_ERROR_INVALID_ENTRY),     # cur_page > npages
+    ([PscEntry(G, PRIV, PAGE_2M, cur_page=R + 1)], {}, snp.VMGEXIT_PSC_ERROR_INVALID_ENTRY),   # cur_page > npages
     ([PscEntry(G, PRIV, PAGE_4K, cur_page=2)], {}, snp.VMGEXIT_PSC_ERROR_INVALID_ENTRY),
     ([PscEntry(G, 7, PAGE_4K)], {}, snp.VMGEXIT_PSC_ERROR_INVALID_ENTRY),                      # model: op
 ])
 def test_psc_invalid_requests(entries, kw, want):
     host, vm, cpu = snp_vm()
     assert cpu.vmgexit_psc(PscDesc(list(entries), **kw)) is None
-    assert cpu.psc_result == (0, want) and vm.attributes.has(G, G + 1024, 0)
+    assert cpu.psc_result == (0, want) and vm.attributes.has(G, G + 2 * R, 0)
 
 
 def test_psc_253_entries_is_the_largest_request():
@@ -278,26 +279,29 @@ def test_psc_partly_done_2m_entry_is_finished_as_4k_pages():
     """A partly done 2M range is finished as 4K pages from ``gfn + cur_page``; the size flag is
     still the entry's own (``entry_start.pagesize``)."""
     host, vm, cpu = snp_vm()
-    d = PscDesc([PscEntry(G, PRIV, PAGE_2M, cur_page=100), PscEntry(G + 512, PRIV, PAGE_2M)])
+    d = PscDesc([PscEntry(G, PRIV, PAGE_2M, cur_page=100), PscEntry(G + R, PRIV, PAGE_2M)])
     ex = cpu.vmgexit_psc(d)
-    assert ex.hypercall.args == (GPA + 100 * PAGE_4K, 412, U.KVM_MAP_GPA_RANGE_ENCRYPTED | U.KVM_MAP_GPA_RANGE_PAGE_SZ_2M)
+    assert ex.hypercall.args == (GPA + 100 * PAGE_4K, R - 100, U.KVM_MAP_GPA_RANGE_ENCRYPTED | U.KVM_MAP_GPA_RANGE_PAGE_SZ_2M)
     assert cpu.psc.inflight == 1                                # no 2M entry joins a 4K run
     ex = cpu.complete_hypercall(0)
-    assert d.entries[0].cur_page == 512 and ex.hypercall.args[0] == GPA + PAGE_2M
+    assert d.entries[0].cur_page == R and ex.hypercall.args[0] == GPA + PAGE_2M
 
 
 def test_psc_coalescing_compares_with_the_first_entrys_own_gfn():
     """The kernel joins an entry when ``entry.gfn == entry_start.gfn + npages``: after a partly
     done 2M entry that is not the page after the run (sev.c ``snp_begin_psc``, as written)."""
     host, vm, cpu = snp_vm()
-    d = PscDesc([PscEntry(G, PRIV, PAGE_2M, cur_page=500), PscEntry(G + 12, PRIV, PAGE_4K)])
+    done = R - 12                                               # 12 pages left: gfn + 500 .. gfn + 511
+    d = PscDesc([PscEntry(G, PRIV, PAGE_2M, cur_page=done), PscEntry(G + 12, PRIV, PAGE_4K)])
     ex = cpu.vmgexit_psc(d)
-    assert ex.hypercall.args[:2] == (GPA + 500 * PAGE_4K, 13) and cpu.psc.inflight == 2
+    assert ex.hypercall.args[:2] == (GPA + done * PAGE_4K, 13) and cpu.psc.inflight == 2
+    assert cpu.complete_hypercall(Vmm(vm).handle(ex)) is None and d.entries[1].cur_page == 1
+    assert vm.memory_attributes(G + 12) == 0 and vm.memory_attributes(G + R) == P   # "done", not converted
 
 
 def test_psc_psmash_and_unsmash_complete_without_an_exit():
     host, vm, cpu = snp_vm()
-    d = PscDesc([PscEntry(G, snp.SNP_PAGE_STATE_PSMASH, PAGE_2M), PscEntry(G + 512, snp.SNP_PAGE_STATE_UNSMASH, PAGE_2M)])
+    d = PscDesc([PscEntry(G, snp.SNP_PAGE_STATE_PSMASH, PAGE_2M), PscEntry(G + R, snp.SNP_PAGE_STATE_UNSMASH, PAGE_2M)])
     assert cpu.vmgexit_psc(d) is None and cpu.psc_result == (0, 0) and d.cur_entry == 2
 
 
@@ -330,7 +334,7 @@ def test_vmgexit_needs_a_ghcb():
 
 def test_psc_legacy_list_form_matches_the_stateful_exits():
     host, vm, cpu = snp_vm()
-    entries = [(G, PRIV, PAGE_4K), (G + 1, PRIV, PAGE_4K), (G + 512, SHARED, PAGE_2M)]
+    entries = [(G, PRIV, PAGE_4K), (G + 1, PRIV, PAGE_4K), (G + R, SHARED, PAGE_2M)]
     rc, exits = snp.snp_begin_psc(cpu, entries)
     d = PscDesc([PscEntry(*e) for e in entries])
     seen, ex = [], cpu.vmgexit_psc(d)
@@ -344,9 +348,9 @@ def test_psc_legacy_list_form_matches_the_stateful_exits():
 # ---------------------------------------------------------------- ownership (pKVM thread, 2023)
 def test_guest_owned_psc_converts_inside_kvm_without_an_exit():
     host, vm, cpu = snp_vm(owner="guest")
-    d = PscDesc([PscEntry(G, PRIV, PAGE_4K), PscEntry(G + 1, PRIV, PAGE_4K), PscEntry(G + 512, PRIV, PAGE_2M)])
+    d = PscDesc([PscEntry(G, PRIV, PAGE_4K), PscEntry(G + 1, PRIV, PAGE_4K), PscEntry(G + R, PRIV, PAGE_2M)])
     assert cpu.vmgexit_psc(d) is None and cpu.psc_result == (0, 0) and d.done
-    assert vm.kvm_conversions == [(G, G + 2, P), (G + 512, G + 1024, P)]
+    assert vm.kvm_conversions == [(G, G + 2, P), (G + R, G + 2 * R, P)]
     assert snp.guest_pvalidate(cpu, GPA, PAGE_4K, True) == 0 and cpu.access(GPA, private=True) is None
 
 
