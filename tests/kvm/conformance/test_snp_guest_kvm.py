@@ -281,7 +281,8 @@ def test_psc_partly_done_2m_entry_is_finished_as_4k_pages():
     host, vm, cpu = snp_vm()
     d = PscDesc([PscEntry(G, PRIV, PAGE_2M, cur_page=100), PscEntry(G + R, PRIV, PAGE_2M)])
     ex = cpu.vmgexit_psc(d)
-    assert ex.hypercall.args == (GPA + 100 * PAGE_4K, R - 100, U.KVM_MAP_GPA_RANGE_ENCRYPTED | U.KVM_MAP_GPA_RANGE_PAGE_SZ_2M)
+    flags = U.KVM_MAP_GPA_RANGE_ENCRYPTED | U.KVM_MAP_GPA_RANGE_PAGE_SZ_2M
+    assert ex.hypercall.args == (GPA + 100 * PAGE_4K, R - 100, flags)
     assert cpu.psc.inflight == 1                                # no 2M entry joins a 4K run
     ex = cpu.complete_hypercall(0)
     assert d.entries[0].cur_page == R and ex.hypercall.args[0] == GPA + PAGE_2M
@@ -457,7 +458,8 @@ def test_sev_smoke_test_guest_termination(vm_type):
     type KVM_SYSTEM_EVENT_SEV_TERM, data[0] the MSR (sev_smoke_test asserts GHCB_MSR_TERM_REQ)."""
     host, vm, cpus = snp_vm(vm_type=vm_type, gmem=vm_type == U.KVM_X86_SNP_VM, vcpus=2)
     ex = cpus[0].ghcb_terminate(snp.SEV_TERM_SET_GEN, snp.GHCB_SEV_ES_GEN_REQ)
-    assert ex.reason == U.KVM_EXIT_SYSTEM_EVENT and ex.system_event == (U.KVM_SYSTEM_EVENT_SEV_TERM, snp.GHCB_MSR_TERM_REQ)
+    assert ex.reason == U.KVM_EXIT_SYSTEM_EVENT
+    assert ex.system_event == (U.KVM_SYSTEM_EVENT_SEV_TERM, snp.GHCB_MSR_TERM_REQ)
     assert cpus[0].terminated is ex and host.dmesg[-1].endswith("requested termination: 0x0:0x0")
     vmm = Vmm(vm)
     assert vmm.handle(ex) == 0 and vmm.panicked is ex          # QEMU: qemu_system_guest_panicked
@@ -481,7 +483,8 @@ def test_a_terminated_guest_does_nothing_more():
     term = cpu.ghcb_terminate(snp.SEV_TERM_SET_LINUX, snp.GHCB_TERM_PSC)
     mark = host.ledger.mark()
     for op in (lambda: cpu.access(GPA, private=True), lambda: cpu.fault_in(GPA, private=True),
-               lambda: cpu.fill(GPA, PAGE_4K, 1, private=True), lambda: cpu.hypercall(U.KVM_HC_MAP_GPA_RANGE, GPA, 1, 0),
+               lambda: cpu.fill(GPA, PAGE_4K, 1, private=True),
+               lambda: cpu.hypercall(U.KVM_HC_MAP_GPA_RANGE, GPA, 1, 0),
                lambda: cpu.vmgexit_psc(PscDesc([PscEntry(G, PRIV, PAGE_4K)])),
                lambda: cpu.vmgexit_msr_psc(ghcb_msr_psc_req(G, PRIV)), lambda: cpu.ghcb_terminate(0, 0),
                lambda: snp.guest_pvalidate(cpu, GPA, PAGE_4K, True), lambda: cpu.complete_hypercall(0)):
