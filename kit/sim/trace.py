@@ -244,7 +244,7 @@ def _accept(g: _Guest, gpa: int, nchunks: int) -> None:
             # (arch/x86/coco/sev/core.c pvalidate_pages -> pval_pages); each 4K page faults in
             base = gpa + i * ACCEPT_UNIT
             for off in range(0, ACCEPT_UNIT, PAGE_4K):
-                if cpu.access(base + off, private=True) is not None:
+                if cpu.fault_in(base + off, private=True) is not None:
                     raise RuntimeError(f"private fault at {base + off:#x} exited")
                 code = snp.guest_pvalidate(cpu, base + off, PAGE_4K, True)
                 if code:
@@ -316,11 +316,11 @@ def _convert_one(g: _Guest, rng, npages: int, p4k: float) -> None:
             slot = vm.slot_for_gfn(gfn)
             off = (slot.gmem_pgoff + gfn - slot.base_gfn) << 12
             g.gmem.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, off, size)
-    vm.kvm.host.ledger.record("psc", vm_exit=1, user_exit=len(exits), set_attributes=len(exits))
+    # the VMM's KVM_SET_MEMORY_ATTRIBUTES are recorded on its path (kit.kvm.vmm)
+    vm.kvm.host.ledger.record("psc", vm_exit=1, user_exit=len(exits))
     if not private:
-        out = cpu.access(gfn << 12, private=True)
+        out = cpu.fault_in(gfn << 12, private=True)    # KVM's fault path records its events
         if out is not None:
             raise RuntimeError(f"private fault at gfn {gfn:#x} exited: {out.reason}")
-        vm.kvm.host.ledger.record("kvm_fault", vm_exit=1, npt_map=1)
         snp.guest_pvalidate(cpu, gfn << 12, PAGE_4K, True)
         g.validated[gfn] = True
