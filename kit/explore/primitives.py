@@ -106,12 +106,14 @@ class Srcu:
         return Step(f"srcu_read_unlock {self.name}", writes=(self.key,),
                     action=lambda thread: self._leave(thread, token), on=self)
 
-    def synchronize(self, expedited: bool = False) -> Generator[Step, object, None]:
-        """``yield from srcu.synchronize()``: start, then wait for the sections open at the start."""
+    def synchronize(self, expedited: bool = False) -> Generator[Step, object, frozenset]:
+        """``waited = yield from srcu.synchronize()``: start, then wait for the sections open at
+        the start; returns those sections' tokens."""
         fn = "synchronize_srcu_expedited" if expedited else "synchronize_srcu"
         waiting = yield Step(f"{fn} {self.name}: start", reads=(self.key,), action=self._grace_start, on=self)
         period = _GracePeriod(self, waiting)
         yield Step(f"{fn} {self.name}: wait", reads=(self.key,), guard=period.over, on=period)
+        return waiting
 
     def _enter(self, thread: str) -> tuple[str, int]:
         n = self.opened.get(thread, 0)

@@ -157,7 +157,8 @@ class ExploreResult:
     ``schedules`` counts the schedules explored (root-to-leaf paths of the search, including
     those cut short because they reached a state already explored); ``steps`` every step run,
     replays included; ``states`` the distinct states seen (None without ``state_key()``).
-    ``trace`` is the step trace of a replay (None in the other modes).
+    ``trace`` is the step trace of a replay (None in the other modes); ``minimize_steps`` the
+    steps run afterwards to shorten the counterexamples.
     """
 
     scenario: str
@@ -171,6 +172,7 @@ class ExploreResult:
     stopped_by: str | None = None
     trace: tuple | None = None
     options: dict = field(default_factory=dict)
+    minimize_steps: int = 0
 
     @property
     def violated(self) -> list[str]:

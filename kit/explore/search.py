@@ -570,6 +570,7 @@ class _Search:
             pass
         if self.progress is not None and self.stopped_by != "progress":
             self.tick(time.perf_counter())
+        searched = self.steps
         examples = {}
         bound = self.opts["preemptions"] if self.mode == "bounded" else None
         for k, path in sorted(self.best.items()):
@@ -594,8 +595,9 @@ class _Search:
             options["hashing"] = self.hashing
         options["rebuild"] = "snapshot" if self.snapshots else "replay"
         return ExploreResult(getattr(self.scn, "name", type(self.scn).__name__), self.mode, complete,
-                             self.schedules, self.steps, None if self.states is None else len(self.states),
-                             time.perf_counter() - self.t0, invariants, stopped, trace, options)
+                             self.schedules, searched, None if self.states is None else len(self.states),
+                             time.perf_counter() - self.t0, invariants, stopped, trace, options,
+                             self.steps - searched)
 
 
 def _view(scenario) -> dict:
