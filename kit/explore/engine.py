@@ -33,12 +33,16 @@ class Opaque:
         return "<opaque>"
 
 
+_PLAIN = frozenset((int, str))
+
+
 def freeze(value: Any):
-    """A hashable value equal for equal results: containers become tuples and frozensets, numpy
-    arrays their bytes, dataclasses their fields; objects hashed by identity become
+    """A hashable value equal for equal results of the same type (``True`` and ``1`` differ):
+    containers become tuples and frozensets, numpy arrays their bytes, dataclasses their fields;
+    other hashable values are tagged with their type; objects hashed by identity become
     :class:`Opaque` (an identity would never match across rebuilds, and would keep the object
     alive)."""
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+    if value is None or type(value) in _PLAIN:
         return value
     if isinstance(value, (tuple, list)):
         return (type(value).__name__, tuple(freeze(v) for v in value))
@@ -49,13 +53,13 @@ def freeze(value: Any):
     if isinstance(value, np.ndarray):
         return ("ndarray", value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, np.generic):
-        return value.item()
+        return freeze(value.item())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return (type(value).__qualname__,
                 tuple(freeze(getattr(value, f.name)) for f in dataclasses.fields(value)))
     if type(value).__hash__ is object.__hash__ or type(value).__hash__ is None:
         return Opaque()
-    return value
+    return (type(value).__qualname__, value)
 
 
 def raised(exc: BaseException) -> str:
@@ -75,8 +79,9 @@ class Execution:
                  "record", "results", "collect", "primitives", "nerrors")
 
     def __init__(self, scenario, interner: dict, *, names: tuple | None = None, record: bool = False,
-                 collect: bool = False, prime: bool = True):
-        threads = scenario.setup()
+                 collect: bool = False, prime: bool = True, threads=None):
+        if threads is None:
+            threads = scenario.setup()
         if not hasattr(threads, "items"):
             raise TypeError(f"{scenario!r}.setup() must return {{thread name: generator}}, got {threads!r}")
         got = tuple(threads)
@@ -135,14 +140,18 @@ class Execution:
     def run(self, i: int) -> None:
         """Run thread ``i``'s pending step: its action, then the thread up to its next yield."""
         step = self.pending[i]
-        value, exc = None, None
-        if step.action is not None:
+        value = exc = None
+        action = step.action
+        if action is not None:
             try:
-                value = step.action(self.names[i])
+                value = action(self.names[i])
             except Exception as e:
                 exc = e
         self.count[i] += 1
-        seen = ("raised", type(exc).__name__, str(exc)) if exc is not None else freeze(value)
+        if exc is not None:
+            seen = ("raised", type(exc).__name__, str(exc))
+        else:
+            seen = value if value is None or type(value) in _PLAIN else freeze(value)
         key = (self.hist[i], step.label, seen)
         hist = self.interner.get(key)
         if hist is None:
@@ -189,8 +198,11 @@ def snapshot(ex: Execution) -> Snapshot:
 
 def restore(scenario, interner: dict, names: tuple, snap: Snapshot) -> Execution:
     """A fresh execution brought to ``snap``: new generators fast-forwarded with the results they
-    received (no action runs), then the shared state restored into the new objects."""
-    ex = Execution(scenario, interner, names=names, record=True, prime=False)
+    received (no action runs), then the shared state restored. The generators come from the
+    scenario's ``threads()`` when it has one (over the objects it already holds: the model is not
+    built again), else from a new ``setup()``."""
+    threads = scenario.threads() if callable(getattr(scenario, "threads", None)) else None
+    ex = Execution(scenario, interner, names=names, record=True, prime=False, threads=threads)
     for i in range(len(names)):
         chain = []
         node = snap.results[i]

@@ -28,13 +28,14 @@ class Lock:
     def __init__(self, name: str):
         self.name = name
         self.key = ("lock", name)
+        self.keys = frozenset((self.key,))
         self.holder: str | None = None
 
     def acquire(self) -> Step:
-        return Step(f"lock {self.name}", writes=(self.key,), guard=self._free, action=self._take, on=self)
+        return Step(f"lock {self.name}", writes=self.keys, guard=self._free, action=self._take, on=self)
 
     def release(self) -> Step:
-        return Step(f"unlock {self.name}", writes=(self.key,), action=self._drop, on=self)
+        return Step(f"unlock {self.name}", writes=self.keys, action=self._drop, on=self)
 
     def _free(self) -> bool:
         return self.holder is None
@@ -96,23 +97,24 @@ class Srcu:
     def __init__(self, name: str):
         self.name = name
         self.key = ("srcu", name)
+        self.keys = frozenset((self.key,))
         self.sections: set[tuple[str, int]] = set()
         self.opened: dict[str, int] = {}
 
     def read_lock(self) -> Step:
-        return Step(f"srcu_read_lock {self.name}", writes=(self.key,), action=self._enter, on=self)
+        return Step(f"srcu_read_lock {self.name}", writes=self.keys, action=self._enter, on=self)
 
     def read_unlock(self, token: tuple[str, int]) -> Step:
-        return Step(f"srcu_read_unlock {self.name}", writes=(self.key,),
+        return Step(f"srcu_read_unlock {self.name}", writes=self.keys,
                     action=lambda thread: self._leave(thread, token), on=self)
 
     def synchronize(self, expedited: bool = False) -> Generator[Step, object, frozenset]:
         """``waited = yield from srcu.synchronize()``: start, then wait for the sections open at
         the start; returns those sections' tokens."""
         fn = "synchronize_srcu_expedited" if expedited else "synchronize_srcu"
-        waiting = yield Step(f"{fn} {self.name}: start", reads=(self.key,), action=self._grace_start, on=self)
+        waiting = yield Step(f"{fn} {self.name}: start", reads=self.keys, action=self._grace_start, on=self)
         period = _GracePeriod(self, waiting)
-        yield Step(f"{fn} {self.name}: wait", reads=(self.key,), guard=period.over, on=period)
+        yield Step(f"{fn} {self.name}: wait", reads=self.keys, guard=period.over, on=period)
         return waiting
 
     def _enter(self, thread: str) -> tuple[str, int]:
@@ -157,16 +159,17 @@ class Counter:
     def __init__(self, name: str, value: int = 0):
         self.name = name
         self.key = ("counter", name)
+        self.keys = frozenset((self.key,))
         self.value = value
 
     def load(self) -> Step:
-        return Step(f"load {self.name}", reads=(self.key,), action=self._load)
+        return Step(f"load {self.name}", reads=self.keys, action=self._load)
 
     def store(self, value: int) -> Step:
-        return Step(f"store {self.name} = {value}", writes=(self.key,), action=lambda thread: self._store(value))
+        return Step(f"store {self.name} = {value}", writes=self.keys, action=lambda thread: self._store(value))
 
     def add(self, delta: int = 1) -> Step:
-        return Step(f"atomic add {self.name} {delta:+d}", writes=(self.key,), action=lambda thread: self._add(delta))
+        return Step(f"atomic add {self.name} {delta:+d}", writes=self.keys, action=lambda thread: self._add(delta))
 
     def increment(self, delta: int = 1) -> Generator[Step, object, int]:
         """``yield from counter.increment()``: load, then store the loaded value plus ``delta``

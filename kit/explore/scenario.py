@@ -36,7 +36,10 @@ class Scenario(abc.ABC):
     - ``snapshot()`` returning an opaque copy of the shared state, and ``restore(snapshot)``
       putting it back *into the objects the latest* ``setup()`` *built* (the threads hold
       references to them). With both, backtracking restores a snapshot instead of replaying the
-      whole prefix (``rebuild="snapshot"``; docs/explore.md says what each costs).
+      whole prefix (``rebuild="snapshot"``; docs/explore.md says what each costs);
+    - ``threads()`` returning fresh generators over the objects ``self`` already holds (then
+      ``setup()`` builds the state and returns ``self.threads()``): a restore then needs no new
+      model, only new generators.
 
     Example::
 

@@ -19,9 +19,14 @@ from typing import Any, Callable, Hashable, Iterable
 
 def footprint(keys: Iterable[Hashable] | str | bytes) -> frozenset:
     """A set of shared-object keys; a lone string is one key, not its characters."""
+    if type(keys) is frozenset:
+        return keys
     if isinstance(keys, (str, bytes)):
         return frozenset((keys,))
     return frozenset(keys)
+
+
+_NONE = frozenset()
 
 
 class Step:
@@ -43,18 +48,18 @@ class Step:
 
     __slots__ = ("label", "reads", "writes", "action", "guard", "on")
 
-    def __init__(self, label: str, reads: Iterable[Hashable] = (), writes: Iterable[Hashable] = (), *,
+    def __init__(self, label: str, reads: Iterable[Hashable] = _NONE, writes: Iterable[Hashable] = _NONE, *,
                  action: Callable[[str], Any] | None = None, guard: Callable[[], bool] | None = None,
                  on: Any = None):
-        if not isinstance(label, str):
+        if type(label) is not str and not isinstance(label, str):
             raise TypeError(f"label: expected a string, got {label!r}")
         if action is not None and not callable(action):
             raise TypeError(f"action: expected a callable taking the thread's name, got {action!r}")
         if guard is not None and not callable(guard):
             raise TypeError(f"guard: expected a callable returning a bool, got {guard!r}")
         self.label = label
-        self.reads = footprint(reads)
-        self.writes = footprint(writes)
+        self.reads = reads if type(reads) is frozenset else footprint(reads)
+        self.writes = writes if type(writes) is frozenset else footprint(writes)
         self.action = action
         self.guard = guard
         self.on = on

@@ -24,6 +24,9 @@ class Generated(Scenario):
     def setup(self):
         self.mem = dict.fromkeys(KEYS, 0)
         self.locks = {name: Lock(name) for name in LOCKS}
+        return self.threads()
+
+    def threads(self):
         return {f"T{i}": self.thread(ops) for i, ops in enumerate(self.programs)}
 
     def thread(self, ops):
