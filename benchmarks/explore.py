@@ -214,14 +214,13 @@ def main(argv=None) -> int:
     rounds = max(1, plain.steps // 12)
     t_direct, direct = best_of(a.repeat, lambda: direct_steps(scn, rounds))
     explorer_rate, direct_rate = plain.steps / t_plain, direct / t_direct
-    print(f"explorer (plain enumeration, invariants checked every step): {plain.steps} steps in {t_plain:.3f} s "
-          f"= {explorer_rate:,.0f} steps/s")
-    print(f"direct loop (generators + actions only):                     {direct} steps in {t_direct:.3f} s "
-          f"= {direct_rate:,.0f} steps/s")
+    print(f"explorer (plain enumeration, rebuild={plain.options['rebuild']}, invariants and state key every step): "
+          f"{plain.steps} steps in {t_plain:.3f} s = {explorer_rate:,.0f} steps/s")
+    print(f"direct loop (generators + actions only): {direct} steps in {t_direct:.3f} s = {direct_rate:,.0f} steps/s")
     print(f"overhead: {direct_rate / explorer_rate:.1f}x")
     t_red, red = best_of(a.repeat, lambda: explore(scn))
     print(f"with the reduction: {red.steps} steps in {t_red:.4f} s = {red.steps / t_red:,.0f} steps/s "
-          f"(state keys, sleep sets)")
+          f"(the time includes the counterexamples' minimisation, {red.minimize_steps} steps)")
 
     print("\n== 3. back to an earlier state: replay its schedule vs restore a snapshot")
     interner = {}

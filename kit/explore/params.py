@@ -35,27 +35,29 @@ EXPLORE_PARAMS: dict[str, Param] = {p.name: p for p in (
           help="a thread not finished after this many of its own steps breaks 'bounded-steps' (livelock)"),
 )}
 
-COMMON_OPTIONS = ("max_schedules", "max_steps", "time_budget", "max_thread_steps")
+LIMITS = ("max_schedules", "max_steps", "time_budget")
 MODE_OPTIONS = {
-    "exhaustive": ("reduction", "hashing", "rebuild"),
-    "bounded": ("preemptions", "hashing", "rebuild"),
-    "random": ("runs", "seed", "strategy", "depth"),
+    "exhaustive": ("reduction", "hashing", "rebuild", *LIMITS),
+    "bounded": ("preemptions", "hashing", "rebuild", *LIMITS),
+    "random": ("runs", "seed", "strategy", "depth", *LIMITS),
     "replay": ("schedule",),
 }
+"""The options each mode takes besides ``max_thread_steps`` (every mode): a replay runs its
+schedule as given, so the search limits do not apply to it."""
 
 
 def check_options(mode, given: dict) -> dict:
     """The checked options of ``mode``, defaults filled in; a ``ValueError`` naming the option
     for a bad value or an option that ``mode`` does not take."""
     mode = EXPLORE_PARAMS["mode"].check(mode)
-    allowed = set(COMMON_OPTIONS) | set(MODE_OPTIONS[mode])
+    allowed = {"max_thread_steps", *MODE_OPTIONS[mode]}
     out = {}
     for name, value in given.items():
         if value is None:
             continue
         if name not in allowed:
             modes = [m for m, names in MODE_OPTIONS.items() if name in names]
-            raise ValueError(f"{name}: applies to mode {' or '.join(modes)}, not {mode}")
+            raise ValueError(f"{name}: applies to mode{'s' if len(modes) > 1 else ''} {', '.join(modes)}, not {mode}")
         if name == "schedule":
             out[name] = check_schedule(value)
         else:

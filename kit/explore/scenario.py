@@ -114,6 +114,8 @@ class Invariant:
             self.check = check
         if final is not None:
             self.final = bool(final)
+        if not self.name and type(self) is not Invariant:
+            self.name = type(self).__name__
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"invariant: a name is required, got {self.name!r}")
         if check is None and type(self).holds is Invariant.holds:

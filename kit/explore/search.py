@@ -112,6 +112,10 @@ class _Search:
         self.names = root.names
         self.index = {n: i for i, n in enumerate(self.names)}
         key = scenario.state_key()
+        try:
+            hash(key)
+        except TypeError as e:
+            raise TypeError(f"{scenario!r}.state_key() must return a hashable value, got {key!r}") from e
         self.keyed = key is not None
         self.hashing = bool(opts.get("hashing", False)) and self.keyed
         self.states: set | None = set() if self.keyed and mode in ("exhaustive", "bounded") else None
@@ -196,10 +200,10 @@ class _Search:
                 self.last_tick = now
                 self.tick(now)
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, final: bool = False) -> None:
         p = Progress(self.mode, self.schedules, self.steps, None if self.states is None else len(self.states),
                      now - self.t0, self.max_schedules)
-        if self.progress(p) is False:
+        if self.progress(p) is False and not final:
             self.stop("progress")
 
     def stop(self, why: str):
@@ -212,6 +216,9 @@ class _Search:
             self.stop("max_schedules")
         if self.deadline is not None and time.perf_counter() >= self.deadline:
             self.stop("time_budget")
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
 
     def note_state(self, ex: Execution):
         key = ex.key()
@@ -479,7 +486,7 @@ class _Search:
             while size >= 1:
                 j = 0
                 while j + size <= len(path):
-                    if self.steps > budget[0]:
+                    if self.steps > budget[0] or self.past_deadline():
                         return path
                     cand = path[:j] + path[j + size:]
                     n = self.first_violation(bit, cand)
@@ -523,7 +530,7 @@ class _Search:
             pre = f.pre + (switch and f.last in f.en)
             if sw > c or (k is not None and pre > k):
                 continue
-            if self.steps > budget[0] or (self.deadline is not None and time.perf_counter() >= self.deadline):
+            if self.steps > budget[0] or self.past_deadline():
                 return _MISSING
             if at is not f:
                 cur = self.replay_path(f.path)
@@ -569,7 +576,7 @@ class _Search:
         except _Stop:
             pass
         if self.progress is not None and self.stopped_by != "progress":
-            self.tick(time.perf_counter())
+            self.tick(time.perf_counter(), final=True)
         searched = self.steps
         examples = {}
         bound = self.opts["preemptions"] if self.mode == "bounded" else None

@@ -262,3 +262,30 @@ def test_unhashable_step_results_still_merge_states():
             return tuple(self.seen)
 
     assert explore(Lists()).states == 4
+
+
+def test_replay_takes_no_search_limits():
+    with pytest.raises(ValueError, match="^max_steps: applies to modes exhaustive, bounded, random, not replay"):
+        explore(LostUpdate(), "replay", schedule=["A"], max_steps=3)
+
+
+def test_state_key_must_be_hashable():
+    class Unhashable(LostUpdate):
+        def state_key(self):
+            return [self.c.value]
+
+    with pytest.raises(TypeError, match=r"state_key\(\) must return a hashable value"):
+        explore(Unhashable())
+
+
+def test_an_invariant_subclass_without_a_name_takes_its_class_name():
+    class CounterNeverThree(Invariant):
+        def holds(self, s):
+            return s.c.value != 3
+
+    assert "CounterNeverThree" in explore(LostUpdate(), invariants=[CounterNeverThree]).invariants
+
+
+def test_a_progress_callback_that_stops_at_the_end_does_not_raise():
+    result = explore(LostUpdate(), progress=lambda p: False)
+    assert result.schedules >= 1
