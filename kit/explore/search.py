@@ -107,9 +107,13 @@ class _Search:
         budget = opts.get("time_budget")
         self.deadline = None if budget is None else self.t0 + budget
         self.last_tick = self.t0
-        self.names: tuple | None = None
-        root = Execution(scenario, self.interner)
-        self.names = root.names
+        rebuild = opts.get("rebuild", "replay")
+        can_snap = callable(getattr(scenario, "snapshot", None)) and callable(getattr(scenario, "restore", None))
+        if rebuild == "snapshot" and not can_snap:
+            raise ValueError(f"rebuild: 'snapshot' needs {scenario!r} to have snapshot() and restore()")
+        self.snapshots = rebuild == "snapshot" or (rebuild == "auto" and can_snap)
+        self.root: Execution | None = Execution(scenario, self.interner, record=self.snapshots)
+        self.names = self.root.names
         self.index = {n: i for i, n in enumerate(self.names)}
         key = scenario.state_key()
         try:
@@ -119,12 +123,6 @@ class _Search:
         self.keyed = key is not None
         self.hashing = bool(opts.get("hashing", False)) and self.keyed
         self.states: set | None = set() if self.keyed and mode in ("exhaustive", "bounded") else None
-        rebuild = opts.get("rebuild", "replay")
-        can_snap = callable(getattr(scenario, "snapshot", None)) and callable(getattr(scenario, "restore", None))
-        if rebuild == "snapshot" and not can_snap:
-            raise ValueError(f"rebuild: 'snapshot' needs {scenario!r} to have snapshot() and restore()")
-        self.snapshots = rebuild == "snapshot" or (rebuild == "auto" and can_snap)
-        self.root = root if not self.snapshots else None
 
     # ------------------------------------------------------------------ executions
     def fresh(self, **kw) -> Execution:

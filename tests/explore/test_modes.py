@@ -154,6 +154,9 @@ def test_options_are_checked_before_any_work():
 
     with pytest.raises(ValueError):
         explore(Counting(), max_schedules=0)
+    Counting.snapshot = None
+    with pytest.raises(ValueError, match="^rebuild"):
+        explore(Counting(), rebuild="snapshot")
     assert Counting.builds == 0
     assert EXPLORE_PARAMS["max_thread_steps"].default == 100
 

@@ -59,3 +59,14 @@ def test_bounded_with_a_large_bound_is_exhaustive(scn):
     bounded = explore(scn, "bounded", preemptions=7)
     assert bounded.complete
     assert summary(bounded) == summary(plain)
+
+
+def test_independent_threads_collapse():
+    """Three threads of three steps on three different keys: 9!/(3!3!3!) = 1680 interleavings,
+    one Mazurkiewicz trace, 4**3 = 64 states."""
+    from .generated import Generated
+    programs = [[("w", k, 1), ("r", k), ("w", k, 2)] for k in ("x", "y", "z")]
+    plain = explore(Generated(programs), reduction=False, hashing=False)
+    reduced = explore(Generated(programs))
+    assert plain.schedules == 1680 and plain.states == reduced.states == 64
+    assert reduced.schedules <= 16 and reduced.steps < plain.steps / 50
