@@ -122,3 +122,15 @@ class HostOops(KitError):
         self.level = fault.level
         self.entry = fault.entry
         super().__init__(f"BUG: unable to handle page fault: {fault.describe()}")
+
+
+SVM_EXIT_NPF = 0x400
+SVM_EXIT_PAGE_NOT_VALIDATED = 0x404   # AMD APM vol. 2 §15.36.10; no kernel constant
+
+class VmmCommunicationException(Exception):
+    """#VC raised in an SEV-ES/SNP guest (arch/x86/coco/sev/vc-handle.c
+    ``exc_vmm_communication``): ``exit_code`` says why, ``gpa`` where."""
+
+    def __init__(self, exit_code: int, gpa: int, detail: str = ""):
+        self.exit_code, self.gpa, self.detail = exit_code, gpa, detail
+        super().__init__(f"#VC exit code {exit_code:#x} at gpa {gpa:#x}" + (f": {detail}" if detail else ""))
