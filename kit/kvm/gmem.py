@@ -72,7 +72,13 @@ class GuestMemfd:
     """A guest_memfd file (``kvm_gmem_create``): its own inode of ``size`` bytes, a reference
     on its VM, the memslots bound to ranges of it, which pages are allocated, the host frames
     of its folios (folio index -> pfn, for VMs whose arch ops need frames), and the pages'
-    contents (one fill byte per page, :mod:`kit.kvm.content`)."""
+    contents (one fill byte per page, :mod:`kit.kvm.content`).
+
+    ``prepared`` holds the pages the arch's ``gmem_prepare`` ran for: ``kvm_gmem_get_pfn``
+    prepares a folio once (``kvm_gmem_prepare_folio`` when it is not yet up to date, then
+    ``kvm_gmem_mark_prepared``), so a later fault on it does not prepare again, whatever
+    happened to its RMP entry meanwhile. Kept per page so that a huge folio the arch prepared
+    4K at a time goes on page by page; cleared when the folio is freed."""
 
     def __init__(self, vm, size: int, flags: int):
         self.vm = vm
@@ -82,6 +88,7 @@ class GuestMemfd:
         self.allocated = RangeStore()                         # page indices, value 1
         self.folios: dict[int, int] = {}                      # folio index -> host pfn
         self.unprepared: set[int] = set()                     # folios fallocate took, not yet cleared
+        self.prepared = RangeStore()                          # pages the arch prepared (value 1)
         self.data = PageContents()                            # page index -> fill byte
         self.ino = next(_inode_numbers)
         self.map_length = 0                                   # bytes mapped by mmap(), 0 = none
@@ -194,6 +201,7 @@ class GuestMemfd:
         for fidx in sorted(k for k in self.folios if start <= (k << order) and ((k + 1) << order) <= end):
             pfn = self.folios.pop(fidx)
             self.unprepared.discard(fidx)
+            self.prepared.set(fidx << order, (fidx + 1) << order, 0)
             self.vm.x86_ops.gmem_invalidate(host, pfn, pfn + (1 << order))
             host.memory.free(pfn, order)
 
@@ -235,6 +243,8 @@ class GuestMemfd:
             if start < end:
                 self.invalidate_begin(start, end)
                 self.free_folios(start, end)
+                if not self.host_frames:            # order-0 pages, no frames tracked
+                    self.prepared.set(start, end, 0)
                 self.allocated.set(start, end, 0)
                 self.data.zero(start, end)
             return 0
@@ -392,6 +402,7 @@ class GuestMemfd:
             self.vm.zap_gfn_range(slot.base_gfn, slot.end_gfn, "all")
             slot.gmem = None
         self.free_folios(0, self.npages)
+        self.prepared.set(0, self.npages, 0)
         self.allocated.set(0, self.npages, 0)
         self.data.zero(0, self.npages)
         self.closed = True

@@ -1,4 +1,5 @@
-"""The guest-access fault path and the hypercall exit, for vCPUs of a VM.
+"""The vCPU: the guest-access fault path, the hypercall exit, the VMGEXITs of an SEV-ES/SNP
+guest (GHCB page-state change, MSR protocol, termination) and userspace's answer to an exit.
 
 Sources: arch/x86/kvm/mmu/mmu.c (``kvm_mmu_page_fault``: for SW_PROTECTED VMs the access is
 private exactly when ``kvm_mem_is_private(gfn)``; ``kvm_mmu_faultin_pfn``: access/attribute
@@ -9,16 +10,21 @@ virt/kvm/guest_memfd.c (``kvm_gmem_get_pfn``: EFAULT once the file is closed), a
 (``____kvm_emulate_hypercall`` for ``KVM_HC_MAP_GPA_RANGE``, ``complete_hypercall_exit``).
 
 The private fault reaches the arch only through the VM's ops table (:mod:`kit.kvm.x86_ops`):
-``gmem_prepare`` on the folio, ``private_max_mapping_level`` on the level.
+``gmem_prepare`` on the folio, ``private_max_mapping_level`` on the level, the hardware's RMP
+check of a private access (``check_private_access``), and the VMGEXIT handlers. A completion
+left for userspace is ``vcpu->arch.complete_userspace_io`` (arch/x86/kvm/x86.c
+``kvm_arch_vcpu_ioctl_run``), run by :meth:`Vcpu.complete_hypercall`. The model's rules are
+summarised in docs/kvm-model.md.
 """
 from __future__ import annotations
 
 import errno
 
-from ..errors import KvmError
+from ..errors import KitError, KvmError
 from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT
 from . import uapi as U
 from .content import check_byte, check_span
+from .ghcb import GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_REQ, ghcb_msr_term_req
 from .gmem import max_level_for_order
 # the exit structures and the hypercall's attribute bits live in .uapi (re-exported here)
 from .uapi import (KVM_MAP_GPA_RANGE_DECRYPTED, KVM_MAP_GPA_RANGE_ENCRYPTED,  # noqa: F401
@@ -28,47 +34,148 @@ from .uapi import (KVM_MAP_GPA_RANGE_DECRYPTED, KVM_MAP_GPA_RANGE_ENCRYPTED,  # 
 MAP_SHARED, MAP_PRIVATE = 1, 2   # values in the VM's SPTE range store (what the NPT maps)
 
 
+class VcpuNotRunnable(KitError):
+    """A guest operation on a vCPU that runs no guest code: the guest asked to terminate
+    (``exit`` is the ``KVM_EXIT_SYSTEM_EVENT`` KVM handed to userspace; a terminated guest does
+    nothing more), or KVM handed an exit to userspace that is not answered yet
+    (:meth:`Vcpu.complete_hypercall`; the vCPU is in ``KVM_RUN``'s return path, not in the
+    guest)."""
+
+    def __init__(self, vcpu, why: str, exit=None):
+        self.vcpu, self.why, self.exit = vcpu, why, exit
+        super().__init__(f"vCPU {vcpu.id}: {why}")
+
+
 class Vcpu:
     """``struct kvm_vcpu``: its VM, its id, and the SEV-ES/SNP state the model needs (whether
     its VMSA is protected, and for SNP the VMSA's host frame, set by the arch's
-    ``vcpu_create``)."""
+    ``vcpu_create``).
+
+    Guest operations (:meth:`access`, :meth:`fault_in`, :meth:`fill`, :meth:`read`,
+    :meth:`hypercall`, :meth:`vmgexit_psc`, :meth:`vmgexit_msr`, :meth:`ghcb_terminate`, and
+    PVALIDATE in :func:`kit.kvm.snp.guest_pvalidate`) raise :class:`VcpuNotRunnable` once the
+    guest terminated (:attr:`terminated`) and while an exit waits for
+    :meth:`complete_hypercall`.
+
+    Cost events go to the host's ledger on these paths, in the kernel's order: ``vm_exit``
+    when the guest exits to KVM (#NPF, VMCALL, VMGEXIT), ``set_attributes`` when KVM changes
+    attributes itself, ``npt_map`` when a fault installs a mapping, ``user_exit`` when
+    ``KVM_RUN`` returns an exit to userspace."""
 
     def __init__(self, vm, id: int):
         self.vm = vm
         self.id = id
         self.vmsa_protected = False   # SEV-ES: set by LAUNCH_UPDATE_VMSA
         self.vmsa_pfn: int | None = None
+        self.terminated: Exit | None = None   # the KVM_EXIT_SYSTEM_EVENT of a termination request
+        self.complete_userspace_io = None     # vcpu->arch.complete_userspace_io: ret -> Exit | None
+        self.pending_exit: Exit | None = None
+        self.ghcb_msr = 0                     # the GHCB MSR (the MSR protocol's response)
+        self.psc = None                       # the GHCB page-state change in flight (SNP)
+        self.psc_result: tuple[int, int] | None = None   # (sw_exit_info_1, sw_exit_info_2)
 
     def __repr__(self) -> str:
         return f"<vCPU {self.id} of {self.vm!r}>"
 
+    # ------------------------------------------------------------------ running state
+    def _record(self, op: str, **events: int) -> None:
+        self.vm.kvm.host.ledger.record(op, **events)
+
+    def check_runnable(self) -> None:
+        """Before a guest operation: the VM is alive (EIO), the guest has not terminated and no
+        exit waits for userspace's answer (:class:`VcpuNotRunnable`)."""
+        self.vm.check_alive()
+        if self.terminated is not None:
+            raise VcpuNotRunnable(self, "the guest requested termination and runs no more",
+                                  self.terminated)
+        if self.complete_userspace_io is not None:
+            raise VcpuNotRunnable(self, "an exit waits for userspace (complete_hypercall)",
+                                  self.pending_exit)
+
+    def to_userspace(self, out):
+        """``KVM_RUN`` returns ``out`` (an :class:`Exit`) to userspace: ``user_exit`` recorded,
+        and a termination remembered. None (KVM resumed the guest) passes through."""
+        if isinstance(out, Exit):
+            self._record("kvm_run_exit", user_exit=1)
+            self.pending_exit = out if self.complete_userspace_io is not None else None
+            if out.reason == U.KVM_EXIT_SYSTEM_EVENT and out.system_event \
+                    and out.system_event[0] == U.KVM_SYSTEM_EVENT_SEV_TERM:
+                self.terminated = out
+        return out
+
+    def complete_hypercall(self, ret: int):
+        """Userspace answers the pending exit and calls ``KVM_RUN`` again: ``ret`` is
+        ``run->hypercall.ret``, handed to the completion KVM left
+        (``vcpu->arch.complete_userspace_io``, e.g. arch/x86/kvm/svm/sev.c
+        ``snp_complete_one_psc`` / ``snp_complete_psc_msr``). Returns the next :class:`Exit`
+        for userspace, or None when KVM answered the guest. No exit pending is the caller's
+        error (ValueError)."""
+        self.vm.check_alive()
+        if self.terminated is not None:
+            raise VcpuNotRunnable(self, "the guest requested termination and runs no more",
+                                  self.terminated)
+        if self.complete_userspace_io is None:
+            raise ValueError(f"vCPU {self.id}: no exit is waiting for userspace's answer")
+        if isinstance(ret, bool) or not isinstance(ret, int):
+            raise TypeError(f"ret: expected an int, got {ret!r}")
+        complete, self.complete_userspace_io, self.pending_exit = self.complete_userspace_io, None, None
+        return self.to_userspace(complete(ret))
+
     # ------------------------------------------------------------------ accesses
+    def _is_private(self, gfn: int, private: bool | None) -> bool:
+        if private is None:
+            return bool(self.vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        return bool(private)
+
     def access(self, gpa: int, *, write: bool = True, private: bool | None = None):
-        """A guest access to ``gpa``. Returns None when it completes (KVM faulting the page in
-        as needed) or an :class:`Exit`. ``private=None``: as the attribute says (SW_PROTECTED,
+        """A guest access to ``gpa``: KVM's fault path (:meth:`fault_in`), then, once the page
+        is mapped, the hardware's check of a private (C-bit) access through the VM's arch ops
+        (``check_private_access``): on SNP the RMP entry of the frame must be assigned to the
+        VM's ASID at this GPA and validated, else the guest gets #VC
+        (:class:`~kit.errors.VmmCommunicationException`, ``SVM_EXIT_PAGE_NOT_VALIDATED``)
+        [APM2 15.36.10]. Returns None when the access completes, or the fault path's
+        :class:`Exit`."""
+        out = self.fault_in(gpa, write=write, private=private)
+        if out is None and self._is_private(gpa >> PAGE_SHIFT, private):
+            self.vm.x86_ops.check_private_access(self, gpa)
+        return out
+
+    def fault_in(self, gpa: int, *, write: bool = True, private: bool | None = None):
+        """KVM's handling of the guest's fault at ``gpa`` (``npf_interception`` ->
+        ``kvm_mmu_page_fault``), without the hardware's RMP check of the access itself
+        (:meth:`access` adds it): what a PVALIDATE or an access of a page not yet mapped makes
+        KVM do. Returns None when the page is mapped (KVM faulting it in as needed) or an
+        :class:`Exit`. ``private=None``: as the attribute says (SW_PROTECTED,
         ``kvm_mmu_page_fault``); SNP accesses state their C-bit. Exits, in the kernel's order:
         private access with no memslot or to a non-guest_memfd slot, access/attribute mismatch,
         guest_memfd failure -> ``KVM_EXIT_MEMORY_FAULT`` (gpa page-aligned, size 4096, flags
         PRIVATE iff the access was private); shared access with no memslot -> MMIO.
 
-        A private fault gets the folio (``kvm_gmem_get_pfn``), has the arch prepare it
-        (``gmem_prepare``; a failure is EINVAL) and maps it at the folio's level
-        (``kvm_max_level_for_order``) capped by the arch (``private_max_mapping_level``) and
-        by mixed attributes in the huge page (``KVM_LPAGE_MIXED_FLAG``)."""
+        A private fault gets the folio (``kvm_gmem_get_pfn``), has the arch prepare it once
+        (``kvm_gmem_prepare_folio`` runs ``gmem_prepare`` only on a folio not yet prepared; a
+        failure is EINVAL) and maps it at the folio's level (``kvm_max_level_for_order``)
+        capped by the arch (``private_max_mapping_level``) and by mixed attributes in the huge
+        page (``KVM_LPAGE_MIXED_FLAG``).
+
+        Ledger: ``vm_exit`` when the page was not mapped as the access needs (a #NPF),
+        ``set_attributes`` for an auto-conversion, ``npt_map`` for the mapping installed,
+        ``user_exit`` for an exit."""
         vm = self.vm
-        vm.check_alive()
+        self.check_runnable()
         if isinstance(gpa, bool) or not isinstance(gpa, int) or gpa < 0:
             raise ValueError(f"gpa: expected a non-negative int, got {gpa!r}")
         gfn = gpa >> PAGE_SHIFT
-        is_private = bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE) if private is None else bool(private)
+        is_private = self._is_private(gfn, private)
         if is_private and not vm.has_private_mem:
             raise ValueError("private: this VM type has no private memory")
+        if vm.sptes.get(gfn) != (MAP_PRIVATE if is_private else MAP_SHARED):
+            self._record("npf", vm_exit=1)
         slot = vm.slot_for_gfn(gfn)
-        fault = lambda: Exit(U.KVM_EXIT_MEMORY_FAULT, memory_fault=MemoryFault(
+        fault = lambda: self.to_userspace(Exit(U.KVM_EXIT_MEMORY_FAULT, memory_fault=MemoryFault(
             gfn << PAGE_SHIFT, PAGE_4K, U.KVM_MEMORY_EXIT_FLAG_PRIVATE if is_private else 0),
-            errno=errno.EFAULT)
+            errno=errno.EFAULT))
         if slot is None:
-            return fault() if is_private else Exit(U.KVM_EXIT_MMIO)
+            return fault() if is_private else self.to_userspace(Exit(U.KVM_EXIT_MMIO))
         attr_private = bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
         if is_private != attr_private:
             can_back = not is_private or (slot.flags & U.KVM_MEM_GUEST_MEMFD and slot.gmem is not None)
@@ -80,6 +187,7 @@ class Vcpu:
             value = U.KVM_MEMORY_ATTRIBUTE_PRIVATE if is_private else 0
             vm.kvm_vm_set_mem_attributes(gfn << PAGE_SHIFT, PAGE_4K, value)
             vm.kvm_conversions.append((gfn, gfn + 1, value))
+            self._record("kvm_set_mem_attributes", set_attributes=1)
         if is_private or slot.gmem_only:   # __kvm_mmu_faultin_pfn: private, or a GMEM_ONLY slot
             if not slot.flags & U.KVM_MEM_GUEST_MEMFD:
                 return fault()
@@ -96,9 +204,12 @@ class Vcpu:
         """``kvm_mmu_faultin_pfn_gmem`` + ``kvm_max_private_mapping_level``: fault the folio in,
         have the arch prepare it, and the level it may be mapped at."""
         vm, ops = self.vm, self.vm.x86_ops
-        pfn, order = slot.gmem.get_pfn(index)
-        if ops.gmem_prepare(vm, pfn, gfn, order):
-            raise KvmError(errno.EINVAL, f"gmem_prepare failed for gfn {gfn:#x}")
+        f = slot.gmem
+        pfn, order = f.get_pfn(index)
+        if not f.prepared.get(index):               # kvm_gmem_get_pfn: prepare once
+            if ops.gmem_prepare(vm, pfn, gfn, order):
+                raise KvmError(errno.EINVAL, f"gmem_prepare failed for gfn {gfn:#x}")
+            f.prepared.set(index, index + 1, 1)
         level = max_level_for_order(order)
         if level > PAGE_4K:                     # the arch is asked only about huge mappings
             cap = ops.private_max_mapping_level(vm, pfn)
@@ -158,6 +269,7 @@ class Vcpu:
             base = gfn - gfn % n
             vm.sptes.set(base, base + n, MAP_PRIVATE if is_private else MAP_SHARED)
             vm.faults_in.append((gfn, level, is_private))
+            self._record("npt_map", npt_map=1)
         return None
 
     def max_level(self, gfn: int, slot, is_private: bool) -> int:
@@ -179,8 +291,12 @@ class Vcpu:
         """A guest VMCALL. ``KVM_HC_MAP_GPA_RANGE`` (``____kvm_emulate_hypercall``): CPL != 0 ->
         the guest gets -KVM_EPERM; not enabled with ``KVM_CAP_EXIT_HYPERCALL`` -> -KVM_ENOSYS;
         gpa not page aligned, npages 0, or the gfn range wraps -> -KVM_EINVAL (attrs are not
-        validated). Returns the guest's RAX (an int) or the ``KVM_EXIT_HYPERCALL`` exit."""
-        self.vm.check_alive()
+        validated). Returns the guest's RAX (an int) or the ``KVM_EXIT_HYPERCALL`` exit (the
+        caller hands userspace's ``ret`` to the guest: no completion is left pending).
+        Ledger: ``vm_exit``; ``set_attributes`` where the guest owns the attributes;
+        ``user_exit`` for the exit."""
+        self.check_runnable()
+        self._record("vmcall", vm_exit=1)
         if nr != U.KVM_HC_MAP_GPA_RANGE:
             return -U.KVM_ENOSYS
         if cpl != 0:
@@ -198,6 +314,59 @@ class Vcpu:
             value = U.KVM_MEMORY_ATTRIBUTE_PRIVATE if attrs & KVM_MAP_GPA_RANGE_ENCRYPTED else 0
             self.vm.kvm_vm_set_mem_attributes(gpa, npages << PAGE_SHIFT, value)
             self.vm.kvm_conversions.append((gfn, gfn + npages, value))
+            self._record("kvm_set_mem_attributes", set_attributes=1)
             return 0
-        return Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
-            U.KVM_HC_MAP_GPA_RANGE, (gpa, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE if long_mode else 0))
+        return self.to_userspace(Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
+            U.KVM_HC_MAP_GPA_RANGE, (gpa, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE if long_mode else 0)))
+
+    # ------------------------------------------------------------------ VMGEXIT (SEV-ES/SNP)
+    def _vmgexit(self, handler, arg):
+        """A VMGEXIT: the guest exits to KVM (``vm_exit``), the VM's arch ops handle it; an
+        exit for userspace leaves the handler's completion pending."""
+        self.check_runnable()
+        ledger = self.vm.kvm.host.ledger
+        mark = ledger.mark()
+        self._record("vmgexit", vm_exit=1)
+        try:
+            out = handler(self, arg)
+        except ValueError:
+            ledger.rollback(mark)
+            raise
+        return self.to_userspace(out)
+
+    def vmgexit_psc(self, desc):
+        """The guest's GHCB page-state change: VMGEXIT with ``SVM_VMGEXIT_PSC`` and the
+        descriptor ``desc`` (:class:`kit.kvm.ghcb.PscDesc`) in the shared buffer, which KVM
+        processes in place (``sev_handle_vmgexit`` -> ``snp_begin_psc``). Returns the
+        ``KVM_HC_MAP_GPA_RANGE`` :class:`Exit` userspace must answer
+        (:meth:`complete_hypercall`), or None when KVM answered the guest: then
+        :attr:`psc_result` holds ``(sw_exit_info_1, sw_exit_info_2)``. See
+        :func:`kit.kvm.snp.snp_vmgexit_psc`."""
+        self.psc_result = None
+        return self._vmgexit(self.vm.x86_ops.vmgexit_psc, desc)
+
+    def vmgexit_msr(self, msr: int):
+        """A VMGEXIT with the GHCB MSR protocol: the guest wrote ``msr`` to the GHCB MSR
+        (``sev_handle_vmgexit_msr_protocol``). Returns an :class:`Exit` or None; the response
+        is in :attr:`ghcb_msr` once KVM answered."""
+        if isinstance(msr, bool) or not isinstance(msr, int) or not 0 <= msr < 1 << 64:
+            raise ValueError(f"msr: expected a 64-bit value, got {msr!r}")
+        return self._vmgexit(self.vm.x86_ops.vmgexit_msr, msr)
+
+    def vmgexit_msr_psc(self, msr: int):
+        """A page-state change over the MSR protocol (``GHCB_MSR_PSC_REQ``, one 4K page;
+        :func:`kit.kvm.ghcb.ghcb_msr_psc_req` builds it). Returns the ``KVM_HC_MAP_GPA_RANGE``
+        :class:`Exit` or None; :attr:`ghcb_msr` holds ``GHCB_MSR_PSC_RESP`` or
+        ``GHCB_MSR_PSC_RESP_ERROR`` once KVM answered (after :meth:`complete_hypercall`)."""
+        if isinstance(msr, int) and not isinstance(msr, bool) and msr & GHCB_MSR_INFO_MASK != GHCB_MSR_PSC_REQ:
+            raise ValueError(f"msr: not a page-state-change request ({msr:#x})")
+        return self.vmgexit_msr(msr)
+
+    def ghcb_terminate(self, reason_set: int, reason_code: int):
+        """The guest's termination request (arch/x86/boot/startup/sev-shared.c
+        ``sev_es_terminate``: ``GHCB_MSR_TERM_REQ | set << 12 | code << 16`` written to the
+        GHCB MSR, then VMGEXIT). KVM answers ``KVM_EXIT_SYSTEM_EVENT`` with
+        ``system_event=(KVM_SYSTEM_EVENT_SEV_TERM, msr)`` (``sev_handle_vmgexit_msr_protocol``,
+        ``out_terminate``). From then on the vCPU refuses guest operations
+        (:class:`VcpuNotRunnable`): the guest loops on HLT and does nothing more."""
+        return self.vmgexit_msr(ghcb_msr_term_req(reason_set, reason_code))

@@ -7,7 +7,7 @@ model.
 """
 from __future__ import annotations
 
-from ..errors import KvmError, errno_name
+from ..errors import KvmError, VmmCommunicationException, errno_name
 from ..host import Host
 from ..units import PAGE_2M, PAGE_SHIFT
 from . import Kvm
@@ -17,7 +17,9 @@ from .vmm import Vmm
 
 #: exit reasons the model produces (``KVM_EXIT_*``, include/uapi/linux/kvm.h)
 EXIT_REASONS = {U.KVM_EXIT_HYPERCALL: "KVM_EXIT_HYPERCALL", U.KVM_EXIT_MEMORY_FAULT: "KVM_EXIT_MEMORY_FAULT",
-                U.KVM_EXIT_MMIO: "KVM_EXIT_MMIO"}
+                U.KVM_EXIT_MMIO: "KVM_EXIT_MMIO", U.KVM_EXIT_SYSTEM_EVENT: "KVM_EXIT_SYSTEM_EVENT"}
+#: ``kvm_run.system_event.type`` values the model produces
+SYSTEM_EVENTS = {U.KVM_SYSTEM_EVENT_SEV_TERM: "KVM_SYSTEM_EVENT_SEV_TERM"}
 #: a hypercall's return value in the guest's RAX (include/uapi/linux/kvm_para.h ``KVM_E*``,
 #: negated by ``____kvm_emulate_hypercall``)
 HYPERCALL_RETURNS = {-U.KVM_ENOSYS: "-KVM_ENOSYS", -U.KVM_EPERM: "-KVM_EPERM", -U.KVM_EINVAL: "-KVM_EINVAL", 0: "0"}
@@ -47,7 +49,8 @@ def exit_info(ex, *, plain: bool = False):
     ``kvm_mmu_prepare_memory_fault_exit``, arch/x86/kvm/mmu/mmu_internal.h) under ``KVM_RUN``
     and the memory fault's ``flags`` (``"PRIVATE"`` or ``"0"``); with ``plain`` the errno's
     name alone under ``errno`` and the PRIVATE flag as a bool under ``private``. A memory
-    fault adds ``gpa`` (hex) and ``size``; a hypercall exit ``nr`` and ``args`` (hex)."""
+    fault adds ``gpa`` (hex) and ``size``; a hypercall exit ``nr`` and ``args`` (hex); a system
+    event its ``type`` by name and ``data`` (hex: for SEV_TERM the guest's GHCB MSR)."""
     if ex is None:
         return None
     if isinstance(ex, int):
@@ -66,7 +69,32 @@ def exit_info(ex, *, plain: bool = False):
             out["flags"] = "PRIVATE" if private else "0"
     if ex.hypercall:
         out.update(nr=ex.hypercall.nr, args=[hex(a) for a in ex.hypercall.args])
+    if ex.system_event:
+        kind, data = ex.system_event
+        out.update(type=SYSTEM_EVENTS.get(kind, kind), data=hex(data))
     return out
+
+
+def vc_outcome(e: VmmCommunicationException) -> str:
+    """A #VC the guest got, as an outcome: ``"#VC (<why>)"``."""
+    return f"#VC ({e.detail})" if e.detail else "#VC"
+
+
+def access_outcome(vmm, vcpu, gpa: int, *, private: bool | None = True) -> tuple[list, str]:
+    """:meth:`kit.kvm.vmm.Vmm.access` (the VMM answering every exit of one guest access) and how
+    the access ended: ``(exits answered, outcome)``, the outcome ``completed``, ``#VC (...)``
+    when the hardware's check of the private access fails (an SNP page not validated,
+    :meth:`kit.kvm.mmu.Vcpu.access`), ``stuck (EFAULT)`` or the errno the VMM met."""
+    first = len(vmm.log)
+    try:
+        vmm.access(vcpu, gpa, private=private)
+        outcome = "completed"
+    except VmmCommunicationException as e:
+        outcome = vc_outcome(e)
+    except KvmError as e:
+        outcome = errno_name(e.errno)
+        outcome = f"stuck ({outcome})" if "stuck" in e.detail else outcome
+    return vmm.log[first:], outcome
 
 
 # ------------------------------------------------------------------ conversions
@@ -105,16 +133,19 @@ def conversion_vm(vm_type="sw-protected", *, owner: str = "userspace", npf: str 
 
 def conversion_outcome(vm_type="sw-protected", *, owner: str = "userspace", npf: str = "exit",
                        backing: str = "guest_memfd", guest: str = "asks first", pages: int = 1,
-                       max_exits: int = 8) -> dict:
+                       max_exits: int = 8, validate=None) -> dict:
     """Where one private access of a guest ends up, on a fresh :func:`conversion_vm`.
 
     A guest that asks first makes the ``KVM_HC_MAP_GPA_RANGE`` hypercall for ``pages`` pages
     (the VMM answers the exit), then accesses privately if the hypercall succeeded and shared
     if it was refused; a guest that just touches the page accesses privately. The VMM answers
-    every exit (``kvm_convert_memory``). Outcome: ``completed`` (``(shared)`` when refused),
-    the errno the VMM met (``EPERM``: it may not set the attribute), or ``stuck (EFAULT)``
-    when the access still exits after ``max_exits`` answers; with the exits to userspace,
-    ``KVM_SET_MEMORY_ATTRIBUTES`` ioctls and conversions KVM made itself."""
+    every exit (``kvm_convert_memory``). ``validate(vcpu, gpa, pages)``, if given, is what the
+    guest does after a successful request (e.g. :func:`kit.kvm.snp.guest_validate`: an SNP
+    guest PVALIDATEs the pages). Outcome: ``completed`` (``(shared)`` when refused),
+    ``#VC (...)`` when the private access fails the hardware's RMP check (SNP: a page never
+    validated), the errno the VMM met (``EPERM``: it may not set the attribute), or
+    ``stuck (EFAULT)`` when the access still exits after ``max_exits`` answers; with the exits
+    to userspace, ``KVM_SET_MEMORY_ATTRIBUTES`` ioctls and conversions KVM made itself."""
     if guest not in GUEST_BEHAVIOURS:
         raise ValueError(f"guest: unknown {guest!r}; allowed: {', '.join(GUEST_BEHAVIOURS)}")
     vm, vcpu, vmm = conversion_vm(vm_type, owner=owner, npf=npf, backing=backing, max_exits=max_exits)
@@ -124,12 +155,11 @@ def conversion_outcome(vm_type="sw-protected", *, owner: str = "userspace", npf:
         if not isinstance(r, int):
             r = vmm.handle(r)
         private = r == 0
-    try:
-        vmm.access(vcpu, CONVERSION_GPA, private=private)
-        outcome = "completed" + ("" if private else " (shared)")
-    except KvmError as e:
-        outcome = errno_name(e.errno)
-        outcome = f"stuck ({outcome})" if "stuck" in e.detail else outcome
+        if private and validate is not None:
+            validate(vcpu, CONVERSION_GPA, pages)
+    _, outcome = access_outcome(vmm, vcpu, CONVERSION_GPA, private=private)
+    if outcome == "completed" and not private:
+        outcome += " (shared)"
     exits = [EXIT_REASONS[x.reason] for x in vmm.log]          # every exit the VMM answered
     return {"owner": owner, "npf_policy": npf, "backing": backing, "guest": guest, "outcome": outcome,
             "exits": len(exits), "exit reasons": sorted(set(exits)), "ioctls": vmm.ioctls,
@@ -137,11 +167,11 @@ def conversion_outcome(vm_type="sw-protected", *, owner: str = "userspace", npf:
 
 
 def outcome_matrix(vm_type="sw-protected", *, owners=("userspace", "guest"), npf_policies=("exit", "auto-convert"),
-                   pages: int = 1, max_exits: int = 8) -> list[dict]:
+                   pages: int = 1, max_exits: int = 8, validate=None) -> list[dict]:
     """:func:`conversion_outcome` for every attribute owner x #NPF policy x backing x guest
     behaviour: who converts, and where each combination gets stuck."""
     return [conversion_outcome(vm_type, owner=owner, npf=npf, backing=backing, guest=guest, pages=pages,
-                               max_exits=max_exits)
+                               max_exits=max_exits, validate=validate)
             for owner in owners for npf in npf_policies for backing in BACKINGS for guest in GUEST_BEHAVIOURS]
 
 

@@ -18,6 +18,8 @@ the arch-ops table (arch/x86/kvm/svm/sev.c, arch/x86/kvm/svm/svm.h).
   ``sev_mem_enc_unregister_region``): the regions a VMM pins for the guest.
 - :class:`SevX86Ops`: the table SEV and SEV-ES VMs get (``svm_x86_ops``' SEV members);
   :mod:`kit.kvm.snp` extends it for SNP VMs and :mod:`kit.kvm.svm` installs both.
+- The GHCB MSR protocol of SEV-ES guests (``sev_handle_vmgexit_msr_protocol``): a termination
+  request is ``KVM_EXIT_SYSTEM_EVENT`` / ``KVM_SYSTEM_EVENT_SEV_TERM``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 
 from ..errors import KvmError
 from . import uapi as U
+from .ghcb import (GHCB_ERR_MISSING_INPUT, GHCB_HV_RESP_MALFORMED_INPUT, GHCB_MSR_INFO_MASK,
+                   GHCB_MSR_PSC_REQ, GHCB_MSR_TERM_REQ, ghcb_msr_term_reason)
 from .injection import injected
 from .x86_ops import KvmX86Ops
 
@@ -298,3 +302,52 @@ class SevX86Ops(KvmX86Ops):
 
     def vm_move_enc_context_from(self, dst, src) -> int:
         return move_enc_context_from(dst, src)
+
+    def vmgexit_msr(self, vcpu, msr: int):
+        """``sev_handle_vmgexit_msr_protocol`` (:func:`sev_handle_vmgexit_msr_protocol`)."""
+        return sev_handle_vmgexit_msr_protocol(vcpu, msr)
+
+    def vmgexit_psc(self, vcpu, desc):
+        """``SVM_VMGEXIT_PSC`` from an SEV-ES guest: ``sev_es_validate_vmgexit`` accepts it
+        only from an SNP guest, so the request is malformed (``svm_vmgexit_bad_input``:
+        sw_exit_info_1 = 2, sw_exit_info_2 = ``GHCB_ERR_MISSING_INPUT``) and the guest
+        resumes. :class:`kit.kvm.snp.SnpX86Ops` handles it for SNP guests."""
+        _check_ghcb(vcpu)
+        vcpu.psc_result = (GHCB_HV_RESP_MALFORMED_INPUT, GHCB_ERR_MISSING_INPUT)
+        return None
+
+
+def _check_ghcb(vcpu) -> None:
+    """Only SEV-ES and SNP guests have a GHCB; an SEV guest's VMGEXIT is a plain VMMCALL."""
+    if not vcpu.vm.has_protected_state:
+        raise ValueError("VMGEXIT: this VM is not an SEV-ES/SNP guest (no GHCB protocol)")
+
+
+def sev_es_terminate_exit(vcpu, msr: int) -> U.Exit:
+    """``out_terminate`` of ``sev_handle_vmgexit_msr_protocol``: ``KVM_EXIT_SYSTEM_EVENT`` of
+    type ``KVM_SYSTEM_EVENT_SEV_TERM`` with ``ndata`` 1 and ``data[0]`` the GHCB MSR."""
+    return U.Exit(U.KVM_EXIT_SYSTEM_EVENT, system_event=(U.KVM_SYSTEM_EVENT_SEV_TERM, msr))
+
+
+def sev_handle_vmgexit_msr_protocol(vcpu, msr: int):
+    """``sev_handle_vmgexit_msr_protocol`` for the requests the model knows, the GHCB MSR
+    holding ``msr``:
+
+    - ``GHCB_MSR_TERM_REQ``: the host logs "SEV-ES guest requested termination: set:code" and
+      KVM exits with ``KVM_EXIT_SYSTEM_EVENT`` / ``KVM_SYSTEM_EVENT_SEV_TERM`` (data: the MSR);
+    - ``GHCB_MSR_PSC_REQ`` from a guest that is not SNP: ``out_terminate`` too
+      (:class:`kit.kvm.snp.SnpX86Ops` handles it for SNP guests).
+
+    Other requests (SEV_INFO, CPUID, AP reset hold, HV features, GHCB GPA registration) are
+    not modelled: ValueError."""
+    _check_ghcb(vcpu)
+    vcpu.ghcb_msr = msr
+    info = msr & GHCB_MSR_INFO_MASK
+    if info == GHCB_MSR_TERM_REQ:
+        reason_set, reason_code = ghcb_msr_term_reason(msr)
+        vcpu.vm.kvm.host.dmesg.append(
+            f"kvm_amd: SEV-ES guest requested termination: {reason_set:#x}:{reason_code:#x}")
+        return sev_es_terminate_exit(vcpu, msr)
+    if info == GHCB_MSR_PSC_REQ and vcpu.vm.type != U.KVM_X86_SNP_VM:
+        return sev_es_terminate_exit(vcpu, msr)
+    raise ValueError(f"msr: GHCB MSR request {info:#x} is not modelled")

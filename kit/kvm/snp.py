@@ -13,24 +13,41 @@ page-state change and launch (arch/x86/kvm/svm/sev.c, virt/kvm/guest_memfd.c).
 - ``sev_gmem_invalidate``: per assigned pfn, a 2M ``rmp_make_shared`` when aligned, fully
   covered and the entry is 2M; otherwise PSMASH first, then 4K.
 - ``sev_handle_rmp_fault``: for a private gfn whose entry is 2M: PSMASH, then zap the 2M of gfns.
-- GHCB PSC (``snp_begin_psc``): end_entry >= 253 -> INVALID_HDR; a 2M entry with an unaligned
-  gfn -> INVALID_ENTRY; adjacent entries with the same operation and size coalesce into one
-  ``KVM_HC_MAP_GPA_RANGE`` exit; PSMASH/UNSMASH entries are no-ops; without the hypercall exit
-  enabled -> VMGEXIT_PSC_ERROR_GENERIC. The RMP is untouched at PSC time (GHCB specification,
-  "Page State Change"; the guest side in arch/x86/coco/sev/core.c ``vmgexit_psc``).
+- The guest's private accesses (:func:`snp_check_private_access`): after KVM's fault-in the
+  RMP entry must be assigned to the VM's ASID at the GPA and validated, else #VC
+  [APM2 15.36.10]. PVALIDATE (:func:`guest_pvalidate`) on a page not mapped private is a #NPF
+  that goes through KVM's fault path and the VM's #NPF policy.
+- GHCB PSC (:func:`snp_vmgexit_psc`, stateful as ``snp_begin_psc`` / ``snp_complete_one_psc``
+  / ``snp_complete_psc``): the descriptor is processed in place, one coalesced
+  ``KVM_HC_MAP_GPA_RANGE`` exit at a time; ``cur_entry > end_entry`` is success with no exit;
+  end_entry >= 253 -> INVALID_HDR; a bad entry -> INVALID_ENTRY; userspace's non-zero ``ret``
+  or the hypercall exit not enabled -> GENERIC. Where the guest owns the attributes KVM
+  converts inside. The RMP is untouched at PSC time (GHCB specification, "Page State Change";
+  the guest side in arch/x86/coco/sev/core.c ``vmgexit_psc``). The MSR protocol:
+  :func:`snp_vmgexit_msr_psc`. Rules and deviations: docs/kvm-model.md.
 """
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import errno_name, PFERR_GUEST_SIZEM_MASK, KvmError, NestedPageFault
+from ..errors import (errno_name, PFERR_GUEST_SIZEM_MASK, SVM_EXIT_PAGE_NOT_VALIDATED, KvmError,
+                      NestedPageFault, VmmCommunicationException)
 from ..host.ranges import pfn_runs
 from ..host.rmp import PVALIDATE_FAIL_SIZEMISMATCH
 from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M
 from . import uapi as U
+# the GHCB protocol's names, kept importable from here (their home is .ghcb)
+from .ghcb import (GHCB_HV_RESP_NO_ACTION, GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_GFN_MASK,  # noqa: F401
+                   GHCB_MSR_PSC_GFN_POS, GHCB_MSR_PSC_OP_MASK, GHCB_MSR_PSC_OP_POS, GHCB_MSR_PSC_REQ,
+                   GHCB_MSR_PSC_RESP, GHCB_MSR_PSC_RESP_ERROR, GHCB_MSR_TERM_REQ, GHCB_SEV_ES_GEN_REQ,
+                   GHCB_TERM_PSC, GHCB_TERM_PVALIDATE, PSC_OPS, RMP_PG_SIZE_2M, RMP_PG_SIZE_4K,
+                   SEV_TERM_SET_GEN, SEV_TERM_SET_LINUX, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_PSMASH,
+                   SNP_PAGE_STATE_SHARED, SNP_PAGE_STATE_UNSMASH, VMGEXIT_PSC_ERROR_GENERIC,
+                   VMGEXIT_PSC_ERROR_INVALID_ENTRY, VMGEXIT_PSC_ERROR_INVALID_HDR, VMGEXIT_PSC_MAX_COUNT,
+                   PscDesc, PscEntry, ghcb_msr_psc_req, psc_pagesize_2m)
 from .gmem import PMD_ORDER, folio_order
 from .injection import injected, launch_fw_error
 from .mmu import MAP_PRIVATE
@@ -38,12 +55,10 @@ from .sev import SevX86Ops, sev_mem_enc_check
 from .uapi import KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M, Exit, Hypercall
 
 R = PAGES_PER_2M                  # 4K pages (and RMP entries) in a 2M region
-PSC_MAX_ENTRY = 253
-SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED = 1, 2
-SNP_PAGE_STATE_PSMASH, SNP_PAGE_STATE_UNSMASH = 3, 4
-GHCB_HV_RESP_INVALID_HDR = (1 << 32) | 1     # PSC_INVALID_HDR
-GHCB_HV_RESP_INVALID_ENTRY = (1 << 32) | 2   # PSC_INVALID_ENTRY
-VMGEXIT_PSC_ERROR_GENERIC = 0x100 << 32
+# old spellings of the kernel's names (CHANGELOG.md, "Moved")
+PSC_MAX_ENTRY = VMGEXIT_PSC_MAX_COUNT
+GHCB_HV_RESP_INVALID_HDR = VMGEXIT_PSC_ERROR_INVALID_HDR
+GHCB_HV_RESP_INVALID_ENTRY = VMGEXIT_PSC_ERROR_INVALID_ENTRY
 
 
 # ----------------------------------------------------------------- guest_memfd frames
@@ -59,7 +74,12 @@ def gmem_allocate(f, start: int, end: int) -> None:
 
 
 def sev_gmem_prepare(vm, pfn: int, gfn: int, order: int) -> int:
-    """``sev_gmem_prepare``: 0, or -EINVAL when ``rmp_make_private`` fails."""
+    """``sev_gmem_prepare``: 0, or -EINVAL when ``rmp_make_private`` fails. An entry already
+    assigned is left alone (0, nothing changes); else ``rmp_make_private`` (Validated=0: the
+    guest must PVALIDATE). The fault path calls it once per page of a folio
+    (:attr:`kit.kvm.gmem.GuestMemfd.prepared`, ``kvm_gmem_get_pfn`` preparing a folio that is
+    not up to date): a page the host made shared again afterwards is not re-assigned by a
+    later fault, so the guest's next private access gets #VC."""
     host = vm.kvm.host
     assigned, _ = host.snp_lookup_rmpentry(pfn)
     if assigned:
@@ -90,11 +110,10 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
             and vm.attributes.has(gfn, end, U.KVM_MEMORY_ATTRIBUTE_PRIVATE))
     if not fast:
         vcpu = next(iter(vm.vcpus.values()))
-        for g in range(gfn, end, R):
-            out = vcpu.access(g << PAGE_SHIFT, private=True)
+        for g in range(gfn, end, R):            # per 2M unit: KVM's fault path records its events
+            out = vcpu.fault_in(g << PAGE_SHIFT, private=True)
             if out is not None:
                 raise KvmError(errno.EFAULT, f"private fault at gfn {g:#x} exited: {out.reason}")
-            host.ledger.record("kvm_fault", vm_exit=1, npt_map=1)
         return
     pfns = slot.gmem.get_folios(slot.gmem_index(gfn) >> PMD_ORDER, nunits)
     todo = ~host.rmp.region_has_assigned(pfns // R)
@@ -108,17 +127,23 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
                                        vm.asid, False, npages=len(run) * R)
             if rc:
                 raise KvmError(errno.EINVAL, f"sev_gmem_prepare failed for gfn {gfn + first * R:#x}")
+    first = slot.gmem_index(gfn)
+    slot.gmem.prepared.set(first, first + nunits * R, 1)
     vm.sptes.set(gfn, end, MAP_PRIVATE)
     host.ledger.record("kvm_fault", vm_exit=nunits, npt_map=nunits)
 
 
 def guest_pvalidate_2m_run(vm, gpa: int, nunits: int) -> list[int]:
-    """The guest's PVALIDATE(2M, validate) of ``nunits`` consecutive 2M pages it has faulted
-    in (see :meth:`kit.host.rmp.Rmp.pvalidate_2m_run`), split into runs of consecutive host
-    frames."""
-    slot = vm.slot_for_gfn(gpa >> PAGE_SHIFT)
-    f = slot.gmem
-    if folio_order(f) != PMD_ORDER:                     # order-0 folios: one by one
+    """The guest's PVALIDATE(2M, validate) of ``nunits`` consecutive 2M pages (see
+    :meth:`kit.host.rmp.Rmp.pvalidate_2m_run`), split into runs of consecutive host frames,
+    when KVM maps them all private with 2M folios; otherwise one by one through
+    :func:`guest_pvalidate` (vCPU 0), whose #NPF goes through KVM's fault path: an entry of the
+    result is then a return code or that unit's :class:`~kit.kvm.uapi.Exit`."""
+    gfn = gpa >> PAGE_SHIFT
+    slot = vm.slot_for_gfn(gfn)
+    f = slot.gmem if slot is not None else None
+    if (f is None or folio_order(f) != PMD_ORDER
+            or not vm.sptes.has(gfn, gfn + nunits * R, MAP_PRIVATE)):   # one by one
         vcpu = next(iter(vm.vcpus.values()))
         return [guest_pvalidate(vcpu, gpa + i * PAGE_2M, PAGE_2M, True) for i in range(nunits)]
     pfns = f.folio_pfns(slot.gmem_index(gpa >> PAGE_SHIFT) >> PMD_ORDER, nunits)
@@ -179,21 +204,35 @@ def sev_handle_rmp_fault(vm, gpa: int, error_code: int) -> None:
     vm.zap_gfn_range(base, base + R, "all")
 
 
-def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool) -> int:
-    """The guest's PVALIDATE of its private page ``gpa``; an RMP #NPF goes to
-    ``sev_handle_rmp_fault`` and the instruction is retried once, as after a VM re-entry.
-    A 2M request whose backing cannot be a 2M page (an order-0 folio whose frame is not
-    2M-aligned, so KVM maps it 4K) returns FAIL_SIZEMISMATCH: the page size of the request does
-    not match the nested mapping [APM2 15.36.6, PVALIDATE]; the Linux guest then retries it as
-    4K pages (``pval_pages``). The #NPF reaches KVM through the VM's arch ops
-    (``handle_rmp_fault``)."""
+def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool):
+    """The guest's PVALIDATE of its private page ``gpa``.
+
+    A page KVM does not map private is first a #NPF (the C-bit access of the instruction):
+    KVM's fault path (:meth:`kit.kvm.mmu.Vcpu.fault_in`, ``npf_interception`` ->
+    ``kvm_mmu_page_fault``) with the VM's #NPF policy: ``exit`` (the attribute is shared)
+    returns the ``KVM_EXIT_MEMORY_FAULT`` :class:`~kit.kvm.uapi.Exit` and allocates no
+    guest_memfd folio; ``auto-convert`` converts, faults the folio in
+    (``sev_gmem_prepare``) and the instruction is retried. Then the RMP checks: a size-mismatch
+    #NPF goes to ``sev_handle_rmp_fault`` (a ``vm_exit``; PSMASH and zap) and the instruction
+    is retried once, faulting the page in again at 4K. A 2M request whose backing cannot be a
+    2M page (an order-0 folio whose frame is not 2M-aligned, so KVM maps it 4K) returns
+    FAIL_SIZEMISMATCH: the page size of the request does not match the nested mapping
+    [APM2 15.36.6, PVALIDATE]; the Linux guest then retries it as 4K pages (``pval_pages``).
+
+    Returns the instruction's return code (0 or ``PVALIDATE_FAIL_*``) or the fault's exit. An
+    RMP #NPF KVM leaves unresolved (``sev_handle_rmp_fault`` returns early, e.g. the host made
+    the page shared: the vCPU would fault forever) is raised as the
+    :class:`~kit.errors.NestedPageFault` instead of hanging."""
+    vcpu.check_runnable()
     vm = vcpu.vm
+    gfn = gpa >> PAGE_SHIFT
     for attempt in (0, 1):
-        gfn = gpa >> PAGE_SHIFT
+        if vm.sptes.get(gfn) != MAP_PRIVATE:
+            out = vcpu.fault_in(gpa, private=True)
+            if out is not None:
+                return out
         slot = vm.slot_for_gfn(gfn)
-        if slot is None or slot.gmem is None:
-            raise KvmError(errno.EFAULT, f"gpa {gpa:#x} has no guest_memfd backing")
-        pfn, _ = slot.gmem.get_pfn(slot.gmem_index(gfn))
+        pfn, _ = slot.gmem.get_pfn(slot.gmem_index(gfn), allocate=False)
         if pagesize == PAGE_2M and pfn % R:
             return PVALIDATE_FAIL_SIZEMISMATCH
         try:
@@ -202,67 +241,248 @@ def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool) -> int:
         except NestedPageFault as e:
             if attempt or not e.error_code & PFERR_GUEST_SIZEM_MASK:
                 raise
+            vm.kvm.host.ledger.record("npf", vm_exit=1)
             vm.x86_ops.handle_rmp_fault(vcpu, gpa, e.error_code)
 
 
-# ----------------------------------------------------------------- GHCB page-state change
-def snp_begin_psc(vcpu, entries: list[tuple[int, int, int]], *, cur_entry: int = 0,
-                  end_entry: int | None = None):
-    """Process a GHCB PSC request: ``entries`` are (gfn, op, pagesize PAGE_4K/PAGE_2M).
-    Returns ``(result, exits)``: ``result`` is 0 or the SW_EXITINFO2 error; ``exits`` the
-    ``KVM_HC_MAP_GPA_RANGE`` exits userspace must answer (coalesced)."""
+def guest_validate(vcpu, gpa: int, npages: int) -> list:
+    """The guest validates ``npages`` 4K pages from ``gpa`` after converting them to private
+    (arch/x86/coco/sev/core.c ``pval_pages``: PVALIDATE, 4K, validate=1, page by page; a
+    helper for notebooks and probes, not a hot path): the list of :func:`guest_pvalidate`
+    results. A VM without an RMP (not SNP) has nothing to validate: []."""
+    if vcpu.vm.type != U.KVM_X86_SNP_VM:
+        return []
+    return [guest_pvalidate(vcpu, gpa + i * PAGE_4K, PAGE_4K, True) for i in range(npages)]
+
+
+def snp_check_private_access(vcpu, gpa: int) -> None:
+    """The hardware's check of a guest access with the C-bit set, once KVM mapped the page
+    [APM2 15.36.10]: the RMP entry of the frame must be assigned, to this VM's ASID, at this
+    GPA (for a 2M entry: at the 2M page holding it), and validated. Otherwise the guest gets
+    #VC (:class:`~kit.errors.VmmCommunicationException`) with ``SVM_EXIT_PAGE_NOT_VALIDATED``
+    and ``detail`` naming the failed condition.
+
+    The APM raises this #VC for an assigned entry with Validated=0; an entry that is not
+    assigned to the guest at this GPA is an RMP #NPF in hardware, which KVM's
+    ``sev_handle_rmp_fault`` leaves unresolved (the entry is not assigned), so the guest never
+    completes the access: the model reports both as this #VC. The Linux guest has no handler
+    for the exit code (arch/x86/coco/sev/vc-handle.c ``vc_handle_exitcode``), so it terminates
+    (``SEV_TERM_SET_GEN``, ``GHCB_SEV_ES_GEN_REQ``)."""
     vm = vcpu.vm
-    end_entry = len(entries) - 1 if end_entry is None else end_entry
-    if end_entry >= PSC_MAX_ENTRY or end_entry >= len(entries) or cur_entry > end_entry:
-        return GHCB_HV_RESP_INVALID_HDR, []
-    if not vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE):
-        return VMGEXIT_PSC_ERROR_GENERIC, []
-    exits, run = [], None
-    for gfn, op, size in entries[cur_entry:end_entry + 1]:
-        if op in (SNP_PAGE_STATE_PSMASH, SNP_PAGE_STATE_UNSMASH):
+    gfn = gpa >> PAGE_SHIFT
+    slot = vm.slot_for_gfn(gfn)
+    pfn, _ = slot.gmem.get_pfn(slot.gmem_index(gfn), allocate=False)
+    e = vm.kvm.host.rmp.rmpread(pfn)
+    want = (gfn - pfn % R if e.pagesize == PAGE_2M else gfn) << PAGE_SHIFT
+    why = None
+    if not e.assigned:
+        why = "RMP entry not assigned"
+    elif e.asid != vm.asid:
+        why = f"RMP entry belongs to ASID {e.asid}, not {vm.asid}"
+    elif e.gpa != want:
+        why = f"RMP entry maps gpa {e.gpa:#x}, not {want:#x}"
+    elif not e.validated:
+        why = "Validated=0"
+    if why:
+        raise VmmCommunicationException(SVM_EXIT_PAGE_NOT_VALIDATED, gpa, why)
+
+
+# ----------------------------------------------------------------- GHCB page-state change
+@dataclass
+class PscState:
+    """The page-state change KVM holds for a vCPU (``struct vcpu_sev_es_state``: ``ghcb_sa``,
+    ``psc_idx``, ``psc_inflight``, ``psc_2m``) and, once KVM answered, ``result``:
+    (sw_exit_info_1, sw_exit_info_2)."""
+
+    desc: PscDesc
+    idx: int = 0
+    inflight: int = 0
+    huge: bool = False
+    result: tuple | None = None
+    exits: list = field(default_factory=list)
+
+
+def _psc_next_range(desc: PscDesc):
+    """``snp_begin_psc`` from ``next_range``: skip the entries already done (advancing
+    ``cur_entry``), check the first one with pages left, coalesce the entries after it.
+    Returns ``(error, None)`` to answer with, ``(0, None)`` when nothing is left, or
+    ``(0, (idx, count, gfn, npages, op, pagesize_2m))`` for the run to hand out.
+
+    The kernel's checks, in order: ``end_entry >= VMGEXIT_PSC_MAX_COUNT`` -> INVALID_HDR;
+    per entry ``cur_page > npages`` or a gfn not aligned to the entry's size -> INVALID_ENTRY.
+    A partly done entry is finished as 4K pages from ``gfn + cur_page``. Entries join the run
+    while they have the same operation, ``cur_page == 0``, the same size, and a gfn equal to
+    the first entry's *own* gfn plus the pages so far (the kernel compares
+    ``entry_start.gfn + npages``: after a partly done 2M entry this is not the page after the
+    run). Model rules the kernel does not need: an entry list shorter than ``end_entry + 1``
+    -> INVALID_HDR; an operation outside 1..4 or a page size the entry cannot encode ->
+    INVALID_ENTRY (the kernel completes unknown operations as no-ops)."""
+    entries = desc.entries
+    idx_start, idx_end = desc.cur_entry, desc.end_entry
+    if idx_end >= VMGEXIT_PSC_MAX_COUNT:
+        return VMGEXIT_PSC_ERROR_INVALID_HDR, None
+    if idx_start <= idx_end and idx_end >= len(entries):
+        return VMGEXIT_PSC_ERROR_INVALID_HDR, None
+    idx = idx_start
+    while idx <= idx_end:
+        e = entries[idx]
+        huge = psc_pagesize_2m(e.pagesize)
+        if huge is None or e.op not in PSC_OPS:
+            return VMGEXIT_PSC_ERROR_INVALID_ENTRY, None
+        npages = R if huge else 1
+        if not 0 <= e.cur_page <= npages or e.gfn % npages:
+            return VMGEXIT_PSC_ERROR_INVALID_ENTRY, None
+        gfn = e.gfn
+        if e.cur_page:                          # a partly done 2M entry: the rest as 4K
+            npages -= e.cur_page
+            gfn += e.cur_page
+            huge = False
+        if npages:
+            break
+        idx += 1
+        desc.cur_entry += 1
+    if idx > idx_end:
+        return 0, None
+    start, count = entries[idx], 1
+    j = idx + 1
+    while j <= idx_end:
+        e = entries[j]
+        if (e.op != start.op or e.gfn != start.gfn + npages or e.cur_page
+                or psc_pagesize_2m(e.pagesize) is not huge):
+            break
+        count += 1
+        npages += R if huge else 1
+        j += 1
+    return 0, (idx, count, gfn, npages, start.op, bool(psc_pagesize_2m(start.pagesize)))
+
+
+def _psc_complete_inflight(state: PscState) -> None:
+    """``__snp_complete_one_psc``: every in-flight entry done (``cur_page`` = its pages),
+    ``cur_entry`` past them."""
+    desc = state.desc
+    for i in range(state.idx, state.idx + state.inflight):
+        desc.entries[i].cur_page = desc.entries[i].npages
+    desc.cur_entry = state.idx + state.inflight
+    state.inflight = 0
+
+
+def _snp_complete_psc(state: PscState, ret: int) -> None:
+    """``snp_complete_psc``: nothing in flight any more; "no action" in sw_exit_info_1 and the
+    PSC return code in sw_exit_info_2 (``svm_vmgexit_no_action``)."""
+    state.inflight, state.idx, state.huge = 0, 0, False
+    state.result = (GHCB_HV_RESP_NO_ACTION, ret)
+    return None
+
+
+def snp_guest_owned_convert(vm, gfn: int, npages: int, private: bool) -> int:
+    """The conversion KVM makes itself for a VM whose guest owns the attributes (the pKVM
+    proposal, thread "[RFC PATCH v12 11/33] KVM: Introduce per-page memory attributes", 2023:
+    every request "either immediately succeeds or terminates the guest"):
+    ``kvm_vm_set_mem_attributes`` on ``[gfn, gfn + npages)``, recorded in ``kvm_conversions``
+    and as ``set_attributes``. Returns 0, -EINVAL when private memory is asked for that no
+    open guest_memfd slot backs (KVM could never fault it in), or the update's -errno (e.g.
+    -ENOMEM when ``xa_reserve`` fails); a failure changes nothing."""
+    if private and not vm.gmem_backed(gfn, gfn + npages):
+        return -errno.EINVAL
+    value = U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0
+    try:
+        vm.kvm_vm_set_mem_attributes(gfn << PAGE_SHIFT, npages << PAGE_SHIFT, value)
+    except KvmError as e:
+        return -e.errno
+    vm.kvm_conversions.append((gfn, gfn + npages, value))
+    vm.kvm.host.ledger.record("kvm_set_mem_attributes", set_attributes=1)
+    return 0
+
+
+def _snp_begin_psc(vm, state: PscState):
+    """``snp_begin_psc``: the next coalesced run of ``state.desc`` as a ``KVM_HC_MAP_GPA_RANGE``
+    exit (``args``: gpa, pages, ENCRYPTED/DECRYPTED | the first entry's size flag), or None
+    with ``state.result`` set. Without the hypercall exit enabled (``user_exit_on_hypercall``)
+    -> GENERIC. PSMASH/UNSMASH runs complete without an exit. Where the guest owns the
+    attributes, each run is converted inside KVM (:func:`snp_guest_owned_convert`): no exit,
+    GENERIC if a conversion cannot be made."""
+    guest_owned = vm.attribute_owner == "guest"
+    if not guest_owned and not vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE):
+        return _snp_complete_psc(state, VMGEXIT_PSC_ERROR_GENERIC)
+    while True:
+        if state.inflight:                      # WARN_ON_ONCE(psc_inflight)
+            return _snp_complete_psc(state, VMGEXIT_PSC_ERROR_GENERIC)
+        err, run = _psc_next_range(state.desc)
+        if err or run is None:
+            return _snp_complete_psc(state, err)
+        idx, count, gfn, npages, op, size2m = run
+        state.idx, state.inflight, state.huge = idx, count, size2m
+        if op not in (SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED):
+            _psc_complete_inflight(state)       # PSMASH/UNSMASH: done, no exit
             continue
-        if op not in (SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED) or size not in (PAGE_4K, PAGE_2M):
-            return GHCB_HV_RESP_INVALID_ENTRY, []
-        npages = size // PAGE_4K
-        if size == PAGE_2M and gfn % R:
-            return GHCB_HV_RESP_INVALID_ENTRY, []
-        if run and run[1] == op and run[2] == size and run[0] + run[3] == gfn:
-            run[3] += npages
-        else:
-            if run:
-                exits.append(run)
-            run = [gfn, op, size, npages]
-    if run:
-        exits.append(run)
-    out = []
-    for gfn, op, size, npages in exits:
+        if guest_owned:
+            if snp_guest_owned_convert(vm, gfn, npages, op == SNP_PAGE_STATE_PRIVATE):
+                return _snp_complete_psc(state, VMGEXIT_PSC_ERROR_GENERIC)
+            _psc_complete_inflight(state)
+            continue
         attrs = (KVM_MAP_GPA_RANGE_ENCRYPTED if op == SNP_PAGE_STATE_PRIVATE else 0) | \
-            (KVM_MAP_GPA_RANGE_PAGE_SZ_2M if size == PAGE_2M else 0)
-        out.append(Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
-            U.KVM_HC_MAP_GPA_RANGE, (gfn << PAGE_SHIFT, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE)))
-    return 0, out
+            (KVM_MAP_GPA_RANGE_PAGE_SZ_2M if size2m else 0)
+        ex = Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
+            U.KVM_HC_MAP_GPA_RANGE, (gfn << PAGE_SHIFT, npages, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE))
+        state.exits.append(ex)
+        return ex
+
+
+def _snp_complete_one_psc(vm, state: PscState, ret: int):
+    """``snp_complete_one_psc``: userspace's ``ret`` non-zero -> GENERIC (the in-flight entries
+    stay as they were); else they are done and the next run is handed out."""
+    if ret:
+        return _snp_complete_psc(state, VMGEXIT_PSC_ERROR_GENERIC)
+    _psc_complete_inflight(state)
+    return _snp_begin_psc(vm, state)
+
+
+def _psc_answer(vcpu, state: PscState, out):
+    """Leave the completion for userspace's answer, or hand KVM's answer to the guest."""
+    if out is None:
+        vcpu.psc_result, vcpu.psc = state.result, None
+        return None
+    vcpu.complete_userspace_io = lambda ret: _psc_answer(vcpu, state, _snp_complete_one_psc(vcpu.vm, state, ret))
+    return out
+
+
+def snp_vmgexit_psc(vcpu, desc: PscDesc):
+    """``sev_handle_vmgexit`` for ``SVM_VMGEXIT_PSC`` on an SNP guest (what
+    :meth:`kit.kvm.mmu.Vcpu.vmgexit_psc` reaches): KVM works on ``desc`` in place
+    (:func:`_snp_begin_psc`). Returns the exit for userspace, whose answer goes to
+    :meth:`~kit.kvm.mmu.Vcpu.complete_hypercall`, or None with ``vcpu.psc_result`` set;
+    ``vcpu.psc`` is the :class:`PscState` while one is in flight."""
+    if not isinstance(desc, PscDesc):
+        raise TypeError(f"desc: expected a PscDesc, got {type(desc).__name__}")
+    state = PscState(desc)
+    vcpu.psc = state
+    return _psc_answer(vcpu, state, _snp_begin_psc(vcpu.vm, state))
+
+
+def snp_begin_psc(vcpu, entries, *, cur_entry: int = 0, end_entry: int | None = None):
+    """The page-state change of ``entries`` ((gfn, op, pagesize PAGE_4K/PAGE_2M) tuples or
+    :class:`PscEntry`) as one call: the exits KVM would hand out in turn if userspace answered
+    each with ret 0, and KVM's answer. Returns ``(result, exits)``: ``result`` is
+    sw_exit_info_2 (0 or ``VMGEXIT_PSC_ERROR_*``). Nothing is converted and no vCPU state or
+    cost event changes where userspace owns the attributes (the caller answers the exits);
+    where the guest owns them KVM converts inside, as :func:`snp_vmgexit_psc` does. The
+    stateful form is :meth:`kit.kvm.mmu.Vcpu.vmgexit_psc`."""
+    desc = PscDesc([e if isinstance(e, PscEntry) else PscEntry(*e) for e in entries],
+                   cur_entry, end_entry)
+    state = PscState(desc)
+    out = _snp_begin_psc(vcpu.vm, state)
+    while out is not None:
+        out = _snp_complete_one_psc(vcpu.vm, state, 0)
+    return state.result[1], state.exits
 
 
 # ----------------------------------------------------------------- GHCB MSR protocol
-# arch/x86/include/asm/sev-common.h: GHCB_MSR_PSC_REQ/RESP and the request's fields
-GHCB_MSR_PSC_REQ = 0x014
-GHCB_MSR_PSC_RESP = 0x015
-GHCB_MSR_PSC_RESP_ERROR = (1 << 32) | GHCB_MSR_PSC_RESP
-GHCB_MSR_INFO_MASK = 0xFFF
-GHCB_MSR_PSC_GFN_POS, GHCB_MSR_PSC_GFN_MASK = 12, (1 << 40) - 1
-GHCB_MSR_PSC_OP_POS, GHCB_MSR_PSC_OP_MASK = 52, 0xF
-
-
-def ghcb_msr_psc_req(gfn: int, op: int) -> int:
-    """The guest's MSR-protocol request: GFN in bits 51:12, operation in bits 55:52."""
-    return GHCB_MSR_PSC_REQ | (gfn << GHCB_MSR_PSC_GFN_POS) | (op << GHCB_MSR_PSC_OP_POS)
-
-
 def snp_begin_psc_msr(vcpu, ghcb_msr: int):
     """``snp_begin_psc_msr``: one 4K page, private or shared only (PSMASH/UNSMASH are not
     supported over the MSR protocol); a bad operation, or the hypercall exit not enabled, puts
     GHCB_MSR_PSC_RESP_ERROR in the MSR and resumes the guest. Otherwise one
-    ``KVM_HC_MAP_GPA_RANGE`` exit of one 4K page. Returns ``(msr_response, exit or None)``."""
+    ``KVM_HC_MAP_GPA_RANGE`` exit of one 4K page. Returns ``(msr_response, exit or None)``
+    (the response once userspace answered 0: ``snp_complete_psc_msr``)."""
     if ghcb_msr & GHCB_MSR_INFO_MASK != GHCB_MSR_PSC_REQ:
         raise ValueError(f"ghcb_msr: not a page-state-change request ({ghcb_msr:#x})")
     gfn = (ghcb_msr >> GHCB_MSR_PSC_GFN_POS) & GHCB_MSR_PSC_GFN_MASK
@@ -274,6 +494,35 @@ def snp_begin_psc_msr(vcpu, ghcb_msr: int):
     attrs = KVM_MAP_GPA_RANGE_ENCRYPTED if op == SNP_PAGE_STATE_PRIVATE else 0
     return GHCB_MSR_PSC_RESP, Exit(U.KVM_EXIT_HYPERCALL, hypercall=Hypercall(
         U.KVM_HC_MAP_GPA_RANGE, (gfn << PAGE_SHIFT, 1, attrs), U.KVM_EXIT_HYPERCALL_LONG_MODE))
+
+
+def snp_complete_psc_msr(vcpu, ret: int) -> None:
+    """``snp_complete_psc_msr``: ``GHCB_MSR_PSC_RESP`` in the MSR if userspace's ``ret`` is 0,
+    else ``GHCB_MSR_PSC_RESP_ERROR``; the guest resumes."""
+    vcpu.ghcb_msr = GHCB_MSR_PSC_RESP_ERROR if ret else GHCB_MSR_PSC_RESP
+    return None
+
+
+def snp_vmgexit_msr_psc(vcpu, msr: int):
+    """``GHCB_MSR_PSC_REQ`` in ``sev_handle_vmgexit_msr_protocol`` of an SNP guest
+    (:func:`snp_begin_psc_msr`; the completion :func:`snp_complete_psc_msr`). Where the guest
+    owns the attributes KVM converts the page inside (:func:`snp_guest_owned_convert`) and
+    answers at once. The response is in ``vcpu.ghcb_msr`` once KVM answered."""
+    vcpu.ghcb_msr = msr
+    vm = vcpu.vm
+    if vm.attribute_owner == "guest":
+        gfn = (msr >> GHCB_MSR_PSC_GFN_POS) & GHCB_MSR_PSC_GFN_MASK
+        op = (msr >> GHCB_MSR_PSC_OP_POS) & GHCB_MSR_PSC_OP_MASK
+        ok = (op in (SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED)
+              and not snp_guest_owned_convert(vm, gfn, 1, op == SNP_PAGE_STATE_PRIVATE))
+        vcpu.ghcb_msr = GHCB_MSR_PSC_RESP if ok else GHCB_MSR_PSC_RESP_ERROR
+        return None
+    resp, ex = snp_begin_psc_msr(vcpu, msr)
+    if ex is None:
+        vcpu.ghcb_msr = resp
+        return None
+    vcpu.complete_userspace_io = lambda ret: snp_complete_psc_msr(vcpu, ret)
+    return ex
 
 
 # ----------------------------------------------------------------- launch
@@ -391,6 +640,7 @@ def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: in
                 user.fill(src_page, 1, CPUID_CORRECTED_BYTE)     # copy_to_user(src + i * PAGE_SIZE)
             break
         vm.sev.launch_pages.append(pfn)
+        f.prepared.set(index, index + 1, 1)         # kvm_gmem_populate: the folio is up to date
         done += 1
     if err and not done:
         e = KvmError(errno.EIO, f"kvm_gmem_populate failed at gfn {gfn_start:#x}: "
@@ -486,3 +736,16 @@ class SnpX86Ops(SevX86Ops):
 
     def handle_rmp_fault(self, vcpu, gpa: int, error_code: int) -> None:
         sev_handle_rmp_fault(vcpu.vm, gpa, error_code)
+
+    def check_private_access(self, vcpu, gpa: int) -> None:
+        snp_check_private_access(vcpu, gpa)
+
+    def vmgexit_msr(self, vcpu, msr: int):
+        """The MSR protocol of an SNP guest: ``GHCB_MSR_PSC_REQ`` is :func:`snp_vmgexit_msr_psc`,
+        the rest as for SEV-ES (:func:`kit.kvm.sev.sev_handle_vmgexit_msr_protocol`)."""
+        if msr & GHCB_MSR_INFO_MASK == GHCB_MSR_PSC_REQ:
+            return snp_vmgexit_msr_psc(vcpu, msr)
+        return super().vmgexit_msr(vcpu, msr)
+
+    def vmgexit_psc(self, vcpu, desc):
+        return snp_vmgexit_psc(vcpu, desc)

@@ -64,11 +64,16 @@ SEV_CMD_NAMES = {v: k for k, v in dict(globals()).items() if k.startswith("KVM_S
 # exits
 KVM_EXIT_HYPERCALL = 3
 KVM_EXIT_MMIO = 6
+KVM_EXIT_SYSTEM_EVENT = 24
 KVM_EXIT_MEMORY_FAULT = 39
 KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3
 KVM_EXIT_HYPERCALL_LONG_MODE = 1 << 0
 
+# kvm_run.system_event.type (include/uapi/linux/kvm.h)
+KVM_SYSTEM_EVENT_SEV_TERM = 6
+
 EXIT_REASON_NAMES = {KVM_EXIT_HYPERCALL: "KVM_EXIT_HYPERCALL", KVM_EXIT_MMIO: "KVM_EXIT_MMIO",
+                     KVM_EXIT_SYSTEM_EVENT: "KVM_EXIT_SYSTEM_EVENT",
                      KVM_EXIT_MEMORY_FAULT: "KVM_EXIT_MEMORY_FAULT"}
 
 # hypercalls and their guest-visible errors (include/uapi/linux/kvm_para.h: KVM_EFAULT is
@@ -132,12 +137,16 @@ class Hypercall:
 @dataclass(frozen=True)
 class Exit:
     """What ``KVM_RUN`` hands to userspace (``struct kvm_run``); for ``KVM_EXIT_MEMORY_FAULT``
-    KVM_RUN itself returns -1/EFAULT, recorded in ``errno``."""
+    KVM_RUN itself returns -1/EFAULT, recorded in ``errno``. ``system_event`` is
+    ``kvm_run.system_event`` of ``KVM_EXIT_SYSTEM_EVENT`` as ``(type, data[0])``, e.g.
+    ``(KVM_SYSTEM_EVENT_SEV_TERM, the guest's GHCB MSR)`` (arch/x86/kvm/svm/sev.c
+    ``sev_handle_vmgexit_msr_protocol``, ``out_terminate``: ``ndata`` 1)."""
 
     reason: int
     memory_fault: MemoryFault | None = None
     hypercall: Hypercall | None = None
     errno: int = 0
+    system_event: tuple | None = None
 
     @property
     def reason_name(self) -> str:

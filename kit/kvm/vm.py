@@ -372,6 +372,19 @@ class VM:
     def slot_for_gfn(self, gfn: int, as_id: int = 0) -> Memslot | None:
         return slot_for_gfn(self.memslots, gfn, as_id)
 
+    def gmem_backed(self, start: int, end: int) -> bool:
+        """Whether every gfn of ``[start, end)`` lies in a memslot whose guest_memfd can back
+        private memory (``KVM_MEM_GUEST_MEMFD`` and the file still open): what
+        ``kvm_mmu_faultin_pfn_gmem`` needs for a private fault to succeed."""
+        covered = 0
+        for slot in self.memslots.values():
+            s, e = max(start, slot.base_gfn), min(end, slot.end_gfn)
+            if s < e:
+                if not slot.flags & U.KVM_MEM_GUEST_MEMFD or slot.gmem is None:
+                    return False
+                covered += e - s
+        return covered == end - start
+
     # ------------------------------------------------------------------ vCPUs and caps
     def create_vcpu(self, id: int) -> Vcpu:
         """``KVM_CREATE_VCPU``: an id already in use is EEXIST; then the arch's ``vcpu_create``

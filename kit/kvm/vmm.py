@@ -3,7 +3,14 @@ QEMU's accel/kvm/kvm-all.c, reached from ``KVM_EXIT_MEMORY_FAULT`` and from the
 ``KVM_HC_MAP_GPA_RANGE`` hypercall exit): set the attribute with
 ``KVM_SET_MEMORY_ATTRIBUTES``, and with ``discard=True`` punch the shared copy's backing or
 the guest_memfd range it no longer needs (here: punch guest_memfd when going shared; allocate
-when going private)."""
+when going private). A guest's termination request (``KVM_EXIT_SYSTEM_EVENT`` /
+``KVM_SYSTEM_EVENT_SEV_TERM``) is a guest panic to QEMU (accel/kvm/kvm-all.c ``kvm_cpu_exec``:
+``qemu_system_guest_panicked``).
+
+Subclass :class:`Vmm` to deny, defer or retry: :meth:`Vmm.handle` returns the ``ret`` KVM hands
+to the guest (``run->hypercall.ret``), and a subclass may return non-zero, or convert only on a
+later attempt. Where the guest owns the attributes there is nothing to answer: KVM converts
+inside, and the guest's request either succeeds at once or fails (docs/kvm-model.md)."""
 from __future__ import annotations
 
 import errno
@@ -21,6 +28,7 @@ class Vmm:
         self.max_exits = max_exits
         self.ioctls = 0            # KVM_SET_MEMORY_ATTRIBUTES calls made (the cost of userspace control)
         self.log: list = []
+        self.panicked = None       # the termination exit, once the guest asked to terminate
 
     def convert(self, gpa: int, size: int, private: bool) -> int:
         """``kvm_convert_memory``: a private conversion of memory that no guest_memfd slot
@@ -31,6 +39,7 @@ class Vmm:
             return -U.KVM_EINVAL
         self.vm.set_memory_attributes(gpa, size, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0)
         self.ioctls += 1
+        self.vm.kvm.host.ledger.record("KVM_SET_MEMORY_ATTRIBUTES", set_attributes=1)
         if self.fallocate:
             for slot in list(self.vm.memslots.values()):
                 s, e = max(start, slot.base_gfn), min(end, slot.end_gfn)
@@ -50,8 +59,13 @@ class Vmm:
         return covered == end - start
 
     def handle(self, exit: Exit) -> int:
-        """Answer one exit; returns the hypercall's ``ret`` (0) or 0 for a memory fault."""
+        """Answer one exit; returns the hypercall's ``ret`` (0, or the conversion's refusal) or 0
+        for a memory fault. A termination request is recorded in :attr:`panicked` (0)."""
         self.log.append(exit)
+        if exit.reason == U.KVM_EXIT_SYSTEM_EVENT and exit.system_event \
+                and exit.system_event[0] == U.KVM_SYSTEM_EVENT_SEV_TERM:
+            self.panicked = exit
+            return 0
         if exit.reason == U.KVM_EXIT_HYPERCALL and exit.hypercall.nr == U.KVM_HC_MAP_GPA_RANGE:
             gpa, npages, attrs = exit.hypercall.args
             return self.convert(gpa, npages << PAGE_SHIFT, bool(attrs & KVM_MAP_GPA_RANGE_ENCRYPTED))
@@ -59,6 +73,21 @@ class Vmm:
             mf = exit.memory_fault
             return self.convert(mf.gpa, mf.size, bool(mf.flags & U.KVM_MEMORY_EXIT_FLAG_PRIVATE))
         raise ValueError(f"exit: the VMM cannot answer exit reason {exit.reason}")
+
+    def answer(self, vcpu, exit) -> int:
+        """``KVM_RUN``'s loop for an exit that left a completion in KVM (a GHCB page-state
+        change, the MSR protocol): answer it, hand the ``ret`` back
+        (:meth:`~kit.kvm.mmu.Vcpu.complete_hypercall`) and answer every exit KVM hands out
+        next, until KVM answers the guest. ``exit`` None (KVM answered at once) does nothing.
+        Returns the number of exits answered."""
+        n = 0
+        while exit is not None:
+            ret = self.handle(exit)
+            n += 1
+            if vcpu.complete_userspace_io is None:     # nothing to complete (e.g. a VMCALL)
+                return n
+            exit = vcpu.complete_hypercall(ret)
+        return n
 
     def access(self, vcpu, gpa: int, *, write: bool = True, private: bool | None = None):
         """Run a guest access to completion, answering its exits; returns the exits seen.

@@ -31,6 +31,12 @@ Members, and where the generic code calls each (kernel caller in parentheses):
 ``private_max_mapping_level`` the private fault path (``kvm_max_private_mapping_level``,
                               arch/x86/kvm/mmu/mmu.c; renamed ``gmem_max_mapping_level`` later)
 ``handle_rmp_fault(...)``     an RMP #NPF (``npf_interception`` -> ``sev_handle_rmp_fault``)
+``check_private_access(...)`` (model) the hardware's RMP check of a guest access with the C-bit
+                              set, after KVM's fault-in [APM2 15.36.10]: SNP raises #VC
+``vmgexit_msr(vcpu, msr)``    a VMGEXIT with the GHCB MSR protocol (``sev_handle_vmgexit`` ->
+                              ``sev_handle_vmgexit_msr_protocol``), :meth:`Vcpu.vmgexit_msr`
+``vmgexit_psc(vcpu, desc)``   a VMGEXIT for a GHCB page-state change (``sev_handle_vmgexit``,
+                              ``SVM_VMGEXIT_PSC`` -> ``snp_begin_psc``), :meth:`Vcpu.vmgexit_psc`
 ``mem_enc_ioctl(vm, cmd)``    :meth:`VM.sev_init` (``KVM_MEMORY_ENCRYPT_OP``)
 ``mem_enc_register_region``   :meth:`VM.memory_encrypt_reg_region`
 ``mem_enc_unregister_region`` :meth:`VM.memory_encrypt_unreg_region`
@@ -41,7 +47,9 @@ Members, and where the generic code calls each (kernel caller in parentheses):
 
 ``handle_rmp_fault`` is not a ``kvm_x86_ops`` member in the kernel (svm.c's exit handler calls
 ``sev_handle_rmp_fault`` directly); it sits in the table so that the #NPF path reaches SNP code
-without importing it. The two encryption-context caps are dispatched through the *source* VM's
+without importing it. The same holds for the two VMGEXIT members (svm.c's ``sev_handle_vmgexit``
+is reached through ``svm_exit_handlers``) and for ``check_private_access``, which is hardware,
+not KVM: the table is where the model keeps what differs by VM type. The two encryption-context caps are dispatched through the *source* VM's
 table: the context copied or moved is the source's, and a VM without SEV ops has none.
 """
 from __future__ import annotations
@@ -86,6 +94,19 @@ class KvmX86Ops:
 
     def handle_rmp_fault(self, vcpu, gpa: int, error_code: int) -> None:
         """The RMP #NPF hook (``sev_handle_rmp_fault``): nothing without an RMP."""
+
+    def check_private_access(self, vcpu, gpa: int) -> None:
+        """The hardware's check of a guest access with the C-bit set to ``gpa``, after KVM
+        mapped it: nothing without an RMP."""
+
+    def vmgexit_msr(self, vcpu, msr: int):
+        """A VMGEXIT with the GHCB MSR protocol: a VM without SEV-ES has no GHCB (the
+        instruction is a plain VMMCALL there), so the call is the caller's error."""
+        raise ValueError("VMGEXIT: this VM is not an SEV-ES/SNP guest (no GHCB protocol)")
+
+    def vmgexit_psc(self, vcpu, desc):
+        """A VMGEXIT for a GHCB page-state change: none without SEV-ES (see :meth:`vmgexit_msr`)."""
+        raise ValueError("VMGEXIT: this VM is not an SEV-ES/SNP guest (no GHCB protocol)")
 
     def mem_enc_ioctl(self, vm, cmd: int) -> int:
         """``KVM_MEMORY_ENCRYPT_OP`` on a VM type without SEV: the model's host is an SEV host,

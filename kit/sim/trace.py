@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import HostOops
-from ..host import Host
 from ..guest import Guest
+from ..host import Host
 from ..host.ledger import EVENTS
 from ..kvm import snp
 from ..kvm import uapi as U
@@ -259,11 +259,11 @@ def _convert_one(g: _Guest, rng, npages: int, p4k: float) -> None:
             slot = vm.slot_for_gfn(gfn)
             off = (slot.gmem_pgoff + gfn - slot.base_gfn) << PAGE_SHIFT
             g.gmem.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, off, size)
-    vm.kvm.host.ledger.record("psc", vm_exit=1, user_exit=len(exits), set_attributes=len(exits))
+    # the VMM's KVM_SET_MEMORY_ATTRIBUTES are recorded on its path (kit.kvm.vmm)
+    vm.kvm.host.ledger.record("psc", vm_exit=1, user_exit=len(exits))
     if not private:
-        out = cpu.access(gfn << PAGE_SHIFT, private=True)
+        out = cpu.fault_in(gfn << PAGE_SHIFT, private=True)    # KVM's fault path records its events
         if out is not None:
             raise RuntimeError(f"private fault at gfn {gfn:#x} exited: {out.reason}")
-        vm.kvm.host.ledger.record("kvm_fault", vm_exit=1, npt_map=1)
         snp.guest_pvalidate(cpu, gfn << PAGE_SHIFT, PAGE_4K, True)
         g.validated[gfn] = True

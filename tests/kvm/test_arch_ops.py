@@ -57,11 +57,11 @@ class Cap4K(SnpX86Ops):
 
 def test_a_user_private_max_mapping_level_changes_the_mapping_level(make_kvm):
     vm, f, cpu = snp_guest(make_kvm(gmem_hugepages=True))
-    assert cpu.access(GPA, private=True) is None and vm.faults_in[-1][1] == PAGE_2M
+    assert cpu.fault_in(GPA, private=True) is None and vm.faults_in[-1][1] == PAGE_2M
     ops = Cap4K()
     vm, f, cpu = snp_guest(make_kvm(gmem_hugepages=True, x86_ops={U.KVM_X86_SNP_VM: ops}))
     assert vm.x86_ops is ops
-    assert cpu.access(GPA, private=True) is None and vm.faults_in[-1] == (GPA >> 12, PAGE_4K, True)
+    assert cpu.fault_in(GPA, private=True) is None and vm.faults_in[-1] == (GPA >> 12, PAGE_4K, True)
     assert ops.calls == [f.folios[0]]
     assert vm.kvm.host.rmp.rmpread(f.folios[0]).pagesize == PAGE_2M   # prepare is still SNP's
 
@@ -122,7 +122,7 @@ def test_gmem_invalidate_runs_on_every_folio_a_punch_frees(make_kvm):
             super().gmem_invalidate(host, start, end)
 
     vm, f, cpu = snp_guest(make_kvm(gmem_hugepages=True, x86_ops={U.KVM_X86_SNP_VM: Watch()}))
-    assert cpu.access(GPA, private=True) is None
+    assert cpu.fault_in(GPA, private=True) is None
     pfn = f.folios[0]
     f.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, 0, PAGE_2M)
     assert seen == [(pfn, pfn + PAGE_2M // PAGE_4K)] and not vm.kvm.host.rmp.rmpread(pfn).assigned
@@ -137,7 +137,7 @@ def test_the_rmp_fault_hook_is_reached_through_the_table(make_kvm):
             super().handle_rmp_fault(vcpu, gpa, error_code)
 
     vm, f, cpu = snp_guest(make_kvm(gmem_hugepages=True, x86_ops={U.KVM_X86_SNP_VM: Watch()}))
-    assert cpu.access(GPA, private=True) is None
+    assert cpu.fault_in(GPA, private=True) is None
     assert snp.guest_pvalidate(cpu, GPA + PAGE_4K, PAGE_4K, True) == 0
     assert seen == [(0, GPA + PAGE_4K)]
 

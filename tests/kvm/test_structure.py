@@ -11,7 +11,7 @@ import pytest
 import kit.kvm
 
 KVM = pathlib.Path(kit.kvm.__file__).parent
-GENERIC = ("vm", "memslot", "gmem", "mmu", "x86_ops", "uapi", "content", "injection", "vmm")
+GENERIC = ("vm", "memslot", "gmem", "mmu", "x86_ops", "uapi", "content", "injection", "vmm", "probe", "ghcb")
 ARCH = ("sev", "snp", "svm")
 
 

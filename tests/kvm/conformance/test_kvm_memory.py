@@ -223,10 +223,10 @@ def test_closing_the_last_reference_returns_snp_pages_shared_to_the_host(make_kv
     vm.set_user_memory_region2(1, GMEM, 1 << 32, 4 * MiB, 0, 0, f)
     vm.set_memory_attributes(1 << 32, 4 * MiB, U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
     cpu = vm.create_vcpu(0)
-    cpu.access(1 << 32, private=True)
+    cpu.fault_in(1 << 32, private=True)
     pfn = f.folios[0]
     free_before = host.memory.free_pages()
     f.close()
     assert not host.rmp.rmpread(pfn).assigned and host.memory.owner(pfn) == "free"
     assert host.memory.free_pages() == free_before + 512
-    assert cpu.access(1 << 32, private=True).reason == U.KVM_EXIT_MEMORY_FAULT   # file gone: EFAULT
+    assert cpu.fault_in(1 << 32, private=True).reason == U.KVM_EXIT_MEMORY_FAULT   # file gone: EFAULT

@@ -26,7 +26,7 @@ def snp_vm(make_kvm):
 def test_prepare_makes_2m_private_when_possible_and_maps_2m(snp_vm):
     host, vm, f, cpu = snp_vm()
     vm.set_memory_attributes(GPA, 2 * MiB, P)
-    assert cpu.access(GPA + 0x5000, private=True) is None
+    assert cpu.fault_in(GPA + 0x5000, private=True) is None
     pfn = f.folios[0]
     e = host.rmp.rmpread(pfn + 5)
     assert e.assigned and e.pagesize == PAGE_2M and e.asid == vm.asid and e.gpa == GPA
@@ -38,7 +38,7 @@ def test_prepare_makes_2m_private_when_possible_and_maps_2m(snp_vm):
 def test_4k_folios_prepare_4k_and_split_the_direct_map(snp_vm):
     host, vm, f, cpu = snp_vm(huge=False)
     vm.set_memory_attributes(GPA, PAGE_4K, P)
-    assert cpu.access(GPA, private=True) is None
+    assert cpu.fault_in(GPA, private=True) is None
     pfn = f.folios[0]
     assert host.rmp.rmpread(pfn).pagesize == PAGE_4K and host.directmap.level(pfn) == PAGE_4K
     assert vm.faults_in[-1][1] == PAGE_4K
@@ -47,7 +47,7 @@ def test_4k_folios_prepare_4k_and_split_the_direct_map(snp_vm):
 def test_pvalidate_4k_on_2m_entry_is_handled_by_psmash_and_zap(snp_vm):
     host, vm, f, cpu = snp_vm()
     vm.set_memory_attributes(GPA, 2 * MiB, P)
-    cpu.access(GPA, private=True)
+    cpu.fault_in(GPA, private=True)
     assert snp.guest_pvalidate(cpu, GPA + PAGE_4K, PAGE_4K, True) == 0
     assert host.rmp.rmpread(f.folios[0]).pagesize == PAGE_4K and host.ledger.totals["psmash"] == 1
     assert vm.zaps[-1] == (GPA >> 12, (GPA >> 12) + 512, "all")
@@ -57,8 +57,8 @@ def test_pvalidate_4k_on_2m_entry_is_handled_by_psmash_and_zap(snp_vm):
 def test_punch_hole_gives_pages_back_shared(snp_vm):
     host, vm, f, cpu = snp_vm()
     vm.set_memory_attributes(GPA, 4 * MiB, P)
-    cpu.access(GPA, private=True)
-    cpu.access(GPA + PAGE_2M, private=True)
+    cpu.fault_in(GPA, private=True)
+    cpu.fault_in(GPA + PAGE_2M, private=True)
     pfn0, pfn1 = f.folios[0], f.folios[1]
     snp.guest_pvalidate(cpu, GPA + PAGE_4K, PAGE_4K, True)                # region 0 now smashed
     f.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, 0, 4 * MiB)
@@ -87,7 +87,9 @@ def test_psc_coalesces_into_map_gpa_range_exits_and_the_vmm_converts(snp_vm):
     ([(0, 1, PAGE_4K)] * 254, {}, snp.GHCB_HV_RESP_INVALID_HDR),
     ([(5, 1, PAGE_2M)], {}, snp.GHCB_HV_RESP_INVALID_ENTRY),
     ([(0, 9, PAGE_4K)], {}, snp.GHCB_HV_RESP_INVALID_ENTRY),
-    ([(0, 1, PAGE_4K)], {"cur_entry": 1}, snp.GHCB_HV_RESP_INVALID_HDR),
+    # cur_entry > end_entry: a finished request, answered with success and no exit (snp_begin_psc:
+    # idx > idx_end); it asserted INVALID_HDR before, which issue [2/6] item 4 names as wrong
+    ([(0, 1, PAGE_4K)], {"cur_entry": 1}, 0),
 ])
 def test_psc_errors(entries, kw, want, snp_vm):
     host, vm, f, cpu = snp_vm()
@@ -234,10 +236,10 @@ def test_fallocate_takes_frames_that_the_first_fault_clears(snp_vm):
     assert len(taken) == 4 and not any(host.rmp.rmpread(p).assigned for p in taken.values())
     assert f.fallocate(K, 0, 4 * PAGE_4K) == 0 and host.memory.free_pages() == free0 - 4   # held already
     vm.set_memory_attributes(GPA, PAGE_4K, P)
-    assert cpu.access(GPA, private=True) is None
+    assert cpu.fault_in(GPA, private=True) is None
     assert f.folios[0] == taken[0] and host.memory.free_pages() == free0 - 4   # the same frame
     assert host.ledger.totals["bytes_zeroed"] == PAGE_4K and host.rmp.rmpread(taken[0]).assigned
-    cpu.access(GPA, private=True)
+    cpu.fault_in(GPA, private=True)
     assert host.ledger.totals["bytes_zeroed"] == PAGE_4K                 # cleared once
     assert f.fallocate(PUNCH, 0, 4 * PAGE_4K) == 0
     assert host.memory.free_pages() == free0 and f.folios == {} and f.unprepared == set()
