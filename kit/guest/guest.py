@@ -36,13 +36,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import KitError, KvmError, VmmCommunicationException
+from ..errors import KitError, KvmError, NestedPageFault, VmmCommunicationException
 from ..host.ranges import RangeStore, check_int
 from ..host.rmp import PVALIDATE_FAIL_SIZEMISMATCH
 from ..kvm import snp
 from ..kvm import uapi as U
+from ..kvm.ghcb import (GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_RESP, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED,
+                        PscDesc, PscEntry, ghcb_msr_psc_req, ghcb_msr_term_req)
 from ..kvm.gmem import PMD_ORDER, folio_order
-from ..kvm.snp import GHCB_MSR_TERM_REQ, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED
 from ..kvm.uapi import Exit
 from ..kvm.vmm import Vmm
 from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M
@@ -52,7 +53,6 @@ EFI_UNACCEPTED_UNIT_SIZE = PAGE_2M   # arch/x86/include/asm/efi.h: PMD_SIZE
 UNIT_PAGES = EFI_UNACCEPTED_UNIT_SIZE >> PAGE_SHIFT
 VMGEXIT_PSC_MAX_ENTRY = 64           # arch/x86/include/asm/sev-common.h: entries of the guest's desc
 PROTOCOLS = ("ghcb", "msr", "hypercall")
-GHCB_MSR_TERM_SET_POS, GHCB_MSR_TERM_REASON_POS = 12, 16   # GHCB_MSR_TERM_REQ's fields
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,7 @@ class Termination:
     @property
     def msr(self) -> int:
         """The GHCB MSR value: ``GHCB_MSR_TERM_REQ | set << 12 | code << 16``."""
-        return GHCB_MSR_TERM_REQ | self.reason_set << GHCB_MSR_TERM_SET_POS | \
-            self.reason_code << GHCB_MSR_TERM_REASON_POS
+        return ghcb_msr_term_req(self.reason_set, self.reason_code)
 
     def __str__(self) -> str:
         return f"terminated (set {self.reason_set}, code {self.reason_code}): {self.why}"
@@ -303,7 +302,10 @@ class Guest:
         (``Vcpu.ghcb_terminate``, which gives userspace ``KVM_EXIT_SYSTEM_EVENT``); the guest
         never runs again. Raises :class:`GuestTerminated`."""
         self._check_alive()
-        exit = self._vcpu(cpu).ghcb_terminate(reason_set, reason_code) if self.snp else None
+        exit = None
+        if self.snp:
+            exit = self._vcpu(cpu).ghcb_terminate(reason_set, reason_code)
+            self.vmm.handle(exit)          # userspace sees the request (QEMU: a guest panic)
         self.terminated = Termination(reason_set, reason_code, why, exit)
         self.note("terminate", 0, 0, f"set {reason_set} code {reason_code}: {why}")
         raise GuestTerminated(self.terminated)
@@ -373,8 +375,14 @@ class Guest:
         return rc
 
     def _pvalidate(self, vcpu, gpa: int, pagesize: int, validate: bool) -> int:
+        """PVALIDATE until it completes: an exit goes to the VMM and the instruction is retried;
+        an RMP #NPF that KVM leaves unresolved (``sev_handle_rmp_fault`` returns early, e.g. the
+        host took the page back) would fault forever: :class:`GuestStuck`."""
         for _ in range(self.vmm.max_exits + 1):
-            out = snp.guest_pvalidate(vcpu, gpa, pagesize, validate)
+            try:
+                out = snp.guest_pvalidate(vcpu, gpa, pagesize, validate)
+            except NestedPageFault as e:
+                raise GuestStuck(f"PVALIDATE of {gpa:#x} faults again after every re-entry: {e}") from e
             if not isinstance(out, Exit):
                 return out
             self.vmm.handle(out)
@@ -422,10 +430,8 @@ class Guest:
     # ------------------------------------------------------------------ page-state change
     def _hv_psc(self, vcpu, desc):
         """One VMGEXIT(PSC): KVM works on the shared buffer in place; its exits go to the VMM
-        and back (``complete_hypercall``) until KVM answers the guest."""
-        out = vcpu.vmgexit_psc(desc)
-        while out is not None:
-            out = vcpu.complete_hypercall(self.vmm.handle(out))
+        and back (``Vmm.answer``: ``complete_hypercall``) until KVM answers the guest."""
+        self.vmm.answer(vcpu, vcpu.vmgexit_psc(desc))
         return vcpu.psc_result
 
     def vmgexit_psc(self, entries, op: int, *, cpu: int = 0) -> str | None:
@@ -437,7 +443,7 @@ class Guest:
         below where it started)."""
         self._check_alive()
         vcpu = self._vcpu(cpu)
-        desc = snp.PscDesc([snp.PscEntry(gfn, op, size) for gfn, size in entries])
+        desc = PscDesc([PscEntry(gfn, op, size) for gfn, size in entries])
         cur0, end0 = desc.cur_entry, desc.end_entry
         first = entries[0][0] << PAGE_SHIFT if entries else 0
         while desc.cur_entry <= desc.end_entry:
@@ -461,12 +467,10 @@ class Guest:
         """``__page_state_change``'s request (arch/x86/boot/startup/sev-shared.c): one 4K page
         over the GHCB MSR protocol; the answer must be ``GHCB_MSR_PSC_RESP`` with a zero value."""
         self.counts["vmgexit_msr_psc"] += 1
-        out = vcpu.vmgexit_msr_psc(snp.ghcb_msr_psc_req(gfn, op))
-        while out is not None:
-            out = vcpu.complete_hypercall(self.vmm.handle(out))
+        self.vmm.answer(vcpu, vcpu.vmgexit_msr_psc(ghcb_msr_psc_req(gfn, op)))
         val = vcpu.ghcb_msr
         self.note("psc_msr", gfn << PAGE_SHIFT, PAGE_4K, f"op {op}, answer {val:#x}")
-        if val & snp.GHCB_MSR_INFO_MASK != snp.GHCB_MSR_PSC_RESP or val >> 32:
+        if val & GHCB_MSR_INFO_MASK != GHCB_MSR_PSC_RESP or val >> 32:
             return f"MSR PSC answered {val:#x}"
         return None
 
@@ -567,7 +571,9 @@ class Guest:
         (arch/x86/mm/mem_encrypt_amd.c), in the kernel's order: TLB (and cache) flush;
         ``enc_status_change_prepare`` (to shared: ``snp_set_memory_shared`` = rescind, then
         PSC shared); the C-bit change; TLB flush; ``enc_status_change_finish`` (to private:
-        ``snp_set_memory_private`` = PSC private, then PVALIDATE). On a SW_PROTECTED VM the
+        ``snp_set_memory_private`` = PSC private, then PVALIDATE). A hook that fails (a refused
+        hypercall conversion) ends it with -EIO (``vmm_fail``): a failed prepare before the C-bit
+        changes. On a SW_PROTECTED VM the
         conversion is the ``KVM_HC_MAP_GPA_RANGE`` call alone, as the selftests' guest makes it
         (tools/testing/selftests/kvm/x86/private_mem_conversions_test.c), and the guest's view
         follows when KVM and the VMM agree."""
@@ -579,14 +585,13 @@ class Guest:
             self.set_c_bit(gpa, size, private)
             return 0
         self.note("tlb_flush", gpa, size, "before")     # enc_tlb_flush_required: always on AMD
-        failed = False
-        if not private:
-            failed = self._enc_status_change(gpa, size, SNP_PAGE_STATE_SHARED, protocol, cpu)
+        if not private and self._enc_status_change(gpa, size, SNP_PAGE_STATE_SHARED, protocol, cpu):
+            return -errno.EIO                           # prepare failed: vmm_fail, no C-bit change
         self.set_c_bit(gpa, size, private)
         self.note("tlb_flush", gpa, size, "after")
-        if private:
-            failed = self._enc_status_change(gpa, size, SNP_PAGE_STATE_PRIVATE, protocol, cpu)
-        return -errno.EIO if failed else 0
+        if private and self._enc_status_change(gpa, size, SNP_PAGE_STATE_PRIVATE, protocol, cpu):
+            return -errno.EIO
+        return 0
 
     def _enc_status_change(self, gpa, size, op, protocol, cpu) -> bool:
         """``snp_set_memory_shared``/``private`` -> :meth:`set_pages_state`; True when a
