@@ -44,6 +44,7 @@ from ..kvm import uapi as U
 from ..kvm.ghcb import (GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_RESP, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED,
                         PscDesc, PscEntry, ghcb_msr_psc_req, ghcb_msr_term_req)
 from ..kvm.gmem import PMD_ORDER, folio_order
+from ..kvm.snp import SnpX86Ops
 from ..kvm.uapi import Exit
 from ..kvm.vmm import Vmm
 from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M
@@ -240,7 +241,8 @@ class Guest:
             if u0 < u1:
                 self.unaccepted[max(u0, 0):min(u1, n)] = True
         if unaccepted is None and launch:
-            self.unaccepted[(np.asarray(launch) - base) // UNIT_PAGES] = False
+            units = (np.asarray(launch) - base) // UNIT_PAGES
+            self.unaccepted[units[(units >= 0) & (units < n)]] = False
 
     def __repr__(self) -> str:
         state = "terminated" if self.terminated else "running"
@@ -446,11 +448,12 @@ class Guest:
         desc = PscDesc([PscEntry(gfn, op, size) for gfn, size in entries])
         cur0, end0 = desc.cur_entry, desc.end_entry
         first = entries[0][0] << PAGE_SHIFT if entries else 0
+        span = sum(size for _, size in entries)
         while desc.cur_entry <= desc.end_entry:
             before = desc.cur_entry, tuple(e.cur_page for e in desc.entries)
             self.counts["vmgexit_psc"] += 1
             info1, info2 = self._hv_psc(vcpu, desc)
-            self.note("psc", first, 0, f"op {op}, entries {before[0]}..{desc.end_entry} -> "
+            self.note("psc", first, span, f"op {op}, entries {before[0]}..{desc.end_entry} -> "
                                         f"cur_entry {desc.cur_entry}, answer {info1:#x}/{info2:#x}")
             if info1 or info2:
                 return f"VMGEXIT(PSC) answered {info1:#x}/{info2:#x}"
@@ -482,15 +485,9 @@ class Guest:
             | U.KVM_MAP_GPA_RANGE_PAGE_SZ_4K
         self.counts["map_gpa_range"] += 1
         out = vcpu.hypercall(U.KVM_HC_MAP_GPA_RANGE, gpa, size >> PAGE_SHIFT, attrs)
-        rax = self._complete_vmcall(vcpu, out)
+        rax = self.vmm.handle(out) if isinstance(out, Exit) else out
         self.note("map_gpa_range", gpa, size, f"{'private' if private else 'shared'}, rax {rax}")
         return rax
-
-    def _complete_vmcall(self, vcpu, out) -> int:
-        if not isinstance(out, Exit):
-            return out
-        ret = self.vmm.handle(out)
-        return ret
 
     def set_pages_state(self, gpa: int, size: int, op: int, *, cpu: int = 0,
                         protocol: str = "ghcb") -> str | None:
@@ -507,7 +504,7 @@ class Guest:
         self._check_alive()
         vcpu, b = self._vcpu(cpu), self.behaviour
         gfn, end = gpa >> PAGE_SHIFT, (gpa + size) >> PAGE_SHIFT
-        if protocol == "msr" or not self.ghcb and protocol == "ghcb":
+        if protocol == "msr" or (protocol == "ghcb" and not self.ghcb):
             for g in range(gfn, end):                      # one page per request, as the kernel
                 one = [(g, PAGE_4K)]
                 if op == SNP_PAGE_STATE_SHARED:
@@ -573,8 +570,8 @@ class Guest:
         PSC shared); the C-bit change; TLB flush; ``enc_status_change_finish`` (to private:
         ``snp_set_memory_private`` = PSC private, then PVALIDATE). A hook that fails (a refused
         hypercall conversion) ends it with -EIO (``vmm_fail``): a failed prepare before the C-bit
-        changes. On a SW_PROTECTED VM the
-        conversion is the ``KVM_HC_MAP_GPA_RANGE`` call alone, as the selftests' guest makes it
+        changes. On a SW_PROTECTED VM the conversion is the ``KVM_HC_MAP_GPA_RANGE`` call alone,
+        as the selftests' guest makes it
         (tools/testing/selftests/kvm/x86/private_mem_conversions_test.c), and the guest's view
         follows when KVM and the VMM agree."""
         self._check_alive()
@@ -624,7 +621,8 @@ class Guest:
 
     def _unit_span(self, start: int, end: int):
         """``accept_memory``'s range arithmetic: clamp to the table, the guard unit past an
-        aligned end, the bitmap's end. Returns (first unit, end unit) or None."""
+        aligned end, the bitmap's end. Returns (first unit, end unit), perhaps empty, or None
+        when there is no table or the range ends below it."""
         unit = EFI_UNACCEPTED_UNIT_SIZE
         if not len(self.unaccepted):
             return None
@@ -635,8 +633,7 @@ class Guest:
         if end % unit == 0:
             end += unit       # load_unaligned_zeropad() must not reach unaccepted memory
         end = min(end, len(self.unaccepted) * unit)
-        us, ue = start // unit, -(-end // unit)
-        return (us, ue) if us < ue else None
+        return start // unit, max(-(-end // unit), start // unit)
 
     def accept_memory(self, start: int, end: int, *, cpu: int = 0) -> int:
         """``accept_memory`` (drivers/firmware/efi/unaccepted_memory.c) of ``[start, end)``:
@@ -680,9 +677,9 @@ class Guest:
         """The ``accept_memory`` calls of :meth:`accept` as range operations, when their
         outcome is known in advance; None otherwise (the calls then run one by one).
 
-        Conditions: the Linux behaviour itself, the stock VMM, userspace-owned attributes with
-        the hypercall exit enabled, the GHCB protocol; ``gpa`` and ``step`` whole units,
-        ``size`` whole steps, one descriptor per call; every unit the calls reach unaccepted
+        Conditions: the Linux behaviour itself, the stock VMM and SNP arch ops, userspace-owned
+        attributes with the hypercall exit enabled, the GHCB protocol; ``gpa`` and ``step``
+        whole units, ``size`` whole steps inside the bitmap, one descriptor per call; every unit the calls reach unaccepted
         but for at most the first call's worth at the start (a previous call's guard unit) and
         no acceptance in flight; one guest_memfd slot of 2M folios aligned with the gfns.
         Then call 0 accepts its units and the guard unit after them, and every later call the
@@ -693,7 +690,8 @@ class Guest:
         calls one by one."""
         vm, unit = self.vm, EFI_UNACCEPTED_UNIT_SIZE
         if (type(self.behaviour) is not Linux or type(self.vmm) is not Vmm or not self.snp or not self.ghcb
-                or vm.attribute_owner != "userspace" or not vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE)
+                or type(vm.x86_ops) is not SnpX86Ops or vm.attribute_owner != "userspace"
+                or not vm.exit_hypercalls & (1 << U.KVM_HC_MAP_GPA_RANGE)
                 or self.accepting_list or not len(self.unaccepted)):
             return None
         k = step // unit
@@ -701,6 +699,8 @@ class Guest:
             return None
         ncalls = size // step
         us = (gpa - self.phys_base) // unit
+        if us + ncalls * k > len(self.unaccepted):       # calls past the bitmap accept nothing
+            return None
         ue = min(us + ncalls * k + 1, len(self.unaccepted))
         seg = self.unaccepted[us:ue]
         pre = int(seg.argmax()) if len(seg) else 0        # units a previous call's guard accepted

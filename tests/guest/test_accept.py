@@ -113,8 +113,9 @@ def state(g):
             host.rmp.region_summary(), host.directmap.counts())
 
 
-def test_the_fast_path_equals_the_calls_one_by_one(make_guest):
-    fast, slow = make_guest(), make_guest(CallByCall())
+@pytest.mark.parametrize("fallocate", [False, True])
+def test_the_fast_path_equals_the_calls_one_by_one(make_guest, fallocate):
+    fast, slow = make_guest(fallocate=fallocate), make_guest(CallByCall(), fallocate=fallocate)
     for g in (fast, slow):
         g.accept(RAM_GPA, 8 * CHUNK, step=CHUNK)
         g.accept(RAM_GPA + 8 * CHUNK, 4 * CHUNK, step=CHUNK)     # starts on the previous guard
@@ -124,6 +125,8 @@ def test_the_fast_path_equals_the_calls_one_by_one(make_guest):
     assert ta == tb
     assert fast.counts["unaccepted_memory_lock"] == slow.counts["unaccepted_memory_lock"]
     assert fast.counts["accept_memory"] == slow.counts["accept_memory"] == 12
+    assert fast.vmm.ioctls == slow.vmm.ioctls == 12
+    assert [s.name for s in fast.log if s.name == "psc"] == ["psc", "psc"]     # one per accept()
 
 
 def test_the_fast_path_is_not_taken_for_another_behaviour_or_vmm(make_guest):
@@ -144,3 +147,19 @@ def test_a_sw_protected_guest_has_no_unaccepted_table(make_kvm):
     g = Guest(vm)
     assert len(g.unaccepted) == 0
     assert g.accept(RAM_GPA, CHUNK) == 0 and g.log == []
+
+
+def test_a_run_of_calls_past_the_bitmap_runs_call_by_call(make_guest):
+    g = make_guest(mem=64 * MiB)
+    assert g.accept(RAM_GPA + 60 * MiB, 2 * CHUNK, step=CHUNK) == 2
+    assert g.counts["accept_memory"] == 2                  # the second call finds nothing to do
+    assert g.counts["unaccepted_memory_lock"] == 2 + 1
+    assert not g.unaccepted[30:].any()
+
+
+def test_the_fast_path_is_one_step_per_kernel_function(make_guest):
+    g = make_guest()
+    assert g.accept(RAM_GPA, 4 * CHUNK, step=CHUNK) == 9
+    assert [s.name for s in g.log] == ["accept", "psc", "pvalidate"]
+    assert "4 accept_memory calls" in g.log[0].detail
+    assert g.counts["unaccepted_memory_lock"] == 8 and g.counts["vmgexit_psc"] == 4
