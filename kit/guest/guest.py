@@ -39,6 +39,7 @@ import numpy as np
 from ..errors import KitError, KvmError, NestedPageFault, VmmCommunicationException
 from ..host.ranges import RangeStore, check_int
 from ..host.rmp import PVALIDATE_FAIL_SIZEMISMATCH
+from ..host.rmptable import F_ASSIGNED, F_VALIDATED, F_VMSA
 from ..kvm import snp
 from ..kvm import uapi as U
 from ..kvm.ghcb import (GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_RESP, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED,
@@ -210,12 +211,16 @@ class Guest:
             # Linux maps its RAM encrypted (the C-bit in every direct-map entry)
             for s, e in self._gmem_ranges():
                 self.view.set(s, e, 1)
-            # pages the firmware validated at launch (SNP_LAUNCH_UPDATE, then LAUNCH_FINISH)
-            rmp = vm.kvm.host.rmp
+            # pages the firmware validated at launch (SNP_LAUNCH_UPDATE, then LAUNCH_FINISH),
+            # read from the RMP; the vCPUs' VMSAs are launch pages but not guest memory
+            table = vm.kvm.host.rmp.table
+            vmsas = {v.vmsa_pfn for v in vm.vcpus.values()}
             for pfn in (vm.sev.launch_pages if vm.sev is not None else ()):
-                e = rmp.rmpread(int(pfn))
-                if e.assigned and e.validated and not e.vmsa and e.asid == vm.asid:
-                    gfn = e.gpa >> PAGE_SHIFT
+                if pfn in vmsas:
+                    continue
+                bits, asid, gfn, is2m = table.entry(int(pfn))
+                if bits & F_ASSIGNED and bits & F_VALIDATED and not bits & F_VMSA and asid == vm.asid:
+                    gfn += int(pfn) % PAGES_PER_2M if is2m else 0
                     self.validated.set(gfn, gfn + 1, 1)
                     launch.append(gfn)
         else:
@@ -730,6 +735,11 @@ class Guest:
         # PVALIDATE (2M) of every unit: its #NPF faults the folio in, then the instruction succeeds
         snp.snp_fault_in_private_2m(vm, gfn, units)
         codes = snp.guest_pvalidate_2m_run(vm, first, units)
+        self.note("pvalidate", first, units * unit, f"validate=1, {units} entries")
+        self.unaccepted[us + pre:ue] = False
+        if not any(codes):                                 # the common case: every unit validated
+            self.validated.set(gfn, end_gfn, 1)
+            return units
         vcpu, done = self._vcpu(cpu), []
         for i, rc in enumerate(codes):
             g = gfn + i * UNIT_PAGES
@@ -743,6 +753,4 @@ class Guest:
                 done = []
                 self.behaviour.on_pvalidate_error(self, g << PAGE_SHIFT, PAGE_2M, rc, cpu)
         self._set_validated(done, 1)
-        self.note("pvalidate", first, units * unit, f"validate=1, {units} entries")
-        self.unaccepted[us + pre:ue] = False
         return units
