@@ -329,7 +329,7 @@ class Vcpu:
         self._record("vmgexit", vm_exit=1)
         try:
             out = handler(self, arg)
-        except ValueError:
+        except (TypeError, ValueError):             # the caller's error: nothing happened
             ledger.rollback(mark)
             raise
         return self.to_userspace(out)
@@ -342,6 +342,7 @@ class Vcpu:
         (:meth:`complete_hypercall`), or None when KVM answered the guest: then
         :attr:`psc_result` holds ``(sw_exit_info_1, sw_exit_info_2)``. See
         :func:`kit.kvm.snp.snp_vmgexit_psc`."""
+        self.check_runnable()
         self.psc_result = None
         return self._vmgexit(self.vm.x86_ops.vmgexit_psc, desc)
 

@@ -47,6 +47,7 @@ from .ghcb import (GHCB_HV_RESP_NO_ACTION, GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_GFN_
                    SEV_TERM_SET_GEN, SEV_TERM_SET_LINUX, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_PSMASH,
                    SNP_PAGE_STATE_SHARED, SNP_PAGE_STATE_UNSMASH, VMGEXIT_PSC_ERROR_GENERIC,
                    VMGEXIT_PSC_ERROR_INVALID_ENTRY, VMGEXIT_PSC_ERROR_INVALID_HDR, VMGEXIT_PSC_MAX_COUNT,
+                   VMGEXIT_PSC_MAX_ENTRY,
                    PscDesc, PscEntry, ghcb_msr_psc_req, psc_pagesize_2m)
 from .gmem import PMD_ORDER, folio_order
 from .injection import injected, launch_fw_error

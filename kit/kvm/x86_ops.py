@@ -49,8 +49,9 @@ Members, and where the generic code calls each (kernel caller in parentheses):
 ``sev_handle_rmp_fault`` directly); it sits in the table so that the #NPF path reaches SNP code
 without importing it. The same holds for the two VMGEXIT members (svm.c's ``sev_handle_vmgexit``
 is reached through ``svm_exit_handlers``) and for ``check_private_access``, which is hardware,
-not KVM: the table is where the model keeps what differs by VM type. The two encryption-context caps are dispatched through the *source* VM's
-table: the context copied or moved is the source's, and a VM without SEV ops has none.
+not KVM: the table is where the model keeps what differs by VM type. The two encryption-context
+caps are dispatched through the *source* VM's table: the context copied or moved is the
+source's, and a VM without SEV ops has none.
 """
 from __future__ import annotations
 
