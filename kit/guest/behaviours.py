@@ -32,7 +32,8 @@ from __future__ import annotations
 
 from ..errors import SVM_EXIT_PAGE_NOT_VALIDATED
 from ..host.rmp import PVALIDATE_FAIL_NOUPDATE
-from ..kvm.ghcb import GHCB_SEV_ES_GEN_REQ, GHCB_TERM_PSC, GHCB_TERM_PVALIDATE, SEV_TERM_SET_GEN, SEV_TERM_SET_LINUX
+from ..kvm.ghcb import (GHCB_SEV_ES_GEN_REQ, GHCB_TERM_PSC, GHCB_TERM_PVALIDATE, SEV_TERM_SET_GEN,
+                        SEV_TERM_SET_LINUX)
 from ..units import PAGE_4K, PAGE_SHIFT
 
 

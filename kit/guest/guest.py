@@ -349,7 +349,8 @@ class Guest:
             except VmmCommunicationException as exc:
                 tries += 1
                 if tries > self.vmm.max_exits:
-                    raise GuestStuck(f"access at {gpa:#x} still raises #VC after {tries - 1} retries") from exc
+                    raise GuestStuck(f"access at {gpa:#x} still raises #VC after {tries - 1} retries") \
+                        from exc
                 if not self.on_vc(exc, cpu=cpu):
                     raise
                 continue
@@ -545,7 +546,8 @@ class Guest:
         self.view.set(gpa >> PAGE_SHIFT, (gpa + size) >> PAGE_SHIFT, int(bool(private)))
         self.note("c_bit", gpa, size, "set" if private else "clear")
 
-    def convert(self, gpa: int, size: int, *, private: bool, protocol: str | None = None, cpu: int = 0) -> int:
+    def convert(self, gpa: int, size: int, *, private: bool, protocol: str | None = None,
+                cpu: int = 0) -> int:
         """``set_memory_encrypted`` (``private=True``) or ``set_memory_decrypted`` of
         ``[gpa, gpa + size)`` (page aligned), by the behaviour's ``set_memory`` step; Linux:
         :meth:`set_memory_enc_dec`. ``protocol``: ``"ghcb"`` (default on SNP), ``"msr"``, or
@@ -662,8 +664,9 @@ class Guest:
         done = 0
         try:
             for a, b in _runs(self.unaccepted[us:ue]):
-                s, e = self.phys_base + (us + a) * EFI_UNACCEPTED_UNIT_SIZE, self.phys_base + (us + b) * EFI_UNACCEPTED_UNIT_SIZE
-                self.arch_accept_memory(s, e, cpu=cpu)
+                unit = EFI_UNACCEPTED_UNIT_SIZE
+                self.arch_accept_memory(self.phys_base + (us + a) * unit, self.phys_base + (us + b) * unit,
+                                        cpu=cpu)
                 self.counts["unaccepted_memory_lock"] += 1
                 self.unaccepted[us + a:us + b] = False
                 done += b - a
@@ -683,16 +686,16 @@ class Guest:
         outcome is known in advance; None otherwise (the calls then run one by one).
 
         Conditions: the Linux behaviour itself, the stock VMM and SNP arch ops, userspace-owned
-        attributes with the hypercall exit enabled, the GHCB protocol; ``gpa`` and ``step``
-        whole units, ``size`` whole steps inside the bitmap, one descriptor per call; every unit the calls reach unaccepted
-        but for at most the first call's worth at the start (a previous call's guard unit) and
-        no acceptance in flight; one guest_memfd slot of 2M folios aligned with the gfns.
-        Then call 0 accepts its units and the guard unit after them, and every later call the
-        units after the one it finds accepted, plus its own guard: one run, one descriptor of
-        2M entries, one VMGEXIT, one coalesced ``KVM_HC_MAP_GPA_RANGE`` exit and one
-        ``KVM_SET_MEMORY_ATTRIBUTES`` answer per call, then the PVALIDATEs and their #NPFs.
-        The VMM's answers are stored as one range update; the cost events are those of the
-        calls one by one."""
+        attributes with the hypercall exit enabled, the GHCB protocol; ``gpa`` and ``step`` whole
+        units, ``size`` whole steps inside the bitmap, one descriptor per call; every unit the
+        calls reach unaccepted but for at most the first call's worth at the start (a previous
+        call's guard unit) and no acceptance in flight; one guest_memfd slot of 2M folios aligned
+        with the gfns. Then call 0 accepts its units and the guard unit after them, and every
+        later call the units after the one it finds accepted, plus its own guard: one run, one
+        descriptor of 2M entries, one VMGEXIT, one coalesced ``KVM_HC_MAP_GPA_RANGE`` exit and one
+        ``KVM_SET_MEMORY_ATTRIBUTES`` answer per call, then the PVALIDATEs and their #NPFs. The
+        VMM's answers are stored as one range update; the cost events are those of the calls one
+        by one."""
         vm, unit = self.vm, EFI_UNACCEPTED_UNIT_SIZE
         if (type(self.behaviour) is not Linux or type(self.vmm) is not Vmm or not self.snp or not self.ghcb
                 or type(vm.x86_ops) is not SnpX86Ops or vm.attribute_owner != "userspace"
@@ -736,9 +739,9 @@ class Guest:
         snp.snp_fault_in_private_2m(vm, gfn, units)
         codes = snp.guest_pvalidate_2m_run(vm, first, units)
         self.note("pvalidate", first, units * unit, f"validate=1, {units} entries")
-        self.unaccepted[us + pre:ue] = False
         if not any(codes):                                 # the common case: every unit validated
             self.validated.set(gfn, end_gfn, 1)
+            self.unaccepted[us + pre:ue] = False           # bitmap_clear after the acceptance
             return units
         vcpu, done = self._vcpu(cpu), []
         for i, rc in enumerate(codes):
@@ -753,4 +756,5 @@ class Guest:
                 done = []
                 self.behaviour.on_pvalidate_error(self, g << PAGE_SHIFT, PAGE_2M, rc, cpu)
         self._set_validated(done, 1)
+        self.unaccepted[us + pre:ue] = False
         return units

@@ -3,7 +3,8 @@ of the memory attributes (userspace / guest)."""
 import pytest
 
 from kit.errors import SVM_EXIT_PAGE_NOT_VALIDATED, VmmCommunicationException
-from kit.guest import BEHAVIOURS, Guest, GuestStuck, GuestTerminated, Linux, Malicious, Revalidating, Unenlightened
+from kit.guest import (BEHAVIOURS, Guest, GuestStuck, GuestTerminated, Linux, Malicious, Revalidating,
+                       Unenlightened)
 from kit.host import Host
 from kit.host.rmp import PVALIDATE_FAIL_NOUPDATE
 from kit.kvm import Kvm, snp
