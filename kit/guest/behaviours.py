@@ -109,7 +109,9 @@ class Revalidating(Linux):
     "[PATCH] x86/kernel: Validate ROM before DMI scanning when SEV-SNP is active" (Michael Roth,
     February 2024) explains why: RMPUPDATE rescinds Validated only when it changes the entry, so
     a guest that finds a page already validated has met a page it must not trust. This guest
-    re-accepts whatever page the host hands it in place of one it lost."""
+    validates and uses a page the VMM replaced behind its back (a fresh guest_memfd folio, where
+    Linux terminates); a page the host took back (no longer assigned) it cannot validate: its
+    PVALIDATE meets an RMP #NPF that KVM leaves unresolved, and it is stuck."""
 
     name = "Revalidating"
 
