@@ -1,23 +1,24 @@
 """Workloads run on the semantic model: the operations change the host, KVM and guest state and
 record cost events; the trace keeps, per batch of work, what the events were.
 
-``lazy-accept`` (questions.md §1, measurements.csv): every guest's vCPUs run
+``lazy-accept`` (docs/sim-model.md, data/measurements.csv): every guest's vCPUs run
 ``stress --vm <vcpus> --vm-bytes 5G --vm-keep``; each page the workers touch comes from the
 guest's page allocator, which accepts unaccepted memory ``ACCEPT_CHUNK`` (4 MiB,
-``MAX_PAGE_ORDER``, mm/page_alloc.c ``try_to_accept_memory_one``) at a time in address order,
-the bitmap unit being 2 MiB (``EFI_UNACCEPTED_UNIT_SIZE``). Accepting one chunk
-(arch/x86/coco/sev/core.c ``snp_accept_memory`` -> ``set_pages_state`` -> ``vmgexit_psc``; then
-``pvalidate_pages``):
+``MAX_PAGE_ORDER``, mm/page_alloc.c ``__accept_page``) at a time in address order, the bitmap
+unit being 2 MiB (``EFI_UNACCEPTED_UNIT_SIZE``). The guest is a :class:`kit.guest.Guest`; each
+chunk is one of its ``accept_memory`` calls (:meth:`kit.guest.Guest.accept` with
+``step=ACCEPT_CHUNK``: the guard unit past each call's aligned end, then
+``snp_accept_memory`` -> ``set_pages_state`` -> ``vmgexit_psc``; then ``pvalidate_pages``):
 
-1. a GHCB page-state-change request of two 2M entries (``snp_begin_psc``), coalesced into one
-   ``KVM_HC_MAP_GPA_RANGE`` exit;
+1. a GHCB page-state-change request of the call's 2M entries (``snp_begin_psc``), coalesced
+   into one ``KVM_HC_MAP_GPA_RANGE`` exit;
 2. the VMM answers (QEMU ``kvm_convert_memory``): ``KVM_SET_MEMORY_ATTRIBUTES`` PRIVATE;
 3. PVALIDATE of each 2M page faults (#NPF): KVM faults the guest_memfd folio in (a zeroed 2M
    folio), ``sev_gmem_prepare`` -> ``rmp_make_private`` (2M) -> the direct-map policy, and maps
    it 2M in the NPT;
 4. PVALIDATE (2M) succeeds; the worker writes the memory.
 
-The trace runs these steps on the real model objects, as range operations over batches of
+The guest runs these steps on the real model objects, as range operations over batches of
 consecutive chunks (the state and the event counts equal those of chunk-by-chunk calls; a
 batch's events are shared evenly by its chunks). Between batches the host kernel allocates
 and writes 4K pages through the direct map (``bg_kernel_pages`` per GiB accepted), so a policy
@@ -34,14 +35,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import HostOops
+from ..guest import Guest
 from ..host import Host
 from ..host.ledger import EVENTS
-from ..host.rmp import PVALIDATE_FAIL_SIZEMISMATCH
 from ..kvm import snp
 from ..kvm import uapi as U
 from ..kvm.vm import Kvm
 from ..kvm.vmm import Vmm
-from ..units import GiB, PAGE_2M, PAGE_4K
+from ..units import GiB, PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M
 
 ACCEPT_CHUNK = 4 << 20          # bytes accepted per try_to_accept_memory_one (MAX_PAGE_ORDER)
 ACCEPT_UNIT = PAGE_2M           # EFI_UNACCEPTED_UNIT_SIZE
@@ -124,6 +125,7 @@ class _Guest:
         self.vcpus = [self.vm.create_vcpu(i) for i in range(vcpus)]
         snp.snp_launch_finish(self.vm)          # VMSAs become private 4K pages (kernel frames)
         self.vmm = Vmm(self.vm, fallocate=False)
+        self.guest = Guest(self.vm, vcpus=self.vcpus, vmm=self.vmm)
         self.mem = mem
         self.next_chunk = 0
         self.validated: dict[int, bool] = {}     # conversions: 4K pages the guest validated
@@ -164,9 +166,9 @@ def _background(host, rng, live: list, npages: int) -> tuple[int, int]:
         return 0, 0
     live.extend(int(p) for p in new)
     before = len(host.faults)
-    for pfn in np.unique(np.asarray(live[-4 * npages:]) // 512):
+    for pfn in np.unique(np.asarray(live[-4 * npages:]) // PAGES_PER_2M):
         # one write per touched 2M region of kernel pages (the write checks the whole region)
-        mine = [p for p in live[-4 * npages:] if p // 512 == pfn]
+        mine = [p for p in live[-4 * npages:] if p // PAGES_PER_2M == pfn]
         try:
             host.write(mine[0], 1)
         except HostOops:
@@ -224,33 +226,9 @@ def lazy_accept(host, guests, *, seed: int = 0, bg_kernel_pages: int = 8,
 
 
 def _accept(g: _Guest, gpa: int, nchunks: int) -> None:
-    """Accept ``nchunks`` chunks from ``gpa``: steps 1-4 of the module doc, as range operations."""
-    vm, cpu = g.vm, g.vcpus[0]
-    gfn = gpa >> 12
-    entries = [(gfn, snp.SNP_PAGE_STATE_PRIVATE, PAGE_2M), (gfn + 512, snp.SNP_PAGE_STATE_PRIVATE, PAGE_2M)]
-    res, exits = snp.snp_begin_psc(cpu, entries)      # one chunk's request: its exits
-    if res or len(exits) != 1:
-        raise RuntimeError(f"page-state change of one chunk gave {res:#x}, {len(exits)} exits")
-    size = nchunks * ACCEPT_CHUNK
-    # the VMM's answers, one KVM_SET_MEMORY_ATTRIBUTES per chunk: stored as one range update
-    vm.set_memory_attributes(gpa, size, U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
-    vm.kvm.host.ledger.record("psc", vm_exit=nchunks, user_exit=nchunks, set_attributes=nchunks)
-    units = size // ACCEPT_UNIT
-    snp.snp_fault_in_private_2m(vm, gfn, units)
-    codes = snp.guest_pvalidate_2m_run(vm, gpa, units)
-    for i, code in enumerate(codes):
-        if code == PVALIDATE_FAIL_SIZEMISMATCH:
-            # 4K RMP entries (order-0 folios): the guest retries the 2M page as 512 x 4K
-            # (arch/x86/coco/sev/core.c pvalidate_pages -> pval_pages); each 4K page faults in
-            base = gpa + i * ACCEPT_UNIT
-            for off in range(0, ACCEPT_UNIT, PAGE_4K):
-                if cpu.fault_in(base + off, private=True) is not None:
-                    raise RuntimeError(f"private fault at {base + off:#x} exited")
-                code = snp.guest_pvalidate(cpu, base + off, PAGE_4K, True)
-                if code:
-                    raise RuntimeError(f"PVALIDATE 4K failed during acceptance at {base + off:#x}: {code}")
-        elif code:
-            raise RuntimeError(f"PVALIDATE failed during acceptance at {gpa + i * ACCEPT_UNIT:#x}: {code}")
+    """Accept ``nchunks`` chunks from ``gpa``: the guest's ``accept_memory`` calls, one per
+    chunk (steps 1-4 of the module doc)."""
+    g.guest.accept(gpa, nchunks * ACCEPT_CHUNK, step=ACCEPT_CHUNK)
 
 
 def conversions(host, guests, *, steps: int = 2000, p4k: float = 0.9, seed: int = 0,
@@ -299,28 +277,28 @@ def _convert_one(g: _Guest, rng, npages: int, p4k: float) -> None:
     if rng.random() < p4k:
         page, size = int(rng.integers(npages)), PAGE_4K
     else:
-        page, size = int(rng.integers(npages // 512)) * 512, PAGE_2M
-    gfn = (GUEST_BASE_GPA >> 12) + page
+        page, size = int(rng.integers(npages // PAGES_PER_2M)) * PAGES_PER_2M, PAGE_2M
+    gfn = (GUEST_BASE_GPA >> PAGE_SHIFT) + page
     private = bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
-    if size == PAGE_2M and not vm.attributes.has(gfn, gfn + 512, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0):
+    if size == PAGE_2M and not vm.attributes.has(gfn, gfn + PAGES_PER_2M, U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0):
         size = PAGE_4K                          # mixed 2M range: convert its first page only
     op = snp.SNP_PAGE_STATE_SHARED if private else snp.SNP_PAGE_STATE_PRIVATE
     if private:                                 # the guest un-validates what it validated
         for e in range(gfn, gfn + size // PAGE_4K):
             if g.validated.pop(e, None):
-                snp.guest_pvalidate(cpu, e << 12, PAGE_4K, False)
+                snp.guest_pvalidate(cpu, e << PAGE_SHIFT, PAGE_4K, False)
     res, exits = snp.snp_begin_psc(cpu, [(gfn, op, size)])
     for e in exits:
         g.vmm.handle(e)
         if private:                              # QEMU discards the private copy: punch guest_memfd
             slot = vm.slot_for_gfn(gfn)
-            off = (slot.gmem_pgoff + gfn - slot.base_gfn) << 12
+            off = (slot.gmem_pgoff + gfn - slot.base_gfn) << PAGE_SHIFT
             g.gmem.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, off, size)
     # the VMM's KVM_SET_MEMORY_ATTRIBUTES are recorded on its path (kit.kvm.vmm)
     vm.kvm.host.ledger.record("psc", vm_exit=1, user_exit=len(exits))
     if not private:
-        out = cpu.fault_in(gfn << 12, private=True)    # KVM's fault path records its events
+        out = cpu.fault_in(gfn << PAGE_SHIFT, private=True)    # KVM's fault path records its events
         if out is not None:
             raise RuntimeError(f"private fault at gfn {gfn:#x} exited: {out.reason}")
-        snp.guest_pvalidate(cpu, gfn << 12, PAGE_4K, True)
+        snp.guest_pvalidate(cpu, gfn << PAGE_SHIFT, PAGE_4K, True)
         g.validated[gfn] = True

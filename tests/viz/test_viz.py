@@ -141,7 +141,8 @@ def test_guest_inspector_shows_slots_attributes_and_mirrors():
     d = gi.src.data
     assert d["row"].count("memslots") == 1 and d["row"].count("private") == 1
     i = d["row"].index("private")
-    assert d["right"][i] - d["left"][i] == pytest.approx(1.0)     # 1 GiB accepted
+    # 1 GiB accepted, and the 2 MiB guard unit past its aligned end (accept_memory)
+    assert d["right"][i] - d["left"][i] == pytest.approx(1.0 + 2 / 1024)
     gi.select.value = 2                                           # the SEV mirror
     assert gi.vm.mirror_of is gi.vms[1] and "mirror of" in gi.info.value and gi.src.data["row"] == []
 
