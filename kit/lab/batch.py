@@ -229,10 +229,11 @@ def _csv_cell(v):
 def csv_safe(df):
     """``df`` as CSV text a spreadsheet shows as it is: a text cell (or header) that starts
     with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` (the OWASP
-    rule against CSV formula injection). Numbers are left alone; ``table.json`` keeps the text."""
+    rule against CSV formula injection). Numbers are left alone; ``table.json`` keeps the text.
+    Lines end in CRLF (RFC 4180), so a cell holding a line break is quoted."""
     out = df.rename(columns=_csv_cell)
     out = out.map(_csv_cell) if hasattr(out, "map") else out.applymap(_csv_cell)
-    return out.to_csv(index=False)
+    return out.to_csv(index=False, lineterminator="\r\n")
 
 
 def _write_tables(folder: Path, rows: list[dict], store: Store, *, report: bool, title: str,

@@ -61,7 +61,7 @@ def check_value(name: str, value, _path: str = "", _depth: int = 0):
         return value
     if t is list or t is dict:
         if _depth >= MAX_DEPTH:
-            raise ValueError(f"{where}: lists and dicts nested more than {MAX_DEPTH} deep")
+            raise ValueError(f"{name}: lists and dicts nested more than {MAX_DEPTH} deep")
         if t is list:
             for i, v in enumerate(value):
                 check_value(name, v, f"{_path}[{i}]", _depth + 1)
