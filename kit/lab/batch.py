@@ -163,15 +163,19 @@ def run_checked(nb: Notebook, params: dict, outdir=None, *, timeout: int = 900) 
     return {"notebook": final / out.name, "results": docs, "report": final / rep.name if rep else None}
 
 
-def run_notebook(name, outdir, *, timeout: int = 900, **params):
-    """Execute a notebook with ``params`` into ``outdir``; returns (executed notebook path,
-    recorded results). Names and value types are checked first; values are left to the
-    notebook's own validation cell in the kernel (a bad one fails there, with the cell in the
-    error)."""
+def run_notebook(name, outdir=None, /, *, timeout: int = 900, **params):
+    """Execute a notebook with ``params`` into ``outdir`` (else the ``outdir`` parameter, else
+    ``runs/<notebook>``); returns (executed notebook path, recorded results). Names and value
+    types are checked first; values are left to the notebook's own validation cell in the
+    kernel (a bad one fails there, with the cell in the error). ``outdir`` is positional only,
+    so a notebook parameter of that name can be given too; the folder wins."""
     nb = inspect(name)
     check_names(nb, params)
     check_params(params)
-    out = execute(nb, params, outdir, timeout=timeout)
+    folder = outdir or params.get("outdir") or Path("runs") / nb.name
+    if "outdir" in params:
+        params = {**params, "outdir": str(Path(folder).resolve())}
+    out = execute(nb, params, folder, timeout=timeout)
     return out, read_notebook_results(out)
 
 

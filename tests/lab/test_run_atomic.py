@@ -99,6 +99,14 @@ def test_the_outdir_parameter_names_the_folder(tmp_path, monkeypatch):
     assert doc["metadata"]["papermill"]["parameters"]["outdir"] == str((tmp_path / "here").resolve())
 
 
+def test_run_notebook_takes_an_outdir_parameter_too(tmp_path):
+    from kit.lab.batch import run_notebook
+    out, docs = run_notebook(PROBE, tmp_path / "a", x=2, outdir=str(tmp_path / "elsewhere"))
+    assert out == tmp_path / "a" / "probe.ipynb" and docs[0]["results"]["y"] == 4 and _y(tmp_path / "a") == 4
+    out, docs = run_notebook(PROBE, x=3, outdir=str(tmp_path / "b"))
+    assert out == tmp_path / "b" / "probe.ipynb" and _y(tmp_path / "b") == 9
+
+
 def _own_kernel_dir(tmpdir: Path, hold: bool):
     """A kernel folder made in a child process, which then sleeps (``hold``) or is killed."""
     code = ("import sys, time; from kit.lab.execute import _kernel_dir; d, fd = _kernel_dir(); "
