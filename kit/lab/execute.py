@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .notebook import Notebook
 from .parameters import check_params
+from .record import load_result, write_atomic
 
 #: the prefix of the kernels' private folders in the temporary directory
 KERNEL_DIR_PREFIX = "kit-k-"
@@ -130,8 +131,6 @@ def relocate(folder, moves) -> None:
     unique temporary path, so no other text matches it."""
     import nbformat
     from papermill.translators import PythonTranslator
-
-    from .record import load_result, write_atomic
 
     pairs = []
     for old, new in moves:
