@@ -211,8 +211,11 @@ def run(args, say=_quiet) -> Outcome:
         raise ArgError(str(e)) from None
     try:
         out = run_checked(nb, params, args.out, timeout=args.timeout)
+    except ValueError as e:                 # the output folder, refused before a kernel starts
+        raise ArgError(str(e)) from None
     except papermill.PapermillExecutionError as e:
-        raise RunFailed(f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}") from None
+        raise RunFailed(f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
+                        + "".join(f"; {n}" for n in getattr(e, "__notes__", []))) from None
     lines = [f"executed notebook: {out['notebook'].resolve()}"]
     lines += [f"result: {doc.get('name')} ({len(json.dumps(doc))} bytes)" for doc in out["results"]]
     if out["report"]:

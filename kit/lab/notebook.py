@@ -24,6 +24,8 @@ def canonical(value) -> str:
 def notebook_path(name) -> Path:
     """``name`` is a notebook in ``notebooks/`` (without ``.ipynb``) or a path."""
     p = Path(name)
+    if p.suffix == ".ipynb" and p.is_dir():
+        raise ValueError(f"notebook: {name} is a folder, not a notebook file")
     if p.suffix == ".ipynb" and p.exists():
         return p
     p = NOTEBOOKS / f"{name}.ipynb"
@@ -41,6 +43,16 @@ def cells_hash(nb) -> str:
         h.update(c.source.encode())
         h.update(canonical(sorted(c.metadata.get("tags", []))).encode())
     return h.hexdigest()
+
+
+def language(nb) -> str | None:
+    """The notebook's language as its metadata names it (``kernelspec.language``, else
+    ``language_info.name``), lower case; None when it names none."""
+    md = nb.get("metadata", {}) or {}
+    for v in ((md.get("kernelspec") or {}).get("language"), (md.get("language_info") or {}).get("name")):
+        if isinstance(v, str) and v.strip():
+            return v.strip().lower()
+    return None
 
 
 def validation_cell(nb) -> str | None:
@@ -78,7 +90,16 @@ def inspect(notebook) -> Notebook:
     import papermill
 
     path = notebook_path(notebook).resolve()
-    nb = nbformat.read(str(path), as_version=4)
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, KeyError, TypeError) as e:
+        # ValueError covers nbformat's NotJSONError and json.JSONDecodeError
+        raise ValueError(f"notebook: cannot read {path.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    lang = language(nb)
+    if lang is not None and lang != "python":
+        # papermill would write the parameters in that language's syntax and the kit starts a
+        # Python kernel: refuse rather than run a notebook in the wrong language
+        raise ValueError(f"notebook: {path.name} is a {lang} notebook (kernelspec); the kit runs Python notebooks only")
     return Notebook(path=path, parameters=papermill.inspect_notebook(str(path)),
                     cells_hash=cells_hash(nb), validation=validation_cell(nb))
 
