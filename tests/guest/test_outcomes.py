@@ -5,7 +5,7 @@ import errno
 import pytest
 
 from kit.errors import KvmError
-from kit.guest import BEHAVIOURS, GuestTerminated, Linux, Revalidating
+from kit.guest import BEHAVIOURS, GuestStuck, GuestTerminated, Linux, Revalidating
 from kit.guest.outcomes import (OUTCOMES, RAM_GPA, SCRIPT, VMMS, DeniesFirst, ScriptStep, build_guest,
                                 outcome_matrix, ownership_decides, run_outcome, view_agrees)
 from kit.kvm import snp
@@ -212,3 +212,14 @@ def test_the_figure_colours_each_outcome_apart_and_reads_recorded_json(matrix):
     assert len(f.y_range.factors) == len(BEHAVIOURS) * len(VMMS)
     (fig,) = F.result_figures({"guest_matrix": rows})
     assert fig.title.text == f.title.text
+
+
+def test_a_pvalidate_whose_exit_the_vmm_cannot_answer_is_stuck_as_an_access_is():
+    """Guest ownership, exit policy: a PVALIDATE of a page KVM still has shared exits; the VMM
+    may not set the attribute (EPERM), so the vCPU exits again until the guest is stuck, as a
+    touch of such a page is."""
+    g = build_guest(Revalidating, owner="guest", max_exits=3, **FAST)
+    with pytest.raises(GuestStuck, match="still exits after 3 answers"):
+        g.pvalidate(RAM_GPA, PAGE_4K, True)
+    assert [s.name for s in g.log].count("vmm_error") == 4 and g.terminated is None
+    assert not g.vm.memory_attributes(RAM_GPA >> PAGE_SHIFT)
