@@ -2,7 +2,7 @@
 each on a fresh small host, running the same short script, with what ended it.
 
 One run (:func:`run_outcome`) builds a host, an SNP VM (one guest_memfd memslot of RAM at
-:data:`RAM_GPA`, launched, the ``KVM_HC_MAP_GPA_RANGE`` exit enabled as QEMU enables it), a
+:data:`RAM_GPA`, launched, the ``KVM_HC_MAP_GPA_RANGE`` exit enabled), a
 :class:`~kit.guest.Guest` with the behaviour and a VMM, and runs :data:`SCRIPT`: accept the
 first 2 MiB (``accept_memory``, with its guard unit), touch the first page, make the second
 page shared (``set_memory_decrypted``), touch it, make it private again
@@ -18,7 +18,7 @@ and the outcome is one of :data:`OUTCOMES`, read from what the guest and KVM rep
 ``exited``
     Every step returned, but userspace was reached off the request path or said no: a
     ``KVM_EXIT_MEMORY_FAULT`` (an access or PVALIDATE whose kind did not match the attribute,
-    virt/kvm/kvm_main.c / arch/x86/kvm/mmu/mmu.c ``kvm_mmu_prepare_memory_fault_exit``) reached
+    arch/x86/kvm/mmu/mmu_internal.h ``kvm_mmu_prepare_memory_fault_exit``) reached
     the VMM, which converted on it (an implicit conversion, QEMU's ``kvm_convert_memory``), or a
     conversion came back refused (``set_memory_*`` returned -EIO: the hypercall protocol, where
     a refusal is the call's failure, arch/x86/mm/pat/set_memory.c ``__set_memory_enc_pgtable``).
@@ -66,7 +66,7 @@ from .guest import PROTOCOLS, Guest, GuestStuck, GuestTerminated, PscLivelock
 
 #: the outcomes, from the guest's run to its end to its termination
 OUTCOMES = ("converted", "exited", "stuck", "#VC", "terminated")
-#: where the guest's RAM starts (4 GiB, above the 32-bit hole, as QEMU places RAM above it)
+#: where the guest's RAM starts (4 GiB)
 RAM_GPA = 1 << 32
 
 
@@ -176,8 +176,9 @@ def build_guest(behaviour=Linux, *, npf_policy: str = "exit", owner: str = "user
                 gmem_hugepages: bool = False, host_fault_policy="oops") -> Guest:
     """A fresh :data:`HOST_MEM` host with one launched SNP VM (``npf_policy``, ``owner`` as
     ``attribute_owner``): ``guest_mem`` of guest_memfd RAM at :data:`RAM_GPA`, the
-    ``KVM_HC_MAP_GPA_RANGE`` exit enabled (QEMU's ``kvm_arch_init`` for a confidential guest),
-    one vCPU, and a :class:`~kit.guest.Guest` of ``behaviour`` whose exits ``vmm`` (a
+    ``KVM_HC_MAP_GPA_RANGE`` exit enabled (without it KVM answers every page-state change
+    GENERIC, arch/x86/kvm/svm/sev.c ``snp_begin_psc``; the selftests enable it the same way,
+    tools/testing/selftests/kvm/x86/private_mem_conversions_test.c), one vCPU, and a :class:`~kit.guest.Guest` of ``behaviour`` whose exits ``vmm`` (a
     :class:`~kit.kvm.vmm.Vmm` class, QEMU-like: it punches guest_memfd going shared) answers."""
     mem = OUTCOME_PARAMS["guest_mem"].check(guest_mem)
     kvm = Kvm(Host(mem=HOST_MEM, cores=HOST_CORES, host_fault_policy=host_fault_policy),
