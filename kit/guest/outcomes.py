@@ -60,7 +60,7 @@ from ..kvm import Kvm, snp
 from ..kvm import uapi as U
 from ..kvm.ghcb import GHCB_SEV_ES_GEN_REQ, SEV_TERM_SET_GEN
 from ..kvm.vmm import Vmm
-from ..units import MiB, PAGE_2M, PAGE_4K, PAGE_SHIFT, Param
+from ..units import MiB, PAGE_2M, PAGE_4K, PAGE_SHIFT, Param, format_size
 from .behaviours import BEHAVIOURS, Linux
 from .guest import PROTOCOLS, Guest, GuestStuck, GuestTerminated, PscLivelock
 
@@ -113,7 +113,7 @@ class ScriptStep(NamedTuple):
 
     def __str__(self) -> str:
         what = {True: " to private", False: " to shared"}.get(self.private, "")
-        return f"{self.op}{what} +{self.offset:#x}" + (f" ({self.size >> 10} KiB)" if self.op != "touch" else "")
+        return f"{self.op}{what} +{self.offset:#x}" + (f" ({format_size(self.size)})" if self.op != "touch" else "")
 
 
 #: the script every behaviour runs: lazy acceptance of the first 2M unit, a private access, one
@@ -178,8 +178,9 @@ def build_guest(behaviour=Linux, *, npf_policy: str = "exit", owner: str = "user
     ``attribute_owner``): ``guest_mem`` of guest_memfd RAM at :data:`RAM_GPA`, the
     ``KVM_HC_MAP_GPA_RANGE`` exit enabled (without it KVM answers every page-state change
     GENERIC, arch/x86/kvm/svm/sev.c ``snp_begin_psc``; the selftests enable it the same way,
-    tools/testing/selftests/kvm/x86/private_mem_conversions_test.c), one vCPU, and a :class:`~kit.guest.Guest` of ``behaviour`` whose exits ``vmm`` (a
-    :class:`~kit.kvm.vmm.Vmm` class, QEMU-like: it punches guest_memfd going shared) answers."""
+    tools/testing/selftests/kvm/x86/private_mem_conversions_test.c), one vCPU, and a
+    :class:`~kit.guest.Guest` of ``behaviour`` whose exits ``vmm`` (a :class:`~kit.kvm.vmm.Vmm`
+    class, QEMU-like: it punches guest_memfd going shared) answers."""
     mem = OUTCOME_PARAMS["guest_mem"].check(guest_mem)
     kvm = Kvm(Host(mem=HOST_MEM, cores=HOST_CORES, host_fault_policy=host_fault_policy),
               gmem_hugepages=gmem_hugepages)
