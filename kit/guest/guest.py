@@ -383,9 +383,11 @@ class Guest:
         return rc
 
     def _pvalidate(self, vcpu, gpa: int, pagesize: int, validate: bool) -> int:
-        """PVALIDATE until it completes: an exit goes to the VMM and the instruction is retried;
-        an RMP #NPF that KVM leaves unresolved (``sev_handle_rmp_fault`` returns early, e.g. the
-        host took the page back) would fault forever: :class:`GuestStuck`."""
+        """PVALIDATE until it completes: an exit goes to the VMM and the instruction is retried
+        (a VMM whose ioctl fails, e.g. ``EPERM`` where the guest owns the attributes, answers
+        nothing and the vCPU exits again, as for :meth:`touch`); an RMP #NPF that KVM leaves
+        unresolved (``sev_handle_rmp_fault`` returns early, e.g. the host took the page back)
+        would fault forever: :class:`GuestStuck`."""
         for _ in range(self.vmm.max_exits + 1):
             try:
                 out = snp.guest_pvalidate(vcpu, gpa, pagesize, validate)
@@ -393,7 +395,10 @@ class Guest:
                 raise GuestStuck(f"PVALIDATE of {gpa:#x} faults again after every re-entry: {e}") from e
             if not isinstance(out, Exit):
                 return out
-            self.vmm.handle(out)
+            try:
+                self.vmm.handle(out)
+            except KvmError as e:          # the VMM's ioctl failed: the vCPU exits again
+                self.note("vmm_error", gpa, pagesize, str(e))
         raise GuestStuck(f"PVALIDATE of {gpa:#x} still exits after {self.vmm.max_exits} answers")
 
     def pvalidate_pages(self, entries, validate: bool, *, cpu: int = 0) -> None:

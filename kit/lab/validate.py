@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..guest.outcomes import OUTCOME_PARAMS
 from ..host.limits import HOST_CORES, HOST_MEM
 from ..sim.calibrate import load_measurements
 from ..sim.scenario import SCENARIO_PARAMS as SP
@@ -133,6 +134,8 @@ NOTEBOOKS: dict[str, NotebookRules] = {
     "lazy-acceptance-scaling": NotebookRules(
         {}, _lazy_acceptance_scaling, ("guest_sweep", "vcpu_sweep", "core_sweep", "guest_mem", "host_cores",
                                        "host_mem")),
+    "guests": NotebookRules({n: OUTCOME_PARAMS[n] for n in ("behaviours", "npf_policies", "owners", "vmms",
+                                                             "protocol", "guest_mem", "max_exits", "gmem_hugepages")}),
     "directmap-policies": NotebookRules(),
     "calibration": NotebookRules(),
 }

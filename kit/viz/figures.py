@@ -333,15 +333,23 @@ def fragmentation_figure(policy: str, sim: dict):
                lockwait_series_figure(src, title=f"{policy}: lock waits"))
 
 
-OUTCOME_COLOURS = {"completed": "#2a9d8f", "completed (shared)": "#8ecae6"}
+OUTCOME_COLOURS = {"completed": "#2a9d8f", "completed (shared)": "#8ecae6",
+                   "converted": "#2a9d8f", "exited": "#e9c46a"}
 STUCK_COLOUR, REFUSED_COLOUR = "#d62828", "#f4a261"
+VC_COLOUR, TERMINATED_COLOUR = "#7b2cbf", "#343a40"
+LIGHT_COLOURS = {"#8ecae6", "#e9c46a", "#f4a261"}     # cells whose text is drawn dark
 
 
 def outcome_colour(outcome: str) -> str:
-    """Completed (green / blue when shared), stuck (red), refused with an errno (orange)."""
+    """Completed or converted (green; blue when completed shared), exited to userspace on the
+    way (yellow), stuck (red), #VC (purple), terminated (near black), refused with an errno
+    (orange)."""
     if outcome in OUTCOME_COLOURS:
         return OUTCOME_COLOURS[outcome]
-    return STUCK_COLOUR if outcome.startswith("stuck") else REFUSED_COLOUR
+    for prefix, colour in (("stuck", STUCK_COLOUR), ("#VC", VC_COLOUR), ("terminated", TERMINATED_COLOUR)):
+        if outcome.startswith(prefix):
+            return colour
+    return REFUSED_COLOUR
 
 
 def outcome_matrix_figure(matrix: list[dict]):
@@ -361,6 +369,37 @@ def outcome_matrix_figure(matrix: list[dict]):
     f.text(x="x", y="y", text="text", source=cells, text_align="center", text_baseline="middle",
            text_font_size="8pt")
     f.hover.tooltips = [("outcome", "@outcome"), ("exits to userspace", "@exits"), ("ioctls", "@ioctls"),
+                        ("conversions by KVM", "@kvm")]
+    return f
+
+
+def guest_outcome_figure(matrix: list[dict]):
+    """The outcome of each guest behaviour's script for every owner x #NPF policy (columns) and
+    behaviour x VMM (rows), from :func:`kit.guest.outcomes.outcome_matrix` rows (converted,
+    exited, stuck, #VC, terminated), each cell with the exits to userspace and the step it
+    ended on."""
+    cells = ColumnDataSource({
+        "x": [(r["owner"], r["npf_policy"]) for r in matrix], "y": [(r["behaviour"], r["vmm"]) for r in matrix],
+        "colour": [outcome_colour(r["outcome"]) for r in matrix],
+        "ink": ["#000000" if outcome_colour(r["outcome"]) in LIGHT_COLOURS else "#ffffff" for r in matrix],
+        "text": [f'{r["outcome"]}\n{r["user_exits"]} exits' + (f', {r["refusals"]} refused' if r["refusals"] else "")
+                 for r in matrix],
+        "outcome": [r["outcome"] for r in matrix], "reason": [r["reason"] for r in matrix],
+        "step": [r["step"] for r in matrix], "exits": [r["user_exits"] for r in matrix],
+        "faults": [r["memory_faults"] for r in matrix], "kvm": [r["kvm_conversions"] for r in matrix]})
+    rows = len(dict.fromkeys(cells.data["y"]))
+    present = set(cells.data["x"])
+    columns = [(o, n) for o in dict.fromkeys(o for o, _ in cells.data["x"])
+               for n in dict.fromkeys(n for _, n in cells.data["x"]) if (o, n) in present]   # owners grouped
+    f = figure(title="Outcome of each guest's script: owner x #NPF policy (columns), behaviour x VMM (rows)",
+               x_range=FactorRange(*columns, group_padding=0.4),
+               y_range=FactorRange(*reversed(list(dict.fromkeys(cells.data["y"]))), group_padding=0.4),
+               height=max(240, 36 * rows + 120), width=900, tools="hover,save", toolbar_location="above")
+    f.rect(x="x", y="y", width=0.95, height=0.9, source=cells, fill_color="colour", line_color=None)
+    f.text(x="x", y="y", text="text", source=cells, text_align="center", text_baseline="middle",
+           text_font_size="8pt", text_color="ink")
+    f.hover.tooltips = [("outcome", "@outcome"), ("why", "@reason"), ("ended at", "@step"),
+                        ("exits to userspace", "@exits"), ("KVM_EXIT_MEMORY_FAULT", "@faults"),
                         ("conversions by KVM", "@kvm")]
     return f
 
@@ -410,7 +449,8 @@ def result_figures(results: dict) -> list:
     notebook that recorded it uses: ``policy_table`` (:func:`rate_figure`), ``fragmentation``
     (:func:`fragmentation_figure`), ``simulations`` (:func:`simulation_figure`),
     ``residuals`` (:func:`residual_figure`), ``sweep`` (:func:`sweep_figures`), ``held_back``
-    (:func:`utilisation_figure`), ``matrix`` (:func:`outcome_matrix_figure`), ``asid_state``
+    (:func:`utilisation_figure`), ``matrix`` (:func:`outcome_matrix_figure`), ``guest_matrix``
+    (:func:`guest_outcome_figure`), ``asid_state``
     with ``ranges`` (:func:`asid_map_figure`) and ``churn`` (:func:`churn_figure`)."""
     if not isinstance(results, dict):
         return []
@@ -431,6 +471,8 @@ def result_figures(results: dict) -> list:
         out.append(residual_figure(ColumnDataSource(residual_data(results["residuals"]))))
     if results.get("matrix") and all("outcome" in r for r in results["matrix"]):
         out.append(outcome_matrix_figure(results["matrix"]))
+    if results.get("guest_matrix"):
+        out.append(guest_outcome_figure(results["guest_matrix"]))
     if results.get("asid_state") and "SEV" in (results.get("ranges") or {}):
         out.append(asid_map_figure(results["asid_state"], results["ranges"]["SEV"][0]))
     if results.get("churn"):

@@ -1,4 +1,5 @@
 """The simulation notebooks, executed with small parameters; assertions on recorded results."""
+import ast
 import json
 
 import nbformat
@@ -94,16 +95,51 @@ def test_unknown_parameter_names_are_rejected_before_a_kernel_starts(run_nb, tmp
     assert not (tmp_path / "directmap-policies").exists()
 
 
+def _dotted(node) -> str:
+    return f"{_dotted(node.value)}.{node.attr}" if isinstance(node, ast.Attribute) else getattr(node, "id", "")
+
+
+def user_behaviours(tree) -> set:
+    """The one definition a notebook may hold: a guest behaviour a user writes to try a new guest
+    (issue [2/6]: "A user writes a new one in a notebook cell"), a class whose bases are all
+    kit.guest behaviours, with its methods. It is the experiment's subject, not a helper."""
+    from kit.guest import BEHAVIOURS
+    bases = {*BEHAVIOURS, *(f"kit.guest.{b}" for b in BEHAVIOURS)}
+    ok = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ClassDef) and n.bases and all(_dotted(b) in bases for b in n.bases):
+            ok.add(n)
+            ok.update(m for m in n.body if isinstance(m, ast.FunctionDef))
+    return ok
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_notebooks_define_no_helpers(name):
     """Notebooks hold parameters, narrative, calls into kit and plots: helper functions, classes
-    and hand-built figures live in the package (kit.kvm.probe, kit.viz.figures)."""
-    import ast
+    and hand-built figures live in the package (kit.kvm.probe, kit.viz.figures). The one
+    exception is a guest behaviour written in a cell (:func:`user_behaviours`)."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     for c in nb.cells:
         if c.cell_type != "code":
             continue
-        defs = [type(n).__name__ for n in ast.walk(ast.parse(c.source))
-                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+        tree = ast.parse(c.source)
+        allowed = user_behaviours(tree)
+        defs = [type(n).__name__ for n in ast.walk(tree)
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and n not in allowed]
         assert not defs, (name, c.get("id"), defs)
         assert "bokeh.plotting" not in c.source, (name, c.get("id"))
+
+
+@pytest.mark.parametrize("source,allowed", [
+    ("class G(Linux):\n    def on_vc(self, guest, exc, cpu):\n        return False", True),
+    ("class G(kit.guest.Malicious):\n    pass", True),
+    ("class G(Linux, object):\n    pass", False),
+    ("class G(Vmm):\n    pass", False),
+    ("class G(other.Linux):\n    pass", False),
+    ("class G(Linux):\n    f = lambda self: 0", False),
+    ("class G(Linux):\n    class H:\n        pass", False),
+    ("def helper():\n    pass", False)])
+def test_only_a_guest_behaviour_may_be_defined_in_a_cell(source, allowed):
+    tree = ast.parse(source)
+    defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))]
+    assert all(n in user_behaviours(tree) for n in defs) == allowed
