@@ -6,7 +6,8 @@ returns the figure; the ``*_data`` functions compute what goes into the sources 
 or from results, so a dashboard can keep its figures and only replace ``source.data``.
 
 The builders of recorded results (sweeps, held-back utilisation, discrete-event runs,
-fragmentation, the outcome matrix, ASIDs) take the JSON a notebook records with
+fragmentation, the outcome matrix, ASIDs, the race explorer's counterexamples) take the JSON a
+notebook records with
 ``kit.lab.record``: a notebook plots ``doc["results"]`` and a report rebuilds the same figures
 from the result file (:func:`result_figures`).
 """
@@ -21,6 +22,7 @@ from bokeh.plotting import figure
 from ..host.memory import OWNER_NAMES
 from ..units import GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M
 from . import state as S
+from .traces import changed_text, counterexamples, thread_order, trace_steps
 
 POLICY_COLOURS = {"none": "#6c757d", "invalidate-4k": "#e76f51", "invalidate-4k-flush": "#f4a261",
                   "presplit-4k": "#2a9d8f", "split-on-demand": "#264653",
@@ -405,13 +407,105 @@ def churn_figure(churn: dict):
     return f
 
 
+# ------------------------------------------------------------------ race explorer
+#: lane colours of a sequence diagram, thread by thread
+LANE_COLOURS = ("#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#8ab17d", "#6d597a", "#457b9d", "#b5838d")
+BREAK_COLOUR = "#d62828"            # the step after which the invariant is broken
+SEQUENCE_LANE_WIDTH, SEQUENCE_STEP_HEIGHT = 240, 26
+
+
+def sequence_data(example, *, invariant: str = "", threads=None, current: int | None = None) -> dict:
+    """The steps of a counterexample (:func:`kit.viz.traces.trace_steps`: a
+    :class:`~kit.explore.Counterexample` or its JSON) as a sequence diagram's source: one point
+    per step in its thread's lane, in order; the last step, after which ``invariant`` is
+    broken, marked. ``current`` (a dashboard stepping through the trace): the steps after it
+    faded, the step itself outlined."""
+    steps = trace_steps(example)
+    lanes = thread_order(steps, threads)
+    n = len(steps)
+    colour = {t: LANE_COLOURS[i % len(LANE_COLOURS)] for i, t in enumerate(lanes)}
+    last = n - 1
+    data = {"thread": [], "y": [], "n": [], "label": [], "text": [], "changed": [], "raised": [], "colour": [],
+            "marker": [], "size": [], "alpha": [], "outline": [], "line_width": [], "text_colour": []}
+    for i, s in enumerate(steps):
+        breaks = i == last
+        data["thread"].append(s["thread"])
+        data["y"].append(i + 1)
+        data["n"].append(i + 1)
+        data["label"].append(s["step"])
+        data["text"].append(s["step"] + (f"  <- breaks {invariant}" if breaks and invariant else ""))
+        data["changed"].append(changed_text({**s, "raised": None}) or "nothing")
+        data["raised"].append(s.get("raised") or "")
+        data["colour"].append(BREAK_COLOUR if breaks else colour[s["thread"]])
+        data["marker"].append("star" if breaks else "circle")
+        data["size"].append(20 if breaks else 12)
+        data["alpha"].append(1.0 if current is None or i < current else 0.25)
+        data["outline"].append("black" if current is not None and i + 1 == current else colour[s["thread"]])
+        data["line_width"].append(3 if current is not None and i + 1 == current else 1)
+        data["text_colour"].append(BREAK_COLOUR if breaks else "#222222")
+    return data
+
+
+def sequence_title(scenario: str, scheme: str, invariant: str, steps: int) -> str:
+    """Names the scenario, the scheme and the invariant, and the length of the counterexample."""
+    where = f"after {steps} step{'s' if steps != 1 else ''}" if steps else "in the initial state"
+    return f"{scenario} / {scheme}: '{invariant}' broken {where}"
+
+
+def sequence_size(lanes: int, steps: int) -> tuple[int, int]:
+    """(width, height) of a sequence diagram of ``lanes`` threads and ``steps`` steps."""
+    return max(480, 120 + SEQUENCE_LANE_WIDTH * lanes), 110 + SEQUENCE_STEP_HEIGHT * max(steps, 1)
+
+
+def sequence_figure(source: ColumnDataSource, *, threads, title: str = "counterexample"):
+    """A sequence diagram: one lane per thread (columns, in ``threads`` order), the steps top to
+    bottom, a grey line following the schedule from lane to lane, the breaking step a red star;
+    hover shows what each step changed. ``source`` holds :func:`sequence_data`."""
+    threads = list(threads) or ["-"]
+    n = len(source.data["y"])
+    width, height = sequence_size(len(threads), n)
+    f = figure(title=title, x_range=FactorRange(*threads, range_padding=0.3), y_range=Range1d(max(n, 1) + 0.5, 0.5),
+               width=width, height=height, x_axis_location="above", y_axis_label="step",
+               tools="hover,save,reset,ypan,ywheel_zoom", toolbar_location="right")
+    f.line(x="thread", y="y", source=source, color="#bbbbbb", line_width=1.5)
+    dots = f.scatter(x="thread", y="y", source=source, marker="marker", size="size", fill_color="colour",
+                     line_color="outline", line_width="line_width", alpha="alpha")
+    f.text(x="thread", y="y", text="text", source=source, x_offset=14, text_baseline="middle",
+           text_font_size="8pt", text_color="text_colour", text_alpha="alpha")
+    f.hover.renderers = [dots]
+    f.hover.tooltips = [("step", "@n. @thread: @label"), ("changed", "@changed"), ("raised", "@raised")]
+    f.xgrid.grid_line_color = "#999999"           # categorical grid lines run down each lane
+    f.xgrid.grid_line_dash = "dashed"
+    f.ygrid.grid_line_color = None
+    f.yaxis.ticker.desired_num_ticks = max(n, 1)
+    f.xaxis.major_label_text_font_style = "bold"
+    return f
+
+
+def counterexample_figure(example, *, scenario: str = "", scheme: str = "", invariant: str = "", threads=None):
+    """The sequence diagram of one counterexample (a :class:`~kit.explore.Counterexample` or its
+    recorded JSON), titled with its scenario, scheme and invariant."""
+    invariant = invariant or getattr(example, "invariant", "")
+    data = sequence_data(example, invariant=invariant, threads=threads)
+    return sequence_figure(ColumnDataSource(data), threads=thread_order(example, threads),
+                           title=sequence_title(scenario, scheme, invariant, len(data["y"])))
+
+
+def exploration_figures(explorations: list[dict]) -> list:
+    """A sequence diagram for every counterexample of recorded explorations
+    (:func:`kit.viz.traces.exploration`), scheme by scheme."""
+    return [counterexample_figure(c["steps"], scenario=c["scenario"] or "", scheme=c["scheme"], invariant=c["invariant"])
+            for c in counterexamples(explorations)]
+
+
 def result_figures(results: dict) -> list:
     """The figures of one recorded result, section by section, built by the same builders the
     notebook that recorded it uses: ``policy_table`` (:func:`rate_figure`), ``fragmentation``
     (:func:`fragmentation_figure`), ``simulations`` (:func:`simulation_figure`),
     ``residuals`` (:func:`residual_figure`), ``sweep`` (:func:`sweep_figures`), ``held_back``
     (:func:`utilisation_figure`), ``matrix`` (:func:`outcome_matrix_figure`), ``asid_state``
-    with ``ranges`` (:func:`asid_map_figure`) and ``churn`` (:func:`churn_figure`)."""
+    with ``ranges`` (:func:`asid_map_figure`), ``churn`` (:func:`churn_figure`) and
+    ``explorations`` (a race explorer's results: :func:`exploration_figures`)."""
     if not isinstance(results, dict):
         return []
     out = []
@@ -435,4 +529,6 @@ def result_figures(results: dict) -> list:
         out.append(asid_map_figure(results["asid_state"], results["ranges"]["SEV"][0]))
     if results.get("churn"):
         out.append(churn_figure(results["churn"]))
+    if results.get("explorations"):
+        out += exploration_figures(results["explorations"])
     return out
