@@ -7,9 +7,8 @@ or from results, so a dashboard can keep its figures and only replace ``source.d
 
 The builders of recorded results (sweeps, held-back utilisation, discrete-event runs,
 fragmentation, the outcome matrix, ASIDs, the race explorer's counterexamples) take the JSON a
-notebook records with
-``kit.lab.record``: a notebook plots ``doc["results"]`` and a report rebuilds the same figures
-from the result file (:func:`result_figures`).
+notebook records with ``kit.lab.record``: a notebook plots ``doc["results"]`` and a report
+rebuilds the same figures from the result file (:func:`result_figures`).
 """
 from __future__ import annotations
 
