@@ -477,6 +477,7 @@ def sequence_figure(source: ColumnDataSource, *, threads, title: str = "countere
     f.xgrid.grid_line_dash = "dashed"
     f.ygrid.grid_line_color = None
     f.yaxis.ticker.desired_num_ticks = max(n, 1)
+    f.yaxis.minor_tick_line_color = None
     f.xaxis.major_label_text_font_style = "bold"
     return f
 

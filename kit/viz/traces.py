@@ -133,8 +133,8 @@ def verdict(inv: dict) -> str:
 
 
 def invariant_table(docs) -> list[dict]:
-    """The table of invariants by scheme: one row per invariant (in the order they were
-    checked), one column per scheme, after a row of schedules explored and one saying whether
+    """The table of invariants by scheme: one row per invariant (in the order the explorations
+    list them), one column per scheme, after a row of schedules explored and one saying whether
     each search was complete."""
     docs = list(docs)
     labels = [exploration_label(d) for d in docs]
