@@ -21,7 +21,7 @@ from bokeh.plotting import figure
 from ..host.memory import OWNER_NAMES
 from ..units import GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M
 from . import state as S
-from .traces import changed_text, counterexamples, thread_order, trace_steps
+from .traces import changed_text, counterexamples, exploration_label, thread_order, trace_steps
 
 POLICY_COLOURS = {"none": "#6c757d", "invalidate-4k": "#e76f51", "invalidate-4k-flush": "#f4a261",
                   "presplit-4k": "#2a9d8f", "split-on-demand": "#264653",
@@ -491,6 +491,45 @@ def counterexample_figure(example, *, scenario: str = "", scheme: str = "", inva
                            title=sequence_title(scenario, scheme, invariant, len(data["y"])))
 
 
+HOLDS_COLOUR = "#2a9d8f"
+
+
+def invariant_matrix_figure(explorations: list[dict]):
+    """The invariants by scheme (:func:`kit.viz.traces.invariant_table` as a figure): one column
+    per recorded exploration, one row per invariant, a cell green where it held in every
+    schedule explored and red with the count of schedules that broke it."""
+    labels = [exploration_label(d) for d in explorations]
+    names = list(dict.fromkeys(n for d in explorations for n in d["invariants"]))
+    cells = {k: [] for k in ("x", "y", "colour", "text", "violations", "schedules", "complete")}
+    for label, d in zip(labels, explorations):
+        for n in names:
+            inv = d["invariants"].get(n)
+            if inv is None:
+                continue
+            v = inv["violations"]
+            cells["x"].append(label)
+            cells["y"].append(n)
+            cells["colour"].append(BREAK_COLOUR if v else HOLDS_COLOUR)
+            cells["text"].append(f"broken in {v}" if v else "ok")
+            cells["violations"].append(v)
+            cells["schedules"].append(d["schedules"])
+            cells["complete"].append("yes" if d["complete"] else f"no ({d.get('stopped_by')})")
+    scenario = ", ".join(dict.fromkeys(str(d.get("scenario")) for d in explorations))
+    f = figure(title=f"{scenario}: invariants by scheme (red: broken in that many explored schedules)",
+               x_range=FactorRange(*(labels or ["-"])), y_range=FactorRange(*(reversed(names or ["-"]))),
+               width=max(480, 200 + 130 * len(labels)), height=90 + 32 * max(len(names), 1),
+               x_axis_location="above", tools="hover,save", toolbar_location="right")
+    src = ColumnDataSource(cells)
+    f.rect(x="x", y="y", width=0.95, height=0.85, source=src, fill_color="colour", line_color=None, fill_alpha=0.85)
+    f.text(x="x", y="y", text="text", source=src, text_align="center", text_baseline="middle",
+           text_font_size="9pt", text_color="white")
+    f.hover.tooltips = [("scheme", "@x"), ("invariant", "@y"), ("violations", "@violations"),
+                        ("schedules explored", "@schedules"), ("search complete", "@complete")]
+    f.grid.grid_line_color = None
+    f.xaxis.major_label_text_font_style = "bold"
+    return f
+
+
 def exploration_figures(explorations: list[dict]) -> list:
     """A sequence diagram for every counterexample of recorded explorations
     (:func:`kit.viz.traces.exploration`), scheme by scheme."""
@@ -505,7 +544,8 @@ def result_figures(results: dict) -> list:
     ``residuals`` (:func:`residual_figure`), ``sweep`` (:func:`sweep_figures`), ``held_back``
     (:func:`utilisation_figure`), ``matrix`` (:func:`outcome_matrix_figure`), ``asid_state``
     with ``ranges`` (:func:`asid_map_figure`), ``churn`` (:func:`churn_figure`) and
-    ``explorations`` (a race explorer's results: :func:`exploration_figures`)."""
+    ``explorations`` (a race explorer's results: :func:`invariant_matrix_figure`, then
+    :func:`exploration_figures`)."""
     if not isinstance(results, dict):
         return []
     out = []
@@ -530,5 +570,6 @@ def result_figures(results: dict) -> list:
     if results.get("churn"):
         out.append(churn_figure(results["churn"]))
     if results.get("explorations"):
+        out.append(invariant_matrix_figure(results["explorations"]))
         out += exploration_figures(results["explorations"])
     return out

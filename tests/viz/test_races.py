@@ -113,4 +113,16 @@ def test_initial_state_violation_has_no_steps():
 def test_result_figures_draw_each_counterexample(results):
     docs = json.loads(json.dumps([T.exploration(r, scheme=s) for s, r in results.items()]))
     figs = F.result_figures({"explorations": docs})
-    assert [f.title.text for f in figs] == [f"lost-update / lockless: '{INV}' broken after 6 steps"]
+    assert [f.title.text for f in figs] == ["lost-update: invariants by scheme (red: broken in that many explored schedules)",
+                                            f"lost-update / lockless: '{INV}' broken after 6 steps"]
+
+
+def test_invariant_matrix_one_cell_per_scheme_and_invariant(results):
+    docs = json.loads(json.dumps([T.exploration(r, scheme=s) for s, r in results.items()]))
+    f = F.invariant_matrix_figure(docs)
+    d = f.renderers[0].data_source.data
+    cells = {(x, y): (c, t) for x, y, c, t in zip(d["x"], d["y"], d["colour"], d["text"])}
+    assert len(cells) == 2 * 4 and list(f.x_range.factors) == ["lockless", "locked"]
+    assert cells[("lockless", INV)] == (F.BREAK_COLOUR, "broken in 2")
+    assert cells[("locked", INV)] == (F.HOLDS_COLOUR, "ok")
+    json_item(f)
