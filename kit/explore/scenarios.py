@@ -194,6 +194,7 @@ class ConversionWorld(_World):
         private = self.vm.memory_attributes(self.gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE
         v["attributes"] = "private" if private else "shared"
         v["host maps"] = self.live_maps()
+        v["host faults"] = len(self.host.faults)
         v.update(_prim_view(self.p))
         v["guest"] = "validated" if self.b.guest_validated else "-"
         v["oops"] = ", ".join(sorted(self.b.oopsed)) or "-"
