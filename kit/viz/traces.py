@@ -35,9 +35,12 @@ def trace_steps(example) -> list[dict]:
 
 
 def value_text(value) -> str:
-    """A state value as short text: strings as they are, other values as compact JSON."""
+    """A state value as short text: strings as they are, None (nothing: a free lock, no value
+    yet) as ``-``, other values as compact JSON."""
     if isinstance(value, str):
         return value
+    if value is None:
+        return "-"
     try:
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     except (TypeError, ValueError):

@@ -1,5 +1,5 @@
 """A toy race-explorer catalog for the surfaces' tests: the shape of ``kit.explore.catalog``
-(``SCENARIOS``, ``SCHEMES``, ``schemes_for``, ``explore_named``) on one scenario built from the
+(``SCENARIOS``, ``SCHEMES``, ``schemes_for``, ``build``, ``explore_named``) on one scenario built from the
 engine's own primitives, so the surfaces are tested apart from the domain's scenarios.
 
 ``lost-update``: two threads each take a map of one page (``maps``, a tracking counter, +1 with
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kit.explore import Counter, Invariant, Lock, Scenario, Step, explore
 
@@ -65,28 +65,35 @@ class LostUpdate(Scenario):
 
 @dataclass(frozen=True)
 class ToySpec:
-    name: str
-    schemes: tuple
-    help: str = "two threads map one page and count their maps"
+    """The shape of ``kit.explore.catalog.ScenarioSpec``."""
 
-    def build(self, scheme):
-        return LostUpdate(scheme)
+    name: str
+    build: object
+    description: str = "two threads map one page and count their maps"
+    params: tuple = ()
+    threads: dict = field(default_factory=lambda: {"writer": "maps the page, counts the map",
+                                                   "fault": "the same, in another thread"})
+    source: str = "tests/viz/toy_catalog.py"
 
 
 SCHEMES = {"lockless": Lockless, "locked": Locked}
-SCENARIOS = {"lost-update": ToySpec("lost-update", ("lockless", "locked"))}
+SCENARIOS = {"lost-update": ToySpec("lost-update", LostUpdate)}
 
 
 def schemes_for(scenario_name):
     if scenario_name not in SCENARIOS:
-        raise ValueError(f"scenario: unknown {scenario_name!r}; allowed: {', '.join(SCENARIOS)}")
-    return list(SCENARIOS[scenario_name].schemes)
+        raise ValueError(f"scenario: unknown {scenario_name!r}; known: {', '.join(SCENARIOS)}")
+    return list(SCHEMES)
+
+
+def build(scenario, scheme=None, **params):
+    spec = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
+    cls = SCHEMES[scheme] if isinstance(scheme, str) else (scheme or Lockless)
+    return spec.build(cls)
 
 
 def explore_named(scenario, scheme, mode="exhaustive", *, bound=None, seed=None, schedule=None, invariants=(),
                   progress=None, **limits):
-    spec = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
-    cls = SCHEMES[scheme] if isinstance(scheme, str) else scheme
     kw = dict(limits)
     if mode == "bounded":
         kw["preemptions"] = bound
@@ -94,9 +101,13 @@ def explore_named(scenario, scheme, mode="exhaustive", *, bound=None, seed=None,
         kw.update(runs=bound, seed=seed)
     elif mode == "replay":
         kw["schedule"] = schedule
-    return explore(spec.build(cls), mode, invariants=invariants, progress=progress, **kw)
+    return explore(build(scenario, scheme), mode, invariants=invariants, progress=progress, **kw)
 
 
-def module() -> types.ModuleType:
-    """This catalog as a module object (for ``sys.modules["kit.explore.catalog"]``)."""
-    return sys.modules[__name__]
+def install(monkeypatch) -> types.ModuleType:
+    """Make the surfaces see this catalog: its five names on the ``kit.explore.catalog`` module
+    the surfaces imported (undone by ``monkeypatch`` after the test)."""
+    from kit.explore import catalog
+    for name in ("SCENARIOS", "SCHEMES", "schemes_for", "build", "explore_named"):
+        monkeypatch.setattr(catalog, name, getattr(sys.modules[__name__], name))
+    return catalog
