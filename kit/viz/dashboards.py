@@ -644,10 +644,7 @@ class RaceExplorer(Dashboard):
         self._draw(steps, invariant, F.sequence_title(self.scenario.value, self._scheme_label(), invariant, len(steps)))
 
     def _draw(self, steps, invariant: str, title: str) -> None:
-        lanes = T.thread_order(steps) or ["-"]
-        self.fig.x_range.factors = lanes
-        self.fig.y_range.start, self.fig.y_range.end = max(len(steps), 1) + 0.5, 0.5
-        self.fig.width, self.fig.height = F.sequence_size(len(lanes), len(steps))
+        F.sequence_frame(self.fig, T.thread_order(steps), F.sequence_data(steps, invariant=invariant))
         self.fig.title.text = title
         self._steps, self._invariant = steps, invariant
         self.step.max = len(steps)

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 from bokeh.layouts import row
-from bokeh.models import (ColumnDataSource, FactorRange, HoverTool, Legend, LegendItem,
+from bokeh.models import (ColumnDataSource, FactorRange, FixedTicker, HoverTool, Legend, LegendItem,
                           LinearColorMapper, Range1d, Whisker)
 from bokeh.plotting import figure
 
 from ..host.memory import OWNER_NAMES
 from ..units import GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M
 from . import state as S
-from .traces import changed_text, counterexamples, exploration_label, thread_order, trace_steps
+from .traces import (changed_text, counterexamples, exploration_label, invariant_names, thread_order,
+                     trace_steps)
 
 POLICY_COLOURS = {"none": "#6c757d", "invalidate-4k": "#e76f51", "invalidate-4k-flush": "#f4a261",
                   "presplit-4k": "#2a9d8f", "split-on-demand": "#264653",
@@ -410,24 +411,26 @@ def churn_figure(churn: dict):
 #: lane colours of a sequence diagram, thread by thread
 LANE_COLOURS = ("#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#8ab17d", "#6d597a", "#457b9d", "#b5838d")
 BREAK_COLOUR = "#d62828"            # the step after which the invariant is broken
-SEQUENCE_LANE_WIDTH, SEQUENCE_STEP_HEIGHT = 240, 26
+SEQUENCE_LANE_WIDTH, SEQUENCE_STEP_HEIGHT = 200, 26     # pixels between two lanes, two steps
+SEQUENCE_CHAR_WIDTH = 5.5                               # pixels of one character of a step's label (8pt)
 
 
 def sequence_data(example, *, invariant: str = "", threads=None, current: int | None = None) -> dict:
     """The steps of a counterexample (:func:`kit.viz.traces.trace_steps`: a
     :class:`~kit.explore.Counterexample` or its JSON) as a sequence diagram's source: one point
-    per step in its thread's lane, in order; the last step, after which ``invariant`` is
-    broken, marked. ``current`` (a dashboard stepping through the trace): the steps after it
-    faded, the step itself outlined."""
+    per step in its thread's lane (``x``: the lane's index in :func:`kit.viz.traces.thread_order`),
+    in order; the last step, after which ``invariant`` is broken, marked. ``current`` (a
+    dashboard stepping through the trace): the steps after it faded, the step itself outlined."""
     steps = trace_steps(example)
-    lanes = thread_order(steps, threads)
-    n = len(steps)
-    colour = {t: LANE_COLOURS[i % len(LANE_COLOURS)] for i, t in enumerate(lanes)}
-    last = n - 1
-    data = {"thread": [], "y": [], "n": [], "label": [], "text": [], "changed": [], "raised": [], "colour": [],
-            "marker": [], "size": [], "alpha": [], "outline": [], "line_width": [], "text_colour": []}
+    lanes = {t: i for i, t in enumerate(thread_order(steps, threads))}
+    last = len(steps) - 1
+    data = {"x": [], "thread": [], "y": [], "n": [], "label": [], "text": [], "changed": [], "raised": [],
+            "colour": [], "marker": [], "size": [], "alpha": [], "outline": [], "line_width": [], "text_colour": []}
     for i, s in enumerate(steps):
         breaks = i == last
+        lane = LANE_COLOURS[lanes[s["thread"]] % len(LANE_COLOURS)]
+        now = current is not None and i + 1 == current
+        data["x"].append(lanes[s["thread"]])
         data["thread"].append(s["thread"])
         data["y"].append(i + 1)
         data["n"].append(i + 1)
@@ -435,12 +438,12 @@ def sequence_data(example, *, invariant: str = "", threads=None, current: int | 
         data["text"].append(s["step"] + (f"  <- breaks {invariant}" if breaks and invariant else ""))
         data["changed"].append(changed_text({**s, "raised": None}) or "nothing")
         data["raised"].append(s.get("raised") or "")
-        data["colour"].append(BREAK_COLOUR if breaks else colour[s["thread"]])
+        data["colour"].append(BREAK_COLOUR if breaks else lane)
         data["marker"].append("star" if breaks else "circle")
         data["size"].append(20 if breaks else 12)
         data["alpha"].append(1.0 if current is None or i < current else 0.25)
-        data["outline"].append("black" if current is not None and i + 1 == current else colour[s["thread"]])
-        data["line_width"].append(3 if current is not None and i + 1 == current else 1)
+        data["outline"].append("black" if now else lane)
+        data["line_width"].append(3 if now else 1)
         data["text_colour"].append(BREAK_COLOUR if breaks else "#222222")
     return data
 
@@ -451,34 +454,57 @@ def sequence_title(scenario: str, scheme: str, invariant: str, steps: int) -> st
     return f"{scenario} / {scheme}: '{invariant}' broken {where}"
 
 
-def sequence_size(lanes: int, steps: int) -> tuple[int, int]:
-    """(width, height) of a sequence diagram of ``lanes`` threads and ``steps`` steps."""
-    return max(480, 120 + SEQUENCE_LANE_WIDTH * lanes), 110 + SEQUENCE_STEP_HEIGHT * max(steps, 1)
+def sequence_size(lanes: int, steps: int, label: int = 0) -> tuple[int, int]:
+    """(frame width, frame height) in pixels of a sequence diagram of ``lanes`` threads and
+    ``steps`` steps whose longest label has ``label`` characters (room for it right of the last
+    lane, at most four lanes' worth)."""
+    return (int(SEQUENCE_LANE_WIDTH * (max(lanes, 1) - 0.5 + _label_room(label))),
+            SEQUENCE_STEP_HEIGHT * max(steps, 1) + SEQUENCE_STEP_HEIGHT)
+
+
+def _label_room(label: int) -> float:
+    """Lanes' worth of room a label of ``label`` characters takes right of its lane."""
+    return min(4.0, max(0.5, (20 + SEQUENCE_CHAR_WIDTH * label) / SEQUENCE_LANE_WIDTH))
+
+
+def sequence_frame(f, threads, data: dict) -> None:
+    """Fit a sequence diagram to ``threads`` (its lanes, in order) and its source's ``data``:
+    the lane ticks and their names, the ranges and the size. A dashboard calls it when the
+    counterexample changes; the figure stays the same."""
+    lanes = list(threads) or ["-"]
+    n = len(data["y"])
+    label = max((len(t) for t in data["text"]), default=0)
+    f.xaxis.ticker.ticks = list(range(len(lanes)))
+    f.xaxis.major_label_overrides = dict(enumerate(lanes))
+    f.x_range.start, f.x_range.end = -0.5, len(lanes) - 1 + _label_room(label)
+    f.y_range.start, f.y_range.end = max(n, 1) + 0.5, 0.5
+    f.yaxis.ticker.desired_num_ticks = max(n, 1)
+    f.frame_width, f.frame_height = sequence_size(len(lanes), n, label)
 
 
 def sequence_figure(source: ColumnDataSource, *, threads, title: str = "counterexample"):
     """A sequence diagram: one lane per thread (columns, in ``threads`` order), the steps top to
     bottom, a grey line following the schedule from lane to lane, the breaking step a red star;
     hover shows what each step changed. ``source`` holds :func:`sequence_data`."""
-    threads = list(threads) or ["-"]
-    n = len(source.data["y"])
-    width, height = sequence_size(len(threads), n)
-    f = figure(title=title, x_range=FactorRange(*threads, range_padding=0.3), y_range=Range1d(max(n, 1) + 0.5, 0.5),
-               width=width, height=height, x_axis_location="above", y_axis_label="step",
-               tools="hover,save,reset,ypan,ywheel_zoom", toolbar_location="right")
-    f.line(x="thread", y="y", source=source, color="#bbbbbb", line_width=1.5)
-    dots = f.scatter(x="thread", y="y", source=source, marker="marker", size="size", fill_color="colour",
+    f = figure(title=title, x_range=Range1d(-0.5, 0.5), y_range=Range1d(1.5, 0.5), x_axis_location="above",
+               y_axis_label="step", tools="hover,save,reset,ypan,ywheel_zoom", toolbar_location="right")
+    f.line(x="x", y="y", source=source, color="#bbbbbb", line_width=1.5)
+    dots = f.scatter(x="x", y="y", source=source, marker="marker", size="size", fill_color="colour",
                      line_color="outline", line_width="line_width", alpha="alpha")
-    f.text(x="thread", y="y", text="text", source=source, x_offset=14, text_baseline="middle",
+    f.text(x="x", y="y", text="text", source=source, x_offset=14, text_baseline="middle",
            text_font_size="8pt", text_color="text_colour", text_alpha="alpha")
     f.hover.renderers = [dots]
     f.hover.tooltips = [("step", "@n. @thread: @label"), ("changed", "@changed"), ("raised", "@raised")]
-    f.xgrid.grid_line_color = "#999999"           # categorical grid lines run down each lane
+    ticker = FixedTicker(ticks=[0])
+    f.xaxis.ticker = ticker
+    f.xgrid.ticker = ticker                       # the grid lines run down each lane
+    f.xgrid.grid_line_color = "#999999"
     f.xgrid.grid_line_dash = "dashed"
     f.ygrid.grid_line_color = None
-    f.yaxis.ticker.desired_num_ticks = max(n, 1)
     f.yaxis.minor_tick_line_color = None
     f.xaxis.major_label_text_font_style = "bold"
+    f.xaxis.major_label_text_font_size = "10pt"
+    sequence_frame(f, threads, source.data)
     return f
 
 
@@ -499,7 +525,7 @@ def invariant_matrix_figure(explorations: list[dict]):
     per recorded exploration, one row per invariant, a cell green where it held in every
     schedule explored and red with the count of schedules that broke it."""
     labels = [exploration_label(d) for d in explorations]
-    names = list(dict.fromkeys(n for d in explorations for n in d["invariants"]))
+    names = list(dict.fromkeys(n for d in explorations for n in invariant_names(d)))
     cells = {k: [] for k in ("x", "y", "colour", "text", "violations", "schedules", "complete")}
     for label, d in zip(labels, explorations):
         for n in names:

@@ -111,9 +111,16 @@ def exploration(result, *, scheme: str | None = None, scenario: str | None = Non
     the names it was run under and the search's figures."""
     out = {"scenario": scenario or result.scenario, "scheme": scheme, "mode": result.mode,
            "states": result.states, "steps": result.steps, "elapsed": round(float(result.elapsed), 6),
-           "stopped_by": result.stopped_by}
+           "stopped_by": result.stopped_by, "invariant_names": list(result.invariants)}
     out.update(result.to_json())
     return out
+
+
+def invariant_names(doc: dict) -> list[str]:
+    """A recorded exploration's invariants in the order they were checked (a result file's
+    objects have their keys sorted; ``invariant_names`` keeps the order)."""
+    names = [n for n in doc.get("invariant_names") or () if n in doc["invariants"]]
+    return names + [n for n in doc["invariants"] if n not in names]
 
 
 def exploration_label(doc: dict) -> str:
@@ -136,12 +143,12 @@ def verdict(inv: dict) -> str:
 
 
 def invariant_table(docs) -> list[dict]:
-    """The table of invariants by scheme: one row per invariant (in the order the explorations
-    list them), one column per scheme, after a row of schedules explored and one saying whether
+    """The table of invariants by scheme: one row per invariant (in the order they were
+    checked: :func:`invariant_names`), one column per scheme, after a row of schedules explored and one saying whether
     each search was complete."""
     docs = list(docs)
     labels = [exploration_label(d) for d in docs]
-    names = list(dict.fromkeys(n for d in docs for n in d["invariants"]))
+    names = list(dict.fromkeys(n for d in docs for n in invariant_names(d)))
     rows = [{"invariant": "(schedules explored)", **{lb: d["schedules"] for lb, d in zip(labels, docs)}},
             {"invariant": "(search complete)", **{lb: "yes" if d["complete"] else f"no ({d.get('stopped_by')})"
                                                   for lb, d in zip(labels, docs)}}]
@@ -155,5 +162,5 @@ def counterexamples(docs) -> list[dict]:
     """Every counterexample of recorded explorations: ``{scenario, scheme, invariant, steps}``,
     in the order of the explorations and of their invariants."""
     return [{"scenario": d.get("scenario"), "scheme": exploration_label(d), "invariant": name,
-             "steps": inv["example"]}
-            for d in docs for name, inv in d["invariants"].items() if inv.get("example") is not None]
+             "steps": d["invariants"][name]["example"]}
+            for d in docs for name in invariant_names(d) if d["invariants"][name].get("example") is not None]

@@ -15,6 +15,11 @@ from .toy_catalog import explore_named
 INV = "counter equals live maps"
 
 
+def lanes(f) -> list:
+    """The lanes of a sequence diagram, by their tick labels."""
+    return [f.xaxis.major_label_overrides[t] for t in f.xaxis.ticker.ticks]
+
+
 @pytest.fixture(scope="module")
 def results():
     return {s: explore_named("lost-update", s) for s in ("lockless", "locked")}
@@ -72,6 +77,10 @@ def test_invariant_table_by_scheme(results):
     assert rows["(schedules explored)"]["locked"] == results["locked"].schedules
     assert rows["(search complete)"] == {"invariant": "(search complete)", "lockless": "yes", "locked": "yes"}
     assert list(rows)[2:] == [INV, "no-deadlock", "bounded-steps", "no-exception"]
+    # a result file sorts the keys of its objects: the order checked is kept beside them
+    recorded = json.loads(json.dumps(docs, sort_keys=True))
+    assert [r["invariant"] for r in T.invariant_table(recorded)][2:] == [INV, "no-deadlock", "bounded-steps",
+                                                                          "no-exception"]
     summary = T.exploration_rows(docs)
     assert [(r["scheme"], r["broken"]) for r in summary] == [("lockless", 1), ("locked", 0)]
     (c,) = T.counterexamples(json.loads(json.dumps(docs)))
@@ -81,19 +90,23 @@ def test_invariant_table_by_scheme(results):
 def test_sequence_diagram_one_lane_per_thread_breaking_step_marked(example):
     f = F.counterexample_figure(example, scenario="lost-update", scheme="lockless")
     assert f.title.text == f"lost-update / lockless: '{INV}' broken after 6 steps"
-    assert list(f.x_range.factors) == ["writer", "fault"]
+    assert lanes(f) == ["writer", "fault"]
     src = f.renderers[0].data_source
     d = src.data
     assert d["thread"] == list(example.schedule) and d["y"] == list(range(1, 7))
     assert d["marker"] == ["circle"] * 5 + ["star"] and d["colour"][-1] == F.BREAK_COLOUR
     assert d["text"][-1].endswith(f"<- breaks {INV}") and d["changed"][4] == "maps: 0 -> 1"
     assert f.hover.tooltips[1] == ("changed", "@changed")
+    assert d["x"] == [0, 0, 1, 1, 1, 0] and f.xgrid.ticker is f.xaxis.ticker        # a grid line down each lane
     assert f.y_range.start > f.y_range.end                      # step 1 at the top
+    longest = max(map(len, d["text"]))                          # room for the last lane's labels
+    assert f.x_range.end >= 1 + (longest * F.SEQUENCE_CHAR_WIDTH) / F.SEQUENCE_LANE_WIDTH
+    assert (f.frame_width, f.frame_height) == F.sequence_size(2, 6, longest)
     json_item(f)                                                # serialisable: a report can embed it
     # the same figure from the recorded JSON, with the scenario's thread order
     g = F.counterexample_figure(example.to_json(), scenario="s", scheme="x", invariant=INV,
                                 threads=["fault", "writer", "idle"])
-    assert list(g.x_range.factors) == ["fault", "writer", "idle"]
+    assert lanes(g) == ["fault", "writer", "idle"]
     assert g.renderers[0].data_source.data["thread"] == d["thread"]
 
 
