@@ -276,7 +276,8 @@ def explore_args(args) -> dict:
     if args.scheme is None:
         raise ValueError(f"scheme: required (--scheme); allowed for {args.scenario}: {', '.join(schemes)}")
     if args.scheme not in schemes:
-        what = f"{args.scheme!r} is not a scheme of" if args.scheme in catalog.SCHEMES else f"unknown {args.scheme!r} for"
+        what = (f"{args.scheme!r} is not a scheme of" if args.scheme in catalog.SCHEMES
+                else f"unknown {args.scheme!r} for")
         raise ValueError(f"scheme: {what} {args.scenario}; allowed: {', '.join(schemes)}")
     mode = EXPLORE_PARAMS["mode"].check(args.mode)
     kw = dict(scenario=args.scenario, scheme=args.scheme, mode=mode)
@@ -321,7 +322,8 @@ def explore_lines(result, kw: dict) -> list[str]:
     """The table of invariants, then the shortest counterexample of each violated invariant as
     numbered steps (thread, step, what changed) and, for a deadlock, the lock graph."""
     head = (f"{kw['scenario']} / {kw['scheme']} [{result.mode}]: {_count(result.schedules, 'schedule')}, "
-            f"{_count(result.steps, 'step')}" + (f", {_count(result.states, 'state')}" if result.states is not None else "")
+            f"{_count(result.steps, 'step')}"
+            + (f", {_count(result.states, 'state')}" if result.states is not None else "")
             + f", {result.elapsed:.2f} s, " + ("complete" if result.complete else f"incomplete ({result.stopped_by})"))
     done = "yes" if result.complete else "no"
     rows = [{"invariant": name, "schedules": r.schedules, "violations": r.violations, "complete": done}

@@ -142,7 +142,8 @@ def _races(given: dict, v: dict) -> None:
     """The scheme belongs to the scenario; in random mode the bound is a number of runs."""
     schemes = catalog.schemes_for(v["scenario"])
     if v["scheme"] != "all" and v["scheme"] not in schemes:
-        raise ValueError(f"scheme: {v['scheme']!r} is not a scheme of {v['scenario']}; allowed: all, {', '.join(schemes)}")
+        raise ValueError(f"scheme: {v['scheme']!r} is not a scheme of {v['scenario']}; "
+                         f"allowed: all, {', '.join(schemes)}")
     if v["mode"] == "random":
         EXPLORE_PARAMS["runs"].check(v["bound"], "bound")
 
@@ -166,7 +167,8 @@ NOTEBOOKS: dict[str, NotebookRules] = {
     "races": NotebookRules(
         {"scenario": _race_scenario, "scheme": _race_scheme,
          "mode": EXPLORE_PARAMS["mode"].derive(choices=RACE_MODES),
-         "bound": EXPLORE_PARAMS["bound"].derive(default=2, help=EXPLORE_PARAMS["bound"].help + "; exhaustive: not used"),
+         "bound": EXPLORE_PARAMS["bound"].derive(default=2,
+                                                 help=EXPLORE_PARAMS["bound"].help + "; exhaustive: not used"),
          "seed": EXPLORE_PARAMS["seed"]},
         _races, ("scenario", "scheme", "mode", "bound")),
 }

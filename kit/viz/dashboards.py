@@ -599,9 +599,9 @@ class RaceExplorer(Dashboard):
         self.runs += 1
         self._initial = self.initial_state(kw["scenario"], kw["scheme"])
         spec = catalog.SCENARIOS[kw["scenario"]]
-        self.summary.value = H.kv({"scenario": f"{spec.name}: {getattr(spec, 'description', '')}",
-                                   "source": getattr(spec, "source", ""),
-                                   **{f"thread {t}": what for t, what in getattr(spec, "threads", {}).items()}}) + H.table(
+        about = {"scenario": f"{spec.name}: {getattr(spec, 'description', '')}", "source": getattr(spec, "source", ""),
+                 **{f"thread {t}": what for t, what in getattr(spec, "threads", {}).items()}}
+        self.summary.value = H.kv(about) + H.table(
             [{"invariant": n, "schedules": v.schedules, "violations": v.violations,
               "shortest counterexample": f"{v.example.steps} steps" if v.example is not None else ""}
              for n, v in r.invariants.items()],
@@ -609,8 +609,8 @@ class RaceExplorer(Dashboard):
                     + (f", {r.states} states" if r.states is not None else "")
                     + (", complete" if r.complete else f", incomplete ({r.stopped_by})"))
         broken = [n for n in r.violated if r.invariants[n].example is not None]
-        self._status(f"{self._scheme_label()}: " + (f"{len(broken)} invariant(s) broken" if broken else "every invariant holds")
-                     + f" ({time.perf_counter() - t0:.2f} s)")
+        verdict = f"{len(broken)} invariant(s) broken" if broken else "every invariant holds"
+        self._status(f"{self._scheme_label()}: {verdict} ({time.perf_counter() - t0:.2f} s)")
         self._shown = None
         self.invariant.options = broken              # may select (and show) the first one
         if broken:

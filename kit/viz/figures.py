@@ -559,7 +559,8 @@ def invariant_matrix_figure(explorations: list[dict]):
 def exploration_figures(explorations: list[dict]) -> list:
     """A sequence diagram for every counterexample of recorded explorations
     (:func:`kit.viz.traces.exploration`), scheme by scheme."""
-    return [counterexample_figure(c["steps"], scenario=c["scenario"] or "", scheme=c["scheme"], invariant=c["invariant"])
+    return [counterexample_figure(c["steps"], scenario=c["scenario"] or "", scheme=c["scheme"],
+                                  invariant=c["invariant"])
             for c in counterexamples(explorations)]
 
 

@@ -73,9 +73,10 @@ def test_human_output_is_the_table_and_the_numbered_counterexample(capsys):
 
 
 def test_modes_bounded_random_and_replay(capsys):
-    status, out, _ = explore(capsys, "lost-update", "--scheme", "lockless", "--mode", "bounded", "--bound", "0", "--json")
+    lockless = ("lost-update", "--scheme", "lockless")
+    status, out, _ = explore(capsys, *lockless, "--mode", "bounded", "--bound", "0", "--json")
     assert status == 0 and json.loads(out)["invariants"][INV]["violations"] == 0      # no preemption: no race
-    status, out, _ = explore(capsys, "lost-update", "--scheme", "lockless", "--mode", "bounded", "--bound", "2", "--json")
+    status, out, _ = explore(capsys, *lockless, "--mode", "bounded", "--bound", "2", "--json")
     assert json.loads(out)["invariants"][INV]["violations"] > 0
     status, out, err = explore(capsys, "lost-update", "--scheme", "lockless", "--mode", "random", "--bound", "7",
                                "--seed", "1", "--json")
@@ -91,10 +92,12 @@ def test_modes_bounded_random_and_replay(capsys):
     (["nope", "--scheme", "locked"], "scenario: unknown 'nope'; allowed: lost-update"),
     (["lost-update"], "scheme: required (--scheme); allowed for lost-update: lockless, locked"),
     (["lost-update", "--scheme", "srcu"], "scheme: unknown 'srcu' for lost-update; allowed: lockless, locked"),
-    (["lost-update", "--scheme", "locked", "--mode", "dfs"], "mode: unknown 'dfs'; allowed: exhaustive, bounded, random, replay"),
+    (["lost-update", "--scheme", "locked", "--mode", "dfs"],
+     "mode: unknown 'dfs'; allowed: exhaustive, bounded, random, replay"),
     (["lost-update", "--scheme", "locked", "--bound", "2"], "bound: applies to modes bounded, random, not exhaustive"),
     (["lost-update", "--scheme", "locked", "--mode", "bounded", "--bound", "-1"], "bound: expected an integer >= 0"),
-    (["lost-update", "--scheme", "locked", "--mode", "bounded", "--bound", "two"], "bound: expected an integer >= 0, got 'two'"),
+    (["lost-update", "--scheme", "locked", "--mode", "bounded", "--bound", "two"],
+     "bound: expected an integer >= 0, got 'two'"),
     (["lost-update", "--scheme", "locked", "--mode", "random", "--bound", "0"], "bound: expected an integer >= 1"),
     (["lost-update", "--scheme", "locked", "--seed", "1"], "seed: applies to mode random, not exhaustive"),
     (["lost-update", "--scheme", "locked", "--mode", "replay"], "schedule: mode replay needs --schedule"),
@@ -182,7 +185,8 @@ def test_real_human_output_names_the_srcu_counterexample():
     (["host-write-vs-conversion", "--scheme", "mirror-2021"],
      "scheme: 'mirror-2021' is not a scheme of host-write-vs-conversion; allowed: srcu, host_write_track, "
      "host_write_track_locked, flip_back_unmap, flip_back_split, upstream"),
-    (["mirror", "--scheme", "mirror-2021"], "scenario: unknown 'mirror'; allowed: host-write-vs-conversion, mirror-setup"),
+    (["mirror", "--scheme", "mirror-2021"],
+     "scenario: unknown 'mirror'; allowed: host-write-vs-conversion, mirror-setup"),
     (["mirror-setup", "--scheme", "mirror-2021", "--mode", "replay", "--schedule", "copy1,nobody"], "schedule[1]:")])
 def test_real_bad_input_is_status_2(argv, msg):
     r = kit("explore", *argv, "--json")

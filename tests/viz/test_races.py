@@ -126,8 +126,9 @@ def test_initial_state_violation_has_no_steps():
 def test_result_figures_draw_each_counterexample(results):
     docs = json.loads(json.dumps([T.exploration(r, scheme=s) for s, r in results.items()]))
     figs = F.result_figures({"explorations": docs})
-    assert [f.title.text for f in figs] == ["lost-update: invariants by scheme (red: broken in that many explored schedules)",
-                                            f"lost-update / lockless: '{INV}' broken after 6 steps"]
+    assert [f.title.text for f in figs] == [
+        "lost-update: invariants by scheme (red: broken in that many explored schedules)",
+        f"lost-update / lockless: '{INV}' broken after 6 steps"]
 
 
 def test_invariant_matrix_one_cell_per_scheme_and_invariant(results):
