@@ -5,6 +5,11 @@ a :class:`Scenario` builds fresh shared state and its named threads; :func:`expl
 schedules (``exhaustive``, ``bounded``, ``random`` or ``replay``) and checks the invariants on
 every state. The primitives :class:`Lock`, :class:`Srcu` and :class:`Counter` give steps with the
 kernel's semantics. docs/explore.md describes the engine, its reduction and its costs.
+
+The domain on the kit's model: the thread library (:mod:`kit.explore.threads`), the schemes
+(:mod:`kit.explore.schemes`), the invariants (:mod:`kit.explore.invariants`), the scenarios
+(:mod:`kit.explore.scenarios`) and their catalog (:mod:`kit.explore.catalog`:
+:data:`SCENARIOS`, :data:`SCHEMES`, :func:`schemes_for`, :func:`explore_named`).
 """
 from .engine import Execution, freeze
 from .params import EXPLORE_PARAMS, MODES
@@ -15,8 +20,18 @@ from .scenario import (BUILTIN_INVARIANTS, DEADLOCK, EXCEPTION, STEP_BOUND, Inva
                        invariant)
 from .search import explore, lock_graph
 from .step import Step
+from .params import SCENARIO_PARAMS
+from .schemes import (ConversionScheme, FlipBackSplit, FlipBackUnmap, HostWriteTrack, HostWriteTrackLocked,
+                      Mirror2021, MirrorMerged, MirrorScheme, Scheme, Srcu as SrcuScheme, Upstream)
+from .invariants import CONVERSION_INVARIANTS, MIRROR_INVARIANTS
+from .scenarios import HostWriteVsConversion, MirrorSetup
+from .catalog import SCENARIOS, SCHEMES, ScenarioSpec, build, explore_named, schemes_for
 
 __all__ = ["explore", "Scenario", "Step", "Invariant", "invariant", "as_invariant", "Lock", "Srcu", "Counter",
            "LockUsageError", "ExploreResult", "InvariantResult", "Counterexample", "TraceStep", "LockGraph",
            "Progress", "context_switches", "lock_graph", "Execution", "freeze", "EXPLORE_PARAMS", "MODES",
-           "BUILTIN_INVARIANTS", "DEADLOCK", "STEP_BOUND", "EXCEPTION"]
+           "BUILTIN_INVARIANTS", "DEADLOCK", "STEP_BOUND", "EXCEPTION",
+           "SCENARIOS", "SCHEMES", "SCENARIO_PARAMS", "ScenarioSpec", "build", "explore_named", "schemes_for",
+           "Scheme", "ConversionScheme", "MirrorScheme", "SrcuScheme", "HostWriteTrack", "HostWriteTrackLocked",
+           "FlipBackUnmap", "FlipBackSplit", "Upstream", "Mirror2021", "MirrorMerged",
+           "HostWriteVsConversion", "MirrorSetup", "CONVERSION_INVARIANTS", "MIRROR_INVARIANTS"]

@@ -135,13 +135,32 @@ class Host:
         -EFAULT if it fails; RMPUPDATE retried while FAIL_OVERLAP; any other failure is logged
         with the entry and returns -EFAULT. The kit checks the RMPUPDATE first, so a failing
         call changes nothing, not even the split the kernel would have left behind."""
+        args = self._rmpupdate_operands(pfn, npages, level, assigned, asid, gpa, immutable)
+        if not self.snp:
+            return -errno.ENODEV
+        rc = self._rmpupdate_check(args, level)
+        if rc:
+            return rc
+        pfn, npages, size2m, assigned = args[:4]
+        mark = self.ledger.mark()
+        rc = self._dm_policy.before_rmpupdate(self, pfn, npages, level, assigned)
+        if rc:
+            self.ledger.rollback(mark)
+            return -errno.EFAULT
+        self._rmpupdate_apply(args)
+        self._dm_policy.after_rmpupdate(self, pfn, npages, level, assigned)
+        return 0
+
+    def _rmpupdate_operands(self, pfn, npages, level, assigned, asid, gpa, immutable) -> tuple:
         level = check_level(level)
         if npages is None:
             npages = level // PAGE_4K
-        pfn, npages, size2m, assigned, immutable, asid, gpa = self.rmp.rmpupdate_args(
-            pfn, assigned, level, immutable, asid, gpa, npages)
-        if not self.snp:
-            return -errno.ENODEV
+        return self.rmp.rmpupdate_args(pfn, assigned, level, immutable, asid, gpa, npages)
+
+    def _rmpupdate_check(self, args, level) -> int:
+        """0, or -EFAULT with the kernel's dmesg line for a failing RMPUPDATE (FAIL_OVERLAP:
+        the unbounded retry raises :class:`RmpUpdateLivelock`; a bounded one gives up)."""
+        pfn, npages, size2m, assigned, immutable, asid, gpa = args
         code, bad = self.rmp.check_rmpupdate(pfn, npages, assigned=assigned, size2m=size2m, asid=asid)
         if code == RMPUPDATE_FAIL_OVERLAP:
             if self.overlap_retries is None:
@@ -151,15 +170,43 @@ class Host:
             self.dmesg.append(f"SEV-SNP: RMPUPDATE failed for PFN {bad:x}, pg_level: "
                               f"{1 if level == PAGE_4K else 2}, ret: {code}")
             return -errno.EFAULT
-        mark = self.ledger.mark()
-        rc = self._dm_policy.before_rmpupdate(self, pfn, npages, level, assigned)
-        if rc:
-            self.ledger.rollback(mark)
-            return -errno.EFAULT
+        return 0
+
+    def _rmpupdate_apply(self, args) -> None:
+        pfn, npages, size2m, assigned, immutable, asid, gpa = args
         self.rmp.apply_rmpupdate(pfn, npages, assigned, size2m, immutable, asid, gpa)
         self.ledger.record("rmpupdate", rmpupdate=npages // PAGES_PER_2M if size2m else npages)
-        self._dm_policy.after_rmpupdate(self, pfn, npages, level, assigned)
-        return 0
+
+    # The three steps of rmpupdate() one at a time, for callers in which another thread may run
+    # between them (kit.explore). Unlike the whole call, a failure of the instruction after
+    # the direct-map step leaves that step's work in place, as the kernel does.
+    def rmpupdate_pre(self, pfn, level, *, assigned, npages=None) -> int:
+        """The first step of ``rmpupdate()`` (arch/x86/virt/svm/sev.c) alone: -ENODEV without
+        SNP, then ``adjust_direct_map`` (the direct-map policy's ``before_rmpupdate``: split
+        or unmap); -EFAULT if it fails. The RMP is not read or changed."""
+        args = self._rmpupdate_operands(pfn, npages, level, assigned, 0, 0, False)
+        if not self.snp:
+            return -errno.ENODEV
+        pfn, npages = args[0], args[1]
+        return -errno.EFAULT if self._dm_policy.before_rmpupdate(self, pfn, npages, level, args[3]) else 0
+
+    def rmpupdate_insn(self, pfn, level, *, assigned, asid=0, gpa=0, immutable=False, npages=None) -> int:
+        """The second step of ``rmpupdate()`` alone: the RMPUPDATE instruction(s) on the RMP as
+        it is now, with the kernel's handling of a failure (FAIL_OVERLAP retried, anything else
+        logged and -EFAULT: nothing changes). No direct-map work."""
+        args = self._rmpupdate_operands(pfn, npages, level, assigned, asid, gpa, immutable)
+        if not self.snp:
+            return -errno.ENODEV
+        rc = self._rmpupdate_check(args, level)
+        if not rc:
+            self._rmpupdate_apply(args)
+        return rc
+
+    def rmpupdate_post(self, pfn, level, *, assigned, npages=None) -> None:
+        """The last step of ``rmpupdate()`` alone: the direct-map policy's
+        ``after_rmpupdate`` (e.g. ``restore_direct_map`` of a page made shared)."""
+        args = self._rmpupdate_operands(pfn, npages, level, assigned, 0, 0, False)
+        self._dm_policy.after_rmpupdate(self, args[0], args[1], level, args[3])
 
     def rmp_make_private(self, pfn, gpa, level, asid, immutable, *, npages=None) -> int:
         """``rmp_make_private(pfn, gpa, level, asid, immutable)``: assign to ``asid`` at ``gpa``."""

@@ -176,7 +176,7 @@ def sev_init(vm) -> int:
     sev_mem_enc_check(vm, U.KVM_SEV_INIT2)
     if vm.type not in SEV_TYPES or vm.sev_active:
         raise KvmError(errno.EINVAL, "not an SEV VM type, or already initialised")
-    if vm.vcpus:
+    if vm.created_vcpus:               # kvm->created_vcpus
         raise KvmError(errno.EINVAL, "vCPUs already created")
     sev = vm.sev
     sev.asid = vm.kvm.asids.alloc(vm.type)
@@ -209,17 +209,35 @@ def copy_enc_context_from(dst, src) -> int:
     not a VM is EBADF in :meth:`kit.kvm.vm.VM.enable_cap`): the lock checks; then EINVAL if the
     destination is already SEV, the source is not SEV, the source is itself a mirror, the
     destination has vCPUs, or (2026 patch) the source is SNP. The mirror shares the source's
-    ASID (and its ``es_active``) and holds a reference on it."""
+    ASID (and its ``es_active``) and holds a reference on it. The checks and the change are
+    :func:`copy_enc_context_check` and :func:`copy_enc_context_set`, which the kernel runs
+    with both VMs locked (``sev_lock_two_vms``)."""
     _lock_two_vms(dst, src)
-    if dst.sev_active or not src.sev_active or src.mirror_of is not None or dst.vcpus:
+    copy_enc_context_check(dst, src)
+    copy_enc_context_set(dst, src)
+    return 0
+
+
+def copy_enc_context_check(dst, src) -> None:
+    """The checks of ``sev_vm_copy_enc_context_from`` after ``sev_lock_two_vms``: EINVAL if the
+    destination is already SEV, the source is not SEV, the source is itself a mirror
+    (``is_mirroring_enc_context``), the destination has vCPUs (``kvm->created_vcpus``), or
+    (2026 patch) the source is SNP. Changes nothing."""
+    if dst.sev_active or not src.sev_active or src.mirror_of is not None or dst.created_vcpus:
         raise KvmError(errno.EINVAL, "mirror rules: dst not SEV, src SEV and not a mirror, dst without vCPUs")
     if dst.kvm.block_snp_mirror and src.type == U.KVM_X86_SNP_VM:
         raise KvmError(errno.EINVAL, "SNP state cannot be mirrored")
+
+
+def copy_enc_context_set(dst, src) -> None:
+    """What ``sev_vm_copy_enc_context_from`` changes once its checks passed, whatever they
+    were: ``kvm_get_kvm(source)``, the destination on the source's ``mirror_vms``, and the
+    mirror's ``enc_context_owner``, ``asid``, ``active`` and ``es_active`` from the source as
+    they are now."""
     mirror = _sev_of(dst)
     mirror.asid, mirror.active, mirror.es_active = src.sev.asid, True, src.sev.es_active
     mirror.enc_context_owner = src
     src.sev.mirror_vms.append(dst)
-    return 0
 
 
 def move_enc_context_from(dst, src) -> int:
@@ -228,8 +246,17 @@ def move_enc_context_from(dst, src) -> int:
     SEV destination or a non-SEV source, (2026 patch) an SNP source; for an SEV-ES source
     (``sev_es_guest``) the vCPU counts must match and every source VMSA be protected
     (``sev_check_source_vcpus``). Then ``sev_migrate_from`` and ``kvm_vm_dead`` on the source
-    (its ioctls fail with EIO from then on)."""
+    (its ioctls fail with EIO from then on): :func:`move_enc_context_check` and
+    :func:`move_enc_context_set`, run by the kernel with both VMs locked."""
     _lock_two_vms(dst, src)
+    move_enc_context_check(dst, src)
+    move_enc_context_set(dst, src)
+    return 0
+
+
+def move_enc_context_check(dst, src) -> None:
+    """The checks of ``sev_vm_move_enc_context_from`` after ``sev_lock_two_vms`` (see
+    :func:`move_enc_context_from`). Changes nothing."""
     if dst.type != src.type or dst.sev_active or not src.sev_active:
         raise KvmError(errno.EINVAL, "same VM type, non-SEV destination, SEV source required")
     if dst.kvm.block_snp_mirror and src.type == U.KVM_X86_SNP_VM:
@@ -237,9 +264,13 @@ def move_enc_context_from(dst, src) -> int:
     if src.sev.es_active:
         if len(dst.vcpus) != len(src.vcpus) or not all(v.vmsa_protected for v in src.vcpus.values()):
             raise KvmError(errno.EINVAL, "SEV-ES: vCPU counts differ or a VMSA is not protected")
+
+
+def move_enc_context_set(dst, src) -> None:
+    """What ``sev_vm_move_enc_context_from`` changes once its checks passed:
+    :func:`sev_migrate_from`, then ``kvm_vm_dead`` on the source."""
     sev_migrate_from(dst, src)
     src.dead = True
-    return 0
 
 
 def sev_migrate_from(dst, src) -> None:

@@ -188,6 +188,7 @@ class VM:
         self.sptes = RangeStore()   # gfn -> MAP_SHARED / MAP_PRIVATE: what the NPT maps
         self.faults_in: list[tuple[int, int, bool]] = []   # (gfn, level, private) per fault-in
         self.vcpus: dict = {}
+        self.created_vcpus = 0     # kvm->created_vcpus: counted before the vCPU exists
         self.exit_hypercalls = 0
         self.attribute_owner = "userspace"
         self.npf_policy = "exit"
@@ -388,14 +389,41 @@ class VM:
     # ------------------------------------------------------------------ vCPUs and caps
     def create_vcpu(self, id: int) -> Vcpu:
         """``KVM_CREATE_VCPU``: an id already in use is EEXIST; then the arch's ``vcpu_create``
-        (SNP: the VMSA page)."""
+        (SNP: the VMSA page). The whole ioctl: :meth:`vcpu_precreate`, :meth:`vcpu_arch_create`
+        and :meth:`vcpu_install`, the EEXIST check made first so that a failing call changes
+        nothing."""
         self.check_alive()
         id = check_field(id, "id", 32)
         if id in self.vcpus:
             raise KvmError(errno.EEXIST, f"vCPU {id} exists")
-        vcpu = Vcpu(self, id)
+        self.vcpu_precreate()
+        return self.vcpu_install(self.vcpu_arch_create(id))
+
+    # kvm_vm_ioctl_create_vcpu (virt/kvm/kvm_main.c) in its three parts: the first and the last
+    # run under kvm->lock, the arch's creation between them without it.
+    def vcpu_precreate(self) -> int:
+        """Under ``kvm->lock``: ``kvm->created_vcpus++`` (the count ``sev_vm_copy_enc_context_from``
+        checks); returns the new count."""
+        self.check_alive()
+        self.created_vcpus += 1
+        return self.created_vcpus
+
+    def vcpu_arch_create(self, id: int) -> Vcpu:
+        """Without the lock: ``kvm_arch_vcpu_create`` (the arch's ``vcpu_create``: SNP allocates
+        the VMSA page), reading the VM's state as it is now."""
+        vcpu = Vcpu(self, check_field(id, "id", 32))
         self.x86_ops.vcpu_create(vcpu)
-        self.vcpus[id] = vcpu
+        return vcpu
+
+    def vcpu_install(self, vcpu: Vcpu) -> Vcpu:
+        """Under ``kvm->lock`` again: an id already in use is EEXIST, and the vCPU is destroyed
+        (``kvm_arch_vcpu_destroy``) and ``created_vcpus`` dropped; else the vCPU is added to the
+        VM (``xa_insert``, ``online_vcpus++``)."""
+        if vcpu.id in self.vcpus:
+            self.x86_ops.vcpu_free(vcpu)
+            self.created_vcpus -= 1
+            raise KvmError(errno.EEXIST, f"vCPU {vcpu.id} exists")
+        self.vcpus[vcpu.id] = vcpu
         return vcpu
 
     def enable_cap(self, cap: int, *args) -> int:

@@ -12,11 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .. import __version__
+from ..explore import catalog
+from ..explore.params import EXPLORE_PARAMS, check_schedule
 from ..sim.api import scenario
 from ..sim.scenario import SCENARIO_PARAMS
 from ..sim.api import simulate as run_simulation
@@ -28,6 +33,7 @@ from .batch import prepare, run_checked, run_notebook
 from .batch import sweep as run_sweep
 from .notebook import inspect
 from .parameters import parse_pairs
+from ..viz.traces import STEP_COLUMNS, step_rows
 from .report import report as build_report
 from .validate import check
 
@@ -241,6 +247,130 @@ def sweep(args, say=_quiet) -> Outcome:
     return Outcome(0 if failed == 0 else 1, lines, df)
 
 
+# ------------------------------------------------------------------ explore
+#: what ``--bound`` means in each mode that takes one (:func:`kit.explore.catalog.explore_named`)
+BOUNDS = {"bounded": EXPLORE_PARAMS["preemptions"], "random": EXPLORE_PARAMS["runs"]}
+#: the columns of ``kit explore``'s table of invariants
+EXPLORE_COLUMNS = ["invariant", "schedules", "violations", "complete"]
+
+
+def _number(text, param, name: str):
+    """A command-line number checked by ``param`` (a ``ValueError`` naming ``name``)."""
+    kind = int if param.kind == "int" else float
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name}: expected {what} {param.bounds_text()}, got {text!r}") from None
+    return param.check(value, name)
+
+
+def _applies(name: str, mode: str, modes) -> None:
+    if mode not in modes:
+        raise ValueError(f"{name}: applies to mode{'s' if len(modes) > 1 else ''} {', '.join(modes)}, not {mode}")
+
+
+def explore_args(args) -> dict:
+    """``explore_named``'s arguments from parsed arguments, every one checked (a ``ValueError``
+    naming it and what is allowed) before any work."""
+    if args.scenario not in catalog.SCENARIOS:
+        raise ValueError(f"scenario: unknown {args.scenario!r}; allowed: {', '.join(catalog.SCENARIOS)}")
+    schemes = list(catalog.schemes_for(args.scenario))
+    if args.scheme is None:
+        raise ValueError(f"scheme: required (--scheme); allowed for {args.scenario}: {', '.join(schemes)}")
+    if args.scheme not in schemes:
+        what = (f"{args.scheme!r} is not a scheme of" if args.scheme in catalog.SCHEMES
+                else f"unknown {args.scheme!r} for")
+        raise ValueError(f"scheme: {what} {args.scenario}; allowed: {', '.join(schemes)}")
+    mode = EXPLORE_PARAMS["mode"].check(args.mode)
+    kw = dict(scenario=args.scenario, scheme=args.scheme, mode=mode)
+    if args.bound is not None:
+        _applies("bound", mode, list(BOUNDS))
+        kw["bound"] = _number(args.bound, BOUNDS[mode], "bound")
+    if args.seed is not None:
+        _applies("seed", mode, ["random"])
+        kw["seed"] = _number(args.seed, EXPLORE_PARAMS["seed"], "seed")
+    if args.schedule is not None:
+        _applies("schedule", mode, ["replay"])
+        kw["schedule"] = list(check_schedule([t.strip() for t in args.schedule.split(",") if t.strip()]))
+    elif mode == "replay":
+        raise ValueError("schedule: mode replay needs --schedule T1,T2,... (thread names, one per step)")
+    for name in ("max_schedules", "time_budget"):
+        value = getattr(args, name)
+        if value is not None:
+            _applies(name.replace("_", "-"), mode, ["exhaustive", "bounded", "random"])
+            kw[name] = _number(value, EXPLORE_PARAMS[name], name.replace("_", "-"))
+    return kw
+
+
+def _progress_bar(kw: dict, show: bool):
+    """A tqdm bar on stderr (stdout stays the result's) and the explorer's progress callback
+    that moves it: schedules explored, with steps and distinct states."""
+    total = kw.get("bound", BOUNDS["random"].default) if kw["mode"] == "random" else kw.get("max_schedules")
+    bar = tqdm(total=total, desc=f"{kw['scenario']} / {kw['scheme']} [{kw['mode']}]", unit=" schedules",
+               file=sys.stderr, disable=not show or kw["mode"] == "replay", dynamic_ncols=True, leave=True)
+
+    def progress(p) -> None:
+        bar.update(p.schedules - bar.n)
+        bar.set_postfix_str(f"{p.steps} steps" + (f", {p.states} states" if p.states is not None else ""),
+                            refresh=False)
+    return bar, progress
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 'es' if what.endswith('ch') else 's'}"
+
+
+def explore_lines(result, kw: dict) -> list[str]:
+    """The table of invariants, then the shortest counterexample of each violated invariant as
+    numbered steps (thread, step, what changed) and, for a deadlock, the lock graph."""
+    head = (f"{kw['scenario']} / {kw['scheme']} [{result.mode}]: {_count(result.schedules, 'schedule')}, "
+            f"{_count(result.steps, 'step')}"
+            + (f", {_count(result.states, 'state')}" if result.states is not None else "")
+            + f", {result.elapsed:.2f} s, " + ("complete" if result.complete else f"incomplete ({result.stopped_by})"))
+    done = "yes" if result.complete else "no"
+    rows = [{"invariant": name, "schedules": r.schedules, "violations": r.violations, "complete": done}
+            for name, r in result.invariants.items()]
+    lines = [head, text_table(rows, EXPLORE_COLUMNS)]
+    for name, r in result.invariants.items():
+        ex = r.example
+        if ex is None:
+            continue
+        lines.append("")
+        lines.append(f"{name}: shortest counterexample, {_count(ex.steps, 'step')}, "
+                     f"{_count(ex.switches, 'context switch')}"
+                     if ex.steps else f"{name}: broken in the initial state")
+        if ex.steps:
+            lines.append(text_table(step_rows(ex), STEP_COLUMNS))
+        if ex.lock_graph is not None:
+            lines.append(str(ex.lock_graph))
+    broken = result.violated
+    lines.append("")
+    lines.append(f"{len(broken)} of {len(rows)} invariants broken" + (f": {', '.join(broken)}" if broken else ""))
+    return lines
+
+
+def explore(args, say=_quiet) -> Outcome:
+    """``kit explore SCENARIO --scheme S --mode M [--bound K] [--seed N] [--schedule T1,T2,...]
+    [--json]``: the interleavings of a scenario of :mod:`kit.explore.catalog` under a scheme.
+    Status 0 whatever the search finds; a bad argument is status 2 before any work. ``--json``:
+    exactly ``ExploreResult.to_json()`` on stdout (the progress bar is on stderr)."""
+    try:
+        kw = explore_args(args)
+    except ValueError as e:
+        raise ArgError(str(e)) from None
+    bar, progress = _progress_bar(kw, args.progress)
+    try:
+        result = catalog.explore_named(**kw, progress=progress)
+    except ValueError as e:                 # a replay's thread that cannot run at its position
+        raise ArgError(str(e)) from None
+    finally:
+        bar.close()
+    if args.json:
+        return Outcome(0, [json.dumps(result.to_json())], result)
+    return Outcome(0, explore_lines(result, kw), result)
+
+
 # ------------------------------------------------------------------ the parser
 class Parser(argparse.ArgumentParser):
     """One line for a bad argument and exit status 2, or :class:`ArgError` with
@@ -325,8 +455,28 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     w.add_argument("--workers", type=int, default=2, help="local workers, one kernel each (default 2)")
     w.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     w.set_defaults(command=sweep)
+    e = add("explore", help="every interleaving of a race scenario under a scheme -> invariants, counterexamples")
+    e.add_argument("scenario", help=f"{EXPLORE_PARAMS['scenario'].help}: {', '.join(catalog.SCENARIOS)}")
+    e.add_argument("--scheme", default=None, help="how the kernel protects the race; "
+                   + "; ".join(f"{n}: {', '.join(catalog.schemes_for(n))}" for n in catalog.SCENARIOS))
+    e.add_argument("--mode", default=EXPLORE_PARAMS["mode"].default, help=EXPLORE_PARAMS["mode"].describe())
+    e.add_argument("--bound", default=None, metavar="K",
+                   help=f"{EXPLORE_PARAMS['bound'].help} (bounded: {BOUNDS['bounded'].bounds_text()}, default "
+                        f"{BOUNDS['bounded'].default}; random: {BOUNDS['random'].bounds_text()}, default "
+                        f"{BOUNDS['random'].default})")
+    e.add_argument("--seed", default=None, metavar="N", help=EXPLORE_PARAMS["seed"].describe())
+    e.add_argument("--schedule", default=None, metavar="T1,T2,...",
+                   help="replay: the thread that runs each step, in order")
+    e.add_argument("--max-schedules", dest="max_schedules", default=None, metavar="N",
+                   help=EXPLORE_PARAMS["max_schedules"].describe())
+    e.add_argument("--time-budget", dest="time_budget", default=None, metavar="SECONDS",
+                   help=EXPLORE_PARAMS["time_budget"].describe())
+    e.add_argument("--json", action="store_true",
+                   help='one JSON object: {"complete", "schedules", "invariants": {name: {"violations", "example"}}}')
+    e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
+    e.set_defaults(command=explore)
     return p
 
 
 #: the subcommands, in the parser's order
-SUBCOMMANDS = ("demo", "host-demo", "simulate", "calibrate", "report", "run", "sweep")
+SUBCOMMANDS = ("demo", "host-demo", "simulate", "calibrate", "report", "run", "sweep", "explore")

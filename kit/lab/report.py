@@ -9,7 +9,11 @@ from results or from the user is escaped.
 The plots are the notebook's own: :func:`kit.viz.figures.result_figures` builds them from the
 recorded ``results`` with the builders the notebook plots with (``policy_table``,
 ``fragmentation``, ``simulations``, ``residuals``, ``sweep``, ``held_back``, ``matrix``,
-``asid_state``, ``churn``). Any list of flat dicts is also shown as a table.
+``asid_state``, ``churn``, ``explorations``). Any list of flat dicts is also shown as a table.
+
+A race explorer's run (``explorations``: :func:`kit.viz.traces.exploration` per scheme) shows
+the table of invariants by scheme, the searches' figures, and every counterexample as its
+sequence diagram followed by its step table (thread, step, what changed).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..viz.html import STYLE, kv, table
+from ..viz.traces import counterexamples, exploration_rows, invariant_table, step_rows
 from .record import MIME, load_result, read_notebook_results, timestamp, write_atomic
 
 
@@ -70,6 +75,10 @@ def _summary_row(doc: dict) -> dict:
             head = "; ".join(f"{s['policy']}: {s['fault_in_gbps']:.2f} GB/s" for s in res["simulations"][:4])
         elif "residuals" in res:
             head = f"{sum(r['within'] for r in res['residuals'])}/{len(res['residuals'])} rows within spread"
+        elif "explorations" in res:
+            head = "; ".join(f"{r['scheme']}: " + (f"{r['broken']} invariant(s) broken" if r["broken"] else "all hold")
+                             + ("" if r["complete"] else " (incomplete)")
+                             for r in exploration_rows(res["explorations"]))
     params = prov.get("parameters", {})
     return {"run": doc.get("name", "?"), "parameters": ", ".join(f"{k}={v}" for k, v in params.items()),
             "headline": head, "seed": prov.get("seed"), "kit": prov.get("kit_version"),
@@ -77,23 +86,44 @@ def _summary_row(doc: dict) -> dict:
             "finished": prov.get("finished")}
 
 
+def _explorations(doc: dict) -> list[dict]:
+    res = doc.get("results", {})
+    return (res.get("explorations") or []) if isinstance(res, dict) else []
+
+
 def _figures(doc: dict) -> list:
     """The figures of one result: the builders its notebook plots with
-    (:func:`kit.viz.figures.result_figures`), in one column."""
+    (:func:`kit.viz.figures.result_figures`), in one column, then each counterexample's
+    sequence diagram on its own (placed beside its step table)."""
     # Bokeh (and the builders on it) load only when a report is built: importing them costs
     # most of a second, which every other `kit` command would pay
     from bokeh.layouts import column
 
     from ..viz.figures import result_figures
     figs = result_figures(doc.get("results", {}))
-    return [column(*figs)] if figs else []
+    k = len(figs) - len(counterexamples(_explorations(doc)))
+    return ([column(*figs[:k])] if k else []) + figs[k:]
+
+
+def _counterexamples(doc: dict, divs: list) -> str:
+    """Each counterexample: its sequence diagram (``divs``, in the same order) and step table."""
+    out = []
+    for c, div in zip(counterexamples(_explorations(doc)), divs):
+        head = f"{c['scheme']}: '{c['invariant']}' broken after {len(c['steps'])} steps"
+        out.append(f"<h3>{escape(head)}</h3>{div}" + table(step_rows(c["steps"]), caption=f"{c['scheme']}: steps"))
+    return "".join(out)
 
 
 def _tables(doc: dict) -> str:
     res = doc.get("results", {})
     out = []
+    if _explorations(doc):
+        out.append(table(invariant_table(res["explorations"]), caption="invariants by scheme"))
+        out.append(table(exploration_rows(res["explorations"]), caption="searches"))
     items = res.items() if isinstance(res, dict) else [("results", res)]
     for key, val in items:
+        if key == "explorations":
+            continue
         if isinstance(val, list) and val and all(isinstance(r, dict) for r in val):
             flat = [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in val]
             out.append(table(flat[:200], caption=str(key)))
@@ -122,9 +152,11 @@ def build(docs: list[dict], *, title: str = "cvm-memkit report") -> str:
     for i, (doc, nf) in enumerate(sections):
         prov = doc.get("provenance", {})
         body.append(f"<section id='run-{i}'><h2>{escape(str(doc.get('name', '?')))}</h2>")
-        body.append("".join(divs[k:k + nf]))
-        k += nf
+        nc = len(counterexamples(_explorations(doc)))
+        body.append("".join(divs[k:k + nf - nc]))
         body.append(_tables(doc))
+        body.append(_counterexamples(doc, divs[k + nf - nc:k + nf]))
+        k += nf
         flat = {kk: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for kk, v in prov.items()}
         body.append("<details><summary>provenance</summary>" + kv(flat) + "</details></section>")
     summary = table([_summary_row(d) for d in docs], caption="runs")

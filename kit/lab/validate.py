@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..guest.outcomes import OUTCOME_PARAMS
+from ..explore import catalog
+from ..explore.params import EXPLORE_PARAMS
 from ..host.limits import HOST_CORES, HOST_MEM
 from ..sim.calibrate import load_measurements
 from ..sim.scenario import SCENARIO_PARAMS as SP
@@ -121,6 +123,32 @@ def _lazy_acceptance_scaling(given: dict, v: dict) -> None:
         scenario(guests=max(v["guest_sweep"]), vcpus=SCALING_VCPUS, **{**fixed, "host_cores": n})
 
 
+def _race_scenario(name, v):
+    """A scenario of the race explorer's catalog: ``EXPLORE_PARAMS["scenario"]`` over the names
+    :data:`kit.explore.catalog.SCENARIOS` holds when the notebook runs (a cell may add one)."""
+    return EXPLORE_PARAMS["scenario"].derive(choices=tuple(catalog.SCENARIOS)).check(v, name)
+
+
+def _race_scheme(name, v):
+    """"all", or a scheme of the catalog (``EXPLORE_PARAMS["scheme"]`` over
+    :data:`kit.explore.catalog.SCHEMES`)."""
+    return EXPLORE_PARAMS["scheme"].derive(choices=("all", *catalog.SCHEMES)).check(v, name)
+
+
+#: The modes the races notebook runs (a replay takes a schedule: ``kit explore --mode replay``)
+RACE_MODES = ("exhaustive", "bounded", "random")
+
+
+def _races(given: dict, v: dict) -> None:
+    """The scheme belongs to the scenario; in random mode the bound is a number of runs."""
+    schemes = catalog.schemes_for(v["scenario"])
+    if v["scheme"] != "all" and v["scheme"] not in schemes:
+        raise ValueError(f"scheme: {v['scheme']!r} is not a scheme of {v['scenario']}; "
+                         f"allowed: all, {', '.join(schemes)}")
+    if v["mode"] == "random":
+        EXPLORE_PARAMS["runs"].check(v["bound"], "bound")
+
+
 #: The rules of each of the kit's notebooks (by name, as ``check``'s first argument).
 NOTEBOOKS: dict[str, NotebookRules] = {
     "tour": NotebookRules(
@@ -138,6 +166,14 @@ NOTEBOOKS: dict[str, NotebookRules] = {
                                                              "protocol", "guest_mem", "max_exits", "gmem_hugepages")}),
     "directmap-policies": NotebookRules(),
     "calibration": NotebookRules(),
+    # the race explorer's options are kit.explore.params.EXPLORE_PARAMS'
+    "races": NotebookRules(
+        {"scenario": _race_scenario, "scheme": _race_scheme,
+         "mode": EXPLORE_PARAMS["mode"].derive(choices=RACE_MODES),
+         "bound": EXPLORE_PARAMS["bound"].derive(default=2,
+                                                 help=EXPLORE_PARAMS["bound"].help + "; exhaustive: not used"),
+         "seed": EXPLORE_PARAMS["seed"]},
+        _races, ("scenario", "scheme", "mode", "bound")),
 }
 
 

@@ -14,7 +14,7 @@ def show(layout) -> None:
 
 def dashboard(name: str, **kw):
     """A dashboard by name (``host-map``, ``policy-explorer``, ``guest-inspector``,
-    ``simulation-runner``)."""
+    ``simulation-runner``, ``race-explorer``)."""
     from .dashboards import dashboard as _d
     return _d(name, **kw)
 

@@ -13,6 +13,9 @@ rebuilt, so the browser keeps its zoom and the widget state stays small. Each is
   bindings, ASID and mirrors.
 - ``simulation-runner`` (:class:`SimulationRunner`): the DES engine with a progress bar, live
   time series and a stop button.
+- ``race-explorer`` (:class:`RaceExplorer`): a race scenario under a scheme, explored; step
+  forward and back through a counterexample's sequence diagram and see the shared state (RMP
+  entry, mappings, counters, locks) after each step.
 """
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource
 from jupyter_bokeh.widgets import BokehModel
 
+from ..explore import catalog
+from ..explore.params import EXPLORE_PARAMS
+from ..explore.result import jsonable
 from ..sim.api import simulate
 from ..sim.scenario import SCENARIO_PARAMS as SP
 from ..sim.scenario import is_builtin, policy_label, scenario
@@ -31,6 +37,7 @@ from ..units import PAGES_PER_2M, GiB, Param, format_size, parse_size
 from . import figures as F
 from . import html as H
 from . import state as S
+from . import traces as T
 
 
 _BOKEHJS = {"loaded": False}
@@ -468,7 +475,204 @@ class SimulationRunner(Dashboard):
         self._stop.set()
 
 
-DASHBOARDS = {c.name: c for c in (HostMap, PolicyExplorer, GuestInspector, SimulationRunner)}
+# ================================================================== race explorer
+#: the modes the dashboard runs (a replay takes a schedule: ``kit explore --mode replay``), and
+#: what the bound means in each (None: no bound)
+RACE_MODES = ("exhaustive", "bounded", "random")
+RACE_BOUNDS = {"exhaustive": None, "bounded": EXPLORE_PARAMS["preemptions"], "random": EXPLORE_PARAMS["runs"]}
+
+
+def _scheme_options(scenario: str, extra=()) -> list:
+    """(label, value) pairs: the catalog's schemes for ``scenario`` by name, then the user's
+    scheme classes (or instances) given."""
+    names = list(catalog.schemes_for(scenario))
+    return [(n, n) for n in names] + [(getattr(s, "__name__", type(s).__name__), s) for s in extra if s not in names]
+
+
+class RaceExplorer(Dashboard):
+    """A race scenario of :mod:`kit.explore.catalog` under a scheme: :meth:`run` explores it and
+    shows the invariants; each broken one has its shortest counterexample as a sequence diagram
+    (:func:`kit.viz.figures.sequence_figure`) to step through (:meth:`goto`, the back and
+    forward buttons, the slider). At each step the shared state: every name of the scenario's
+    ``state_view()`` a step of the counterexample changed (the RMP entry, the mappings, the
+    counters, the locks), its value after that step, and which step last changed it.
+
+    ``scheme`` may be a scheme class a user wrote in a cell (a subclass of a catalog scheme): it
+    joins the options. ``bound``: the preemptions (bounded) or the runs (random)."""
+
+    name = "race-explorer"
+
+    def __init__(self, scenario: str | None = None, scheme=None, *, mode: str = "exhaustive", bound: int | None = None,
+                 seed: int = 0, run: bool = True):
+        scenario = scenario if scenario is not None else next(iter(catalog.SCENARIOS))
+        if scenario not in catalog.SCENARIOS:
+            raise ValueError(f"scenario: unknown {scenario!r}; allowed: {', '.join(catalog.SCENARIOS)}")
+        options = _scheme_options(scenario, [] if scheme is None or isinstance(scheme, str) else [scheme])
+        values = [v for _, v in options]
+        scheme = values[0] if scheme is None else scheme
+        if scheme not in values:
+            what = f"{scheme!r} is not a scheme of" if scheme in catalog.SCHEMES else f"unknown {scheme!r} for"
+            raise ValueError(f"scheme: {what} {scenario}; allowed: {', '.join(catalog.schemes_for(scenario))}")
+        if mode not in RACE_MODES:
+            raise ValueError(f"mode: unknown {mode!r}; allowed: {', '.join(RACE_MODES)}")
+        bound = self._bound_of(mode, bound)
+        self.scenario = W.Dropdown(options=list(catalog.SCENARIOS), value=scenario, description="scenario")
+        self.scheme = W.Dropdown(options=options, value=scheme, description="scheme")
+        self.mode = W.Dropdown(options=list(RACE_MODES), value=mode, description="mode")
+        self.bound = W.BoundedIntText(value=bound or 0, min=0, max=10**6, description="bound",
+                                      disabled=RACE_BOUNDS[mode] is None,
+                                      tooltip="bounded: preemptions; random: runs")
+        self.seed = _int_box(EXPLORE_PARAMS["seed"], seed, "seed")
+        self.run_button = W.Button(description="run", button_style="primary")
+        self.run_button.on_click(lambda _: self.run())
+        self.invariant = W.Dropdown(options=[], description="broken")
+        self.back_button = W.Button(description="< back")
+        self.forward_button = W.Button(description="forward >")
+        self.step = W.IntSlider(value=0, min=0, max=0, description="step")
+        self.back_button.on_click(lambda _: self.goto(self.step.value - 1))
+        self.forward_button.on_click(lambda _: self.goto(self.step.value + 1))
+        self.step.observe(lambda ch: self.goto(ch["new"]), names="value")
+        self.invariant.observe(lambda ch: self.show(ch["new"]) if ch["new"] and ch["new"] != self._shown else None,
+                               names="value")
+        self.scenario.observe(self._scenario_changed, names="value")
+        self.mode.observe(self._mode_changed, names="value")
+        self.summary = W.HTML()
+        self.state = W.HTML()
+        self.status = W.HTML()
+        self.src = ColumnDataSource(F.sequence_data([]))
+        self.fig = F.sequence_figure(self.src, threads=["-"], title="run the explorer to see a counterexample")
+        self.plot = BokehModel(self.fig)
+        self.widget = W.VBox([W.HBox([self.scenario, self.scheme, self.mode]),
+                              W.HBox([self.bound, self.seed, self.run_button]), self.status, self.summary,
+                              W.HBox([self.invariant, self.back_button, self.forward_button, self.step]),
+                              W.HBox([self.plot, self.state])])
+        self.result = None
+        self.example = None
+        self.runs = 0
+        self._steps, self._invariant, self._shown, self._initial = [], "", None, None
+        if run:
+            self.run()
+
+    @staticmethod
+    def _bound_of(mode: str, bound):
+        param = RACE_BOUNDS[mode]
+        if param is None:
+            if bound is not None:
+                raise ValueError(f"bound: applies to modes bounded, random, not {mode}")
+            return None
+        return param.check(param.default if bound is None else bound, "bound")
+
+    def _scenario_changed(self, change) -> None:
+        self.scheme.options = _scheme_options(change["new"])
+        self.scheme.value = self.scheme.options[0][1]
+
+    def _mode_changed(self, change) -> None:
+        param = RACE_BOUNDS[change["new"]]
+        self.bound.disabled = param is None
+        if param is not None:
+            self.bound.value = param.default
+
+    def kwargs(self) -> dict:
+        """The controls as :func:`kit.explore.catalog.explore_named`'s arguments, checked."""
+        mode = self.mode.value
+        kw = dict(scenario=self.scenario.value, scheme=self.scheme.value, mode=mode)
+        if RACE_BOUNDS[mode] is not None:
+            kw["bound"] = self._bound_of(mode, self.bound.value)
+        if mode == "random":
+            kw["seed"] = self.seed.value
+        return kw
+
+    def run(self):
+        """Explore with the controls' scenario, scheme, mode and bound; show the invariants and
+        the first broken one's counterexample. A bad control changes nothing but the status."""
+        try:
+            kw = self.kwargs()
+            t0 = time.perf_counter()
+            label = f"exploring {kw['scenario']} under {self._scheme_label()} ({kw['mode']})"
+            self._status(label + " ...")
+            self.result = catalog.explore_named(**kw, progress=lambda p: self._status(
+                f"{label}: {p.schedules} schedules, {p.steps} steps, {p.elapsed:.1f} s"))
+        except ValueError as e:
+            self._status(str(e), error=True)
+            return None
+        r = self.result
+        self.runs += 1
+        self._initial = self.initial_state(kw["scenario"], kw["scheme"])
+        spec = catalog.SCENARIOS[kw["scenario"]]
+        about = {"scenario": f"{spec.name}: {getattr(spec, 'description', '')}", "source": getattr(spec, "source", ""),
+                 **{f"thread {t}": what for t, what in getattr(spec, "threads", {}).items()}}
+        self.summary.value = H.kv(about) + H.table(
+            [{"invariant": n, "schedules": v.schedules, "violations": v.violations,
+              "shortest counterexample": f"{v.example.steps} steps" if v.example is not None else ""}
+             for n, v in r.invariants.items()],
+            caption=f"{r.schedules} schedules, {r.steps} steps"
+                    + (f", {r.states} states" if r.states is not None else "")
+                    + (", complete" if r.complete else f", incomplete ({r.stopped_by})"))
+        broken = [n for n in r.violated if r.invariants[n].example is not None]
+        verdict = f"{len(broken)} invariant(s) broken" if broken else "every invariant holds"
+        self._status(f"{self._scheme_label()}: {verdict} ({time.perf_counter() - t0:.2f} s)")
+        self._shown = None
+        self.invariant.options = broken              # may select (and show) the first one
+        if broken:
+            if self._shown != broken[0]:
+                self.show(broken[0])
+            self.invariant.value = broken[0]
+        else:
+            self.example = None
+            self._draw([], "", f"{kw['scenario']} / {self._scheme_label()}: every invariant holds")
+        return r
+
+    @staticmethod
+    def initial_state(scenario: str, scheme) -> dict:
+        """The scenario's ``state_view()`` as ``setup()`` leaves it (JSON data): with it the
+        state table shows the names no step of a counterexample changes too."""
+        scn = catalog.build(scenario, scheme)
+        scn.setup()
+        return jsonable(scn.state_view())
+
+    def _scheme_label(self) -> str:
+        return next(label for label, v in self.scheme.options if v is self.scheme.value or v == self.scheme.value)
+
+    def show(self, invariant: str) -> None:
+        """Show the shortest counterexample of ``invariant`` from its first step."""
+        if self.result is None or invariant not in self.result.invariants:
+            self._status(f"invariant: no result for {invariant!r}", error=True)
+            return
+        self.example = self.result.example(invariant)
+        self._shown = invariant
+        steps = T.trace_steps(self.example)
+        self._draw(steps, invariant, F.sequence_title(self.scenario.value, self._scheme_label(), invariant, len(steps)))
+
+    def _draw(self, steps, invariant: str, title: str) -> None:
+        F.sequence_frame(self.fig, T.thread_order(steps), F.sequence_data(steps, invariant=invariant))
+        self.fig.title.text = title
+        self._steps, self._invariant = steps, invariant
+        self.step.max = len(steps)
+        if self.step.value != 0:
+            self.step.value = 0          # observed: goto(0)
+        else:
+            self.goto(0)
+
+    def goto(self, index: int) -> None:
+        """Show the state after step ``index`` (0: before the first step), clamped to the trace."""
+        steps = getattr(self, "_steps", [])
+        index = max(0, min(int(index), len(steps)))
+        if self.step.value != index:
+            self.step.value = index      # observed: comes back here
+            return
+        self.src.data = F.sequence_data(steps, invariant=self._invariant, current=index)
+        self.back_button.disabled = index == 0
+        self.forward_button.disabled = index == len(steps)
+        if not steps:
+            self.state.value = ""
+            return
+        what = "before the first step" if index == 0 else \
+            f"after step {index}: {steps[index - 1]['thread']}: {steps[index - 1]['step']}"
+        self.state.value = H.table(T.state_rows(steps, index, self._initial), ["name", "value", "changed"],
+                                   caption=what)
+
+
+DASHBOARDS = {c.name: c for c in (HostMap, PolicyExplorer, GuestInspector, SimulationRunner, RaceExplorer)}
 
 
 def dashboard(name: str, **kw) -> Dashboard:

@@ -6,21 +6,23 @@ returns the figure; the ``*_data`` functions compute what goes into the sources 
 or from results, so a dashboard can keep its figures and only replace ``source.data``.
 
 The builders of recorded results (sweeps, held-back utilisation, discrete-event runs,
-fragmentation, the outcome matrix, ASIDs) take the JSON a notebook records with
-``kit.lab.record``: a notebook plots ``doc["results"]`` and a report rebuilds the same figures
-from the result file (:func:`result_figures`).
+fragmentation, the outcome matrix, ASIDs, the race explorer's counterexamples) take the JSON a
+notebook records with ``kit.lab.record``: a notebook plots ``doc["results"]`` and a report
+rebuilds the same figures from the result file (:func:`result_figures`).
 """
 from __future__ import annotations
 
 import numpy as np
 from bokeh.layouts import row
-from bokeh.models import (ColumnDataSource, FactorRange, HoverTool, Legend, LegendItem,
+from bokeh.models import (ColumnDataSource, FactorRange, FixedTicker, HoverTool, Legend, LegendItem,
                           LinearColorMapper, Range1d, Whisker)
 from bokeh.plotting import figure
 
 from ..host.memory import OWNER_NAMES
 from ..units import GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M
 from . import state as S
+from .traces import (changed_text, counterexamples, exploration_label, invariant_names, thread_order,
+                     trace_steps)
 
 POLICY_COLOURS = {"none": "#6c757d", "invalidate-4k": "#e76f51", "invalidate-4k-flush": "#f4a261",
                   "presplit-4k": "#2a9d8f", "split-on-demand": "#264653",
@@ -444,14 +446,172 @@ def churn_figure(churn: dict):
     return f
 
 
+# ------------------------------------------------------------------ race explorer
+#: lane colours of a sequence diagram, thread by thread
+LANE_COLOURS = ("#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#8ab17d", "#6d597a", "#457b9d", "#b5838d")
+BREAK_COLOUR = "#d62828"            # the step after which the invariant is broken
+SEQUENCE_LANE_WIDTH, SEQUENCE_STEP_HEIGHT = 200, 26     # pixels between two lanes, two steps
+SEQUENCE_CHAR_WIDTH = 5.5                               # pixels of one character of a step's label (8pt)
+
+
+def sequence_data(example, *, invariant: str = "", threads=None, current: int | None = None) -> dict:
+    """The steps of a counterexample (:func:`kit.viz.traces.trace_steps`: a
+    :class:`~kit.explore.Counterexample` or its JSON) as a sequence diagram's source: one point
+    per step in its thread's lane (``x``: the lane's index in :func:`kit.viz.traces.thread_order`),
+    in order; the last step, after which ``invariant`` is broken, marked. ``current`` (a
+    dashboard stepping through the trace): the steps after it faded, the step itself outlined."""
+    steps = trace_steps(example)
+    lanes = {t: i for i, t in enumerate(thread_order(steps, threads))}
+    last = len(steps) - 1
+    data = {"x": [], "thread": [], "y": [], "n": [], "label": [], "text": [], "changed": [], "raised": [],
+            "colour": [], "marker": [], "size": [], "alpha": [], "outline": [], "line_width": [], "text_colour": []}
+    for i, s in enumerate(steps):
+        breaks = i == last
+        lane = LANE_COLOURS[lanes[s["thread"]] % len(LANE_COLOURS)]
+        now = current is not None and i + 1 == current
+        data["x"].append(lanes[s["thread"]])
+        data["thread"].append(s["thread"])
+        data["y"].append(i + 1)
+        data["n"].append(i + 1)
+        data["label"].append(s["step"])
+        data["text"].append(s["step"] + (f"  <- breaks {invariant}" if breaks and invariant else ""))
+        data["changed"].append(changed_text({**s, "raised": None}) or "nothing")
+        data["raised"].append(s.get("raised") or "")
+        data["colour"].append(BREAK_COLOUR if breaks else lane)
+        data["marker"].append("star" if breaks else "circle")
+        data["size"].append(20 if breaks else 12)
+        data["alpha"].append(1.0 if current is None or i < current else 0.25)
+        data["outline"].append("black" if now else lane)
+        data["line_width"].append(3 if now else 1)
+        data["text_colour"].append(BREAK_COLOUR if breaks else "#222222")
+    return data
+
+
+def sequence_title(scenario: str, scheme: str, invariant: str, steps: int) -> str:
+    """Names the scenario, the scheme and the invariant, and the length of the counterexample."""
+    where = f"after {steps} step{'s' if steps != 1 else ''}" if steps else "in the initial state"
+    return f"{scenario} / {scheme}: '{invariant}' broken {where}"
+
+
+def sequence_size(lanes: int, steps: int, label: int = 0) -> tuple[int, int]:
+    """(frame width, frame height) in pixels of a sequence diagram of ``lanes`` threads and
+    ``steps`` steps whose longest label has ``label`` characters (room for it right of the last
+    lane, at most four lanes' worth)."""
+    return (int(SEQUENCE_LANE_WIDTH * (max(lanes, 1) - 0.5 + _label_room(label))),
+            SEQUENCE_STEP_HEIGHT * max(steps, 1) + SEQUENCE_STEP_HEIGHT)
+
+
+def _label_room(label: int) -> float:
+    """Lanes' worth of room a label of ``label`` characters takes right of its lane."""
+    return min(4.0, max(0.5, (20 + SEQUENCE_CHAR_WIDTH * label) / SEQUENCE_LANE_WIDTH))
+
+
+def sequence_frame(f, threads, data: dict) -> None:
+    """Fit a sequence diagram to ``threads`` (its lanes, in order) and its source's ``data``:
+    the lane ticks and their names, the ranges and the size. A dashboard calls it when the
+    counterexample changes; the figure stays the same."""
+    lanes = list(threads) or ["-"]
+    n = len(data["y"])
+    label = max((len(t) for t in data["text"]), default=0)
+    f.xaxis.ticker.ticks = list(range(len(lanes)))
+    f.xaxis.major_label_overrides = dict(enumerate(lanes))
+    f.x_range.start, f.x_range.end = -0.5, len(lanes) - 1 + _label_room(label)
+    f.y_range.start, f.y_range.end = max(n, 1) + 0.5, 0.5
+    f.yaxis.ticker.desired_num_ticks = max(n, 1)
+    f.frame_width, f.frame_height = sequence_size(len(lanes), n, label)
+
+
+def sequence_figure(source: ColumnDataSource, *, threads, title: str = "counterexample"):
+    """A sequence diagram: one lane per thread (columns, in ``threads`` order), the steps top to
+    bottom, a grey line following the schedule from lane to lane, the breaking step a red star;
+    hover shows what each step changed. ``source`` holds :func:`sequence_data`."""
+    f = figure(title=title, x_range=Range1d(-0.5, 0.5), y_range=Range1d(1.5, 0.5), x_axis_location="above",
+               y_axis_label="step", tools="hover,save,reset,ypan,ywheel_zoom", toolbar_location="right")
+    f.line(x="x", y="y", source=source, color="#bbbbbb", line_width=1.5)
+    dots = f.scatter(x="x", y="y", source=source, marker="marker", size="size", fill_color="colour",
+                     line_color="outline", line_width="line_width", alpha="alpha")
+    f.text(x="x", y="y", text="text", source=source, x_offset=14, text_baseline="middle",
+           text_font_size="8pt", text_color="text_colour", text_alpha="alpha")
+    f.hover.renderers = [dots]
+    f.hover.tooltips = [("step", "@n. @thread: @label"), ("changed", "@changed"), ("raised", "@raised")]
+    ticker = FixedTicker(ticks=[0])
+    f.xaxis.ticker = ticker
+    f.xgrid.ticker = ticker                       # the grid lines run down each lane
+    f.xgrid.grid_line_color = "#999999"
+    f.xgrid.grid_line_dash = "dashed"
+    f.ygrid.grid_line_color = None
+    f.yaxis.minor_tick_line_color = None
+    f.xaxis.major_label_text_font_style = "bold"
+    f.xaxis.major_label_text_font_size = "10pt"
+    sequence_frame(f, threads, source.data)
+    return f
+
+
+def counterexample_figure(example, *, scenario: str = "", scheme: str = "", invariant: str = "", threads=None):
+    """The sequence diagram of one counterexample (a :class:`~kit.explore.Counterexample` or its
+    recorded JSON), titled with its scenario, scheme and invariant."""
+    invariant = invariant or getattr(example, "invariant", "")
+    data = sequence_data(example, invariant=invariant, threads=threads)
+    return sequence_figure(ColumnDataSource(data), threads=thread_order(example, threads),
+                           title=sequence_title(scenario, scheme, invariant, len(data["y"])))
+
+
+HOLDS_COLOUR = "#2a9d8f"
+
+
+def invariant_matrix_figure(explorations: list[dict]):
+    """The invariants by scheme (:func:`kit.viz.traces.invariant_table` as a figure): one column
+    per recorded exploration, one row per invariant, a cell green where it held in every
+    schedule explored and red with the count of schedules that broke it."""
+    labels = [exploration_label(d) for d in explorations]
+    names = list(dict.fromkeys(n for d in explorations for n in invariant_names(d)))
+    cells = {k: [] for k in ("x", "y", "colour", "text", "violations", "schedules", "complete")}
+    for label, d in zip(labels, explorations):
+        for n in names:
+            inv = d["invariants"].get(n)
+            if inv is None:
+                continue
+            v = inv["violations"]
+            cells["x"].append(label)
+            cells["y"].append(n)
+            cells["colour"].append(BREAK_COLOUR if v else HOLDS_COLOUR)
+            cells["text"].append(f"broken in {v}" if v else "ok")
+            cells["violations"].append(v)
+            cells["schedules"].append(d["schedules"])
+            cells["complete"].append("yes" if d["complete"] else f"no ({d.get('stopped_by')})")
+    scenario = ", ".join(dict.fromkeys(str(d.get("scenario")) for d in explorations))
+    f = figure(title=f"{scenario}: invariants by scheme (red: broken in that many explored schedules)",
+               x_range=FactorRange(*(labels or ["-"])), y_range=FactorRange(*(reversed(names or ["-"]))),
+               width=max(480, 200 + 130 * len(labels)), height=90 + 32 * max(len(names), 1),
+               x_axis_location="above", tools="hover,save", toolbar_location="right")
+    src = ColumnDataSource(cells)
+    f.rect(x="x", y="y", width=0.95, height=0.85, source=src, fill_color="colour", line_color=None, fill_alpha=0.85)
+    f.text(x="x", y="y", text="text", source=src, text_align="center", text_baseline="middle",
+           text_font_size="9pt", text_color="white")
+    f.hover.tooltips = [("scheme", "@x"), ("invariant", "@y"), ("violations", "@violations"),
+                        ("schedules explored", "@schedules"), ("search complete", "@complete")]
+    f.grid.grid_line_color = None
+    f.xaxis.major_label_text_font_style = "bold"
+    return f
+
+
+def exploration_figures(explorations: list[dict]) -> list:
+    """A sequence diagram for every counterexample of recorded explorations
+    (:func:`kit.viz.traces.exploration`), scheme by scheme."""
+    return [counterexample_figure(c["steps"], scenario=c["scenario"] or "", scheme=c["scheme"],
+                                  invariant=c["invariant"])
+            for c in counterexamples(explorations)]
+
+
 def result_figures(results: dict) -> list:
     """The figures of one recorded result, section by section, built by the same builders the
     notebook that recorded it uses: ``policy_table`` (:func:`rate_figure`), ``fragmentation``
     (:func:`fragmentation_figure`), ``simulations`` (:func:`simulation_figure`),
     ``residuals`` (:func:`residual_figure`), ``sweep`` (:func:`sweep_figures`), ``held_back``
     (:func:`utilisation_figure`), ``matrix`` (:func:`outcome_matrix_figure`), ``guest_matrix``
-    (:func:`guest_outcome_figure`), ``asid_state``
-    with ``ranges`` (:func:`asid_map_figure`) and ``churn`` (:func:`churn_figure`)."""
+    (:func:`guest_outcome_figure`), ``asid_state`` with ``ranges`` (:func:`asid_map_figure`),
+    ``churn`` (:func:`churn_figure`) and ``explorations`` (a race explorer's results:
+    :func:`invariant_matrix_figure`, then :func:`exploration_figures`)."""
     if not isinstance(results, dict):
         return []
     out = []
@@ -477,4 +637,7 @@ def result_figures(results: dict) -> list:
         out.append(asid_map_figure(results["asid_state"], results["ranges"]["SEV"][0]))
     if results.get("churn"):
         out.append(churn_figure(results["churn"]))
+    if results.get("explorations"):
+        out.append(invariant_matrix_figure(results["explorations"]))
+        out += exploration_figures(results["explorations"])
     return out

@@ -93,6 +93,17 @@ def simulate_output(r: Ran):
         assert "des" in r.stdout
 
 
+def explore_output(r: Ran):
+    """``kit explore``: the table and the shortest counterexamples, or exactly one JSON object."""
+    if "--json" in r.command:
+        doc = json.loads(r.stdout)
+        assert set(doc) == {"complete", "schedules", "invariants"} and doc["complete"] is True
+        assert doc["invariants"]["no RMPUPDATE to private while mapped"]["violations"] > 0
+    else:
+        assert r.stdout.splitlines()[1].split() == ["invariant", "schedules", "violations", "complete"], r.stdout
+        assert ": shortest counterexample, " in r.stdout and "invariants broken:" in r.stdout
+
+
 def sim_result(r: Ran):
     assert r.value.fault_in_gbps > 0 and r.value.scenario.guests == 8 and r.value.scenario.policy == "presplit-4k"
 
@@ -127,6 +138,11 @@ EXPECT = {
     "kit sweep asid-mirroring --grid steps=20,40 -o sweeps/asid": both(
         prints("2 runs: 2 complete, 0 failed or missing"), writes("sweeps/asid/table.csv", "sweeps/asid/report.html")),
     "kit report runs/tour -o tour.html": both(prints("report:"), writes("tour.html")),
+    "kit explore host-write-vs-conversion --scheme srcu [--json]": explore_output,
+    "kit explore mirror-setup --scheme mirror-2021 --mode bounded --bound 2": prints(
+        "mirror-setup / mirror-2021 [bounded]", "no mirror of a mirror: shortest counterexample"),
+    "kit run races -p scheme flip_back_unmap -o runs/races": both(
+        prints("executed notebook:", "result: races", "report:"), writes("runs/races/races.json", "runs/races/report.html")),
 }
 
 

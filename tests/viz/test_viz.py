@@ -173,7 +173,8 @@ def test_simulation_runner_rejects_bad_controls_without_running():
 
 
 def test_dashboard_names():
-    assert set(D.DASHBOARDS) == {"host-map", "policy-explorer", "guest-inspector", "simulation-runner"}
+    assert set(D.DASHBOARDS) == {"host-map", "policy-explorer", "guest-inspector", "simulation-runner",
+                                 "race-explorer"}
     with pytest.raises(ValueError, match="allowed: host-map"):
         D.dashboard("nope")
 
