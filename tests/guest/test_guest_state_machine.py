@@ -22,8 +22,9 @@ punching guest_memfd). After every step it checks:
     never asks, so it has no such pages.
 
 Runs use 2M guest_memfd folios (the hugepage series): a 2M acceptance is then one PVALIDATE, not
-512, which keeps the default profile's 300 runs near half a minute; 4K PVALIDATEs still meet 2M
-RMP entries (PSMASH) through conversions, touches and raw PVALIDATEs.
+one per 4K page, and MSR-protocol conversions (one request per page, the early boot's few pages)
+cover at most two pages; this keeps the default profile's 300 runs near half a minute. 4K
+PVALIDATEs still meet 2M RMP entries (PSMASH) through conversions, touches and raw PVALIDATEs.
 """
 from __future__ import annotations
 
