@@ -60,10 +60,6 @@ class Book:
     private NPT mapping of the page maps; ``mirrored_with_vcpus``: VMs that became mirrors with
     vCPUs."""
 
-    FIELDS = ("maps", "tracked", "guarded_faults", "touched_private", "oopsed", "unexcused_oops", "bug_ran",
-              "livelocked", "update_while_mapped", "guest_validated", "vmm_discarded", "inval_seq",
-              "inval_in_progress", "spte_pfn", "mirrored_with_vcpus")
-
     def __init__(self):
         self.maps: dict = {}
         self.tracked = 0
