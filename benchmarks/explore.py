@@ -1,4 +1,5 @@
-"""Race explorer: search size and speed on a three-thread scenario shaped like CASE1.
+"""Race explorer: search size and speed on a three-thread scenario shaped like CASE1, then on
+the CASE1 scenario on the kit's model (``host-write-vs-conversion``).
 
 The scenario follows the race of the SEV-SNP host-write review ("[PATCH Part2 v5 39/45] KVM:
 SVM: Introduce ops for the post gfn map and unmap", October 2021): a KVM host writer maps a guest
@@ -18,7 +19,20 @@ Prints, in one run:
 3. the cost of getting back to an earlier state: replaying its schedule against restoring a
    snapshot, per step of the prefix, and the exhaustive search end to end with each.
 
-Run: .venv/bin/python benchmarks/explore.py [--repeat 3]
+Then the same questions on the kit's model (:mod:`kit.explore.scenarios`): the scenario
+``host-write-vs-conversion`` with its three threads (``writer``, ``conversion``, ``writer2``) on
+a 64 MiB host, every step a model call (``Host.raise_fault``/``handle_fault``, the three steps
+of ``rmpupdate()``, ``kvm_vm_set_mem_attributes``, PVALIDATE):
+
+4. exhaustive under each conversion scheme (target <= 10 s each): schedules, states, time,
+   the invariants broken;
+5. schedules with and without the reduction: complete on the two-thread variant (no
+   ``writer2``), and on the three threads with plain enumeration cut at a time budget;
+6. steps per second through the explorer against the same model steps driven directly;
+7. what a snapshot and a restore of the model cost (bytes, microseconds, per explored step),
+   against rebuilding by replay.
+
+Run: .venv/bin/python benchmarks/explore.py [--repeat 3] [--plain-budget 20]
 """
 from __future__ import annotations
 
@@ -30,6 +44,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from kit.explore import Counter, Invariant, Lock, Scenario, Srcu, Step, explore  # noqa: E402
 from kit.explore import engine  # noqa: E402
+from kit.explore import explore_named, schemes_for  # noqa: E402
+from kit.explore.scenarios import ConversionWorld, HostWriteVsConversion as ModelScenario  # noqa: E402
 
 SCHEMES = ("lockless", "locked", "srcu")
 
@@ -189,6 +205,8 @@ def direct_steps(scn: Scenario, rounds: int) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs for each timing")
+    ap.add_argument("--plain-budget", type=float, default=20.0,
+                    help="seconds for each plain enumeration of the three-thread model scenario")
     a = ap.parse_args(argv)
 
     print("== 1. schedules with and without the reduction (exhaustive, every interleaving)")
@@ -244,7 +262,106 @@ def main(argv=None) -> int:
     for rebuild in ("replay", "snapshot"):
         t, r = best_of(a.repeat, lambda: explore(scn, reduction=False, hashing=False, rebuild=rebuild))
         print(f"exhaustive, plain enumeration, rebuild={rebuild:<8}: {t:.3f} s, {r.steps} steps run")
+    model(a)
     return 0
+
+
+HWC = "host-write-vs-conversion"
+
+
+def model(a) -> None:
+    """Sections 4-7: the CASE1 scenario on the kit's model."""
+    schemes = schemes_for(HWC)
+    print("\n== 4. the kit's model: host-write-vs-conversion (writer, conversion, writer2), 64 MiB host, "
+          "exhaustive with the reduction")
+    print(f"{'scheme':<24} {'schedules':>9} {'states':>7} {'steps':>7} {'time':>7}  complete  broken")
+    worst = 0.0
+    for scheme in schemes:
+        t, r = best_of(1, lambda: explore_named(HWC, scheme))
+        worst = max(worst, t)
+        print(f"{scheme:<24} {r.schedules:>9} {r.states:>7} {r.steps:>7} {t:>6.2f}s  {str(r.complete):<8}  "
+              f"{', '.join(r.violated) or '-'}")
+    print(f"slowest: {worst:.2f} s (target <= 10 s per scheme; the time includes shrinking the counterexamples)")
+
+    print("\n== 5. schedules with and without the reduction")
+    print("two threads (writer, conversion), both complete:")
+    print(f"{'scheme':<24} {'reduced':>8} {'plain':>8} {'ratio':>7} {'t reduced':>10} {'t plain':>8}  same verdicts")
+    for scheme in schemes:
+        t_red, red = best_of(1, lambda: explore_named(HWC, scheme, second_writer=False))
+        t_plain, plain = best_of(1, lambda: explore_named(HWC, scheme, second_writer=False, reduction=False,
+                                                          hashing=False))
+        same = red.violated == plain.violated and all(red.example(n).steps == plain.example(n).steps
+                                                      for n in red.violated)
+        print(f"{scheme:<24} {red.schedules:>8} {plain.schedules:>8} {plain.schedules / red.schedules:>7.1f} "
+              f"{t_red:>9.2f}s {t_plain:>7.2f}s  {same}")
+    print(f"three threads, plain enumeration cut at {a.plain_budget:.0f} s:")
+    for scheme in ("srcu", "flip_back_split"):
+        red = explore_named(HWC, scheme)
+        plain = explore_named(HWC, scheme, reduction=False, hashing=False, time_budget=a.plain_budget)
+        bound = "" if plain.complete else ">= "
+        print(f"{scheme:<24} reduced {red.schedules:>6}, plain {bound}{plain.schedules} "
+              f"({'complete' if plain.complete else 'cut'}), ratio {bound}{plain.schedules / red.schedules:.0f}")
+
+    print("\n== 6. explorer overhead on the model: steps per second")
+    scn = ModelScenario("srcu", second_writer=False)
+    t_plain, plain = best_of(a.repeat, lambda: explore_named(HWC, "srcu", second_writer=False, reduction=False,
+                                                             hashing=False))
+    rounds = max(1, plain.schedules)
+    t_setup, _ = best_of(a.repeat, lambda: [scn.setup() for _ in range(20)])
+    t_setup /= 20
+    t_direct, direct = best_of(a.repeat, lambda: direct_steps(scn, rounds))
+    t_steps = max(t_direct - rounds * t_setup, 1e-9)
+    explorer_rate = plain.steps / t_plain
+    print(f"explorer (plain enumeration, rebuild={plain.options['rebuild']}): {plain.steps} steps in {t_plain:.2f} s "
+          f"= {explorer_rate:,.0f} steps/s")
+    print(f"direct loop, {rounds} runs: {direct} steps in {t_direct:.2f} s, of which building the model "
+          f"{rounds * t_setup:.2f} s ({t_setup * 1e3:.2f} ms a run): {direct / t_steps:,.0f} model steps/s")
+    print(f"overhead: {direct / t_steps / explorer_rate:.1f}x the model's own steps "
+          f"({direct / t_direct / explorer_rate:.1f}x against the loop that builds the model each run)")
+
+    print("\n== 7. snapshot and restore of the model (64 MiB host, KVM, an SNP VM with guest_memfd)")
+    scn = ModelScenario("srcu")
+    scn.setup()
+    snap = scn.snapshot()
+    n = 300
+    t_snap, _ = best_of(a.repeat, lambda: [scn.snapshot() for _ in range(n)])
+    t_rest, _ = best_of(a.repeat, lambda: [scn.restore(snap) for _ in range(n)])
+    m = n // 10
+    t_build, _ = best_of(a.repeat, lambda: [ConversionWorld(scn.scheme, scn.params) for _ in range(m)])
+    t_setup, _ = best_of(a.repeat, lambda: [scn.setup() for _ in range(m)])
+    print(f"snapshot: {len(snap[0]):,} bytes (one pickle of the model; the host's state is "
+          f"{scn.w.host.nbytes:,} bytes), {t_snap / n * 1e6:.0f} us; restore {t_rest / n * 1e6:.0f} us")
+    print(f"building the model: {t_build / m * 1e6:.0f} us; a later setup() (the initial snapshot unpickled): "
+          f"{t_setup / m * 1e6:.0f} us")
+    timed = Timed("srcu")
+    r = explore(timed)
+    per_step = (timed.t_snap + timed.t_rest) / r.steps
+    print(f"in the exhaustive srcu search: {timed.n_snap} snapshots, {timed.n_rest} restores, "
+          f"{(timed.t_snap + timed.t_rest) * 1e3:.0f} ms of {r.elapsed * 1e3:.0f} ms; "
+          f"{per_step * 1e6:.0f} us per explored step ({r.steps} steps)")
+    for rebuild in ("snapshot", "replay"):
+        t, r = best_of(1, lambda: explore_named(HWC, "srcu", rebuild=rebuild))
+        print(f"exhaustive srcu, rebuild={rebuild:<8}: {t:.2f} s, {r.steps + r.minimize_steps} steps run")
+
+
+class Timed(ModelScenario):
+    """The scenario with its snapshots and restores timed."""
+
+    t_snap = t_rest = 0.0
+    n_snap = n_rest = 0
+
+    def snapshot(self):
+        t = time.perf_counter()
+        out = super().snapshot()
+        self.t_snap += time.perf_counter() - t
+        self.n_snap += 1
+        return out
+
+    def restore(self, snap):
+        t = time.perf_counter()
+        super().restore(snap)
+        self.t_rest += time.perf_counter() - t
+        self.n_rest += 1
 
 
 if __name__ == "__main__":

@@ -25,13 +25,14 @@ from .schemes import (ConversionScheme, FlipBackSplit, FlipBackUnmap, HostWriteT
                       Mirror2021, MirrorMerged, MirrorScheme, Scheme, Srcu as SrcuScheme, Upstream)
 from .invariants import CONVERSION_INVARIANTS, MIRROR_INVARIANTS
 from .scenarios import HostWriteVsConversion, MirrorSetup
-from .catalog import SCENARIOS, SCHEMES, ScenarioSpec, build, explore_named, schemes_for
+from .catalog import SCENARIOS, SCHEMES, ScenarioSpec, build, explore_named, schemes_for, state_views
 
 __all__ = ["explore", "Scenario", "Step", "Invariant", "invariant", "as_invariant", "Lock", "Srcu", "Counter",
            "LockUsageError", "ExploreResult", "InvariantResult", "Counterexample", "TraceStep", "LockGraph",
            "Progress", "context_switches", "lock_graph", "Execution", "freeze", "EXPLORE_PARAMS", "MODES",
            "BUILTIN_INVARIANTS", "DEADLOCK", "STEP_BOUND", "EXCEPTION",
            "SCENARIOS", "SCHEMES", "SCENARIO_PARAMS", "ScenarioSpec", "build", "explore_named", "schemes_for",
+           "state_views",
            "Scheme", "ConversionScheme", "MirrorScheme", "SrcuScheme", "HostWriteTrack", "HostWriteTrackLocked",
            "FlipBackUnmap", "FlipBackSplit", "Upstream", "Mirror2021", "MirrorMerged",
            "HostWriteVsConversion", "MirrorSetup", "CONVERSION_INVARIANTS", "MIRROR_INVARIANTS"]

@@ -21,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import engine
 from .params import EXPLORE_PARAMS, MODE_OPTIONS, SCENARIO_NAMES, SCENARIO_PARAMS, SCHEME_NAMES
 from .result import ExploreResult
 from .scenario import Scenario
@@ -193,4 +194,26 @@ def explore_named(scenario, scheme=None, mode: str = "exhaustive", *, bound: int
     return dataclasses.replace(result, options={**result.options, "scheme": label, **used})
 
 
-__all__ = ["ScenarioSpec", "SCENARIOS", "SCHEMES", "schemes_for", "build", "explore_named"]
+def state_views(scenario, scheme=None, schedule=(), **params) -> list[dict]:
+    """The scenario's whole ``state_view()`` before the first step and after each step of
+    ``schedule`` (thread names): what a display shows when it steps forward and back through a
+    counterexample (a trace holds only what each step changed). A thread that is unknown,
+    finished or blocked at its position is a ``ValueError`` naming the position."""
+    scn = build(scenario, scheme, **params)
+    ex = engine.Execution(scn, {})
+    index = {n: i for i, n in enumerate(ex.names)}
+    views = [dict(scn.state_view())]
+    for pos, name in enumerate(schedule):
+        i = index.get(name)
+        if i is None:
+            raise ValueError(f"schedule[{pos}]: unknown thread {name!r}; threads: {', '.join(ex.names)}")
+        if ex.pending[i] is None:
+            raise ValueError(f"schedule[{pos}]: thread {name!r} has finished")
+        if not ex.enabled(i):
+            raise ValueError(f"schedule[{pos}]: thread {name!r} is blocked in '{ex.pending[i].label}'")
+        ex.run(i)
+        views.append(dict(scn.state_view()))
+    return views
+
+
+__all__ = ["ScenarioSpec", "SCENARIOS", "SCHEMES", "schemes_for", "build", "explore_named", "state_views"]

@@ -18,9 +18,12 @@ State for the search (docs/explore.md, "Getting back to an earlier state"):
   copy into the world and puts the primitives' states back in place (their steps, which the
   threads hold, keep working). The threads reach the model through the world when a step runs,
   so they see the restored copy. ``benchmarks/explore.py`` measures what it costs.
+- ``setup()`` builds the model once; later calls (a replay, a counterexample's shrinking)
+  unpickle the first world's initial snapshot into a new world, the same state for less.
 """
 from __future__ import annotations
 
+import copy
 import pickle
 
 from ..host import Host
@@ -56,10 +59,6 @@ class Book:
     ``inval_in_progress``: ``mmu_invalidate_seq``/``_in_progress``; ``spte_pfn``: the frame a
     private NPT mapping of the page maps; ``mirrored_with_vcpus``: VMs that became mirrors with
     vCPUs."""
-
-    FIELDS = ("maps", "tracked", "guarded_faults", "touched_private", "oopsed", "unexcused_oops", "bug_ran",
-              "livelocked", "update_while_mapped", "guest_validated", "vmm_discarded", "inval_seq",
-              "inval_in_progress", "spte_pfn", "mirrored_with_vcpus")
 
     def __init__(self):
         self.maps: dict = {}
@@ -111,6 +110,9 @@ class _World:
 
     MODEL: tuple = ()
 
+    def make_primitives(self) -> dict:
+        return self.scheme.primitives()
+
     def prim_state(self) -> tuple:
         return tuple(p.state() for p in self.p.values())
 
@@ -124,6 +126,15 @@ class _World:
             setattr(self, attr, value)
         for p, state in zip(self.p.values(), prims):
             p.set_state(state)
+
+    def fresh(self, initial):
+        """Another world in the state ``initial`` (a snapshot of this one): the same fixed facts,
+        new primitives, the model unpickled. Cheaper than building the model again, and the
+        same state, since building is deterministic."""
+        w = copy.copy(self)
+        w.p = self.make_primitives()
+        w.restore(initial)
+        return w
 
 
 # ===================================================================== host-write-vs-conversion
@@ -142,7 +153,7 @@ class ConversionWorld(_World):
         self.scheme = scheme
         self.max_faults = params["max_faults"]
         self.psc_retries = params["psc_retries"]
-        self.p = scheme.primitives()
+        self.p = self.make_primitives()
         host = Host(mem=params["host_mem"], cores=HOST_CORES, directmap_policy=scheme.directmap_policy,
                     host_fault_policy=scheme.host_fault_policy)
         self.dm_policy_name = host.directmap_policy.name
@@ -250,9 +261,14 @@ class HostWriteVsConversion(Scenario):
                              f"(its pages convert in place)")
         self.invariants = [cls() for cls in CONVERSION_INVARIANTS]
         self.w: ConversionWorld | None = None
+        self._first: tuple | None = None
 
     def setup(self):
-        self.w = ConversionWorld(self.scheme, self.params)
+        if self._first is None:
+            self.w = ConversionWorld(self.scheme, self.params)
+            self._first = (self.w, self.w.snapshot())
+        else:
+            self.w = self._first[0].fresh(self._first[1])
         return self.threads()
 
     def threads(self):
@@ -301,9 +317,12 @@ class MirrorWorld(_World):
         self.vms["A"].sev_init()
         if params["initialised"] == "both":
             self.vms["B"].sev_init()
-        self.p = {**{f"{n}->lock": Lock(f"{n}->lock") for n in VM_NAMES}, **scheme.primitives()}
+        self.p = self.make_primitives()
         self.pending: dict = {}
         self.b = Book()
+
+    def make_primitives(self) -> dict:
+        return {**{f"{n}->lock": Lock(f"{n}->lock") for n in VM_NAMES}, **self.scheme.primitives()}
 
     def name_of(self, vm) -> str | None:
         for n, v in self.vms.items():
@@ -360,9 +379,14 @@ class MirrorSetup(Scenario):
             raise ValueError(f"op: scheme {self.scheme.name!r} has no MOVE path")
         self.invariants = [cls() for cls in MIRROR_INVARIANTS]
         self.w: MirrorWorld | None = None
+        self._first: tuple | None = None
 
     def setup(self):
-        self.w = MirrorWorld(self.scheme, self.params)
+        if self._first is None:
+            self.w = MirrorWorld(self.scheme, self.params)
+            self._first = (self.w, self.w.snapshot())
+        else:
+            self.w = self._first[0].fresh(self._first[1])
         return self.threads()
 
     def threads(self):

@@ -430,9 +430,11 @@ def create_vcpu(w, name: str, vcpu_id: int = 0):
     as it is then); under ``kvm->lock`` again the vCPU is installed
     (:meth:`~kit.kvm.vm.VM.vcpu_install`). Returns 0 or a negative errno."""
     lock = w.p[f"{name}->lock"]
+
+    def precreate():
+        w.vms[name].vcpu_precreate()
     yield lock.acquire()
-    rc = yield ioctl_step(w, f"{name}: created_vcpus++", lambda: w.vms[name].vcpu_precreate() and None,
-                          reads=(vm_key(name),), writes=(vcpus_key(name),))
+    rc = yield ioctl_step(w, f"{name}: created_vcpus++", precreate, reads=(vm_key(name),), writes=(vcpus_key(name),))
     yield lock.release()
     if rc:
         return rc

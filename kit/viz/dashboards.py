@@ -494,8 +494,8 @@ class RaceExplorer(Dashboard):
     shows the invariants; each broken one has its shortest counterexample as a sequence diagram
     (:func:`kit.viz.figures.sequence_figure`) to step through (:meth:`goto`, the back and
     forward buttons, the slider). At each step the shared state: every name of the scenario's
-    ``state_view()`` a step of the counterexample changed (the RMP entry, the mappings, the
-    counters, the locks), its value after that step, and which step last changed it.
+    ``state_view()`` (the RMP entry, the mappings, the counters, the locks) with its value
+    after that step (:func:`kit.explore.catalog.state_views`) and which step last changed it.
 
     ``scheme`` may be a scheme class a user wrote in a cell (a subclass of a catalog scheme): it
     joins the options. ``bound``: the preemptions (bounded) or the runs (random)."""
@@ -549,7 +549,7 @@ class RaceExplorer(Dashboard):
         self.result = None
         self.example = None
         self.runs = 0
-        self._steps, self._invariant, self._shown, self._initial = [], "", None, None
+        self._steps, self._invariant, self._shown, self._states = [], "", None, None
         if run:
             self.run()
 
@@ -597,7 +597,6 @@ class RaceExplorer(Dashboard):
             return None
         r = self.result
         self.runs += 1
-        self._initial = self.initial_state(kw["scenario"], kw["scheme"])
         spec = catalog.SCENARIOS[kw["scenario"]]
         about = {"scenario": f"{spec.name}: {getattr(spec, 'description', '')}", "source": getattr(spec, "source", ""),
                  **{f"thread {t}": what for t, what in getattr(spec, "threads", {}).items()}}
@@ -618,17 +617,9 @@ class RaceExplorer(Dashboard):
                 self.show(broken[0])
             self.invariant.value = broken[0]
         else:
-            self.example = None
+            self.example, self._states = None, None
             self._draw([], "", f"{kw['scenario']} / {self._scheme_label()}: every invariant holds")
         return r
-
-    @staticmethod
-    def initial_state(scenario: str, scheme) -> dict:
-        """The scenario's ``state_view()`` as ``setup()`` leaves it (JSON data): with it the
-        state table shows the names no step of a counterexample changes too."""
-        scn = catalog.build(scenario, scheme)
-        scn.setup()
-        return jsonable(scn.state_view())
 
     def _scheme_label(self) -> str:
         return next(label for label, v in self.scheme.options if v is self.scheme.value or v == self.scheme.value)
@@ -640,6 +631,8 @@ class RaceExplorer(Dashboard):
             return
         self.example = self.result.example(invariant)
         self._shown = invariant
+        # the whole state at each step, from the model (a trace holds only what changed)
+        self._states = jsonable(catalog.state_views(self.scenario.value, self.scheme.value, self.example.schedule))
         steps = T.trace_steps(self.example)
         self._draw(steps, invariant, F.sequence_title(self.scenario.value, self._scheme_label(), invariant, len(steps)))
 
@@ -668,7 +661,7 @@ class RaceExplorer(Dashboard):
             return
         what = "before the first step" if index == 0 else \
             f"after step {index}: {steps[index - 1]['thread']}: {steps[index - 1]['step']}"
-        self.state.value = H.table(T.state_rows(steps, index, self._initial), ["name", "value", "changed"],
+        self.state.value = H.table(T.state_rows(steps, index, states=self._states), ["name", "value", "changed"],
                                    caption=what)
 
 

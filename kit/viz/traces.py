@@ -88,13 +88,18 @@ def trace_states(example, initial: dict | None = None) -> list[dict]:
     return out
 
 
-def state_rows(example, index: int, initial: dict | None = None) -> list[dict]:
+def state_rows(example, index: int, initial: dict | None = None, states: list | None = None) -> list[dict]:
     """The state after step ``index`` (0: before the first step) as rows ``{name, value,
-    changed}``, ``changed`` naming the step that last changed it up to there."""
+    changed}``, ``changed`` naming the step that last changed it up to there. ``states``: the
+    whole state at each step when the model gave it (:func:`kit.explore.catalog.state_views`);
+    otherwise it is rebuilt from the trace (:func:`trace_states`, with ``initial``)."""
     steps = trace_steps(example)
     if not 0 <= index <= len(steps):
         raise ValueError(f"index: expected 0..{len(steps)}, got {index!r}")
-    state = trace_states(steps, initial)[index]
+    if states is not None and len(states) != len(steps) + 1:
+        raise ValueError(f"states: expected {len(steps) + 1} states (one before each step and one after the "
+                         f"last), got {len(states)}")
+    state = (states if states is not None else trace_states(steps, initial))[index]
     last = {}
     for i, s in enumerate(steps[:index]):
         for k in s["changed"]:

@@ -9,7 +9,7 @@ import pytest
 
 import kit.explore.search as search
 from kit.explore import (DEADLOCK, EXPLORE_PARAMS, SCENARIO_PARAMS, SCENARIOS, SCHEMES, Invariant, Progress,
-                         ScenarioSpec, Step, build, explore_named, schemes_for)
+                         ScenarioSpec, Step, build, explore_named, schemes_for, state_views)
 from kit.explore.scenarios import HostWriteVsConversion, MirrorSetup
 from kit.explore.schemes import HostWriteTrack, MirrorMerged, Srcu
 from kit.explore.threads import add_map, maps_key
@@ -224,3 +224,16 @@ def test_a_snapshot_restores_the_model():
     assert scn.state_key() == key
     assert scn.w.host.rmp.rmpread(scn.w.pfn) == rmp and scn.w.host.directmap.level(scn.w.pfn) == dm
     assert list(threads) == list(scn.threads())
+
+
+def test_state_views_step_through_a_counterexample():
+    result = explore_named(HWC, "host_write_track")
+    ex = result.example("tracking counter equals live maps")
+    views = state_views(HWC, "host_write_track", ex.schedule)
+    assert len(views) == len(ex.schedule) + 1
+    assert views[0]["rmp"] == "shared" and views[0]["host_write_track[gfn]"] == 0 and views[0]["host maps"] == 0
+    assert views[-1]["host_write_track[gfn]"] == 1 and views[-1]["host maps"] == 2
+    for before, after, step in zip(views, views[1:], ex.trace):
+        assert {k for k in after if after[k] != before[k]} == set(step.changes)
+    with pytest.raises(ValueError, match="schedule\\[1\\]: unknown thread"):
+        state_views(HWC, "srcu", ["writer", "nobody"])

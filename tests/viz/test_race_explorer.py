@@ -29,6 +29,12 @@ def state(d) -> dict:
     return {n: (v, c) for n, v, c in cells}
 
 
+def test_the_states_are_the_models_at_each_step():
+    d = D.RaceExplorer("lost-update", "lockless")
+    assert d._states == toy_catalog.state_views("lost-update", "lockless", d.example.schedule)
+    assert [s["mapping"] for s in d._states] == [0, 1, 1, 2, 2, 2, 2]
+
+
 def test_run_shows_the_invariants_and_the_first_broken_one():
     d = D.RaceExplorer("lost-update", "lockless")
     assert d.runs == 1 and d.result.violated == [INV]

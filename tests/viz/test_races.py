@@ -64,6 +64,13 @@ def test_states_at_each_step_follow_the_changes(example):
     assert last["mapping"]["changed"] == "at step 3" and last["maps"]["value"] == "1"
     with pytest.raises(ValueError, match="index"):
         T.state_rows(example, example.steps + 1)
+    # the model's own states at each step (catalog.state_views) take the place of the rebuilt ones
+    states = [{"mapping": i, "maps": 0, "rmp[0x200]": "shared"} for i in range(example.steps + 1)]
+    rows = {r["name"]: r for r in T.state_rows(example, 4, states=states)}
+    assert rows["mapping"]["value"] == "4" and rows["rmp[0x200]"] == {"name": "rmp[0x200]", "value": "shared",
+                                                                      "changed": ""}
+    with pytest.raises(ValueError, match="states: expected 7 states"):
+        T.state_rows(example, 1, states=states[:3])
 
 
 def test_invariant_table_by_scheme(results):

@@ -1,5 +1,5 @@
 """A toy race-explorer catalog for the surfaces' tests: the shape of ``kit.explore.catalog``
-(``SCENARIOS``, ``SCHEMES``, ``schemes_for``, ``build``, ``explore_named``) on one scenario built from the
+(``SCENARIOS``, ``SCHEMES``, ``schemes_for``, ``build``, ``explore_named``, ``state_views``) on one scenario built from the
 engine's own primitives, so the surfaces are tested apart from the domain's scenarios.
 
 ``lost-update``: two threads each take a map of one page (``maps``, a tracking counter, +1 with
@@ -12,7 +12,7 @@ import sys
 import types
 from dataclasses import dataclass, field
 
-from kit.explore import Counter, Invariant, Lock, Scenario, Step, explore
+from kit.explore import Counter, Execution, Invariant, Lock, Scenario, Step, explore
 
 
 class Lockless:
@@ -92,6 +92,16 @@ def build(scenario, scheme=None, **params):
     return spec.build(cls)
 
 
+def state_views(scenario, scheme=None, schedule=(), **params):
+    scn = build(scenario, scheme)
+    ex = Execution(scn, {})
+    views = [dict(scn.state_view())]
+    for name in schedule:
+        ex.run(ex.names.index(name))
+        views.append(dict(scn.state_view()))
+    return views
+
+
 def explore_named(scenario, scheme, mode="exhaustive", *, bound=None, seed=None, schedule=None, invariants=(),
                   progress=None, **limits):
     kw = dict(limits)
@@ -105,9 +115,9 @@ def explore_named(scenario, scheme, mode="exhaustive", *, bound=None, seed=None,
 
 
 def install(monkeypatch) -> types.ModuleType:
-    """Make the surfaces see this catalog: its five names on the ``kit.explore.catalog`` module
+    """Make the surfaces see this catalog: its names on the ``kit.explore.catalog`` module
     the surfaces imported (undone by ``monkeypatch`` after the test)."""
     from kit.explore import catalog
-    for name in ("SCENARIOS", "SCHEMES", "schemes_for", "build", "explore_named"):
+    for name in ("SCENARIOS", "SCHEMES", "schemes_for", "build", "explore_named", "state_views"):
         monkeypatch.setattr(catalog, name, getattr(sys.modules[__name__], name))
     return catalog
