@@ -224,16 +224,25 @@ class _Search:
             self.states.add(key)
         return key
 
-    # ------------------------------------------------------------------ exhaustive
-    def exhaustive(self) -> None:
-        reduction, hashing = self.opts["reduction"], self.hashing
+    def start(self):
+        """The initial state of a depth-first search, checked and counted: ``(execution, violated
+        mask, enabled threads, state key)``, or None when it already ends the search (a leaf)."""
         ex = self.fresh()
         mask, term, en = self.check(ex, 0)
         self.saw(mask, ())
         key = self.note_state(ex) if self.keyed else None
         if term is not None:
             self.leaf(mask)
+            return None
+        return ex, mask, en, key
+
+    # ------------------------------------------------------------------ exhaustive
+    def exhaustive(self) -> None:
+        reduction, hashing = self.opts["reduction"], self.hashing
+        start = self.start()
+        if start is None:
             return
+        ex, mask, en, key = start
         visited = {key: frozenset()} if hashing else None
         root = _Frame((), mask, en, steps=list(ex.pending))
         if self.snapshots and len(en) > 1:
@@ -303,13 +312,10 @@ class _Search:
     # ------------------------------------------------------------------ bounded
     def bounded(self) -> None:
         k, hashing = self.opts["preemptions"], self.hashing
-        ex = self.fresh()
-        mask, term, en = self.check(ex, 0)
-        self.saw(mask, ())
-        key = self.note_state(ex) if self.keyed else None
-        if term is not None:
-            self.leaf(mask)
+        start = self.start()
+        if start is None:
             return
+        ex, mask, en, key = start
         visited = {(key, None): 0} if hashing else None
         root = _Frame((), mask, en, en=frozenset(en))
         if self.snapshots and len(en) > 1:
