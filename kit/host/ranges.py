@@ -16,13 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..units import PAGES_PER_1G, PAGES_PER_2M  # noqa: F401  (old import path of both)
+from ..units import check_int as _check_int
 
 
-def check_int(value, name: str) -> int:
-    """``value`` as a plain int; a bool or a non-integer raises ``TypeError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    return int(value)
+def check_int(value, name: str, min: int | None = None, max: int | None = None) -> int:
+    """``value`` as a plain int; a bool or a non-integer raises ``TypeError`` naming ``name``, a
+    value outside ``min..max`` a ``ValueError`` (:func:`kit.units.check_int`)."""
+    return _check_int(value, name, min, max)
 
 
 def check_pfn_range(pfn, npages, nr_pages: int, *, name: str = "pfn") -> tuple[int, int]:
@@ -32,10 +32,43 @@ def check_pfn_range(pfn, npages, nr_pages: int, *, name: str = "pfn") -> tuple[i
     if npages <= 0:
         raise ValueError(f"npages: must be at least 1, got {npages}")
     if pfn < 0 or pfn + npages > nr_pages:
+        culprit = name if not 0 <= pfn < nr_pages else "npages"
         raise ValueError(
-            f"{name}: pfn range [{pfn:#x}, {pfn + npages:#x}) is outside host memory "
+            f"{culprit}: pfn range [{pfn:#x}, {pfn + npages:#x}) is outside host memory "
             f"[0, {nr_pages:#x}) ({nr_pages} 4K frames)")
     return pfn, npages
+
+
+def check_region(region, nr_regions: int, *, name: str = "region") -> int:
+    """One 2M region index of a host with ``nr_regions`` regions, as a plain int."""
+    return check_int(region, name, 0, nr_regions - 1)
+
+
+def check_regions(regions, nr_regions: int, *, name: str = "regions") -> np.ndarray:
+    """A sequence (or array) of 2M region indices, each ``0..nr_regions-1``, as an int64 array.
+    Floats, bools, strings, nested lists and indices outside memory raise ``TypeError`` or
+    ``ValueError`` naming ``name``: a negative index must not wrap around to the last region."""
+    if isinstance(regions, (str, bytes, dict, set, frozenset)) or np.isscalar(regions) or regions is None:
+        raise TypeError(f"{name}: expected a sequence of region indices, got {type(regions).__name__} {regions!r}")
+    if isinstance(regions, (list, tuple)) and any(isinstance(r, (bool, np.bool_)) for r in regions):
+        raise TypeError(f"{name}: expected integer region indices, got a bool in {regions!r}")
+    try:
+        arr = np.asarray(regions)
+    except (ValueError, TypeError):
+        raise TypeError(f"{name}: expected a sequence of region indices, got {regions!r}") from None
+    if arr.ndim != 1:
+        raise TypeError(f"{name}: expected a flat sequence of region indices, got {regions!r}")
+    if len(arr) and (arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer)):
+        if arr.dtype == object and all(isinstance(r, (int, np.integer)) and not isinstance(r, (bool, np.bool_))
+                                       for r in arr):
+            bad = [int(r) for r in arr if not 0 <= int(r) < nr_regions]
+            raise ValueError(f"{name}: region indices must be 0..{nr_regions - 1}, got {bad[0]}")
+        raise TypeError(f"{name}: expected integer region indices, got {arr.dtype} {regions!r}")
+    arr = arr.astype(np.int64, copy=False)
+    if len(arr) and (arr.min() < 0 or arr.max() >= nr_regions):
+        bad = arr[(arr < 0) | (arr >= nr_regions)][0]
+        raise ValueError(f"{name}: region indices must be 0..{nr_regions - 1}, got {int(bad)}")
+    return arr
 
 
 def region_span(pfn: int, npages: int) -> tuple[int, int, int, int]:

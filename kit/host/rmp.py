@@ -30,9 +30,9 @@ import numpy as np
 
 from ..errors import (PFERR_GUEST_ENC_MASK, PFERR_GUEST_FINAL_MASK, PFERR_GUEST_RMP_MASK,
                       PFERR_GUEST_SIZEM_MASK, NestedPageFault)
-from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M, check_level
+from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M, check_bool, check_level
 from .ledger import Ledger
-from .ranges import check_int, check_pfn_range, region_span
+from .ranges import check_int, check_pfn_range, check_region, check_regions, region_span
 from .rmptable import (F_2M, F_ASSIGNED, F_DETAIL, F_IMMUTABLE, F_LINEAR, F_VALIDATED, F_VMSA,
                        M_ASID, MAX_ASID, MAX_GFN, RmpTable)
 
@@ -151,9 +151,12 @@ class RmpRules:
 
 
 def _bool(value, name):
-    if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
-        raise TypeError(f"{name}: expected a bool, got {value!r}")
-    return bool(value)
+    """An instruction's one-bit operand: True/False, or the int 0/1 (not 1.0, not "1")."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
 
 
 def _check_asid(asid) -> int:
@@ -234,11 +237,11 @@ class Rmp:
 
     def assigned_mask(self, region: int) -> np.ndarray:
         """(512,) bool: which 4K pages of a region are assigned (a 2M entry covers all 512)."""
-        return (self.table.page_bits(region) & F_ASSIGNED) != 0
+        return (self.table.page_bits(check_region(region, self.nr_regions)) & F_ASSIGNED) != 0
 
     def region_has_assigned(self, regions: np.ndarray) -> np.ndarray:
         """Vector: does any 4K page of each region read as assigned?"""
-        return self.table.regions_any(regions, F_ASSIGNED)
+        return self.table.regions_any(check_regions(regions, self.nr_regions), F_ASSIGNED)
 
     # ================================================================ RMPUPDATE
     def _codes_4k(self, r: int, lo: int, hi: int, assigned: bool) -> np.ndarray:
@@ -276,6 +279,13 @@ class Rmp:
         4. 2M update over assigned non-aligned 4K entries, or 4K update inside an assigned 2M
            entry -> FAIL_OVERLAP (see :class:`RmpRules`).
         """
+        pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        assigned, size2m = _bool(assigned, "assigned"), _bool(size2m, "size2m")
+        return self._check_rmpupdate(pfn, npages, assigned, size2m, _check_asid(asid))
+
+    def _check_rmpupdate(self, pfn: int, npages: int, assigned: bool, size2m: bool,
+                         asid: int) -> tuple[int, int]:
+        """:meth:`check_rmpupdate` on operands already checked (:meth:`rmpupdate_args`)."""
         if not assigned and asid:
             return self.rules.shared_with_asid, pfn
         table = self.table
@@ -341,7 +351,7 @@ class Rmp:
         """
         pfn, npages, size2m, assigned, immutable, asid, gpa = self.rmpupdate_args(
             pfn, assigned, pagesize, immutable, asid, gpa, npages)
-        code, bad = self.check_rmpupdate(pfn, npages, assigned=assigned, size2m=size2m, asid=asid)
+        code, bad = self._check_rmpupdate(pfn, npages, assigned, size2m, asid)
         self.last_failed_pfn = bad
         if code:
             return code
@@ -481,6 +491,10 @@ class Rmp:
         nregions = check_int(nregions, "nregions")
         if pfn % PAGES_PER_2M or nregions < 1 or pfn + nregions * PAGES_PER_2M > self.nr_pages:
             raise ValueError(f"pfn, nregions: need a 2M-aligned run inside the RMP, got {pfn:#x} x {nregions}")
+        asid = _check_asid(asid)
+        if asid == 0:
+            raise ValueError("asid: a guest instruction runs in a guest, ASID must be >= 1")
+        gpa = _check_gpa(gpa, align=PAGE_2M, npages=nregions * PAGES_PER_2M)
         r = np.arange(pfn // PAGES_PER_2M, pfn // PAGES_PER_2M + nregions)
         f = self.table.region_forms(r)
         want = np.uint64(gpa >> PAGE_SHIFT) + np.arange(nregions, dtype=np.uint64) * np.uint64(PAGES_PER_2M)
@@ -539,6 +553,8 @@ class Rmp:
         e.g. SNP_LAUNCH_UPDATE / SNP_LAUNCH_FINISH moving launch pages Pre-Guest -> Guest-Valid
         (``rmp_entry_get_state`` states [FW]). Only 4K entries; not a host instruction."""
         pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        validated, immutable, vmsa = (None if v is None else _bool(v, n) for v, n in
+                                      ((validated, "validated"), (immutable, "immutable"), (vmsa, "vmsa")))
         r0, r1, _, _ = region_span(pfn, npages)
         is2m = np.flatnonzero(self.table.region_forms(slice(r0, r1 + 1)) & F_2M)
         if len(is2m):
@@ -555,4 +571,5 @@ class Rmp:
     def mark_in_use(self, pfn, in_use: bool = True) -> None:
         """VMRUN marks the VMCB, VMSA and AVIC pages in use until #VMEXIT [APM2 15.36.12]."""
         pfn = self._check_pfn(pfn)
+        in_use = check_bool(in_use, "in_use")
         (self.in_use.add if in_use else self.in_use.discard)(pfn)

@@ -224,7 +224,7 @@ class RmpTable:
         from ``gfn`` (an int, or one per region). Their detail slots are freed."""
         fl = self.flags[regions]
         if np.any(fl & F_DETAIL):
-            idx = np.arange(self.nr_regions)[regions] if isinstance(regions, slice) else np.asarray(regions)
+            idx = np.arange(*regions.indices(self.nr_regions)) if isinstance(regions, slice) else np.asarray(regions)
             det = idx[(fl & F_DETAIL) != 0]
             self._pool.release(self._didx[det])
             self._didx[det] = -1
