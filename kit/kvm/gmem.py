@@ -22,13 +22,14 @@ import numpy as np
 from ..errors import KvmError, SigBus
 from ..host.memory import OutOfMemory
 from ..host.ranges import RangeStore, pfn_runs
-from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT, PMD_SHIFT, PUD_SHIFT, PMD_ORDER
+from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT, PMD_SHIFT, PUD_SHIFT, PMD_ORDER, check_bool
 from . import uapi as U
 from .content import PageContents, check_byte, check_span
 from .uapi import check_field
 
 
 PUD_ORDER = PUD_SHIFT - PAGE_SHIFT     # a 1G folio
+LOFF_T_MAX = (1 << 63) - 1             # file offsets and sizes are signed 64-bit (loff_t)
 
 
 def folio_order(f: "GuestMemfd") -> int:
@@ -118,6 +119,10 @@ class GuestMemfd:
         returns (None, order) and counts the page allocated. EFAULT once closed."""
         if self.closed:
             raise KvmError(errno.EFAULT, "guest_memfd is closed")
+        index = check_field(index, "index")
+        if index >= self.npages:
+            raise ValueError(f"index: page {index} is beyond the file's {self.npages} pages")
+        allocate = check_bool(allocate, "allocate")
         order = folio_order(self)
         fidx = index >> order
         if not self.host_frames:
@@ -233,6 +238,10 @@ class GuestMemfd:
             raise KvmError(errno.EBADF, "guest_memfd is closed")
         mode = check_field(mode, "mode", 32)
         offset, length = check_field(offset, "offset"), check_field(length, "length")
+        if offset > LOFF_T_MAX or length > LOFF_T_MAX:        # vfs_fallocate: negative loff_t
+            raise KvmError(errno.EINVAL, "offset or len negative as an loff_t")
+        if offset + length > LOFF_T_MAX:                      # vfs_fallocate: past s_maxbytes
+            raise KvmError(errno.EFBIG, "offset+len past the largest file size")
         if not mode & U.FALLOC_FL_KEEP_SIZE or mode & ~(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE):
             raise KvmError(errno.EOPNOTSUPP, "fallocate mode must be KEEP_SIZE [| PUNCH_HOLE]")
         if offset % PAGE_4K or length % PAGE_4K:
@@ -263,6 +272,7 @@ class GuestMemfd:
         :meth:`user_read`, :meth:`madvise`, :meth:`mbind`)."""
         self._open()
         length, offset = check_field(length, "length"), check_field(offset, "offset")
+        shared = check_bool(shared, "shared")
         if not self.flags & U.GUEST_MEMFD_FLAG_MMAP:
             raise KvmError(errno.ENODEV, "guest_memfd was created without GUEST_MEMFD_FLAG_MMAP")
         if not shared:
@@ -346,9 +356,14 @@ class GuestMemfd:
         (node 0), so placement is trivially on it."""
         offset, length = check_field(offset, "offset"), check_field(length, "length")
         mode = check_field(mode, "mode", 32)
+        if isinstance(nodemask, (str, bytes)) or not hasattr(nodemask, "__iter__"):
+            raise TypeError(f"nodemask: expected a collection of node numbers, got {nodemask!r}")
+        try:
+            nodes = frozenset(nodemask)
+        except TypeError:
+            raise TypeError(f"nodemask: expected a collection of node numbers, got {nodemask!r}") from None
         if not self.mapped:
             raise KvmError(errno.EFAULT, "no mapping of this guest_memfd")
-        nodes = frozenset(nodemask)
         if mode >= MPOL_MAX or offset % PAGE_4K:
             raise KvmError(errno.EINVAL, f"mbind: mode {mode} not valid (MPOL_MAX is {MPOL_MAX})")
         if mode in (MPOL_DEFAULT, MPOL_LOCAL):
@@ -373,6 +388,7 @@ class GuestMemfd:
 
     def node_of(self, offset: int) -> int:
         """The NUMA node of the folio at ``offset``: always 0 (one-node host model)."""
+        check_field(offset, "offset")
         return 0
 
     def ftruncate(self, size: int) -> int:
