@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..units import PAGES_PER_2M, PMD_ORDER
-from .ranges import LazyIndex, SlotPool, check_int, check_pfn_range, check_region
+from ..units import PAGE_4K, PAGES_PER_2M, PMD_ORDER
+from .limits import HOST_MEM
+from .ranges import LazyIndex, SlotPool, check_int, check_nr_pages, check_pfn_range, check_region
 
 FREE, KERNEL, GUEST, FIRMWARE, LEAKED = 0, 1, 2, 3, 4
 MIXED = 255  # region-level marker: look at the 4K detail
@@ -46,6 +47,9 @@ class OutOfMemory(MemoryError):
 
 class PhysicalMemory:
     def __init__(self, nr_pages: int, *, rng: np.random.Generator, placement: str = "lowest"):
+        nr_pages = check_nr_pages(nr_pages, HOST_MEM.max // PAGE_4K)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
         if placement not in PLACEMENTS:
             raise ValueError(f"placement: must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         self.nr_pages = nr_pages

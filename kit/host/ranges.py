@@ -39,6 +39,15 @@ def check_pfn_range(pfn, npages, nr_pages: int, *, name: str = "pfn") -> tuple[i
     return pfn, npages
 
 
+def check_nr_pages(nr_pages, most: int, *, name: str = "nr_pages") -> int:
+    """The 4K frames of a host's memory: a whole number of 2M regions, at most ``most``."""
+    nr_pages = check_int(nr_pages, name, PAGES_PER_2M, most)
+    if nr_pages % PAGES_PER_2M:
+        raise ValueError(f"{name}: host memory must be a whole number of 2M regions ({PAGES_PER_2M} pages), "
+                         f"got {nr_pages}")
+    return nr_pages
+
+
 def check_region(region, nr_regions: int, *, name: str = "region") -> int:
     """One 2M region index of a host with ``nr_regions`` regions, as a plain int."""
     return check_int(region, name, 0, nr_regions - 1)

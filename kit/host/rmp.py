@@ -183,11 +183,15 @@ class Rmp:
     """
 
     def __init__(self, nr_pages: int, *, ledger: Ledger, rules: RmpRules | None = None):
-        self.nr_pages = nr_pages
-        self.nr_regions = nr_pages // PAGES_PER_2M
+        if not isinstance(ledger, Ledger):
+            raise TypeError(f"ledger: expected a Ledger, got {type(ledger).__name__}")
+        if rules is not None and not isinstance(rules, RmpRules):
+            raise TypeError(f"rules: expected an RmpRules, got {type(rules).__name__}")
+        self.table = RmpTable(nr_pages)
+        self.nr_pages = self.table.nr_pages
+        self.nr_regions = self.nr_pages // PAGES_PER_2M
         self.ledger = ledger
         self.rules = rules or RmpRules()
-        self.table = RmpTable(nr_pages)
         self.in_use: set[int] = set()
         self.last_failed_pfn = -1
 

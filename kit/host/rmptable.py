@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..units import PAGES_PER_2M
-from .ranges import LazyIndex, SlotPool, region_span
+from ..units import PAGE_4K, PAGES_PER_2M
+from .limits import HOST_MEM
+from .ranges import LazyIndex, SlotPool, check_nr_pages, region_span
 
 # field widths of ``struct rmpentry_raw`` (arch/x86/virt/svm/sev.c)
 MAX_ASID = (1 << 10) - 1   # ASID field is bits 51-60
@@ -71,6 +72,7 @@ class RmpTable:
     """
 
     def __init__(self, nr_pages: int):
+        nr_pages = check_nr_pages(nr_pages, HOST_MEM.max // PAGE_4K)
         self.nr_pages = nr_pages
         self.nr_regions = n = nr_pages // PAGES_PER_2M
         self.flags = np.zeros(n, dtype=np.uint8)
