@@ -545,3 +545,48 @@ def test_no_digit_of_another_script_is_read_as_a_number(digits, unit):
 def test_host_memory_past_its_bound_is_refused_before_any_allocation(mem, match):
     with pytest.raises(ValueError, match=match):
         Host(mem=mem)
+
+
+# ------------------------------------------------------------------ counts that would cost memory or time
+def test_one_4k_allocation_is_bounded():
+    from kit.host.limits import ALLOC_4K_PAGES
+    h = Host(mem="64TiB")
+    before = digest(h)
+    with pytest.raises(ValueError, match=r"^count: expected an integer 1\.\.16777216"):
+        h.memory.alloc(0, "kernel", ALLOC_4K_PAGES.max + 1)
+    with pytest.raises(ValueError, match="^count: "):
+        h.memory.alloc(9, "guest", h.memory.nr_regions + 1)
+    assert digest(h) == before
+
+
+def test_a_guest_memfd_holds_a_bounded_number_of_folios():
+    """An SNP file's folios are host frames held one by one: ENOMEM past the host's free
+    memory (the kernel's answer), a ValueError past the model's bound, both before any change."""
+    from kit.kvm.limits import GMEM_FOLIOS
+    kvm = Kvm(Host(mem="20TiB"))                        # upstream guest_memfd: 4K folios
+    vm = kvm.create_vm(U.KVM_X86_SNP_VM)
+    vm.sev_init()
+    f = vm.create_guest_memfd(64 * GiB)
+    before = digest(kvm)
+    with pytest.raises(ValueError, match="^length: the file would hold 16777216 folios; at most 4194304"):
+        f.fallocate(U.FALLOC_FL_KEEP_SIZE, 0, 64 * GiB)
+    small = Kvm(Host(mem="1GiB")).create_vm(U.KVM_X86_SNP_VM)
+    small.sev_init()
+    g = small.create_guest_memfd(8 * GiB)
+    with pytest.raises(KvmError) as e:
+        g.fallocate(U.FALLOC_FL_KEEP_SIZE, 0, 8 * GiB)
+    assert is_errno(e.value, errno.ENOMEM) and not g.folios
+    assert digest(kvm) == before
+    f.fallocate(U.FALLOC_FL_KEEP_SIZE, 0, GMEM_FOLIOS.max * PAGE_4K)   # 16 GiB of 4K folios: held
+    assert len(f.folios) == GMEM_FOLIOS.max
+
+
+def test_range_writes_over_all_of_a_large_host_are_not_a_loop_per_region():
+    import time
+    h = Host(mem="64TiB")
+    t = time.perf_counter()
+    h.memory.set_owner(1, h.nr_pages - 2, "firmware")
+    h.rmp.firmware_set(1, h.nr_pages - 2, validated=True)
+    h.snp_leak_pages(0, h.nr_pages)
+    assert time.perf_counter() - t < 20                 # 33 Mi regions one by one: minutes
+    assert h.memory.owner(12345) == "leaked" and h.rmp.rmpread(7).validated and not h.rmp.rmpread(0).validated

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..units import LEVELS, PAGE_1G, PAGE_2M, PAGE_4K, PAGES_PER_1G, PAGES_PER_2M, KiB, check_bool
-from .limits import HOST_MEM, TLB_FLUSH_CEILING
+from .limits import TLB_FLUSH_CEILING
 from .ranges import (LazyIndex, SlotPool, check_int, check_nr_pages, check_pfn_range, check_region, check_regions,
                      pfn_runs as _runs, region_span)
 from .ledger import Ledger
@@ -46,7 +46,7 @@ class DirectMap:
 
     def __init__(self, nr_pages: int, *, ledger: Ledger, gbpages: bool = True,
                  tlb_single_page_flush_ceiling: int = 33):
-        nr_pages = check_nr_pages(nr_pages, HOST_MEM.max // PAGE_4K)
+        nr_pages = check_nr_pages(nr_pages)
         self.nr_pages = nr_pages
         self.nr_regions = nr_pages // PAGES_PER_2M
         self.gbpages = check_bool(gbpages, "gbpages")

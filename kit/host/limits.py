@@ -16,6 +16,8 @@ them, so the host, the simulator, the notebooks, the dashboards and the CLI shar
 - ``seed``, ``tlb_single_page_flush_ceiling``, ``overlap_retries``: the width of the value
   where it comes from (a 64-bit seed word, the kernel tunable's unsigned long, a retry
   counter); none of them sizes anything in the model.
+- ``count`` of a 4K allocation (:meth:`~kit.host.memory.PhysicalMemory.alloc`): what one
+  call's result and its 4K detail cost.
 - ``limit`` of :meth:`~kit.host.host.Host.rmp_ranges`: the rows of a display.
 
 :func:`bounds_table` lists them (docs/host-model.md, "Bounds", is generated from it; a test
@@ -51,6 +53,12 @@ OVERLAP_RETRIES = Param(
     why="a retry counter (an int in the bounded retry of older trees); the model does not run "
         "the retries one by one, so any count costs the same")
 
+ALLOC_4K_PAGES = Param(
+    "count", "int", min=1, max=1 << 24, unit="pages",
+    help="4K pages one PhysicalMemory.alloc call hands out",
+    why="the call returns their pfns (8 bytes each) and gives each 2M region it breaks 512 bytes "
+        "of 4K owners: 16 Mi pages (64 GiB) is about 150 MiB")
+
 RMP_RANGES_LIMIT = Param(
     "limit", "int", min=1, max=1 << 16, unit="runs", default=200,
     help="runs of RMP entries listed by Host.rmp_ranges",
@@ -58,7 +66,8 @@ RMP_RANGES_LIMIT = Param(
 
 
 #: The host's bounded parameters, in the order docs/host-model.md lists them.
-HOST_PARAMS = (HOST_MEM, HOST_CORES, HOST_SEED, TLB_FLUSH_CEILING, OVERLAP_RETRIES, RMP_RANGES_LIMIT)
+HOST_PARAMS = (HOST_MEM, HOST_CORES, HOST_SEED, TLB_FLUSH_CEILING, OVERLAP_RETRIES, ALLOC_4K_PAGES,
+               RMP_RANGES_LIMIT)
 
 
 def bounds_table(params=HOST_PARAMS) -> list[dict]:

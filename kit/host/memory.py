@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..units import PAGE_4K, PAGES_PER_2M, PMD_ORDER
-from .limits import HOST_MEM
-from .ranges import LazyIndex, SlotPool, check_int, check_nr_pages, check_pfn_range, check_region
+from ..units import PAGES_PER_2M, PMD_ORDER
+from .limits import ALLOC_4K_PAGES
+from .ranges import LazyIndex, SlotPool, check_int, check_nr_pages, check_pfn_range, check_region, region_span
 
 FREE, KERNEL, GUEST, FIRMWARE, LEAKED = 0, 1, 2, 3, 4
 MIXED = 255  # region-level marker: look at the 4K detail
@@ -47,7 +47,7 @@ class OutOfMemory(MemoryError):
 
 class PhysicalMemory:
     def __init__(self, nr_pages: int, *, rng: np.random.Generator, placement: str = "lowest"):
-        nr_pages = check_nr_pages(nr_pages, HOST_MEM.max // PAGE_4K)
+        nr_pages = check_nr_pages(nr_pages)
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
         if placement not in PLACEMENTS:
@@ -154,14 +154,14 @@ class PhysicalMemory:
     def alloc(self, order: int, owner="kernel", count: int = 1) -> np.ndarray:
         """Allocate ``count`` folios of ``2**order`` pages (order 0, or ``PMD_ORDER`` for 2M);
         returns their first pfns. All or nothing: raises :class:`OutOfMemory` and changes nothing
-        if they do not fit. ``count`` is 1 up to the folios the host has at all (more is the
-        caller's error, a ``ValueError``)."""
+        if they do not fit. ``count`` is 1 up to the 2M regions the host has, or up to
+        :data:`~kit.host.limits.ALLOC_4K_PAGES`'s bound of 4K pages (more is the caller's
+        error, a ``ValueError``)."""
         order = check_int(order, "order")
         if order not in (0, PMD_ORDER):
             raise ValueError(f"order: must be 0 (4K) or {PMD_ORDER} (2M), got {order!r}")
         code = owner_code(owner)
-        most = self.nr_regions if order == PMD_ORDER else self.nr_pages
-        count = check_int(count, "count", 1, most)
+        count = check_int(count, "count", 1, self.nr_regions) if order == PMD_ORDER else ALLOC_4K_PAGES.check(count)
         if order == PMD_ORDER:
             left = self.free_regions()
             if left < count:
@@ -204,28 +204,45 @@ class PhysicalMemory:
         self._write(pfn, npages, code)
 
     def _owned_in(self, pfn: int, npages: int) -> bool:
-        r0, r1 = pfn // PAGES_PER_2M, (pfn + npages - 1) // PAGES_PER_2M
-        for r in range(r0, r1 + 1):
-            lo = max(pfn, r * PAGES_PER_2M) - r * PAGES_PER_2M
-            hi = min(pfn + npages, (r + 1) * PAGES_PER_2M) - r * PAGES_PER_2M
+        """Whether any frame of ``[pfn, pfn+npages)`` is not free: the whole regions inside the
+        range by their region owner at once, the edge regions page by page."""
+        r0, r1, off0, off1 = region_span(pfn, npages)
+        for r, lo, hi in self._edges(r0, r1, off0, off1):
             if np.any(self.owners(r)[lo:hi] != FREE):
                 return True
-        return False
+        return bool(np.any(self.region_owner[self._whole(r0, r1, off0, off1)] != FREE))
+
+    @staticmethod
+    def _whole(r0: int, r1: int, off0: int, off1: int) -> slice:
+        """The regions a range covers whole (a slice, maybe empty)."""
+        return slice(r0 if off0 == 0 else r0 + 1, r1 + 1 if off1 == PAGES_PER_2M else r1)
+
+    @staticmethod
+    def _edges(r0: int, r1: int, off0: int, off1: int):
+        """(region, lo, hi) of the one or two regions a range covers only in part."""
+        out = []
+        for r in sorted({r0, r1}):
+            lo = off0 if r == r0 else 0
+            hi = off1 if r == r1 else PAGES_PER_2M
+            if (lo, hi) != (0, PAGES_PER_2M):
+                out.append((r, lo, hi))
+        return out
 
     def _write(self, pfn: int, npages: int, code: int) -> None:
-        r0, r1 = pfn // PAGES_PER_2M, (pfn + npages - 1) // PAGES_PER_2M
-        for r in range(r0, r1 + 1):
-            lo = max(pfn, r * PAGES_PER_2M) - r * PAGES_PER_2M
-            hi = min(pfn + npages, (r + 1) * PAGES_PER_2M) - r * PAGES_PER_2M
-            if lo == 0 and hi == PAGES_PER_2M:
-                if self.region_owner[r] == MIXED:
-                    self._pool.release([self._didx[r]])
-                    self._didx[r] = -1
-                    self._mixed.discard(r)
-                self._set_owner(r, code)
-                if code == FREE:
-                    self._free_hint = min(self._free_hint, r)
-                continue
+        """Owner of ``[pfn, pfn+npages)`` := ``code``: whole regions at once (their 4K detail
+        dropped), the edge regions page by page."""
+        r0, r1, off0, off1 = region_span(pfn, npages)
+        whole = np.arange(*self._whole(r0, r1, off0, off1).indices(self.nr_regions))
+        if len(whole):
+            mixed = whole[self.region_owner[whole] == MIXED]
+            if len(mixed):
+                self._pool.release(self._didx[mixed])
+                self._didx[mixed] = -1
+                self._mixed.difference_update(int(r) for r in mixed)
+            self._set_owner(whole, code)
+            if code == FREE:
+                self._free_hint = min(self._free_hint, int(whole[0]))
+        for r, lo, hi in self._edges(r0, r1, off0, off1):
             if self.region_owner[r] != MIXED:
                 slot = self._pool.alloc(1)[0]
                 self._pool.owner[slot] = self.region_owner[r]

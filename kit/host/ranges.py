@@ -16,7 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..units import PAGES_PER_1G, PAGES_PER_2M  # noqa: F401  (old import path of both)
+from ..units import PAGE_4K
 from ..units import check_int as _check_int
+from .limits import HOST_MEM
 
 
 def check_int(value, name: str, min: int | None = None, max: int | None = None) -> int:
@@ -39,9 +41,10 @@ def check_pfn_range(pfn, npages, nr_pages: int, *, name: str = "pfn") -> tuple[i
     return pfn, npages
 
 
-def check_nr_pages(nr_pages, most: int, *, name: str = "nr_pages") -> int:
-    """The 4K frames of a host's memory: a whole number of 2M regions, at most ``most``."""
-    nr_pages = check_int(nr_pages, name, PAGES_PER_2M, most)
+def check_nr_pages(nr_pages, *, name: str = "nr_pages") -> int:
+    """The 4K frames of a host's memory: a whole number of 2M regions, within the host's
+    bound (:data:`kit.host.limits.HOST_MEM`)."""
+    nr_pages = check_int(nr_pages, name, PAGES_PER_2M, HOST_MEM.max // PAGE_4K)
     if nr_pages % PAGES_PER_2M:
         raise ValueError(f"{name}: host memory must be a whole number of 2M regions ({PAGES_PER_2M} pages), "
                          f"got {nr_pages}")

@@ -504,12 +504,31 @@ class Rmp:
         want = np.uint64(gpa >> PAGE_SHIFT) + np.arange(nregions, dtype=np.uint64) * np.uint64(PAGES_PER_2M)
         ok = (np.all((f & (F_2M | F_ASSIGNED | F_IMMUTABLE | F_VALIDATED | F_DETAIL)) == (F_2M | F_ASSIGNED))
               and np.all(self.table.region_asids(r) == asid) and np.all(self.table.region_gfns(r) == want))
-        if not ok:
-            return [self.pvalidate(pfn + i * PAGES_PER_2M, pagesize=PAGE_2M, validate=True, asid=asid,
-                                   gpa=gpa + i * PAGE_2M) for i in range(nregions)]
-        self.table.update_region_bits(r, set_bits=F_VALIDATED)
-        self.ledger.record("pvalidate", pvalidate=nregions)
-        return [0] * nregions
+        if ok:
+            self.table.update_region_bits(r, set_bits=F_VALIDATED)
+            self.ledger.record("pvalidate", pvalidate=nregions)
+            return [0] * nregions
+        # the instructions in order, the regions held as one word judged together: only a
+        # region held entry by entry, or one whose instruction faults, is done on its own
+        is2m = (f & F_2M) != 0
+        special = ((f & F_DETAIL) != 0) | ((f & F_IMMUTABLE) != 0) | ((f & F_ASSIGNED) == 0) \
+            | (self.table.region_asids(r) != asid) | (self.table.region_gfns(r) != want)
+        codes = np.where(~is2m, PVALIDATE_FAIL_SIZEMISMATCH,
+                         np.where((f & F_VALIDATED) != 0, PVALIDATE_FAIL_NOUPDATE, 0))
+        out: list[int] = []
+        i = 0
+        for j in [*np.flatnonzero(special).tolist(), nregions]:
+            if j > i:
+                done = i + np.flatnonzero(codes[i:j] == 0)
+                if len(done):
+                    self.table.update_region_bits(r[done], set_bits=F_VALIDATED)
+                    self.ledger.record("pvalidate", pvalidate=len(done))
+                out += codes[i:j].tolist()
+            if j < nregions:       # raises the #NPF of a faulting region, after those before it
+                out.append(self.pvalidate(pfn + j * PAGES_PER_2M, pagesize=PAGE_2M, validate=True,
+                                          asid=asid, gpa=gpa + j * PAGE_2M))
+            i = j + 1
+        return out
 
     def rmpadjust(self, pfn, *, pagesize, target_vmpl, perms, vmsa=False, asid, gpa,
                   vmpl=0) -> int:

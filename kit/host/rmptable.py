@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..units import PAGE_4K, PAGES_PER_2M
-from .limits import HOST_MEM
+from ..units import PAGES_PER_2M
 from .ranges import LazyIndex, SlotPool, check_nr_pages, region_span
 
 # field widths of ``struct rmpentry_raw`` (arch/x86/virt/svm/sev.c)
@@ -72,7 +71,7 @@ class RmpTable:
     """
 
     def __init__(self, nr_pages: int):
-        nr_pages = check_nr_pages(nr_pages, HOST_MEM.max // PAGE_4K)
+        nr_pages = check_nr_pages(nr_pages)
         self.nr_pages = nr_pages
         self.nr_regions = n = nr_pages // PAGES_PER_2M
         self.flags = np.zeros(n, dtype=np.uint8)
@@ -308,7 +307,14 @@ class RmpTable:
         2M entries are not 4K entries: the caller smashes them first)."""
         keep = np.uint8(~clear_bits & 0xFF)
         r0, r1, off0, off1 = region_span(pfn, npages)
-        for r in range(r0, r1 + 1):
+        one_by_one = sorted({r0, r1})
+        lo_w, hi_w = r0 + 1, r1                      # regions strictly inside: whole
+        if hi_w > lo_w:
+            f = self.flags[lo_w:hi_w]
+            word = (f & (F_DETAIL | F_2M)) == 0      # 512 uniform 4K entries: the word's bits
+            f[word] = (f[word] & keep) | np.uint8(set_bits)
+            one_by_one += (lo_w + np.flatnonzero(~word)).tolist()
+        for r in one_by_one:
             lo = off0 if r == r0 else 0
             hi = off1 if r == r1 else PAGES_PER_2M
             flags, asids, gfn = self.entries(r)

@@ -25,6 +25,7 @@ from ..host.ranges import RangeStore, pfn_runs
 from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT, PMD_SHIFT, PUD_SHIFT, PMD_ORDER, check_bool
 from . import uapi as U
 from .content import PageContents, check_byte, check_span
+from .limits import GMEM_FOLIOS
 from .uapi import check_field
 
 
@@ -133,6 +134,7 @@ class GuestMemfd:
         if pfn is None:
             if not allocate:
                 return None, order
+            self._check_folios(1, "index")
             host = self.vm.kvm.host
             pfn = int(host.memory.alloc(order, "guest")[0])
             host.ledger.record("gmem_folio", bytes_zeroed=PAGE_4K << order)
@@ -146,6 +148,10 @@ class GuestMemfd:
         """:meth:`get_pfn` for ``count`` consecutive folios from folio index ``first``, as range
         operations (the same state and cost events as one call per folio): the host frames."""
         order = folio_order(self)
+        first, count = check_field(first, "first"), check_field(count, "count")
+        if (first + count) << order > self.npages:
+            raise ValueError(f"first, count: folios [{first}, {first + count}) go past the file's end")
+        self._check_folios(count, "count")
         idx = range(first, first + count)
         missing = [i for i in idx if i not in self.folios]
         if self.unprepared:
@@ -158,6 +164,12 @@ class GuestMemfd:
             for i, n in pfn_runs(missing):          # folio indices, one range per run
                 self.allocated.set(i << order, (i + n) << order, 1)
         return self.folio_pfns(first, count)
+
+    def _check_folios(self, more: int, name: str) -> None:
+        """The file may hold ``more`` folios beyond those it has (:data:`GMEM_FOLIOS`)."""
+        if len(self.folios) + more > GMEM_FOLIOS.max:
+            raise ValueError(f"{name}: the file would hold {len(self.folios) + more} folios; at most "
+                             f"{GMEM_FOLIOS.max} (the limit: {GMEM_FOLIOS.why})")
 
     def folio_pfns(self, first: int, count: int) -> np.ndarray:
         """The host frames of folios ``first .. first + count - 1`` (all present)."""
@@ -182,6 +194,11 @@ class GuestMemfd:
         host = self.vm.kvm.host
         order = folio_order(self)
         lo, hi = start >> order, ((end - 1) >> order) + 1
+        held = sum(1 for k in self.folios if lo <= k < hi)
+        free = host.memory.free_regions() if order == PMD_ORDER else host.memory.free_pages()
+        if hi - lo - held > free:
+            raise KvmError(errno.ENOMEM, f"fallocate: {hi - lo - held} folios wanted, the host has {free} free")
+        self._check_folios(hi - lo - held, "length")
         need = np.ones(hi - lo, dtype=bool)
         have = np.fromiter((k for k in self.folios if lo <= k < hi), dtype=np.int64)
         need[have - lo] = False

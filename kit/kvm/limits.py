@@ -60,4 +60,18 @@ VCPU_ID = Param(
     help="a vCPU id (its APIC id; at or past the limit KVM_CREATE_VCPU fails with EINVAL)",
     why="KVM_MAX_VCPU_IDS = KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO (arch/x86/include/asm/kvm_host.h)")
 
-KVM_PARAMS = (VCPUS_PER_VM, VCPU_ID, MIN_SEV_ASID, MAX_SEV_ASID, PAGE_BY_PAGE, VALIDATE_PAGES, VMM_MAX_EXITS)
+GMEM_FOLIOS = Param(
+    "folios", "int", min=0, max=1 << 22, unit="folios",
+    help="host folios one guest_memfd file holds (files whose VM's arch needs host frames, SNP)",
+    why="the file keeps its folios one by one, about 100 bytes each: 4 Mi folios is 8 TiB of "
+        "2M folios (the largest guest) but 16 GiB of upstream's 4K folios")
+
+UNIT_BY_UNIT = Param(
+    "nunits", "int", min=1, max=4096, unit="2M units",
+    help="2M units a range form (kit.kvm.snp) takes one by one through KVM's fault path when "
+         "its fast path does not apply",
+    why="each unit is a fault through KVM's fault path, a fraction of a millisecond: 8 GiB in a "
+        "second or two")
+
+KVM_PARAMS = (VCPUS_PER_VM, VCPU_ID, MIN_SEV_ASID, MAX_SEV_ASID, PAGE_BY_PAGE, VALIDATE_PAGES, VMM_MAX_EXITS,
+              GMEM_FOLIOS, UNIT_BY_UNIT)

@@ -51,7 +51,7 @@ from .ghcb import (GHCB_HV_RESP_NO_ACTION, GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_GFN_
                    PscDesc, PscEntry, ghcb_msr_psc_req, psc_pagesize_2m)
 from .gmem import PMD_ORDER, folio_order
 from .injection import injected, launch_fw_error
-from .limits import MAX_GPA_BITS, VALIDATE_PAGES
+from .limits import MAX_GPA_BITS, UNIT_BY_UNIT, VALIDATE_PAGES
 from .mmu import MAP_PRIVATE
 from .sev import SevX86Ops, sev_mem_enc_check
 from .uapi import KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M, Exit, Hypercall, check_field
@@ -102,9 +102,10 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
     2M-aligned units of private memory, as range operations: the same state and the same
     cost events as faulting each unit in on its own. Needs 2M guest_memfd folios aligned with
     the gfns (``Kvm(gmem_hugepages=True)``); anything else goes unit by unit through the vCPU
-    path. Records one ``vm_exit`` and one ``npt_map`` per unit. The range form applies SNP's
-    own rules (:func:`sev_gmem_prepare`), not a member a user replaced in ``vm.x86_ops``.
-    ``[gfn, gfn + nunits * 512)`` must lie in one memslot (ValueError)."""
+    path (at most :data:`~kit.kvm.limits.UNIT_BY_UNIT`'s bound). Records one ``vm_exit`` and
+    one ``npt_map`` per unit. The range form applies SNP's own rules (:func:`sev_gmem_prepare`),
+    not a member a user replaced in ``vm.x86_ops``. ``[gfn, gfn + nunits * 512)`` must lie in
+    one memslot (ValueError)."""
     host = vm.kvm.host
     gfn = check_field(gfn, "gfn")
     nunits, slot = _units_in_slot(vm, gfn, nunits, "gfn")
@@ -113,6 +114,7 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
             and folio_order(slot.gmem) == PMD_ORDER and slot.gmem_index(gfn) % R == 0
             and vm.attributes.has(gfn, end, U.KVM_MEMORY_ATTRIBUTE_PRIVATE))
     if not fast:
+        UNIT_BY_UNIT.check(nunits)
         vcpu = next(iter(vm.vcpus.values()))
         for g in range(gfn, end, R):            # per 2M unit: KVM's fault path records its events
             out = vcpu.fault_in(g << PAGE_SHIFT, private=True)
@@ -161,6 +163,7 @@ def guest_pvalidate_2m_run(vm, gpa: int, nunits: int) -> list[int]:
     f = slot.gmem if slot is not None else None
     if (f is None or folio_order(f) != PMD_ORDER
             or not vm.sptes.has(gfn, gfn + nunits * R, MAP_PRIVATE)):   # one by one
+        UNIT_BY_UNIT.check(nunits)
         vcpu = next(iter(vm.vcpus.values()))
         return [guest_pvalidate(vcpu, gpa + i * PAGE_2M, PAGE_2M, True) for i in range(nunits)]
     pfns = f.folio_pfns(slot.gmem_index(gpa >> PAGE_SHIFT) >> PMD_ORDER, nunits)
