@@ -590,3 +590,111 @@ def test_range_writes_over_all_of_a_large_host_are_not_a_loop_per_region():
     h.snp_leak_pages(0, h.nr_pages)
     assert time.perf_counter() - t < 20                 # 33 Mi regions one by one: minutes
     assert h.memory.owner(12345) == "leaked" and h.rmp.rmpread(7).validated and not h.rmp.rmpread(0).validated
+
+
+# ------------------------------------------------------------------ a stated memory bound
+#: The address space the worst allowed inputs run in (RLIMIT_AS of a worker process): the model
+#: at every bound's maximum fits in it, with room, on the 24 GiB machines the kit targets.
+MEMORY_BOUND = 4 * GiB
+
+WORST_INPUTS = r'''
+import resource, sys, time
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import numpy as np
+from kit.errors import KvmError
+from kit.host import DIRECTMAP_POLICIES, Host
+from kit.host.limits import ALLOC_4K_PAGES, HOST_CORES, HOST_MEM, RMP_RANGES_LIMIT
+from kit.kvm import Kvm, uapi as U
+from kit.kvm.limits import GMEM_FOLIOS, PAGE_BY_PAGE
+from kit.sim import api
+from kit.sim.scenario import SCENARIO_PARAMS as SP, TOTAL_STEPS, TOTAL_TOUCHED
+from kit.units import GiB, PAGE_4K, TiB, parse_size
+
+def host(policy="split-on-demand", **kw):
+    return Host(mem=HOST_MEM.max, cores=HOST_CORES.max, directmap_policy=policy, **kw)
+
+def whole_host_ranges():
+    h = host("presplit-4k")
+    h.rmp_make_private(0, 0, 2 << 20, 1, False, npages=h.nr_pages)       # every 2M entry private
+    h.rmp.firmware_set(0, 0) if False else None
+    h.memory.set_owner(1, h.nr_pages - 2, "firmware")
+    h.memory.alloc(0, "kernel", 1)                                       # the two free edge pages
+    return h.rmp_ranges(limit=RMP_RANGES_LIMIT.max)
+
+def snp_file(mem, size):
+    vm = Kvm(Host(mem=mem), gmem_hugepages=False).create_vm(U.KVM_X86_SNP_VM)
+    vm.sev_init()
+    return vm.create_guest_memfd(size)
+
+def max_folios():
+    f = snp_file("20TiB", 64 * GiB)
+    f.fallocate(U.FALLOC_FL_KEEP_SIZE, 0, GMEM_FOLIOS.max * PAGE_4K)
+
+analytic_max = dict(guests=15, vcpus=4096, guest_mem=SP["guest_mem"].max // 2, host_cores=SP["host_cores"].max,
+                    host_mem=SP["host_mem"].max, steps=SP["steps"].max, seed=SP["seed"].max)
+ACCEPTED = [
+    *[(f"host at the bounds, {p}", lambda p=p: host(p)) for p in DIRECTMAP_POLICIES],
+    ("host at the bounds, random placement, a 4K allocation at its bound",
+     lambda: host(placement="random").memory.alloc(0, "kernel", ALLOC_4K_PAGES.max)),
+    ("host at the bounds, every page's direct-map PTE cleared",
+     lambda: (lambda h: h.directmap.set_direct_map_invalid_noflush(0, h.nr_pages))(host("presplit-4k"))),
+    ("host at the bounds, whole-memory range operations", whole_host_ranges),
+    ("a guest_memfd holding its bound of 4K folios", max_folios),
+    ("the largest guest_memfd the kernel takes", lambda: snp_file("64MiB", 2 ** 63 - PAGE_4K)),
+    ("simulate (analytic) at every bound", lambda: api.simulate(**analytic_max, touched=analytic_max["guest_mem"])),
+    ("simulate conversions (analytic) at every bound", lambda: api.simulate("conversions", **analytic_max)),
+    ("simulate (DES) at total_touched", lambda: api.simulate(engine="des", guest_mem=TOTAL_TOUCHED.max,
+                                                              vcpus=512, host_mem=TOTAL_TOUCHED.max + 16 * GiB)),
+]
+REFUSED = [
+    ("Host(mem=65536TiB)", lambda: Host(mem="65536TiB")),
+    ("Host(mem=1PiB)", lambda: Host(mem="1PiB")),
+    ("Host(cores=10000000)", lambda: Host(mem="64MiB", cores=10_000_000)),
+    ("simulate(host_mem=1024TiB)", lambda: api.simulate(host_mem="1024TiB")),
+    ("simulate(vcpus=10000000)", lambda: api.simulate(vcpus=10_000_000)),
+    ("simulate(host_cores=10000000)", lambda: api.simulate(host_cores=10_000_000)),
+    ("simulate(guests=10000000)", lambda: api.simulate(guests=10_000_000)),
+    ("simulate(guest_mem=8TiB, host_mem=9TiB)", lambda: api.simulate(guest_mem="8TiB", host_mem="9TiB")),
+    ("simulate(steps=10**12)", lambda: api.simulate("conversions", steps=10 ** 12)),
+    ("simulate DES past total_touched", lambda: api.simulate(engine="des", guest_mem="4TiB", vcpus=1024, host_mem="5TiB")),
+    ("simulate DES past total_steps", lambda: api.simulate("conversions", engine="des", steps=TOTAL_STEPS.max + 1)),
+    ("a size of a million digits", lambda: parse_size("9" * 10 ** 6 + "TiB")),
+    ("a 4K allocation past its bound", lambda: Host(mem="64MiB").memory.alloc(0, "kernel", 2 ** 62)),
+    ("fallocate past the host", lambda: snp_file("1GiB", 2 ** 62).fallocate(U.FALLOC_FL_KEEP_SIZE, 0, 2 ** 62)),
+    ("a guest_memfd past loff_t", lambda: snp_file("64MiB", 2 ** 63)),
+    ("a guest fill past its bound", lambda: Kvm(Host(mem="64MiB")).create_vm(0).create_vcpu(0).fill(0, 2 ** 40, 1)),
+]
+for want, cases in (("ok", ACCEPTED), ("refused", REFUSED)):
+    for label, fn in cases:
+        t = time.perf_counter()
+        try:
+            fn()
+            got = "ok"
+        except (ValueError, TypeError, KvmError) as e:
+            got = "refused: " + str(e).splitlines()[0][:120]
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+        print(f"{want}|{got}|{label}|{time.perf_counter() - t:.1f}s|{rss}MiB", flush=True)
+'''
+
+
+def test_no_input_takes_the_process_past_the_memory_bound(tmp_path):
+    """The worst allowed inputs (every bound's maximum) complete, and inputs past a bound are
+    refused, in a process whose address space is limited to :data:`MEMORY_BOUND`: never a
+    MemoryError, a numpy allocation failure or any other traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "worst.py"
+    script.write_text(WORST_INPUTS)
+    env = {**os.environ, "PYTHONPATH": str(root), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, str(script), str(MEMORY_BOUND)], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = [line.split("|") for line in p.stdout.splitlines()]
+    assert len(rows) == WORST_INPUTS.count("lambda") + len(__import__("kit.host").host.DIRECTMAP_POLICIES) - 1 \
+        or rows, p.stdout
+    wrong = [r for r in rows if not r[1].startswith(r[0])]
+    assert not wrong, "\n".join("|".join(r) for r in wrong)

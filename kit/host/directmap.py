@@ -24,6 +24,7 @@ from .ledger import Ledger
 LVL_4K, LVL_2M, LVL_1G = (LEVELS.index(size) for size in (PAGE_4K, PAGE_2M, PAGE_1G))
 REGIONS_PER_1G = PAGES_PER_1G // PAGES_PER_2M
 _KB_PER_REGION = PAGE_2M // KiB
+_PRESENT_RUN = 1 << 20        # regions one step of a present-bit change covers (2 TiB)
 
 
 def _sorted_unique(a: np.ndarray) -> np.ndarray:
@@ -169,9 +170,18 @@ class DirectMap:
 
     def _set_present(self, pfn: int, npages: int, value: bool) -> None:
         """Set the present bits of ``[pfn, pfn+npages)`` in split regions (large mappings have
-        no per-4K bits and are always present). Slots come and go with not-present pages."""
+        no per-4K bits and are always present). Slots come and go with not-present pages.
+        Worked through in runs of regions (:data:`_PRESENT_RUN`), so that a range over all of
+        a large host needs its slots, not also temporaries the size of memory."""
         r0, r1, off0, off1 = region_span(pfn, npages)
-        regions = np.arange(r0, r1 + 1)
+        runs = [(a, min(a + _PRESENT_RUN, r1 + 1)) for a in range(r0, r1 + 1, _PRESENT_RUN)]
+        if not value:                 # the slots all runs will need, taken room for at once
+            self._pool.reserve(sum(int(np.count_nonzero((self.lvl[a:b] == LVL_4K) & (self._didx[a:b] < 0)))
+                                   for a, b in runs))
+        for a, b in runs:
+            self._set_present_run(np.arange(a, b), r0, r1, off0, off1, value)
+
+    def _set_present_run(self, regions, r0, r1, off0, off1, value: bool) -> None:
         regions = regions[self.lvl[regions] == LVL_4K]
         if not value:
             need = regions[self._didx[regions] < 0]

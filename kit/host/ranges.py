@@ -113,7 +113,9 @@ class SlotPool:
     """Detail slots (one per 2M region that needs 4K detail), grown by doubling.
 
     ``arrays`` maps a name to ``(dtype, shape_per_slot)``; slot ``i`` of array ``a`` is
-    ``self.a[i]``. Capacity never exceeds the number of regions.
+    ``self.a[i]``. Capacity never exceeds the number of regions. Released slots are kept on a
+    stack (a numpy array: a whole-memory release costs 8 bytes a slot, not a Python int each)
+    and handed out again last-released first.
     """
 
     def __init__(self, max_slots: int, arrays: dict, initial: int = 64):
@@ -121,23 +123,39 @@ class SlotPool:
         self._max = max_slots
         self._cap = min(initial, max_slots)
         self._used = 0
-        self._free: list[int] = []
+        self._free = np.zeros(0, dtype=np.int64)   # released slots, a stack (top: the end)
+        self._nfree = 0
         for name, (dtype, shape) in arrays.items():
             setattr(self, name, np.zeros((self._cap, *shape), dtype=dtype))
 
     def alloc(self, n: int) -> np.ndarray:
-        take = min(n, len(self._free))
-        out = [self._free.pop() for _ in range(take)]
+        take = min(n, self._nfree)
+        reused = self._free[self._nfree - take:self._nfree][::-1].copy()
+        self._nfree -= take
         rest = n - take
-        if rest:
-            if self._used + rest > self._cap:
-                self._grow(self._used + rest)
-            out.extend(range(self._used, self._used + rest))
-            self._used += rest
-        return np.asarray(out, dtype=np.int64)
+        if not rest:
+            return reused
+        if self._used + rest > self._cap:
+            self._grow(self._used + rest)
+        new = np.arange(self._used, self._used + rest, dtype=np.int64)
+        self._used += rest
+        return np.concatenate([reused, new]) if take else new
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` more slots now (one allocation instead of doubling step by step)."""
+        need = self._used + max(0, n - self._nfree)
+        if need > self._cap:
+            self._grow(need)
 
     def release(self, slots) -> None:
-        self._free.extend(int(s) for s in np.asarray(slots).ravel())
+        slots = np.asarray(slots, dtype=np.int64).ravel()
+        need = self._nfree + len(slots)
+        if need > len(self._free):
+            grown = np.zeros(max(need, 2 * len(self._free)), dtype=np.int64)
+            grown[:self._nfree] = self._free[:self._nfree]
+            self._free = grown
+        self._free[self._nfree:need] = slots
+        self._nfree = need
 
     def _grow(self, need: int) -> None:
         cap = self._cap
@@ -152,7 +170,7 @@ class SlotPool:
 
     @property
     def in_use(self) -> int:
-        return self._used - len(self._free)
+        return self._used - self._nfree
 
     @property
     def nbytes(self) -> int:
