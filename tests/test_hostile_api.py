@@ -697,3 +697,15 @@ def test_no_input_takes_the_process_past_the_memory_bound(tmp_path):
     assert end[0] == "end" and int(end[1]) == len(rows) >= 20, p.stdout
     wrong = [r for r in rows if not r[1].startswith(r[0])]
     assert not wrong, "\n".join("|".join(r) for r in wrong)
+
+
+def test_docs_host_and_kvm_bounds_tables_are_the_limits():
+    from pathlib import Path
+    from kit.host.limits import HOST_PARAMS, bounds_markdown
+    from kit.kvm.limits import KVM_PARAMS
+    text = (Path(__file__).resolve().parents[1] / "docs" / "host-model.md").read_text()
+    for tag, params in (("host", HOST_PARAMS), ("kvm", KVM_PARAMS)):
+        block = text.split(f"<!-- {tag} bounds table:")[1].split(f"<!-- end {tag} bounds table -->")[0]
+        assert block.splitlines()[1:] == bounds_markdown(params)
+        for p in params:
+            assert p.why and p.max is not None and p.check(p.max) == p.max, p.name

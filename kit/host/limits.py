@@ -71,9 +71,18 @@ HOST_PARAMS = (HOST_MEM, HOST_CORES, HOST_SEED, TLB_FLUSH_CEILING, OVERLAP_RETRI
 
 
 def bounds_table(params=HOST_PARAMS) -> list[dict]:
-    """One row per bounded parameter (name, min, max, unit, why) for docs and reports."""
+    """One row per bounded parameter (name, what it is, min, max, unit, why) for docs and
+    reports."""
     rows = []
     for p in params:
         fmt = format_size if p.kind == "size" else str
-        rows.append({"name": p.name, "min": fmt(p.min), "max": fmt(p.max), "unit": p.unit, "why": p.why})
+        rows.append({"name": p.name, "help": p.help, "min": fmt(p.min), "max": fmt(p.max), "unit": p.unit,
+                     "why": p.why})
     return rows
+
+
+def bounds_markdown(params=HOST_PARAMS) -> list[str]:
+    """:func:`bounds_table` as the lines of a markdown table (docs/host-model.md, "Bounds")."""
+    return ["| parameter | what | min | max | unit | why the maximum |", "|---|---|---|---|---|---|",
+            *(f"| `{r['name']}` | {r['help']} | {r['min']} | {r['max']} | {r['unit']} | {r['why']} |"
+              for r in bounds_table(params))]
