@@ -601,22 +601,21 @@ WORST_INPUTS = r'''
 import resource, sys, time
 limit = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-import numpy as np
 from kit.errors import KvmError
 from kit.host import DIRECTMAP_POLICIES, Host
 from kit.host.limits import ALLOC_4K_PAGES, HOST_CORES, HOST_MEM, RMP_RANGES_LIMIT
 from kit.kvm import Kvm, uapi as U
-from kit.kvm.limits import GMEM_FOLIOS, PAGE_BY_PAGE
+from kit.kvm.limits import GMEM_FOLIOS
 from kit.sim import api
 from kit.sim.scenario import SCENARIO_PARAMS as SP, TOTAL_STEPS, TOTAL_TOUCHED
-from kit.units import GiB, PAGE_4K, TiB, parse_size
+from kit.units import GiB, PAGE_2M, PAGE_4K, parse_size
 
 def host(policy="split-on-demand", **kw):
     return Host(mem=HOST_MEM.max, cores=HOST_CORES.max, directmap_policy=policy, **kw)
 
 def whole_host_ranges():
     h = host("presplit-4k")
-    h.rmp_make_private(0, 0, 2 << 20, 1, False, npages=h.nr_pages)       # every 2M entry private
+    h.rmp_make_private(0, 0, PAGE_2M, 1, False, npages=h.nr_pages)       # every 2M entry private
     h.memory.set_owner(1, h.nr_pages - 2, "firmware")
     h.memory.alloc(0, "kernel", 1)                                       # the two free edge pages
     return h.rmp_ranges(limit=RMP_RANGES_LIMIT.max)

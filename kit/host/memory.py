@@ -38,7 +38,7 @@ def owner_code(owner) -> int:
 
 #: frame placements of the allocator (``Host(placement=...)``)
 PLACEMENTS = ("lowest", "random")
-_BLOCK = 512          # regions per block of the free-region counts
+_BLOCK = 1024         # regions per block of the free-region counts
 
 
 class OutOfMemory(MemoryError):
