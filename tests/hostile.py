@@ -149,8 +149,8 @@ def hostile_for(kind: str):
         s = st.one_of(st.none(), st.floats(), bools, st.integers(),
                       st.lists(st.one_of(st.integers(max_value=-1), st.integers(min_value=2 ** 40),
                                          st.floats(), bools), min_size=1, max_size=3))
-    else:
-        s = st.one_of(wrong, bad_int, bools)
+    else:       # an object or a name: random text could spell a valid name ("none", "all")
+        s = st.one_of(wrong, bad_int, bools).filter(lambda v: not isinstance(v, str))
     if kind.endswith("?"):
         s = s.filter(lambda v: v is not None)
     return s

@@ -25,9 +25,9 @@ from kit.host import views
 from kit.host.ledger import Ledger
 from kit.host.directmap import DirectMap
 from kit.host.memory import PhysicalMemory
-from kit.host.rmp import Rmp
+from kit.host.rmp import Rmp, RmpRules
 from kit.host.rmptable import RmpTable
-from kit.kvm import Kvm, probe, snp, sev, tdx
+from kit.kvm import Kvm, gmem, probe, snp, sev, tdx
 from kit.kvm import uapi as U
 from kit.kvm.ghcb import PscDesc, PscEntry, ghcb_msr_psc_req, ghcb_msr_term_req, SNP_PAGE_STATE_PRIVATE
 from kit.kvm.vmm import Vmm
@@ -373,6 +373,22 @@ CASES = [
       probe.asid_kvm(min_sev_asid, max_sev_asid, cores=cores, mem="64MiB"),
       min_sev_asid=INT, max_sev_asid=INT, cores=INT),
     C("GuestMemfd.ftruncate", lambda w, size=FILE: w.f.ftruncate(size), size=INT),
+    C("GuestMemfd.allocate_folios", lambda w, start=0, end=R: w.g.allocate_folios(start, end), start=INT, end=INT),
+    C("GuestMemfd.free_folios", lambda w, start=0, end=R: w.g.free_folios(start, end), start=INT, end=INT),
+    C("GuestMemfd.mark_allocated", lambda w, start=0, end=1: w.f.mark_allocated(start, end), start=INT, end=INT),
+    C("GuestMemfd.invalidate_begin", lambda w, start=0, end=1: w.g.invalidate_begin(start, end), start=INT, end=INT),
+    C("GuestMemfd.folio_pfns", lambda w, first=0, count=1: w.g.folio_pfns(first, count), first=INT, count=INT),
+    C("GuestMemfd.get_folios", lambda w, first=0, count=1: w.g.get_folios(first, count), first=INT, count=INT),
+    C("kvm_gmem_bind", lambda w, offset=0: gmem.kvm_gmem_bind(w.sw, SimpleNamespace(npages=1), w.spare, offset),
+      offset=INT),
+    C("AsidSpace.alloc", lambda w, vm_type=U.KVM_X86_SEV_VM: w.kvm.asids.alloc(vm_type), vm_type=INT),
+    C("AsidSpace.free", lambda w, asid=None: w.kvm.asids.free(w.sev.asid if asid is None else asid), asid=OPT_INT),
+    C("snp.sev_gmem_invalidate", lambda w, start=6 * R + 3, end=6 * R + 4: snp.sev_gmem_invalidate(w.host, start, end),
+      start=INT, end=INT),
+    C("snp.sev_gmem_prepare", lambda w, pfn=9 * R, gfn=0, order=0: snp.sev_gmem_prepare(w.snp, pfn, gfn, order),
+      pfn=INT, gfn=INT, order=INT),
+    C("RmpRules", lambda w, code=4: RmpRules(overlap_4k_in_2m=code), code=INT, names={"code": "overlap_4k_in_2m"}),
+    C("probe.gfn", lambda w, gpa=0: probe.gfn(gpa), gpa=INT),
 ]
 
 

@@ -24,7 +24,7 @@ Where no source states the hardware's answer, the model's choice is a field of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -145,6 +145,9 @@ class RmpRules:
     def __post_init__(self):
         if self.read_subpage != "2m-entry":
             raise ValueError("read_subpage: only '2m-entry' is modelled")
+        for f in fields(self):
+            if f.name != "read_subpage":   # a return code: the instruction's 8 bits (255: PVALIDATE's CF=1)
+                check_int(getattr(self, f.name), f.name, 0, 255)
 
     def replace(self, **kw) -> "RmpRules":
         return replace(self, **kw)

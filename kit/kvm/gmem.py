@@ -171,10 +171,23 @@ class GuestMemfd:
             raise ValueError(f"{name}: the file would hold {len(self.folios) + more} folios; at most "
                              f"{GMEM_FOLIOS.max} (the limit: {GMEM_FOLIOS.why})")
 
+    def _check_pages(self, start, end) -> tuple[int, int]:
+        """A range of the file's pages, ``0 <= start <= end <= npages``."""
+        start, end = check_field(start, "start"), check_field(end, "end")
+        if not start <= end <= self.npages:
+            raise ValueError(f"start, end: pages [{start}, {end}) are not a range of the file's {self.npages} pages")
+        return start, end
+
     def folio_pfns(self, first: int, count: int) -> np.ndarray:
         """The host frames of folios ``first .. first + count - 1`` (all present)."""
-        return np.fromiter((self.folios[i] for i in range(first, first + count)), dtype=np.int64,
-                           count=count)
+        first, count = check_field(first, "first"), check_field(count, "count")
+        if count > len(self.folios):
+            raise ValueError(f"count: {count} folios asked for, the file holds {len(self.folios)}")
+        try:
+            return np.fromiter((self.folios[i] for i in range(first, first + count)), dtype=np.int64,
+                               count=count)
+        except KeyError as e:
+            raise ValueError(f"first, count: folio {e.args[0]} is not in the file") from None
 
     def clear_on_first_use(self, fidxs) -> None:
         """Folios :meth:`allocate_folios` took are cleared when a fault first gets them
@@ -191,6 +204,9 @@ class GuestMemfd:
         prepared: the first :meth:`get_pfn` clears it (``bytes_zeroed`` then) and the arch's
         ``gmem_prepare`` runs on the fault. Too little host memory -> ENOMEM; the kernel keeps
         the folios it took before failing, the kit takes none (a failed call changes nothing)."""
+        start, end = self._check_pages(start, end)
+        if start == end:
+            return
         host = self.vm.kvm.host
         order = folio_order(self)
         lo, hi = start >> order, ((end - 1) >> order) + 1
@@ -218,6 +234,7 @@ class GuestMemfd:
         """Truncate pages [start, end): every whole folio inside goes back to the host after the
         arch's ``gmem_invalidate`` (``kvm_gmem_free_folio`` -> ``kvm_arch_gmem_invalidate``;
         SNP: the frames become shared again)."""
+        start, end = self._check_pages(start, end)
         host = self.vm.kvm.host
         order = folio_order(self)
         for fidx in sorted(k for k in self.folios if start <= (k << order) and ((k + 1) << order) <= end):
@@ -229,12 +246,14 @@ class GuestMemfd:
 
     def mark_allocated(self, start: int, end: int) -> None:
         """Pages [start, end) now have (order-0, zeroed-on-first-use) folios."""
+        start, end = self._check_pages(start, end)
         self.allocated.set(start, end, 1)
 
     def invalidate_begin(self, start: int, end: int) -> None:
         """``kvm_gmem_invalidate_begin``: zap the gfns of every bound slot mapping pages
         [start, end), with the file's filter (shared mappings for an INIT_SHARED file, else
         private ones: ``kvm_gmem_get_invalidate_filter``)."""
+        start, end = self._check_pages(start, end)
         kind = "shared" if self.flags & U.GUEST_MEMFD_FLAG_INIT_SHARED else "private"
         for s, e, slot in self.bindings:
             lo, hi = max(s, start), min(e, end)
@@ -450,6 +469,7 @@ def kvm_gmem_bind(vm, slot, f, offset: int) -> None:
     """``kvm_gmem_bind``: EBADF for no file; EINVAL for something that is not a guest_memfd
     (a VM, /dev/kvm, a plain memfd), one of another VM, a bad offset or size, or a range of
     the file already bound (EINVAL, not EEXIST)."""
+    offset = check_field(offset, "offset")
     if f is None or (isinstance(f, GuestMemfd) and f.closed):
         raise KvmError(errno.EBADF, "guest_memfd is not an open file")
     if not isinstance(f, GuestMemfd):

@@ -189,7 +189,7 @@ def outcome_matrix(vm_type="sw-protected", *, owners=("userspace", "guest"), npf
 
 def gfn(gpa: int) -> int:
     """The frame number of a guest physical address (``gpa_to_gfn``)."""
-    return gpa >> PAGE_SHIFT
+    return check_int(gpa, "gpa", 0, U.U64) >> PAGE_SHIFT
 
 
 # ------------------------------------------------------------------ ASIDs

@@ -30,10 +30,12 @@ import errno
 from dataclasses import dataclass, field
 
 from ..errors import KvmError
+from ..units import check_int
 from . import uapi as U
 from .ghcb import (GHCB_ERR_MISSING_INPUT, GHCB_HV_RESP_MALFORMED_INPUT, GHCB_MSR_INFO_MASK,
                    GHCB_MSR_PSC_REQ, GHCB_MSR_TERM_REQ, ghcb_msr_term_reason)
 from .injection import injected
+from .limits import MAX_SEV_ASID
 from .uapi import check_field
 from .x86_ops import KvmX86Ops
 
@@ -77,6 +79,9 @@ class AsidSpace:
         self.recycles = 0
 
     def range_for(self, vm_type: int) -> tuple[int, int]:
+        if isinstance(vm_type, bool) or vm_type not in SEV_TYPES:
+            raise ValueError(f"vm_type: an SEV VM type ({', '.join(U.VM_TYPE_NAMES[t] for t in SEV_TYPES)}), "
+                             f"got {vm_type!r}")
         if vm_type == U.KVM_X86_SEV_VM:
             return self.min_sev_asid, self.max_sev_asid
         return 1, self.min_sev_asid - 1
@@ -107,6 +112,7 @@ class AsidSpace:
 
     def free(self, asid: int) -> None:
         """``sev_asid_free``: only marks the ASID for reclaim."""
+        asid = check_int(asid, "asid", 1, MAX_SEV_ASID.max)
         self.used.discard(asid)
         self.reclaim.add(asid)
 

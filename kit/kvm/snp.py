@@ -37,7 +37,7 @@ from ..errors import (errno_name, PFERR_GUEST_SIZEM_MASK, SVM_EXIT_PAGE_NOT_VALI
                       NestedPageFault, VmmCommunicationException)
 from ..host.ranges import check_pfn_range, pfn_runs
 from ..host.rmp import PVALIDATE_FAIL_SIZEMISMATCH
-from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M, check_bool, check_int, check_level
+from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M, check_bool, check_int, check_level
 from . import uapi as U
 # the GHCB protocol's names, kept importable from here (their home is .ghcb)
 from .ghcb import (GHCB_HV_RESP_NO_ACTION, GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_GFN_MASK,  # noqa: F401
@@ -49,7 +49,7 @@ from .ghcb import (GHCB_HV_RESP_NO_ACTION, GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_GFN_
                    VMGEXIT_PSC_ERROR_INVALID_ENTRY, VMGEXIT_PSC_ERROR_INVALID_HDR, VMGEXIT_PSC_MAX_COUNT,
                    VMGEXIT_PSC_MAX_ENTRY,
                    PscDesc, PscEntry, ghcb_msr_psc_req, psc_pagesize_2m)
-from .gmem import PMD_ORDER, folio_order
+from .gmem import PMD_ORDER, PUD_ORDER, folio_order
 from .injection import injected, launch_fw_error
 from .limits import MAX_GPA_BITS, UNIT_BY_UNIT, VALIDATE_PAGES
 from .mmu import MAP_PRIVATE
@@ -82,6 +82,8 @@ def sev_gmem_prepare(vm, pfn: int, gfn: int, order: int) -> int:
     (:attr:`kit.kvm.gmem.GuestMemfd.prepared`, ``kvm_gmem_get_pfn`` preparing a folio that is
     not up to date): a page the host made shared again afterwards is not re-assigned by a
     later fault, so the guest's next private access gets #VC."""
+    pfn, gfn = check_field(pfn, "pfn"), check_field(gfn, "gfn")
+    order = check_int(order, "order", 0, PUD_ORDER)
     host = vm.kvm.host
     assigned, _ = host.snp_lookup_rmpentry(pfn)
     if assigned:
@@ -176,7 +178,11 @@ def guest_pvalidate_2m_run(vm, gpa: int, nunits: int) -> list[int]:
 
 
 def sev_gmem_invalidate(host, start: int, end: int) -> None:
-    """``sev_gmem_invalidate``: frames [start, end) leave a guest_memfd and become shared."""
+    """``sev_gmem_invalidate``: frames [start, end) leave a guest_memfd and become shared.
+    The range is one folio's (``kvm_gmem_free_folio``): at most a 1G folio's frames."""
+    start, end = check_field(start, "start"), check_field(end, "end")
+    if not start < end <= host.nr_pages or end - start > PAGES_PER_1G:
+        raise ValueError(f"start, end: [{start:#x}, {end:#x}) is not one folio's frames of host memory")
     pfn = start
     while pfn < end:
         assigned, level = host.snp_lookup_rmpentry(pfn)
