@@ -17,7 +17,6 @@ nothing.
 """
 from __future__ import annotations
 
-import builtins
 import errno
 
 from ..errors import KvmError
@@ -41,7 +40,6 @@ from .x86_ops import KvmX86InitOps, KvmX86Ops, kvm_x86_vendor
 
 _ZAP_FILTERS = {"shared": (MAP_SHARED,), "private": (MAP_PRIVATE,), "all": (MAP_SHARED, MAP_PRIVATE)}
 HUGE_LEVEL_PAGES = (PAGES_PER_2M, PAGES_PER_1G)   # the pages of a 2M and of a 1G page
-builtins_type = builtins.type                       # create_vm's argument ``type`` shadows it
 
 
 class Kvm:
@@ -140,7 +138,7 @@ class Kvm:
         if npf_policy not in ("exit", "auto-convert"):
             raise ValueError(f"npf_policy: must be 'exit' or 'auto-convert', got {npf_policy!r}")
         if x86_ops is not None and not isinstance(x86_ops, KvmX86Ops):
-            raise TypeError(f"x86_ops: expected a KvmX86Ops table or None, got {builtins_type(x86_ops).__name__}")
+            raise TypeError(f"x86_ops: expected a KvmX86Ops table or None, got {x86_ops.__class__.__name__}")
         if type not in self.vm_types:
             raise KvmError(errno.EINVAL, f"VM type {type} is not supported")
         vm = VM(self, type, x86_ops if x86_ops is not None else self.x86_ops[type])
