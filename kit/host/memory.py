@@ -132,13 +132,14 @@ class PhysicalMemory:
         if count * _BLOCK >= self.nr_regions:          # many: one pass over memory is cheaper
             return np.flatnonzero(self.region_owner == FREE)[rank]
         ends = np.cumsum(self._free_in_block)
-        blocks = np.searchsorted(ends, rank, side="right")
+        blocks = np.searchsorted(ends, rank, side="right")          # sorted, as rank is
         out = np.empty(count, dtype=np.int64)
-        for b in np.unique(blocks):
-            sel = blocks == b
-            lo = int(b) * _BLOCK
+        firsts, sizes = np.unique(blocks, return_index=True, return_counts=True)[1:]
+        for i, n in zip(firsts.tolist(), sizes.tolist()):           # one pass per block touched
+            b = int(blocks[i])
+            lo = b * _BLOCK
             here = lo + np.flatnonzero(self.region_owner[lo:lo + _BLOCK] == FREE)
-            out[sel] = here[rank[sel] - (ends[b] - self._free_in_block[b])]
+            out[i:i + n] = here[rank[i:i + n] - (ends[b] - self._free_in_block[b])]
         return out
 
     def _set_owner(self, regions, code: int) -> None:
