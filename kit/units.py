@@ -9,10 +9,13 @@ import numbers
 import re
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
 TiB = 1 << 40
+PiB = 1 << 50
 
 PAGE_4K = 4 * KiB
 PAGE_2M = 2 * MiB
@@ -39,8 +42,12 @@ _UNITS = {
     "m": MiB, "mb": MiB, "mib": MiB,
     "g": GiB, "gb": GiB, "gib": GiB,
     "t": TiB, "tb": TiB, "tib": TiB,
+    "p": PiB, "pb": PiB, "pib": PiB,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+# ASCII only: ``\d`` and ``int()`` would also take other scripts' digits ('٣', fullwidth '３')
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*$", re.ASCII)
+#: the longest size text parsed (a size past every bound has fewer characters)
+MAX_SIZE_TEXT = 64
 
 
 def parse_size(text: str | int, *, name: str = "size") -> int:
@@ -48,21 +55,28 @@ def parse_size(text: str | int, *, name: str = "size") -> int:
 
     Units are binary (``K``/``KB``/``KiB`` are all 1024, as in the kernel's ``memparse``).
     The result must be a whole number of bytes and not negative; anything else raises a
-    ``ValueError`` naming ``name``.
+    ``ValueError`` naming ``name``. Text is ASCII only (digits of other scripts, which
+    ``int()`` would read, are refused) and at most :data:`MAX_SIZE_TEXT` characters; an int
+    (or a numpy integer) is taken as bytes, a bool or any other type is a ``TypeError``.
     """
-    if isinstance(text, bool):
+    if isinstance(text, (bool, np.bool_)):
         raise TypeError(f"{name}: expected a size such as '160GiB' or an int, got {text!r}")
-    if isinstance(text, int):
+    if isinstance(text, (int, np.integer)):
         if text < 0:
             raise ValueError(f"{name}: a size cannot be negative, got {text}")
-        return text
+        return int(text)
     if not isinstance(text, str):
-        raise TypeError(f"{name}: expected a size such as '160GiB' or an int, got {type(text).__name__}")
+        raise TypeError(f"{name}: expected a size such as '160GiB' or an int, got {type(text).__name__} {text!r}")
+    if len(text) > MAX_SIZE_TEXT:
+        raise ValueError(f"{name}: cannot parse a size of {len(text)} characters (at most {MAX_SIZE_TEXT})")
+    if not text.isascii():
+        raise ValueError(f"{name}: cannot parse {text!r} as a size: only ASCII digits 0-9 and the "
+                         "units B, K/KiB, M/MiB, G/GiB, T/TiB, P/PiB")
     m = _SIZE_RE.match(text)
     if not m or m.group(2).lower() not in _UNITS:
         raise ValueError(
             f"{name}: cannot parse {text!r} as a size; use a number with an optional unit "
-            "B, K/KiB, M/MiB, G/GiB or T/TiB (e.g. '1.5TiB')")
+            "B, K/KiB, M/MiB, G/GiB, T/TiB or P/PiB (e.g. '1.5TiB')")
     number, unit = m.group(1), _UNITS[m.group(2).lower()]
     if "." in number:
         whole, frac = number.split(".")
@@ -85,6 +99,30 @@ def format_size(nbytes: int) -> str:
         if nbytes >= unit:
             return f"{nbytes / unit:.2f}{suffix}"
     return f"{nbytes}B"
+
+
+def check_int(value, name: str, min: int | None = None, max: int | None = None) -> int:
+    """``value`` as a plain int. A bool, a float, a string or any non-integer (numpy integers
+    are integers) raises ``TypeError`` naming ``name``; a value outside ``min..max``
+    (inclusive, None: open) raises ``ValueError`` naming it and the allowed range."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if (min is not None and value < min) or (max is not None and value > max):
+        lo = "" if min is None else f"{min}"
+        hi = "" if max is None else f"{max}"
+        want = f"{lo}..{hi}" if min is not None and max is not None else (f">= {lo}" if max is None else f"<= {hi}")
+        raise ValueError(f"{name}: expected an int {want}, got {value}")
+    return value
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool: only ``True``/``False`` (or a numpy bool). Anything else, 0 and 1
+    and ``"no"`` included, raises ``TypeError`` naming ``name``: a truthy string must not
+    turn an option on."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def check_level(level, *, name: str = "level", allowed=(PAGE_4K, PAGE_2M)) -> int:

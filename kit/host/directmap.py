@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..units import LEVELS, PAGE_1G, PAGE_2M, PAGE_4K, PAGES_PER_1G, PAGES_PER_2M, KiB
-from .ranges import LazyIndex, SlotPool, check_pfn_range, pfn_runs as _runs, region_span
+from ..units import LEVELS, PAGE_1G, PAGE_2M, PAGE_4K, PAGES_PER_1G, PAGES_PER_2M, KiB, check_bool
+from .limits import TLB_FLUSH_CEILING
+from .ranges import (LazyIndex, SlotPool, check_int, check_nr_pages, check_pfn_range, check_region, check_regions,
+                     pfn_runs as _runs, region_span)
 from .ledger import Ledger
 
 # level codes: indexes into kit.units.LEVELS
 LVL_4K, LVL_2M, LVL_1G = (LEVELS.index(size) for size in (PAGE_4K, PAGE_2M, PAGE_1G))
 REGIONS_PER_1G = PAGES_PER_1G // PAGES_PER_2M
 _KB_PER_REGION = PAGE_2M // KiB
+_PRESENT_RUN = 1 << 20        # regions one step of a present-bit change covers (2 TiB)
 
 
 def _sorted_unique(a: np.ndarray) -> np.ndarray:
@@ -44,12 +47,11 @@ class DirectMap:
 
     def __init__(self, nr_pages: int, *, ledger: Ledger, gbpages: bool = True,
                  tlb_single_page_flush_ceiling: int = 33):
-        if nr_pages % PAGES_PER_2M:
-            raise ValueError("nr_pages: host memory must be a whole number of 2M regions")
+        nr_pages = check_nr_pages(nr_pages)
         self.nr_pages = nr_pages
         self.nr_regions = nr_pages // PAGES_PER_2M
-        self.gbpages = bool(gbpages)
-        self.tlb_single_page_flush_ceiling = tlb_single_page_flush_ceiling
+        self.gbpages = check_bool(gbpages, "gbpages")
+        self.tlb_single_page_flush_ceiling = TLB_FLUSH_CEILING.check(tlb_single_page_flush_ceiling)
         self.ledger = ledger
         self.lvl = np.full(self.nr_regions, LVL_2M, dtype=np.uint8)
         if self.gbpages:
@@ -85,6 +87,7 @@ class DirectMap:
 
     def present_mask(self, region: int) -> np.ndarray:
         """(512,) bool present bits of one 2M region (all True when it is not split)."""
+        region = check_region(region, self.nr_regions)
         if self.lvl[region] != LVL_4K or self._didx[region] < 0:
             return np.ones(PAGES_PER_2M, dtype=bool)
         return np.unpackbits(self._pool.bits[self._didx[region]], bitorder="little").astype(bool)
@@ -159,7 +162,7 @@ class DirectMap:
 
     def any_not_present(self, regions: np.ndarray) -> np.ndarray:
         """Vector: does each region hold a not-present 4K PTE?"""
-        slots = self._didx[np.asarray(regions)]
+        slots = self._didx[check_regions(regions, self.nr_regions)]
         out = slots >= 0
         if out.any():
             out[out] = np.any(self._pool.bits[slots[out]] != 0xFF, axis=1)
@@ -167,9 +170,18 @@ class DirectMap:
 
     def _set_present(self, pfn: int, npages: int, value: bool) -> None:
         """Set the present bits of ``[pfn, pfn+npages)`` in split regions (large mappings have
-        no per-4K bits and are always present). Slots come and go with not-present pages."""
+        no per-4K bits and are always present). Slots come and go with not-present pages.
+        Worked through in runs of regions (:data:`_PRESENT_RUN`), so that a range over all of
+        a large host needs its slots, not also temporaries the size of memory."""
         r0, r1, off0, off1 = region_span(pfn, npages)
-        regions = np.arange(r0, r1 + 1)
+        runs = [(a, min(a + _PRESENT_RUN, r1 + 1)) for a in range(r0, r1 + 1, _PRESENT_RUN)]
+        if not value:                 # the slots all runs will need, taken room for at once
+            self._pool.reserve(sum(int(np.count_nonzero((self.lvl[a:b] == LVL_4K) & (self._didx[a:b] < 0)))
+                                   for a, b in runs))
+        for a, b in runs:
+            self._set_present_run(np.arange(a, b), r0, r1, off0, off1, value)
+
+    def _set_present_run(self, regions, r0, r1, off0, off1, value: bool) -> None:
         regions = regions[self.lvl[regions] == LVL_4K]
         if not value:
             need = regions[self._didx[regions] < 0]
@@ -211,8 +223,10 @@ class DirectMap:
     def split_regions(self, regions) -> int:
         """``set_memory_4k(vaddr, 1)`` on one page of each listed region, in order, as
         ``adjust_direct_map`` does for the first 4K RMP change under a large mapping.
-        ``cpa_lock``: one per call plus one per split. Returns 0."""
-        regions = np.asarray(regions, dtype=np.int64)
+        ``cpa_lock``: one per call plus one per split. Returns 0. Every index is checked
+        first (``ValueError``/``TypeError`` naming ``regions``): a negative one must not wrap
+        around to the last region."""
+        regions = check_regions(regions, self.nr_regions)
         if len(regions):
             ev = self._split(regions[self.lvl[regions] != LVL_4K])
             ev["cpa_lock"] += len(regions)
@@ -242,7 +256,9 @@ class DirectMap:
 
     def cpa_flush(self, npages: int) -> None:
         """``cpa_flush``: a full flush above ``tlb_single_page_flush_ceiling`` pages, else one
-        INVLPG per page on every CPU (``on_each_cpu``). Either way an IPI to every CPU."""
+        INVLPG per page on every CPU (``on_each_cpu``). Either way an IPI to every CPU.
+        ``npages``: 1 up to the host's pages."""
+        npages = check_int(npages, "npages", 1, self.nr_pages)
         if npages > self.tlb_single_page_flush_ceiling:
             self.ledger.record("cpa_flush", flush_tlb_all=1)
         else:
@@ -253,8 +269,11 @@ class DirectMap:
         upstream): re-merge split 2M regions whose 512 PTEs are all present with the same flags
         (the caller decides which regions qualify beyond that), then 1G where all 512 2M of a
         1G-aligned chunk are 2M. ``flush_tlb_all`` before the old tables are freed; ``pgd_lock``
-        held. Returns the number of 2M collapses."""
-        regions = np.unique(np.asarray(regions, dtype=np.int64))
+        held. Returns the number of 2M collapses. Every index is checked first
+        (``ValueError``/``TypeError`` naming ``regions``)."""
+        regions = np.unique(check_regions(regions, self.nr_regions))
+        if gbpages is not None:
+            gbpages = check_bool(gbpages, "gbpages")
         regions = regions[self.lvl[regions] == LVL_4K]
         regions = regions[~self.any_not_present(regions)]
         n2 = len(regions)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import X86_PF_PROT, X86_PF_RMP, X86_PF_WRITE, HostOops, KernelError, RmpUpdateLivelock
-from ..units import PAGE_2M, PAGE_4K, LEVEL_NAMES, PAGES_PER_2M, check_level, format_size
-from .ranges import check_int, check_pfn_range, region_span
+from ..units import PAGE_2M, PAGE_4K, LEVEL_NAMES, PAGES_PER_2M, check_bool, check_level, format_size
+from .ranges import check_pfn_range, region_span
 from .directmap import LVL_4K, DirectMap
 from .ledger import Ledger
-from .limits import HOST_CORES, HOST_MEM
-from .memory import PhysicalMemory
+from .limits import HOST_CORES, HOST_MEM, HOST_SEED, OVERLAP_RETRIES, RMP_RANGES_LIMIT, TLB_FLUSH_CEILING
+from .memory import PLACEMENTS, PhysicalMemory
 from .policies import get_directmap_policy, get_host_fault_policy
 from .rmp import F_ASSIGNED, F_IMMUTABLE, RMPUPDATE_FAIL_OVERLAP, Rmp, RmpEntry, RmpRules
 from .views import RmpRanges, rmp_ranges
@@ -62,7 +62,9 @@ class Host:
     (None: the kernel's unbounded FAIL_OVERLAP retry, raising :class:`RmpUpdateLivelock` for an
     overlap nothing will clear; an int: give up with -EFAULT after that many, as the bounded
     retry of older trees did: github.com/AMDESE/AMDSEV issue 143), ``placement`` (frame
-    allocator placement).
+    allocator placement: ``"lowest"`` or ``"random"``), ``tlb_single_page_flush_ceiling`` (the
+    kernel tunable). Every argument is checked before anything is built (``ValueError`` or
+    ``TypeError`` naming it); the bounds are :mod:`kit.host.limits`.
     """
 
     def __init__(self, mem="1.5TiB", cores=512, directmap_policy="split-on-demand",
@@ -71,18 +73,22 @@ class Host:
                  placement="lowest", tlb_single_page_flush_ceiling=33):
         mem_bytes = HOST_MEM.check(mem)
         cores = HOST_CORES.check(cores)
-        seed = check_int(seed, "seed")
-        if overlap_retries is not None and check_int(overlap_retries, "overlap_retries") < 0:
-            raise ValueError("overlap_retries: must be None or >= 0")
+        seed = HOST_SEED.check(seed)
+        if overlap_retries is not None:
+            overlap_retries = OVERLAP_RETRIES.check(overlap_retries)
         if rmp_rules is not None and not isinstance(rmp_rules, RmpRules):
             raise TypeError(f"rmp_rules: expected an RmpRules, got {type(rmp_rules).__name__}")
+        snp, direct_gbpages = check_bool(snp, "snp"), check_bool(direct_gbpages, "direct_gbpages")
+        tlb_single_page_flush_ceiling = TLB_FLUSH_CEILING.check(tlb_single_page_flush_ceiling)
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement: must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         dm_policy = get_directmap_policy(directmap_policy)
         fault_policy = get_host_fault_policy(host_fault_policy)
         self.mem = mem_bytes
         self.nr_pages = mem_bytes // PAGE_4K
         self.cores = cores
         self.seed = seed
-        self.snp = bool(snp)
+        self.snp = snp
         self.overlap_retries = overlap_retries
         self.rng = np.random.default_rng(seed)
         self.ledger = Ledger()
@@ -119,7 +125,7 @@ class Host:
         from ..viz.html import host_html
         return host_html(self)
 
-    def rmp_ranges(self, pfn: int = 0, npages: int | None = None, *, limit: int = 200) -> RmpRanges:
+    def rmp_ranges(self, pfn: int = 0, npages: int | None = None, *, limit: int = RMP_RANGES_LIMIT.default) -> RmpRanges:
         """Runs of identical RMP entries over ``[pfn, pfn+npages)`` (displayable):
         :func:`kit.host.views.rmp_ranges`."""
         return rmp_ranges(self, pfn, npages, limit=limit)
@@ -269,6 +275,7 @@ class Host:
         "[PATCH Part2 v5 39/45] KVM: SVM: Introduce ops for the post gfn map and unmap"
         (M. Roth, October 2021: CASE1, two threads fault on the same page)."""
         pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        write = check_bool(write, "write")
         fault = self._first_fault(pfn, npages, write)
         if fault is not None:
             self.faults.append(fault)
@@ -281,6 +288,8 @@ class Host:
         the kernel), not the entry the fault was raised with: the policy gets the fault with
         ``entry`` re-read. Returns True (the access may be retried) or raises
         :class:`~kit.errors.HostOops`."""
+        if not isinstance(fault, HostFault):
+            raise TypeError(f"fault: expected a HostFault (from raise_fault), got {type(fault).__name__}")
         now = replace(fault, entry=self.rmp.rmpread(fault.pfn))
         return self.host_fault_policy.handle(self, now)
 

@@ -40,12 +40,18 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..units import check_int
+
 EVENTS = (
     "cpa_lock", "pgd_lock", "split_1g", "split_2m", "collapse_2m", "collapse_1g",
     "pgtable_alloc", "flush_tlb_all", "flush_tlb_range", "invlpg", "adjust_direct_map", "rmpupdate", "psmash",
     "pvalidate", "rmpadjust", "bytes_zeroed", "host_rmp_fault", "host_np_fault", "wbinvd",
     "df_flush", "vm_exit", "user_exit", "set_attributes", "npt_map",
 )
+
+
+#: the largest count one call may record for one event (a signed 64-bit counter)
+MAX_COUNT = (1 << 63) - 1
 
 
 @dataclass
@@ -56,10 +62,18 @@ class Ledger:
     totals: Counter = field(default_factory=Counter)
 
     def record(self, op: str, **events: int) -> None:
-        ev = {k: int(v) for k, v in events.items() if v}
-        for k in ev:
+        """Record one call ``op`` (a name) with its events: counts (ints >= 0) by event name
+        (:data:`EVENTS`); zero counts are dropped. A bad name or count raises before anything
+        is recorded."""
+        if not isinstance(op, str):
+            raise TypeError(f"op: expected the operation's name, got {type(op).__name__} {op!r}")
+        ev = {}
+        for k, v in events.items():
             if k not in EVENTS:
                 raise ValueError(f"event: unknown cost event {k!r}; known: {', '.join(EVENTS)}")
+            v = check_int(v, k, 0, MAX_COUNT)
+            if v:
+                ev[k] = v
         if not ev:
             return
         self.rows.append((op, ev))
@@ -69,14 +83,20 @@ class Ledger:
         """A position to diff against later with :meth:`since`."""
         return len(self.rows)
 
+    def _check_mark(self, mark) -> int:
+        return check_int(mark, "mark", 0, len(self.rows))
+
     def since(self, mark: int) -> Counter:
+        mark = self._check_mark(mark)
         out: Counter = Counter()
         for _, ev in self.rows[mark:]:
             out.update(ev)
         return out
 
     def rollback(self, mark: int) -> None:
-        """Forget the rows after ``mark`` (used when a call fails: it changes nothing)."""
+        """Forget the rows after ``mark`` (used when a call fails: it changes nothing).
+        ``mark`` is a position :meth:`mark` returned: 0..len(rows)."""
+        mark = self._check_mark(mark)
         for _, ev in self.rows[mark:]:
             self.totals.subtract(ev)
         del self.rows[mark:]

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..units import PAGES_PER_2M, PMD_ORDER
-from .ranges import LazyIndex, SlotPool, check_int, check_pfn_range
+from .limits import ALLOC_4K_PAGES
+from .ranges import LazyIndex, SlotPool, check_int, check_nr_pages, check_pfn_range, check_region, region_span
 
 FREE, KERNEL, GUEST, FIRMWARE, LEAKED = 0, 1, 2, 3, 4
 MIXED = 255  # region-level marker: look at the 4K detail
@@ -26,11 +27,18 @@ _OWNER_BY_NAME = {v: k for k, v in OWNER_NAMES.items()}
 
 
 def owner_code(owner) -> int:
+    """The owner code of a name or code (not FREE: freeing is :meth:`PhysicalMemory.free`)."""
     if isinstance(owner, str) and owner in _OWNER_BY_NAME and owner != "free":
         return _OWNER_BY_NAME[owner]
-    if isinstance(owner, int) and owner in OWNER_NAMES and owner != FREE:
-        return owner
+    if isinstance(owner, (int, np.integer)) and not isinstance(owner, (bool, np.bool_)) \
+            and owner in OWNER_NAMES and owner != FREE:
+        return int(owner)
     raise ValueError(f"owner: must be one of 'kernel', 'guest', 'firmware', 'leaked', got {owner!r}")
+
+
+#: frame placements of the allocator (``Host(placement=...)``)
+PLACEMENTS = ("lowest", "random")
+_BLOCK = 1024         # regions per block of the free-region counts
 
 
 class OutOfMemory(MemoryError):
@@ -39,13 +47,20 @@ class OutOfMemory(MemoryError):
 
 class PhysicalMemory:
     def __init__(self, nr_pages: int, *, rng: np.random.Generator, placement: str = "lowest"):
-        if placement not in ("lowest", "random"):
-            raise ValueError(f"placement: must be 'lowest' or 'random', got {placement!r}")
+        nr_pages = check_nr_pages(nr_pages)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement: must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         self.nr_pages = nr_pages
         self.nr_regions = nr_pages // PAGES_PER_2M
         self.placement = placement
         self._rng = rng
         self.region_owner = np.zeros(self.nr_regions, dtype=np.uint8)
+        # FREE regions per block of _BLOCK regions, kept as region_owner changes: "random"
+        # placement finds the k-th free region without scanning all of memory
+        self._free_in_block = np.bincount(np.arange(self.nr_regions) // _BLOCK,
+                                          minlength=-(-self.nr_regions // _BLOCK)).astype(np.int64)
         self._didx = LazyIndex(self.nr_regions)
         self._pool = SlotPool(self.nr_regions, {"owner": (np.uint8, (PAGES_PER_2M,))})
         self._free_hint = 0   # no FREE region below this index (for "lowest" placement)
@@ -61,9 +76,13 @@ class PhysicalMemory:
             return np.zeros(0, dtype=np.int64)
         return np.count_nonzero(self._pool.owner[self._didx[mixed]] == FREE, axis=1)
 
+    def free_regions(self) -> int:
+        """Wholly free 2M regions."""
+        return int(self._free_in_block.sum())
+
     def free_pages(self) -> int:
         mixed = np.flatnonzero(self.region_owner == MIXED)
-        return (int(np.count_nonzero(self.region_owner == FREE)) * PAGES_PER_2M
+        return (self.free_regions() * PAGES_PER_2M
                 + int(self._mixed_free(mixed).sum()))
 
     def owner(self, pfn) -> str:
@@ -77,6 +96,7 @@ class PhysicalMemory:
 
     def owners(self, region: int) -> np.ndarray:
         """(512,) owner codes of one 2M region."""
+        region = check_region(region, self.nr_regions)
         o = self.region_owner[region]
         if o == MIXED:
             return self._pool.owner[self._didx[region]].copy()
@@ -98,44 +118,71 @@ class PhysicalMemory:
             pos, window = pos + window, window * 2
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
-    def _pick(self, candidates: np.ndarray, n: int) -> np.ndarray:
-        if self.placement == "random":
-            return np.sort(self._rng.choice(candidates, size=n, replace=False))
-        return candidates[:n]
+    def _free_regions(self, count: int) -> np.ndarray:
+        """``count`` FREE regions, sorted, by the placement: the lowest, or a uniform random
+        choice (the seeded generator choosing ``count`` of the free regions by rank, the
+        k-th free region found through the per-block counts); fewer if there are not that
+        many (then no random number is drawn)."""
+        if self.placement == "lowest":
+            return self._lowest_free(count)
+        nfree = self.free_regions()
+        if nfree < count:
+            return np.zeros(0, dtype=np.int64)
+        rank = np.sort(self._rng.choice(nfree, size=count, replace=False))
+        if count * _BLOCK >= self.nr_regions:          # many: one pass over memory is cheaper
+            return np.flatnonzero(self.region_owner == FREE)[rank]
+        ends = np.cumsum(self._free_in_block)
+        blocks = np.searchsorted(ends, rank, side="right")          # sorted, as rank is
+        out = np.empty(count, dtype=np.int64)
+        firsts, sizes = np.unique(blocks, return_index=True, return_counts=True)[1:]
+        for i, n in zip(firsts.tolist(), sizes.tolist()):           # one pass per block touched
+            b = int(blocks[i])
+            lo = b * _BLOCK
+            here = lo + np.flatnonzero(self.region_owner[lo:lo + _BLOCK] == FREE)
+            out[i:i + n] = here[rank[i:i + n] - (ends[b] - self._free_in_block[b])]
+        return out
+
+    def _set_owner(self, regions, code: int) -> None:
+        """``region_owner[regions] = code`` (one region or an index array), keeping the
+        per-block counts of FREE regions."""
+        old = self.region_owner[regions]
+        delta = (np.asarray(code == FREE, dtype=np.int64) - (old == FREE)).ravel()
+        if delta.any():
+            blocks = np.atleast_1d(np.asarray(regions)) // _BLOCK
+            np.add.at(self._free_in_block, blocks, np.broadcast_to(delta, blocks.shape))
+        self.region_owner[regions] = code
 
     def alloc(self, order: int, owner="kernel", count: int = 1) -> np.ndarray:
         """Allocate ``count`` folios of ``2**order`` pages (order 0, or ``PMD_ORDER`` for 2M);
         returns their first pfns. All or nothing: raises :class:`OutOfMemory` and changes nothing
-        if they do not fit."""
-        code = owner_code(owner)
-        count = check_int(count, "count")
-        if count < 1:
-            raise ValueError(f"count: must be at least 1, got {count}")
-        if order == PMD_ORDER:
-            free = self._lowest_free(count) if self.placement == "lowest" else \
-                np.flatnonzero(self.region_owner == FREE)
-            if len(free) < count:
-                raise OutOfMemory(f"alloc: {count} free 2M regions wanted, {len(free)} left")
-            regions = self._pick(free, count)
-            self.region_owner[regions] = code
-            return regions.astype(np.int64) * PAGES_PER_2M
-        if order != 0:
+        if they do not fit. ``count`` is 1 up to the 2M regions the host has, or up to
+        :data:`~kit.host.limits.ALLOC_4K_PAGES`'s bound of 4K pages (more is the caller's
+        error, a ``ValueError``)."""
+        order = check_int(order, "order")
+        if order not in (0, PMD_ORDER):
             raise ValueError(f"order: must be 0 (4K) or {PMD_ORDER} (2M), got {order!r}")
+        code = owner_code(owner)
+        count = check_int(count, "count", 1, self.nr_regions) if order == PMD_ORDER else ALLOC_4K_PAGES.check(count)
+        if order == PMD_ORDER:
+            left = self.free_regions()
+            if left < count:
+                raise OutOfMemory(f"alloc: {count} free 2M regions wanted, {left} left")
+            free = self._free_regions(count)
+            self._set_owner(free, code)
+            return free.astype(np.int64) * PAGES_PER_2M
         mixed = np.fromiter(sorted(self._mixed), dtype=np.int64, count=len(self._mixed))
         nfree = self._mixed_free(mixed)
         mixed = mixed[nfree > 0]
         have = int(nfree.sum())
         need_regions = max(0, -(-(count - have) // PAGES_PER_2M))
-        free = (self._lowest_free(need_regions) if self.placement == "lowest"
-                else np.flatnonzero(self.region_owner == FREE))
-        if need_regions > len(free):
+        if need_regions > self.free_regions():
             raise OutOfMemory(f"alloc: {count} free 4K pages wanted, fewer left")
-        new = self._pick(free, need_regions)
+        new = self._free_regions(need_regions) if need_regions else np.zeros(0, dtype=np.int64)
         if len(new):
             slots = self._pool.alloc(len(new))
             self._pool.owner[slots] = FREE
             self._didx[new] = slots
-            self.region_owner[new] = MIXED
+            self._set_owner(new, MIXED)
             self._mixed.update(int(r) for r in new)
         out = []
         remaining = count
@@ -158,33 +205,50 @@ class PhysicalMemory:
         self._write(pfn, npages, code)
 
     def _owned_in(self, pfn: int, npages: int) -> bool:
-        r0, r1 = pfn // PAGES_PER_2M, (pfn + npages - 1) // PAGES_PER_2M
-        for r in range(r0, r1 + 1):
-            lo = max(pfn, r * PAGES_PER_2M) - r * PAGES_PER_2M
-            hi = min(pfn + npages, (r + 1) * PAGES_PER_2M) - r * PAGES_PER_2M
+        """Whether any frame of ``[pfn, pfn+npages)`` is not free: the whole regions inside the
+        range by their region owner at once, the edge regions page by page."""
+        r0, r1, off0, off1 = region_span(pfn, npages)
+        for r, lo, hi in self._edges(r0, r1, off0, off1):
             if np.any(self.owners(r)[lo:hi] != FREE):
                 return True
-        return False
+        return bool(np.any(self.region_owner[self._whole(r0, r1, off0, off1)] != FREE))
+
+    @staticmethod
+    def _whole(r0: int, r1: int, off0: int, off1: int) -> slice:
+        """The regions a range covers whole (a slice, maybe empty)."""
+        return slice(r0 if off0 == 0 else r0 + 1, r1 + 1 if off1 == PAGES_PER_2M else r1)
+
+    @staticmethod
+    def _edges(r0: int, r1: int, off0: int, off1: int):
+        """(region, lo, hi) of the one or two regions a range covers only in part."""
+        out = []
+        for r in sorted({r0, r1}):
+            lo = off0 if r == r0 else 0
+            hi = off1 if r == r1 else PAGES_PER_2M
+            if (lo, hi) != (0, PAGES_PER_2M):
+                out.append((r, lo, hi))
+        return out
 
     def _write(self, pfn: int, npages: int, code: int) -> None:
-        r0, r1 = pfn // PAGES_PER_2M, (pfn + npages - 1) // PAGES_PER_2M
-        for r in range(r0, r1 + 1):
-            lo = max(pfn, r * PAGES_PER_2M) - r * PAGES_PER_2M
-            hi = min(pfn + npages, (r + 1) * PAGES_PER_2M) - r * PAGES_PER_2M
-            if lo == 0 and hi == PAGES_PER_2M:
-                if self.region_owner[r] == MIXED:
-                    self._pool.release([self._didx[r]])
-                    self._didx[r] = -1
-                    self._mixed.discard(r)
-                self.region_owner[r] = code
-                if code == FREE:
-                    self._free_hint = min(self._free_hint, r)
-                continue
+        """Owner of ``[pfn, pfn+npages)`` := ``code``: whole regions at once (their 4K detail
+        dropped), the edge regions page by page."""
+        r0, r1, off0, off1 = region_span(pfn, npages)
+        whole = np.arange(*self._whole(r0, r1, off0, off1).indices(self.nr_regions))
+        if len(whole):
+            mixed = whole[self.region_owner[whole] == MIXED]
+            if len(mixed):
+                self._pool.release(self._didx[mixed])
+                self._didx[mixed] = -1
+                self._mixed.difference_update(int(r) for r in mixed)
+            self._set_owner(whole, code)
+            if code == FREE:
+                self._free_hint = min(self._free_hint, int(whole[0]))
+        for r, lo, hi in self._edges(r0, r1, off0, off1):
             if self.region_owner[r] != MIXED:
                 slot = self._pool.alloc(1)[0]
                 self._pool.owner[slot] = self.region_owner[r]
                 self._didx[r] = slot
-                self.region_owner[r] = MIXED
+                self._set_owner(r, MIXED)
                 self._mixed.add(r)
             own = self._pool.owner[self._didx[r]]
             own[lo:hi] = code
@@ -192,9 +256,10 @@ class PhysicalMemory:
     def free(self, pfn, order: int = 0) -> None:
         """Free one folio. Freeing a free or leaked page is a bug the kernel would catch
         (``bad_page``): raises ``ValueError`` and changes nothing."""
-        npages = 1 << order if order in (0, PMD_ORDER) else None
-        if npages is None:
+        order = check_int(order, "order")
+        if order not in (0, PMD_ORDER):
             raise ValueError(f"order: must be 0 (4K) or {PMD_ORDER} (2M), got {order!r}")
+        npages = 1 << order
         pfn, _ = check_pfn_range(pfn, npages, self.nr_pages)
         if order == PMD_ORDER and pfn % PAGES_PER_2M:
             raise ValueError(f"pfn: a 2M folio must start 2M-aligned, got {pfn:#x}")

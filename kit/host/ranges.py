@@ -16,13 +16,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..units import PAGES_PER_1G, PAGES_PER_2M  # noqa: F401  (old import path of both)
+from ..units import PAGE_4K
+from ..units import check_int as _check_int
+from .limits import HOST_MEM
 
 
-def check_int(value, name: str) -> int:
-    """``value`` as a plain int; a bool or a non-integer raises ``TypeError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    return int(value)
+def check_int(value, name: str, min: int | None = None, max: int | None = None) -> int:
+    """``value`` as a plain int; a bool or a non-integer raises ``TypeError`` naming ``name``, a
+    value outside ``min..max`` a ``ValueError`` (:func:`kit.units.check_int`)."""
+    return _check_int(value, name, min, max)
 
 
 def check_pfn_range(pfn, npages, nr_pages: int, *, name: str = "pfn") -> tuple[int, int]:
@@ -32,10 +34,53 @@ def check_pfn_range(pfn, npages, nr_pages: int, *, name: str = "pfn") -> tuple[i
     if npages <= 0:
         raise ValueError(f"npages: must be at least 1, got {npages}")
     if pfn < 0 or pfn + npages > nr_pages:
+        culprit = name if not 0 <= pfn < nr_pages else "npages"
         raise ValueError(
-            f"{name}: pfn range [{pfn:#x}, {pfn + npages:#x}) is outside host memory "
+            f"{culprit}: pfn range [{pfn:#x}, {pfn + npages:#x}) is outside host memory "
             f"[0, {nr_pages:#x}) ({nr_pages} 4K frames)")
     return pfn, npages
+
+
+def check_nr_pages(nr_pages, *, name: str = "nr_pages") -> int:
+    """The 4K frames of a host's memory: a whole number of 2M regions, within the host's
+    bound (:data:`kit.host.limits.HOST_MEM`)."""
+    nr_pages = check_int(nr_pages, name, PAGES_PER_2M, HOST_MEM.max // PAGE_4K)
+    if nr_pages % PAGES_PER_2M:
+        raise ValueError(f"{name}: host memory must be a whole number of 2M regions ({PAGES_PER_2M} pages), "
+                         f"got {nr_pages}")
+    return nr_pages
+
+
+def check_region(region, nr_regions: int, *, name: str = "region") -> int:
+    """One 2M region index of a host with ``nr_regions`` regions, as a plain int."""
+    return check_int(region, name, 0, nr_regions - 1)
+
+
+def check_regions(regions, nr_regions: int, *, name: str = "regions") -> np.ndarray:
+    """A sequence (or array) of 2M region indices, each ``0..nr_regions-1``, as an int64 array.
+    Floats, bools, strings, nested lists and indices outside memory raise ``TypeError`` or
+    ``ValueError`` naming ``name``: a negative index must not wrap around to the last region."""
+    if isinstance(regions, (str, bytes, dict, set, frozenset)) or np.isscalar(regions) or regions is None:
+        raise TypeError(f"{name}: expected a sequence of region indices, got {type(regions).__name__} {regions!r}")
+    if isinstance(regions, (list, tuple)) and any(isinstance(r, (bool, np.bool_)) for r in regions):
+        raise TypeError(f"{name}: expected integer region indices, got a bool in {regions!r}")
+    try:
+        arr = np.asarray(regions)
+    except (ValueError, TypeError):
+        raise TypeError(f"{name}: expected a sequence of region indices, got {regions!r}") from None
+    if arr.ndim != 1:
+        raise TypeError(f"{name}: expected a flat sequence of region indices, got {regions!r}")
+    if len(arr) and (arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer)):
+        if arr.dtype == object and all(isinstance(r, (int, np.integer)) and not isinstance(r, (bool, np.bool_))
+                                       for r in arr):
+            bad = [int(r) for r in arr if not 0 <= int(r) < nr_regions]
+            raise ValueError(f"{name}: region indices must be 0..{nr_regions - 1}, got {bad[0]}")
+        raise TypeError(f"{name}: expected integer region indices, got {arr.dtype} {regions!r}")
+    arr = arr.astype(np.int64, copy=False)
+    if len(arr) and (arr.min() < 0 or arr.max() >= nr_regions):
+        bad = arr[(arr < 0) | (arr >= nr_regions)][0]
+        raise ValueError(f"{name}: region indices must be 0..{nr_regions - 1}, got {int(bad)}")
+    return arr
 
 
 def region_span(pfn: int, npages: int) -> tuple[int, int, int, int]:
@@ -68,7 +113,9 @@ class SlotPool:
     """Detail slots (one per 2M region that needs 4K detail), grown by doubling.
 
     ``arrays`` maps a name to ``(dtype, shape_per_slot)``; slot ``i`` of array ``a`` is
-    ``self.a[i]``. Capacity never exceeds the number of regions.
+    ``self.a[i]``. Capacity never exceeds the number of regions. Released slots are kept on a
+    stack (a numpy array: a whole-memory release costs 8 bytes a slot, not a Python int each)
+    and handed out again last-released first.
     """
 
     def __init__(self, max_slots: int, arrays: dict, initial: int = 64):
@@ -76,23 +123,39 @@ class SlotPool:
         self._max = max_slots
         self._cap = min(initial, max_slots)
         self._used = 0
-        self._free: list[int] = []
+        self._free = np.zeros(0, dtype=np.int64)   # released slots, a stack (top: the end)
+        self._nfree = 0
         for name, (dtype, shape) in arrays.items():
             setattr(self, name, np.zeros((self._cap, *shape), dtype=dtype))
 
     def alloc(self, n: int) -> np.ndarray:
-        take = min(n, len(self._free))
-        out = [self._free.pop() for _ in range(take)]
+        take = min(n, self._nfree)
+        reused = self._free[self._nfree - take:self._nfree][::-1].copy()
+        self._nfree -= take
         rest = n - take
-        if rest:
-            if self._used + rest > self._cap:
-                self._grow(self._used + rest)
-            out.extend(range(self._used, self._used + rest))
-            self._used += rest
-        return np.asarray(out, dtype=np.int64)
+        if not rest:
+            return reused
+        if self._used + rest > self._cap:
+            self._grow(self._used + rest)
+        new = np.arange(self._used, self._used + rest, dtype=np.int64)
+        self._used += rest
+        return np.concatenate([reused, new]) if take else new
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` more slots now (one allocation instead of doubling step by step)."""
+        need = self._used + max(0, n - self._nfree)
+        if need > self._cap:
+            self._grow(need)
 
     def release(self, slots) -> None:
-        self._free.extend(int(s) for s in np.asarray(slots).ravel())
+        slots = np.asarray(slots, dtype=np.int64).ravel()
+        need = self._nfree + len(slots)
+        if need > len(self._free):
+            grown = np.zeros(max(need, 2 * len(self._free)), dtype=np.int64)
+            grown[:self._nfree] = self._free[:self._nfree]
+            self._free = grown
+        self._free[self._nfree:need] = slots
+        self._nfree = need
 
     def _grow(self, need: int) -> None:
         cap = self._cap
@@ -107,7 +170,7 @@ class SlotPool:
 
     @property
     def in_use(self) -> int:
-        return self._used - len(self._free)
+        return self._used - self._nfree
 
     @property
     def nbytes(self) -> int:

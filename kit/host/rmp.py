@@ -24,15 +24,15 @@ Where no source states the hardware's answer, the model's choice is a field of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from ..errors import (PFERR_GUEST_ENC_MASK, PFERR_GUEST_FINAL_MASK, PFERR_GUEST_RMP_MASK,
                       PFERR_GUEST_SIZEM_MASK, NestedPageFault)
-from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M, check_level
+from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M, check_bool, check_level
 from .ledger import Ledger
-from .ranges import check_int, check_pfn_range, region_span
+from .ranges import check_int, check_pfn_range, check_region, check_regions, region_span
 from .rmptable import (F_2M, F_ASSIGNED, F_DETAIL, F_IMMUTABLE, F_LINEAR, F_VALIDATED, F_VMSA,
                        M_ASID, MAX_ASID, MAX_GFN, RmpTable)
 
@@ -145,15 +145,21 @@ class RmpRules:
     def __post_init__(self):
         if self.read_subpage != "2m-entry":
             raise ValueError("read_subpage: only '2m-entry' is modelled")
+        for f in fields(self):
+            if f.name != "read_subpage":   # a return code: the instruction's 8 bits (255: PVALIDATE's CF=1)
+                check_int(getattr(self, f.name), f.name, 0, 255)
 
     def replace(self, **kw) -> "RmpRules":
         return replace(self, **kw)
 
 
 def _bool(value, name):
-    if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
-        raise TypeError(f"{name}: expected a bool, got {value!r}")
-    return bool(value)
+    """An instruction's one-bit operand: True/False, or the int 0/1 (not 1.0, not "1")."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
 
 
 def _check_asid(asid) -> int:
@@ -180,11 +186,15 @@ class Rmp:
     """
 
     def __init__(self, nr_pages: int, *, ledger: Ledger, rules: RmpRules | None = None):
-        self.nr_pages = nr_pages
-        self.nr_regions = nr_pages // PAGES_PER_2M
+        if not isinstance(ledger, Ledger):
+            raise TypeError(f"ledger: expected a Ledger, got {type(ledger).__name__}")
+        if rules is not None and not isinstance(rules, RmpRules):
+            raise TypeError(f"rules: expected an RmpRules, got {type(rules).__name__}")
+        self.table = RmpTable(nr_pages)
+        self.nr_pages = self.table.nr_pages
+        self.nr_regions = self.nr_pages // PAGES_PER_2M
         self.ledger = ledger
         self.rules = rules or RmpRules()
-        self.table = RmpTable(nr_pages)
         self.in_use: set[int] = set()
         self.last_failed_pfn = -1
 
@@ -234,11 +244,11 @@ class Rmp:
 
     def assigned_mask(self, region: int) -> np.ndarray:
         """(512,) bool: which 4K pages of a region are assigned (a 2M entry covers all 512)."""
-        return (self.table.page_bits(region) & F_ASSIGNED) != 0
+        return (self.table.page_bits(check_region(region, self.nr_regions)) & F_ASSIGNED) != 0
 
     def region_has_assigned(self, regions: np.ndarray) -> np.ndarray:
         """Vector: does any 4K page of each region read as assigned?"""
-        return self.table.regions_any(regions, F_ASSIGNED)
+        return self.table.regions_any(check_regions(regions, self.nr_regions), F_ASSIGNED)
 
     # ================================================================ RMPUPDATE
     def _codes_4k(self, r: int, lo: int, hi: int, assigned: bool) -> np.ndarray:
@@ -276,6 +286,13 @@ class Rmp:
         4. 2M update over assigned non-aligned 4K entries, or 4K update inside an assigned 2M
            entry -> FAIL_OVERLAP (see :class:`RmpRules`).
         """
+        pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        assigned, size2m = _bool(assigned, "assigned"), _bool(size2m, "size2m")
+        return self._check_rmpupdate(pfn, npages, assigned, size2m, _check_asid(asid))
+
+    def _check_rmpupdate(self, pfn: int, npages: int, assigned: bool, size2m: bool,
+                         asid: int) -> tuple[int, int]:
+        """:meth:`check_rmpupdate` on operands already checked (:meth:`rmpupdate_args`)."""
         if not assigned and asid:
             return self.rules.shared_with_asid, pfn
         table = self.table
@@ -341,7 +358,7 @@ class Rmp:
         """
         pfn, npages, size2m, assigned, immutable, asid, gpa = self.rmpupdate_args(
             pfn, assigned, pagesize, immutable, asid, gpa, npages)
-        code, bad = self.check_rmpupdate(pfn, npages, assigned=assigned, size2m=size2m, asid=asid)
+        code, bad = self._check_rmpupdate(pfn, npages, assigned, size2m, asid)
         self.last_failed_pfn = bad
         if code:
             return code
@@ -481,17 +498,40 @@ class Rmp:
         nregions = check_int(nregions, "nregions")
         if pfn % PAGES_PER_2M or nregions < 1 or pfn + nregions * PAGES_PER_2M > self.nr_pages:
             raise ValueError(f"pfn, nregions: need a 2M-aligned run inside the RMP, got {pfn:#x} x {nregions}")
+        asid = _check_asid(asid)
+        if asid == 0:
+            raise ValueError("asid: a guest instruction runs in a guest, ASID must be >= 1")
+        gpa = _check_gpa(gpa, align=PAGE_2M, npages=nregions * PAGES_PER_2M)
         r = np.arange(pfn // PAGES_PER_2M, pfn // PAGES_PER_2M + nregions)
         f = self.table.region_forms(r)
         want = np.uint64(gpa >> PAGE_SHIFT) + np.arange(nregions, dtype=np.uint64) * np.uint64(PAGES_PER_2M)
         ok = (np.all((f & (F_2M | F_ASSIGNED | F_IMMUTABLE | F_VALIDATED | F_DETAIL)) == (F_2M | F_ASSIGNED))
               and np.all(self.table.region_asids(r) == asid) and np.all(self.table.region_gfns(r) == want))
-        if not ok:
-            return [self.pvalidate(pfn + i * PAGES_PER_2M, pagesize=PAGE_2M, validate=True, asid=asid,
-                                   gpa=gpa + i * PAGE_2M) for i in range(nregions)]
-        self.table.update_region_bits(r, set_bits=F_VALIDATED)
-        self.ledger.record("pvalidate", pvalidate=nregions)
-        return [0] * nregions
+        if ok:
+            self.table.update_region_bits(r, set_bits=F_VALIDATED)
+            self.ledger.record("pvalidate", pvalidate=nregions)
+            return [0] * nregions
+        # the instructions in order, the regions held as one word judged together: only a
+        # region held entry by entry, or one whose instruction faults, is done on its own
+        is2m = (f & F_2M) != 0
+        special = ((f & F_DETAIL) != 0) | ((f & F_IMMUTABLE) != 0) | ((f & F_ASSIGNED) == 0) \
+            | (self.table.region_asids(r) != asid) | (self.table.region_gfns(r) != want)
+        codes = np.where(~is2m, PVALIDATE_FAIL_SIZEMISMATCH,
+                         np.where((f & F_VALIDATED) != 0, PVALIDATE_FAIL_NOUPDATE, 0))
+        out: list[int] = []
+        i = 0
+        for j in [*np.flatnonzero(special).tolist(), nregions]:
+            if j > i:
+                done = i + np.flatnonzero(codes[i:j] == 0)
+                if len(done):
+                    self.table.update_region_bits(r[done], set_bits=F_VALIDATED)
+                    self.ledger.record("pvalidate", pvalidate=len(done))
+                out += codes[i:j].tolist()
+            if j < nregions:       # raises the #NPF of a faulting region, after those before it
+                out.append(self.pvalidate(pfn + j * PAGES_PER_2M, pagesize=PAGE_2M, validate=True,
+                                          asid=asid, gpa=gpa + j * PAGE_2M))
+            i = j + 1
+        return out
 
     def rmpadjust(self, pfn, *, pagesize, target_vmpl, perms, vmsa=False, asid, gpa,
                   vmpl=0) -> int:
@@ -539,6 +579,8 @@ class Rmp:
         e.g. SNP_LAUNCH_UPDATE / SNP_LAUNCH_FINISH moving launch pages Pre-Guest -> Guest-Valid
         (``rmp_entry_get_state`` states [FW]). Only 4K entries; not a host instruction."""
         pfn, npages = check_pfn_range(pfn, npages, self.nr_pages)
+        validated, immutable, vmsa = (None if v is None else _bool(v, n) for v, n in
+                                      ((validated, "validated"), (immutable, "immutable"), (vmsa, "vmsa")))
         r0, r1, _, _ = region_span(pfn, npages)
         is2m = np.flatnonzero(self.table.region_forms(slice(r0, r1 + 1)) & F_2M)
         if len(is2m):
@@ -555,4 +597,5 @@ class Rmp:
     def mark_in_use(self, pfn, in_use: bool = True) -> None:
         """VMRUN marks the VMCB, VMSA and AVIC pages in use until #VMEXIT [APM2 15.36.12]."""
         pfn = self._check_pfn(pfn)
+        in_use = check_bool(in_use, "in_use")
         (self.in_use.add if in_use else self.in_use.discard)(pfn)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..units import PAGES_PER_2M
-from .ranges import LazyIndex, SlotPool, region_span
+from .ranges import LazyIndex, SlotPool, check_nr_pages, region_span
 
 # field widths of ``struct rmpentry_raw`` (arch/x86/virt/svm/sev.c)
 MAX_ASID = (1 << 10) - 1   # ASID field is bits 51-60
@@ -71,6 +71,7 @@ class RmpTable:
     """
 
     def __init__(self, nr_pages: int):
+        nr_pages = check_nr_pages(nr_pages)
         self.nr_pages = nr_pages
         self.nr_regions = n = nr_pages // PAGES_PER_2M
         self.flags = np.zeros(n, dtype=np.uint8)
@@ -224,7 +225,7 @@ class RmpTable:
         from ``gfn`` (an int, or one per region). Their detail slots are freed."""
         fl = self.flags[regions]
         if np.any(fl & F_DETAIL):
-            idx = np.arange(self.nr_regions)[regions] if isinstance(regions, slice) else np.asarray(regions)
+            idx = np.arange(*regions.indices(self.nr_regions)) if isinstance(regions, slice) else np.asarray(regions)
             det = idx[(fl & F_DETAIL) != 0]
             self._pool.release(self._didx[det])
             self._didx[det] = -1
@@ -306,7 +307,14 @@ class RmpTable:
         2M entries are not 4K entries: the caller smashes them first)."""
         keep = np.uint8(~clear_bits & 0xFF)
         r0, r1, off0, off1 = region_span(pfn, npages)
-        for r in range(r0, r1 + 1):
+        one_by_one = sorted({r0, r1})
+        lo_w, hi_w = r0 + 1, r1                      # regions strictly inside: whole
+        if hi_w > lo_w:
+            f = self.flags[lo_w:hi_w]
+            word = (f & (F_DETAIL | F_2M)) == 0      # 512 uniform 4K entries: the word's bits
+            f[word] = (f[word] & keep) | np.uint8(set_bits)
+            one_by_one += (lo_w + np.flatnonzero(~word)).tolist()
+        for r in one_by_one:
             lo = off0 if r == r0 else 0
             hi = off1 if r == r1 else PAGES_PER_2M
             flags, asids, gfn = self.entries(r)

@@ -17,7 +17,8 @@ import numpy as np
 from ..units import PAGE_4K, PAGE_SHIFT, PAGES_PER_2M
 from .directmap import LVL_1G, LVL_2M, LVL_4K
 from .memory import FIRMWARE, GUEST, KERNEL, LEAKED, MIXED
-from .ranges import check_pfn_range
+from .limits import RMP_RANGES_LIMIT
+from .ranges import check_int, check_pfn_range
 from .rmptable import F_2M, F_ASSIGNED, F_DETAIL, F_LINEAR, F_VALIDATED
 
 # region states, in legend order (code = index)
@@ -27,6 +28,7 @@ S_FREE, S_KERNEL, S_SHARED_GUEST, S_PRIV_2M, S_PRIV_4K, S_MIXED, S_FIRMWARE, S_L
 DM_LEVELS = ("4K", "2M", "1G")                       # direct-map level codes = LVL_*
 PAGE_STATES = ("shared", "private", "private validated", "firmware")
 GRID_PAD = 255                                       # fills the last row of a grid
+GRID_MAX_WIDTH = 1 << 16                             # cells in one row of a display grid
 
 
 def region_states(host) -> np.ndarray:
@@ -57,6 +59,10 @@ def region_states(host) -> np.ndarray:
 
 def grid(values: np.ndarray, width: int) -> np.ndarray:
     """Lay a 1-D array out as rows of ``width`` (the last row padded with ``GRID_PAD``)."""
+    width = check_int(width, "width", 1, GRID_MAX_WIDTH)
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise ValueError(f"values: expected a 1-D array, got shape {values.shape}")
     rows = -(-len(values) // width)
     out = np.full(rows * width, GRID_PAD, dtype=np.uint8)
     out[:len(values)] = values
@@ -116,12 +122,15 @@ class RmpRanges:
         return f"<RmpRanges pfn {self.pfn:#x} +{self.npages}: {len(self.runs)} runs>"
 
 
-def rmp_ranges(host, pfn: int = 0, npages: int | None = None, *, limit: int = 200) -> RmpRanges:
+def rmp_ranges(host, pfn: int = 0, npages: int | None = None, *, limit: int = RMP_RANGES_LIMIT.default) -> RmpRanges:
     """Runs of identical entries in ``[pfn, pfn+npages)`` (default: all memory), region by
     region: uniform regions merge with their neighbours; only mixed regions are expanded.
-    At most ``limit`` runs are listed."""
+    At most ``limit`` runs are listed (1 up to :data:`~kit.host.limits.RMP_RANGES_LIMIT`'s
+    bound)."""
+    pfn = check_int(pfn, "pfn", 0, host.nr_pages - 1)
     npages = host.nr_pages - pfn if npages is None else npages
     pfn, npages = check_pfn_range(pfn, npages, host.nr_pages)
+    limit = RMP_RANGES_LIMIT.check(limit)
     table = host.rmp.table
     r0, r1 = pfn // PAGES_PER_2M, -(-(pfn + npages) // PAGES_PER_2M)
     runs: list[dict] = []

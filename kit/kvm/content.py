@@ -18,9 +18,10 @@ import numpy as np
 
 from ..host.ranges import RangeStore
 from ..units import PAGE_4K, PAGE_SHIFT
+from .limits import PAGE_BY_PAGE
 from .uapi import TASK_SIZE_MAX
 
-MAX_READ = 64 << 20   # bytes one read may materialise
+MAX_READ = PAGE_BY_PAGE.max   # bytes one read may materialise
 
 
 def check_byte(value, name: str = "value") -> int:

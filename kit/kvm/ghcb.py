@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..units import PAGE_2M, PAGE_4K
+from ..units import PAGE_2M, PAGE_4K, check_int
 
 # ----------------------------------------------------------------- the MSR protocol
 GHCB_MSR_INFO_MASK = 0xFFF
@@ -45,7 +45,10 @@ GHCB_ERR_MISSING_INPUT, GHCB_ERR_INVALID_INPUT, GHCB_ERR_INVALID_EVENT = 4, 5, 6
 
 def ghcb_msr_psc_req(gfn: int, op: int) -> int:
     """The guest's MSR-protocol page-state request (``GHCB_MSR_PSC_REQ_GFN``): GFN in bits
-    51:12, operation in bits 55:52."""
+    51:12, operation in bits 55:52. A value that does not fit its field is the caller's error
+    (ValueError): the macro would silently cut it."""
+    gfn = check_int(gfn, "gfn", 0, GHCB_MSR_PSC_GFN_MASK)
+    op = check_int(op, "op", 0, GHCB_MSR_PSC_OP_MASK)
     return (GHCB_MSR_PSC_REQ | ((gfn & GHCB_MSR_PSC_GFN_MASK) << GHCB_MSR_PSC_GFN_POS)
             | ((op & GHCB_MSR_PSC_OP_MASK) << GHCB_MSR_PSC_OP_POS))
 
@@ -78,6 +81,7 @@ VMGEXIT_PSC_MAX_ENTRY = 64                      # the Linux guest's descriptor (
 VMGEXIT_PSC_ERROR_GENERIC = 0x100 << 32
 VMGEXIT_PSC_ERROR_INVALID_HDR = (1 << 32) | 1
 VMGEXIT_PSC_ERROR_INVALID_ENTRY = (1 << 32) | 2
+PSC_GFN_BITS, PSC_OP_BITS, PSC_CUR_PAGE_BITS = 40, 4, 12   # struct psc_entry's bit fields
 PSC_OPS = (SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED, SNP_PAGE_STATE_PSMASH, SNP_PAGE_STATE_UNSMASH)
 _U16 = 0xFFFF
 
@@ -105,6 +109,19 @@ class PscEntry:
     pagesize: int
     cur_page: int = 0
 
+    def __post_init__(self):
+        """Each field fits ``struct psc_entry``'s bit field (gfn 40 bits, operation 4,
+        cur_page 12); ``pagesize`` is the entry's bit or the kit's size. Any value the guest can
+        write is accepted (KVM answers a bad one with INVALID_ENTRY); others are the caller's
+        error (ValueError/TypeError naming the field)."""
+        self.gfn = check_int(self.gfn, "gfn", 0, (1 << PSC_GFN_BITS) - 1)
+        self.op = check_int(self.op, "op", 0, (1 << PSC_OP_BITS) - 1)
+        self.cur_page = check_int(self.cur_page, "cur_page", 0, (1 << PSC_CUR_PAGE_BITS) - 1)
+        if psc_pagesize_2m(check_int(self.pagesize, "pagesize")) is None:
+            raise ValueError(f"pagesize: must be PAGE_4K, PAGE_2M, RMP_PG_SIZE_4K (0) or RMP_PG_SIZE_2M (1), "
+                             f"got {self.pagesize!r}")
+        self.pagesize = int(self.pagesize)
+
     @property
     def npages(self) -> int:
         """The entry's 4K pages: 512 for a 2M entry, else 1."""
@@ -126,6 +143,8 @@ class PscDesc:
     reserved: int = 0
 
     def __post_init__(self):
+        if isinstance(self.entries, (str, bytes, dict)) or not hasattr(self.entries, "__iter__"):
+            raise TypeError(f"entries: expected a list of PscEntry, got {self.entries!r}")
         self.entries = list(self.entries)
         if self.end_entry is None:
             self.end_entry = len(self.entries) - 1 if self.entries else 0

@@ -22,13 +22,15 @@ import numpy as np
 from ..errors import KvmError, SigBus
 from ..host.memory import OutOfMemory
 from ..host.ranges import RangeStore, pfn_runs
-from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT, PMD_SHIFT, PUD_SHIFT, PMD_ORDER
+from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT, PMD_SHIFT, PUD_SHIFT, PMD_ORDER, check_bool
 from . import uapi as U
 from .content import PageContents, check_byte, check_span
+from .limits import GMEM_FOLIOS
 from .uapi import check_field
 
 
 PUD_ORDER = PUD_SHIFT - PAGE_SHIFT     # a 1G folio
+LOFF_T_MAX = (1 << 63) - 1             # file offsets and sizes are signed 64-bit (loff_t)
 
 
 def folio_order(f: "GuestMemfd") -> int:
@@ -118,6 +120,10 @@ class GuestMemfd:
         returns (None, order) and counts the page allocated. EFAULT once closed."""
         if self.closed:
             raise KvmError(errno.EFAULT, "guest_memfd is closed")
+        index = check_field(index, "index")
+        if index >= self.npages:
+            raise ValueError(f"index: page {index} is beyond the file's {self.npages} pages")
+        allocate = check_bool(allocate, "allocate")
         order = folio_order(self)
         fidx = index >> order
         if not self.host_frames:
@@ -128,6 +134,7 @@ class GuestMemfd:
         if pfn is None:
             if not allocate:
                 return None, order
+            self._check_folios(1, "index")
             host = self.vm.kvm.host
             pfn = int(host.memory.alloc(order, "guest")[0])
             host.ledger.record("gmem_folio", bytes_zeroed=PAGE_4K << order)
@@ -141,6 +148,10 @@ class GuestMemfd:
         """:meth:`get_pfn` for ``count`` consecutive folios from folio index ``first``, as range
         operations (the same state and cost events as one call per folio): the host frames."""
         order = folio_order(self)
+        first, count = check_field(first, "first"), check_field(count, "count")
+        if (first + count) << order > self.npages:
+            raise ValueError(f"first, count: folios [{first}, {first + count}) go past the file's end")
+        self._check_folios(count, "count")
         idx = range(first, first + count)
         missing = [i for i in idx if i not in self.folios]
         if self.unprepared:
@@ -154,10 +165,29 @@ class GuestMemfd:
                 self.allocated.set(i << order, (i + n) << order, 1)
         return self.folio_pfns(first, count)
 
+    def _check_folios(self, more: int, name: str) -> None:
+        """The file may hold ``more`` folios beyond those it has (:data:`GMEM_FOLIOS`)."""
+        if len(self.folios) + more > GMEM_FOLIOS.max:
+            raise ValueError(f"{name}: the file would hold {len(self.folios) + more} folios; at most "
+                             f"{GMEM_FOLIOS.max} (the limit: {GMEM_FOLIOS.why})")
+
+    def _check_pages(self, start, end) -> tuple[int, int]:
+        """A range of the file's pages, ``0 <= start <= end <= npages``."""
+        start, end = check_field(start, "start"), check_field(end, "end")
+        if not start <= end <= self.npages:
+            raise ValueError(f"start, end: pages [{start}, {end}) are not a range of the file's {self.npages} pages")
+        return start, end
+
     def folio_pfns(self, first: int, count: int) -> np.ndarray:
         """The host frames of folios ``first .. first + count - 1`` (all present)."""
-        return np.fromiter((self.folios[i] for i in range(first, first + count)), dtype=np.int64,
-                           count=count)
+        first, count = check_field(first, "first"), check_field(count, "count")
+        if count > len(self.folios):
+            raise ValueError(f"count: {count} folios asked for, the file holds {len(self.folios)}")
+        try:
+            return np.fromiter((self.folios[i] for i in range(first, first + count)), dtype=np.int64,
+                               count=count)
+        except KeyError as e:
+            raise ValueError(f"first, count: folio {e.args[0]} is not in the file") from None
 
     def clear_on_first_use(self, fidxs) -> None:
         """Folios :meth:`allocate_folios` took are cleared when a fault first gets them
@@ -174,9 +204,17 @@ class GuestMemfd:
         prepared: the first :meth:`get_pfn` clears it (``bytes_zeroed`` then) and the arch's
         ``gmem_prepare`` runs on the fault. Too little host memory -> ENOMEM; the kernel keeps
         the folios it took before failing, the kit takes none (a failed call changes nothing)."""
+        start, end = self._check_pages(start, end)
+        if start == end:
+            return
         host = self.vm.kvm.host
         order = folio_order(self)
         lo, hi = start >> order, ((end - 1) >> order) + 1
+        held = sum(1 for k in self.folios if lo <= k < hi)
+        free = host.memory.free_regions() if order == PMD_ORDER else host.memory.free_pages()
+        if hi - lo - held > free:
+            raise KvmError(errno.ENOMEM, f"fallocate: {hi - lo - held} folios wanted, the host has {free} free")
+        self._check_folios(hi - lo - held, "length")
         need = np.ones(hi - lo, dtype=bool)
         have = np.fromiter((k for k in self.folios if lo <= k < hi), dtype=np.int64)
         need[have - lo] = False
@@ -196,6 +234,7 @@ class GuestMemfd:
         """Truncate pages [start, end): every whole folio inside goes back to the host after the
         arch's ``gmem_invalidate`` (``kvm_gmem_free_folio`` -> ``kvm_arch_gmem_invalidate``;
         SNP: the frames become shared again)."""
+        start, end = self._check_pages(start, end)
         host = self.vm.kvm.host
         order = folio_order(self)
         for fidx in sorted(k for k in self.folios if start <= (k << order) and ((k + 1) << order) <= end):
@@ -207,12 +246,14 @@ class GuestMemfd:
 
     def mark_allocated(self, start: int, end: int) -> None:
         """Pages [start, end) now have (order-0, zeroed-on-first-use) folios."""
+        start, end = self._check_pages(start, end)
         self.allocated.set(start, end, 1)
 
     def invalidate_begin(self, start: int, end: int) -> None:
         """``kvm_gmem_invalidate_begin``: zap the gfns of every bound slot mapping pages
         [start, end), with the file's filter (shared mappings for an INIT_SHARED file, else
         private ones: ``kvm_gmem_get_invalidate_filter``)."""
+        start, end = self._check_pages(start, end)
         kind = "shared" if self.flags & U.GUEST_MEMFD_FLAG_INIT_SHARED else "private"
         for s, e, slot in self.bindings:
             lo, hi = max(s, start), min(e, end)
@@ -233,6 +274,10 @@ class GuestMemfd:
             raise KvmError(errno.EBADF, "guest_memfd is closed")
         mode = check_field(mode, "mode", 32)
         offset, length = check_field(offset, "offset"), check_field(length, "length")
+        if offset > LOFF_T_MAX or length > LOFF_T_MAX:        # vfs_fallocate: negative loff_t
+            raise KvmError(errno.EINVAL, "offset or len negative as an loff_t")
+        if offset + length > LOFF_T_MAX:                      # vfs_fallocate: past s_maxbytes
+            raise KvmError(errno.EFBIG, "offset+len past the largest file size")
         if not mode & U.FALLOC_FL_KEEP_SIZE or mode & ~(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE):
             raise KvmError(errno.EOPNOTSUPP, "fallocate mode must be KEEP_SIZE [| PUNCH_HOLE]")
         if offset % PAGE_4K or length % PAGE_4K:
@@ -263,6 +308,7 @@ class GuestMemfd:
         :meth:`user_read`, :meth:`madvise`, :meth:`mbind`)."""
         self._open()
         length, offset = check_field(length, "length"), check_field(offset, "offset")
+        shared = check_bool(shared, "shared")
         if not self.flags & U.GUEST_MEMFD_FLAG_MMAP:
             raise KvmError(errno.ENODEV, "guest_memfd was created without GUEST_MEMFD_FLAG_MMAP")
         if not shared:
@@ -346,9 +392,14 @@ class GuestMemfd:
         (node 0), so placement is trivially on it."""
         offset, length = check_field(offset, "offset"), check_field(length, "length")
         mode = check_field(mode, "mode", 32)
+        if isinstance(nodemask, (str, bytes)) or not hasattr(nodemask, "__iter__"):
+            raise TypeError(f"nodemask: expected a collection of node numbers, got {nodemask!r}")
+        try:
+            nodes = frozenset(nodemask)
+        except TypeError:
+            raise TypeError(f"nodemask: expected a collection of node numbers, got {nodemask!r}") from None
         if not self.mapped:
             raise KvmError(errno.EFAULT, "no mapping of this guest_memfd")
-        nodes = frozenset(nodemask)
         if mode >= MPOL_MAX or offset % PAGE_4K:
             raise KvmError(errno.EINVAL, f"mbind: mode {mode} not valid (MPOL_MAX is {MPOL_MAX})")
         if mode in (MPOL_DEFAULT, MPOL_LOCAL):
@@ -373,6 +424,7 @@ class GuestMemfd:
 
     def node_of(self, offset: int) -> int:
         """The NUMA node of the folio at ``offset``: always 0 (one-node host model)."""
+        check_field(offset, "offset")
         return 0
 
     def ftruncate(self, size: int) -> int:
@@ -417,6 +469,7 @@ def kvm_gmem_bind(vm, slot, f, offset: int) -> None:
     """``kvm_gmem_bind``: EBADF for no file; EINVAL for something that is not a guest_memfd
     (a VM, /dev/kvm, a plain memfd), one of another VM, a bad offset or size, or a range of
     the file already bound (EINVAL, not EEXIST)."""
+    offset = check_field(offset, "offset")
     if f is None or (isinstance(f, GuestMemfd) and f.closed):
         raise KvmError(errno.EBADF, "guest_memfd is not an open file")
     if not isinstance(f, GuestMemfd):

@@ -21,17 +21,32 @@ from __future__ import annotations
 import errno
 
 from ..errors import KitError, KvmError
-from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT
+from ..units import PAGE_1G, PAGE_2M, PAGE_4K, PAGE_SHIFT, check_bool, check_int
 from . import uapi as U
 from .content import check_byte, check_span
 from .ghcb import GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_REQ, ghcb_msr_term_req
 from .gmem import max_level_for_order
+from .limits import MAX_GPA_BITS, PAGE_BY_PAGE
+from .uapi import check_field
 # the exit structures and the hypercall's attribute bits live in .uapi (re-exported here)
 from .uapi import (KVM_MAP_GPA_RANGE_DECRYPTED, KVM_MAP_GPA_RANGE_ENCRYPTED,  # noqa: F401
                    KVM_MAP_GPA_RANGE_PAGE_SZ_1G, KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
                    KVM_MAP_GPA_RANGE_PAGE_SZ_4K, Exit, Hypercall, MemoryFault)
 
 MAP_SHARED, MAP_PRIVATE = 1, 2   # values in the VM's SPTE range store (what the NPT maps)
+
+
+def _check_access(gpa, write, private, length: int = 0) -> tuple[int, bool, bool | None]:
+    """A guest access's operands: ``gpa`` (and ``gpa + length``) below 2**MAX_GPA_BITS (no
+    wider guest physical address exists), ``write`` a bool, ``private`` a bool or None."""
+    gpa = check_int(gpa, "gpa", 0, (1 << MAX_GPA_BITS) - 1)
+    if gpa + length > 1 << MAX_GPA_BITS:
+        raise ValueError(f"gpa, length: [{gpa:#x}, {gpa + length:#x}) goes past the widest guest "
+                         f"physical address (2**{MAX_GPA_BITS})")
+    write = check_bool(write, "write")
+    if private is not None:
+        private = check_bool(private, "private")
+    return gpa, write, private
 
 
 class VcpuNotRunnable(KitError):
@@ -114,10 +129,9 @@ class Vcpu:
         if self.terminated is not None:
             raise VcpuNotRunnable(self, "the guest requested termination and runs no more",
                                   self.terminated)
+        ret = check_int(ret, "ret", -(1 << 63), U.U64)     # run->hypercall.ret, a 64-bit register
         if self.complete_userspace_io is None:
-            raise ValueError(f"vCPU {self.id}: no exit is waiting for userspace's answer")
-        if isinstance(ret, bool) or not isinstance(ret, int):
-            raise TypeError(f"ret: expected an int, got {ret!r}")
+            raise ValueError(f"ret: vCPU {self.id} has no exit waiting for userspace's answer")
         complete, self.complete_userspace_io, self.pending_exit = self.complete_userspace_io, None, None
         return self.to_userspace(complete(ret))
 
@@ -135,6 +149,7 @@ class Vcpu:
         (:class:`~kit.errors.VmmCommunicationException`, ``SVM_EXIT_PAGE_NOT_VALIDATED``)
         [APM2 15.36.10]. Returns None when the access completes, or the fault path's
         :class:`Exit`."""
+        gpa, write, private = _check_access(gpa, write, private)
         out = self.fault_in(gpa, write=write, private=private)
         if out is None and self._is_private(gpa >> PAGE_SHIFT, private):
             self.vm.x86_ops.check_private_access(self, gpa)
@@ -162,8 +177,7 @@ class Vcpu:
         ``user_exit`` for an exit."""
         vm = self.vm
         self.check_runnable()
-        if isinstance(gpa, bool) or not isinstance(gpa, int) or gpa < 0:
-            raise ValueError(f"gpa: expected a non-negative int, got {gpa!r}")
+        gpa, write, private = _check_access(gpa, write, private)
         gpa, private = vm.x86_ops.fault_gpa(vm, gpa, private)
         gfn = gpa >> PAGE_SHIFT
         is_private = self._is_private(gfn, private)
@@ -225,9 +239,12 @@ class Vcpu:
         through :meth:`access`. Returns None, or the first page's exit (pages before it are
         written, as a guest ``memset`` would have). The bytes land where KVM mapped the page:
         guest_memfd for private pages and GMEM_ONLY slots, else the VMM's memory at the
-        slot's ``userspace_addr``."""
+        slot's ``userspace_addr``. ``length`` is at most :data:`~kit.kvm.limits.PAGE_BY_PAGE`'s
+        bound (the fill goes page by page)."""
         check_span(gpa, length, whole_pages=True, addr_name="gpa")
         check_byte(value)
+        PAGE_BY_PAGE.check(length)
+        _check_access(gpa, True, private, length)
         for page in range(gpa >> PAGE_SHIFT, (gpa + length) >> PAGE_SHIFT):
             out = self.access(page << PAGE_SHIFT, write=True, private=private)
             if out is not None:
@@ -239,6 +256,7 @@ class Vcpu:
     def read(self, gpa: int, length: int = 1, *, private: bool | None = None):
         """The guest reads ``length`` bytes at ``gpa``: bytes, or the first page's exit."""
         check_span(gpa, length, whole_pages=False, addr_name="gpa")
+        _check_access(gpa, False, private, length)
         out = bytearray()
         first = gpa >> PAGE_SHIFT
         for page in range(first, ((gpa + max(length, 1) - 1) >> PAGE_SHIFT) + 1):
@@ -297,6 +315,9 @@ class Vcpu:
         Ledger: ``vm_exit``; ``set_attributes`` where the guest owns the attributes;
         ``user_exit`` for the exit."""
         self.check_runnable()
+        nr = check_field(nr, "nr")
+        args = tuple(check_field(a, f"args[{i}]") for i, a in enumerate(args))
+        cpl, long_mode = check_int(cpl, "cpl", 0, 3), check_bool(long_mode, "long_mode")
         self._record("vmcall", vm_exit=1)
         if nr != U.KVM_HC_MAP_GPA_RANGE:
             return -U.KVM_ENOSYS

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from ..errors import KvmError, VmmCommunicationException, errno_name
 from ..host import Host
-from ..units import PAGE_2M, PAGE_SHIFT
+from ..units import PAGE_2M, PAGE_SHIFT, check_bool, check_int
 from . import Kvm
 from . import uapi as U
+from .limits import MAX_SEV_ASID
 from .mmu import KVM_MAP_GPA_RANGE_ENCRYPTED
 from .vmm import Vmm
 
@@ -117,7 +118,17 @@ def conversion_vm(vm_type="sw-protected", *, owner: str = "userspace", npf: str 
     ``KVM_CAP_EXIT_HYPERCALL`` for ``KVM_HC_MAP_GPA_RANGE`` (unless ``exit_hypercall`` is false);
     on a guest-owned one KVM handles the hypercall itself. Returns (vm, vCPU 0, a
     :class:`~kit.kvm.vmm.Vmm` answering up to ``max_exits`` exits per access)."""
-    vm_type = CONVERSION_VM_TYPES.get(vm_type, vm_type)
+    if isinstance(vm_type, str):
+        if vm_type not in CONVERSION_VM_TYPES:
+            raise ValueError(f"vm_type: unknown {vm_type!r}; allowed: {', '.join(CONVERSION_VM_TYPES)} "
+                             "(or a KVM_X86_* number)")
+        vm_type = CONVERSION_VM_TYPES[vm_type]
+    elif isinstance(vm_type, bool) or not isinstance(vm_type, int) or vm_type not in U.VM_TYPE_NAMES:
+        raise ValueError(f"vm_type: expected one of {', '.join(CONVERSION_VM_TYPES)} or a KVM_X86_* number, "
+                         f"got {vm_type!r}")
+    if backing not in BACKINGS:
+        raise ValueError(f"backing: unknown {backing!r}; allowed: {', '.join(BACKINGS)}")
+    exit_hypercall = check_bool(exit_hypercall, "exit_hypercall")
     vm = Kvm(Host(mem="2GiB", cores=4)).create_vm(vm_type, attribute_owner=owner, npf_policy=npf)
     if vm_type == U.KVM_X86_SNP_VM:
         vm.sev_init()
@@ -148,6 +159,7 @@ def conversion_outcome(vm_type="sw-protected", *, owner: str = "userspace", npf:
     to userspace, ``KVM_SET_MEMORY_ATTRIBUTES`` ioctls and conversions KVM made itself."""
     if guest not in GUEST_BEHAVIOURS:
         raise ValueError(f"guest: unknown {guest!r}; allowed: {', '.join(GUEST_BEHAVIOURS)}")
+    pages = check_int(pages, "pages", 0, U.U64)          # the hypercall's npages register
     vm, vcpu, vmm = conversion_vm(vm_type, owner=owner, npf=npf, backing=backing, max_exits=max_exits)
     private = True
     if guest == "asks first":
@@ -177,7 +189,7 @@ def outcome_matrix(vm_type="sw-protected", *, owners=("userspace", "guest"), npf
 
 def gfn(gpa: int) -> int:
     """The frame number of a guest physical address (``gpa_to_gfn``)."""
-    return gpa >> PAGE_SHIFT
+    return check_int(gpa, "gpa", 0, U.U64) >> PAGE_SHIFT
 
 
 # ------------------------------------------------------------------ ASIDs
@@ -190,7 +202,7 @@ def asid_states(kvm, last: int | None = None) -> dict[int, str]:
     the reclaim bitmap; free again after the next ``__sev_recycle_asids`` flush), ``leaked``
     (``sev_vm_destroy`` returns without freeing it when ``snp_decommission_context`` fails), or
     ``free``."""
-    last = kvm.max_sev_asid if last is None else last
+    last = kvm.max_sev_asid if last is None else check_int(last, "last", 0, MAX_SEV_ASID.max)
 
     def state(a: int) -> str:
         if a in kvm.leaked_asids:

@@ -30,10 +30,13 @@ import errno
 from dataclasses import dataclass, field
 
 from ..errors import KvmError
+from ..units import check_int
 from . import uapi as U
 from .ghcb import (GHCB_ERR_MISSING_INPUT, GHCB_HV_RESP_MALFORMED_INPUT, GHCB_MSR_INFO_MASK,
                    GHCB_MSR_PSC_REQ, GHCB_MSR_TERM_REQ, ghcb_msr_term_reason)
 from .injection import injected
+from .limits import MAX_SEV_ASID
+from .uapi import check_field
 from .x86_ops import KvmX86Ops
 
 SEV_TYPES = (U.KVM_X86_SEV_VM, U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM)
@@ -76,6 +79,9 @@ class AsidSpace:
         self.recycles = 0
 
     def range_for(self, vm_type: int) -> tuple[int, int]:
+        if isinstance(vm_type, bool) or vm_type not in SEV_TYPES:
+            raise ValueError(f"vm_type: an SEV VM type ({', '.join(U.VM_TYPE_NAMES[t] for t in SEV_TYPES)}), "
+                             f"got {vm_type!r}")
         if vm_type == U.KVM_X86_SEV_VM:
             return self.min_sev_asid, self.max_sev_asid
         return 1, self.min_sev_asid - 1
@@ -106,6 +112,7 @@ class AsidSpace:
 
     def free(self, asid: int) -> None:
         """``sev_asid_free``: only marks the ASID for reclaim."""
+        asid = check_int(asid, "asid", 1, MAX_SEV_ASID.max)
         self.used.discard(asid)
         self.reclaim.add(asid)
 
@@ -151,6 +158,7 @@ def register_region(vm, addr: int, size: int) -> int:
     size 0 or a range that wraps -> EINVAL. The region (the VMM's pages pinned for the guest)
     is added to the VM's list. Pinning itself is not modelled (the VMM's memory is not host
     frames of the model)."""
+    addr, size = check_field(addr, "addr"), check_field(size, "size")
     _context_owner(vm)
     if size == 0 or addr + size > 1 << 64:
         raise KvmError(errno.EINVAL, "size 0 or a range that wraps")
@@ -162,6 +170,7 @@ def unregister_region(vm, addr: int, size: int) -> int:
     """``KVM_MEMORY_ENCRYPT_UNREG_REGION`` (``sev_mem_enc_unregister_region``): not an SEV VM
     -> ENOTTY; a mirror -> EINVAL; no region with exactly this address and size
     (``find_enc_region``) -> EINVAL."""
+    addr, size = check_field(addr, "addr"), check_field(size, "size")
     _context_owner(vm)
     if (addr, size) not in vm.sev.regions_list:
         raise KvmError(errno.EINVAL, f"no registered region at {addr:#x} of {size:#x} bytes")

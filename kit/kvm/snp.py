@@ -35,9 +35,9 @@ import numpy as np
 
 from ..errors import (errno_name, PFERR_GUEST_SIZEM_MASK, SVM_EXIT_PAGE_NOT_VALIDATED, KvmError,
                       NestedPageFault, VmmCommunicationException)
-from ..host.ranges import pfn_runs
+from ..host.ranges import check_pfn_range, pfn_runs
 from ..host.rmp import PVALIDATE_FAIL_SIZEMISMATCH
-from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_2M
+from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M, check_bool, check_int, check_level
 from . import uapi as U
 # the GHCB protocol's names, kept importable from here (their home is .ghcb)
 from .ghcb import (GHCB_HV_RESP_NO_ACTION, GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_GFN_MASK,  # noqa: F401
@@ -49,11 +49,12 @@ from .ghcb import (GHCB_HV_RESP_NO_ACTION, GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_GFN_
                    VMGEXIT_PSC_ERROR_INVALID_ENTRY, VMGEXIT_PSC_ERROR_INVALID_HDR, VMGEXIT_PSC_MAX_COUNT,
                    VMGEXIT_PSC_MAX_ENTRY,
                    PscDesc, PscEntry, ghcb_msr_psc_req, psc_pagesize_2m)
-from .gmem import PMD_ORDER, folio_order
+from .gmem import PMD_ORDER, PUD_ORDER, folio_order
 from .injection import injected, launch_fw_error
+from .limits import MAX_GPA_BITS, UNIT_BY_UNIT, VALIDATE_PAGES
 from .mmu import MAP_PRIVATE
 from .sev import SevX86Ops, sev_mem_enc_check
-from .uapi import KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M, Exit, Hypercall
+from .uapi import KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_2M, Exit, Hypercall, check_field
 
 R = PAGES_PER_2M                  # 4K pages (and RMP entries) in a 2M region
 # old spellings of the kernel's names (CHANGELOG.md, "Moved")
@@ -81,6 +82,8 @@ def sev_gmem_prepare(vm, pfn: int, gfn: int, order: int) -> int:
     (:attr:`kit.kvm.gmem.GuestMemfd.prepared`, ``kvm_gmem_get_pfn`` preparing a folio that is
     not up to date): a page the host made shared again afterwards is not re-assigned by a
     later fault, so the guest's next private access gets #VC."""
+    pfn, gfn = check_field(pfn, "pfn"), check_field(gfn, "gfn")
+    order = check_int(order, "order", 0, PUD_ORDER)
     host = vm.kvm.host
     assigned, _ = host.snp_lookup_rmpentry(pfn)
     if assigned:
@@ -101,15 +104,19 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
     2M-aligned units of private memory, as range operations: the same state and the same
     cost events as faulting each unit in on its own. Needs 2M guest_memfd folios aligned with
     the gfns (``Kvm(gmem_hugepages=True)``); anything else goes unit by unit through the vCPU
-    path. Records one ``vm_exit`` and one ``npt_map`` per unit. The range form applies SNP's
-    own rules (:func:`sev_gmem_prepare`), not a member a user replaced in ``vm.x86_ops``."""
+    path (at most :data:`~kit.kvm.limits.UNIT_BY_UNIT`'s bound). Records one ``vm_exit`` and
+    one ``npt_map`` per unit. The range form applies SNP's own rules (:func:`sev_gmem_prepare`),
+    not a member a user replaced in ``vm.x86_ops``. ``[gfn, gfn + nunits * 512)`` must lie in
+    one memslot (ValueError)."""
     host = vm.kvm.host
+    gfn = check_field(gfn, "gfn")
+    nunits, slot = _units_in_slot(vm, gfn, nunits, "gfn")
     end = gfn + nunits * R
-    slot = vm.slot_for_gfn(gfn)
     fast = (slot is not None and slot.gmem is not None and gfn % R == 0 and end <= slot.end_gfn
             and folio_order(slot.gmem) == PMD_ORDER and slot.gmem_index(gfn) % R == 0
             and vm.attributes.has(gfn, end, U.KVM_MEMORY_ATTRIBUTE_PRIVATE))
     if not fast:
+        UNIT_BY_UNIT.check(nunits)
         vcpu = next(iter(vm.vcpus.values()))
         for g in range(gfn, end, R):            # per 2M unit: KVM's fault path records its events
             out = vcpu.fault_in(g << PAGE_SHIFT, private=True)
@@ -134,17 +141,31 @@ def snp_fault_in_private_2m(vm, gfn: int, nunits: int) -> None:
     host.ledger.record("kvm_fault", vm_exit=nunits, npt_map=nunits)
 
 
+def _units_in_slot(vm, gfn: int, nunits, name: str):
+    """The memslot holding the ``nunits`` 2M units from ``gfn`` (a range form's operands)."""
+    nunits = check_field(nunits, "nunits")
+    slot = vm.slot_for_gfn(gfn)
+    if nunits < 1 or slot is None or gfn + nunits * R > slot.end_gfn:
+        raise ValueError(f"{name}, nunits: {nunits} 2M units from gfn {gfn:#x} do not lie in one memslot")
+    return nunits, slot
+
+
 def guest_pvalidate_2m_run(vm, gpa: int, nunits: int) -> list[int]:
     """The guest's PVALIDATE(2M, validate) of ``nunits`` consecutive 2M pages (see
     :meth:`kit.host.rmp.Rmp.pvalidate_2m_run`), split into runs of consecutive host frames,
     when KVM maps them all private with 2M folios; otherwise one by one through
     :func:`guest_pvalidate` (vCPU 0), whose #NPF goes through KVM's fault path: an entry of the
-    result is then a return code or that unit's :class:`~kit.kvm.uapi.Exit`."""
+    result is then a return code or that unit's :class:`~kit.kvm.uapi.Exit`. ``gpa`` is
+    2M-aligned and the run lies in one memslot (ValueError)."""
+    gpa = check_field(gpa, "gpa")
+    if gpa % PAGE_2M:
+        raise ValueError(f"gpa: a 2M PVALIDATE takes a 2M-aligned gpa, got {gpa:#x}")
     gfn = gpa >> PAGE_SHIFT
-    slot = vm.slot_for_gfn(gfn)
+    nunits, slot = _units_in_slot(vm, gfn, nunits, "gpa")
     f = slot.gmem if slot is not None else None
     if (f is None or folio_order(f) != PMD_ORDER
             or not vm.sptes.has(gfn, gfn + nunits * R, MAP_PRIVATE)):   # one by one
+        UNIT_BY_UNIT.check(nunits)
         vcpu = next(iter(vm.vcpus.values()))
         return [guest_pvalidate(vcpu, gpa + i * PAGE_2M, PAGE_2M, True) for i in range(nunits)]
     pfns = f.folio_pfns(slot.gmem_index(gpa >> PAGE_SHIFT) >> PMD_ORDER, nunits)
@@ -157,7 +178,11 @@ def guest_pvalidate_2m_run(vm, gpa: int, nunits: int) -> list[int]:
 
 
 def sev_gmem_invalidate(host, start: int, end: int) -> None:
-    """``sev_gmem_invalidate``: frames [start, end) leave a guest_memfd and become shared."""
+    """``sev_gmem_invalidate``: frames [start, end) leave a guest_memfd and become shared.
+    The range is one folio's (``kvm_gmem_free_folio``): at most a 1G folio's frames."""
+    start, end = check_field(start, "start"), check_field(end, "end")
+    if not start < end <= host.nr_pages or end - start > PAGES_PER_1G:
+        raise ValueError(f"start, end: [{start:#x}, {end:#x}) is not one folio's frames of host memory")
     pfn = start
     while pfn < end:
         assigned, level = host.snp_lookup_rmpentry(pfn)
@@ -188,6 +213,7 @@ def sev_max_mapping_level(host, pfn: int) -> int:
 def sev_handle_rmp_fault(vm, gpa: int, error_code: int) -> None:
     """``sev_handle_rmp_fault``: a size mismatch on a private page backed by a 2M RMP entry:
     PSMASH the entry and zap the 2M of gfns, so that the retried access maps 4K."""
+    gpa, error_code = check_field(gpa, "gpa"), check_field(error_code, "error_code")
     gfn = gpa >> PAGE_SHIFT
     if not vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE:
         return
@@ -225,6 +251,11 @@ def guest_pvalidate(vcpu, gpa: int, pagesize: int, validate: bool):
     the page shared: the vCPU would fault forever) is raised as the
     :class:`~kit.errors.NestedPageFault` instead of hanging."""
     vcpu.check_runnable()
+    pagesize = check_level(pagesize, name="pagesize")
+    gpa = check_int(gpa, "gpa", 0, (1 << MAX_GPA_BITS) - 1)
+    if gpa % pagesize:
+        raise ValueError(f"gpa: must be aligned to the page size {pagesize:#x}, got {gpa:#x}")
+    validate = check_bool(validate, "validate")
     vm = vcpu.vm
     gfn = gpa >> PAGE_SHIFT
     for attempt in (0, 1):
@@ -250,7 +281,12 @@ def guest_validate(vcpu, gpa: int, npages: int) -> list:
     """The guest validates ``npages`` 4K pages from ``gpa`` after converting them to private
     (arch/x86/coco/sev/core.c ``pval_pages``: PVALIDATE, 4K, validate=1, page by page; a
     helper for notebooks and probes, not a hot path): the list of :func:`guest_pvalidate`
-    results. A VM without an RMP (not SNP) has nothing to validate: []."""
+    results. A VM without an RMP (not SNP) has nothing to validate: []. ``npages`` is at most
+    :data:`~kit.kvm.limits.VALIDATE_PAGES`'s bound."""
+    npages = VALIDATE_PAGES.check(npages)
+    gpa = check_int(gpa, "gpa", 0, (1 << MAX_GPA_BITS) - npages * PAGE_4K)
+    if gpa % PAGE_4K:
+        raise ValueError(f"gpa: must be page aligned, got {gpa:#x}")
     if vcpu.vm.type != U.KVM_X86_SNP_VM:
         return []
     return [guest_pvalidate(vcpu, gpa + i * PAGE_4K, PAGE_4K, True) for i in range(npages)]
@@ -382,7 +418,13 @@ def snp_guest_owned_convert(vm, gfn: int, npages: int, private: bool) -> int:
     ``kvm_vm_set_mem_attributes`` on ``[gfn, gfn + npages)``, recorded in ``kvm_conversions``
     and as ``set_attributes``. Returns 0, -EINVAL when private memory is asked for that no
     open guest_memfd slot backs (KVM could never fault it in), or the update's -errno (e.g.
-    -ENOMEM when ``xa_reserve`` fails); a failure changes nothing."""
+    -ENOMEM when ``xa_reserve`` fails); a failure changes nothing. ``[gfn, gfn + npages)``
+    must be guest frames (below 2**52: ValueError otherwise)."""
+    gfn, npages = check_field(gfn, "gfn"), check_field(npages, "npages")
+    if gfn + npages > 1 << (MAX_GPA_BITS - PAGE_SHIFT):
+        raise ValueError(f"gfn, npages: [{gfn:#x}, {gfn + npages:#x}) goes past the widest guest "
+                         f"physical address (2**{MAX_GPA_BITS})")
+    private = check_bool(private, "private")
     if private and not vm.gmem_backed(gfn, gfn + npages):
         return -errno.EINVAL
     value = U.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0
@@ -460,6 +502,17 @@ def snp_vmgexit_psc(vcpu, desc: PscDesc):
     return _psc_answer(vcpu, state, _snp_begin_psc(vcpu.vm, state))
 
 
+def _psc_entry(i: int, e) -> PscEntry:
+    if isinstance(e, PscEntry):
+        return e
+    if not isinstance(e, (tuple, list)) or not 3 <= len(e) <= 4:
+        raise TypeError(f"entries[{i}]: expected (gfn, op, pagesize) or a PscEntry, got {e!r}")
+    try:
+        return PscEntry(*e)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"entries[{i}]: {err}") from None
+
+
 def snp_begin_psc(vcpu, entries, *, cur_entry: int = 0, end_entry: int | None = None):
     """The page-state change of ``entries`` ((gfn, op, pagesize PAGE_4K/PAGE_2M) tuples or
     :class:`PscEntry`) as one call: the exits KVM would hand out in turn if userspace answered
@@ -468,8 +521,9 @@ def snp_begin_psc(vcpu, entries, *, cur_entry: int = 0, end_entry: int | None = 
     cost event changes where userspace owns the attributes (the caller answers the exits);
     where the guest owns them KVM converts inside, as :func:`snp_vmgexit_psc` does. The
     stateful form is :meth:`kit.kvm.mmu.Vcpu.vmgexit_psc`."""
-    desc = PscDesc([e if isinstance(e, PscEntry) else PscEntry(*e) for e in entries],
-                   cur_entry, end_entry)
+    if isinstance(entries, (str, bytes, dict)) or not hasattr(entries, "__iter__"):
+        raise TypeError(f"entries: expected a list of (gfn, op, pagesize) or PscEntry, got {entries!r}")
+    desc = PscDesc([_psc_entry(i, e) for i, e in enumerate(entries)], cur_entry, end_entry)
     state = PscState(desc)
     out = _snp_begin_psc(vcpu.vm, state)
     while out is not None:
@@ -484,6 +538,7 @@ def snp_begin_psc_msr(vcpu, ghcb_msr: int):
     GHCB_MSR_PSC_RESP_ERROR in the MSR and resumes the guest. Otherwise one
     ``KVM_HC_MAP_GPA_RANGE`` exit of one 4K page. Returns ``(msr_response, exit or None)``
     (the response once userspace answered 0: ``snp_complete_psc_msr``)."""
+    ghcb_msr = check_field(ghcb_msr, "ghcb_msr")
     if ghcb_msr & GHCB_MSR_INFO_MASK != GHCB_MSR_PSC_REQ:
         raise ValueError(f"ghcb_msr: not a page-state-change request ({ghcb_msr:#x})")
     gfn = (ghcb_msr >> GHCB_MSR_PSC_GFN_POS) & GHCB_MSR_PSC_GFN_MASK
@@ -570,6 +625,7 @@ def snp_page_reclaim(vm, pfn: int) -> int:
     The fault-injection knob ``page_reclaim_fails`` (:mod:`kit.kvm.injection`) makes the
     firmware command fail."""
     host = vm.kvm.host
+    pfn = check_pfn_range(pfn, 1, host.nr_pages)[0]
     if injected(vm, "page_reclaim_fails"):
         vm.bugged = True
         host.snp_leak_pages(pfn, 1)
@@ -599,9 +655,9 @@ def snp_launch_update(vm, gfn_start: int, npages: int, page_type: int, flags: in
     rest). After LAUNCH_FINISH the firmware rejects the page (INVALID_GUEST_STATE).
     Firmware rejections are fault-injection knobs: ``vm.launch_fw_errors = {gfn: code}``
     (:mod:`kit.kvm.injection`)."""
-    for v, n in ((gfn_start, "gfn_start"), (npages, "npages"), (uaddr, "uaddr")):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{n}: expected an int, got {v!r}")
+    gfn_start, uaddr = check_field(gfn_start, "gfn_start"), check_field(uaddr, "uaddr")
+    npages = check_int(npages, "npages", None, U.U64 >> PAGE_SHIFT)     # len: u64 bytes
+    page_type, flags = check_field(page_type, "page_type", 8), check_field(flags, "flags", 16)
     sev_mem_enc_check(vm, U.KVM_SEV_SNP_LAUNCH_UPDATE)
     if vm.type != U.KVM_X86_SNP_VM or not vm.sev_active:
         raise KvmError(errno.EINVAL, "not an initialised SNP VM")

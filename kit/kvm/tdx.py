@@ -40,9 +40,9 @@ import errno
 from dataclasses import dataclass
 
 from ..errors import KvmError
-from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT
+from ..units import PAGE_2M, PAGE_4K, PAGE_SHIFT, check_int
 from . import uapi as U
-from .uapi import Exit, Hypercall
+from .uapi import Exit, Hypercall, check_field
 from .x86_ops import GENERIC_X86_OPS, KvmX86InitOps, KvmX86Ops
 
 # arch/x86/include/asm/shared/tdx.h
@@ -72,7 +72,7 @@ _U64 = U.U64 + 1                  # 2**64: the registers are 64-bit
 def shared_bit(gpaw: int = 48) -> int:
     """The shared bit of a TD with guest physical address width ``gpaw`` (48 or 52):
     ``BIT_ULL(gpaw - 1)`` (``tdx_parse_tdinfo``)."""
-    if gpaw not in TDX_GPAWS:
+    if isinstance(gpaw, bool) or not isinstance(gpaw, int) or gpaw not in TDX_GPAWS:
         raise ValueError(f"gpaw: must be one of {TDX_GPAWS}, got {gpaw!r}")
     return 1 << (gpaw - 1)
 
@@ -87,7 +87,10 @@ def shared_alias(gpa: int, gpaw: int = 48) -> int:
 
 def private_alias(gpa: int, gpaw: int = 48) -> int:
     """``gpa`` without the shared bit (KVM's ``kvm_get_unaliased_gpa``)."""
-    return gpa & ~shared_bit(gpaw)
+    bit = shared_bit(gpaw)
+    if isinstance(gpa, bool) or not isinstance(gpa, int) or not 0 <= gpa < 2 * bit:
+        raise ValueError(f"gpa: expected an int in [0, 2**{gpaw}), got {gpa!r}")
+    return gpa & ~bit
 
 
 @dataclass(eq=False)
@@ -123,6 +126,7 @@ def tdx_init_vm(vm, gpaw: int = 48) -> int:
     TD's CPUID (``setup_tdparams_eptp_controls``: 48 or 52, else EINVAL), before vCPUs exist
     (EINVAL). Returns 0."""
     vm.check_alive()
+    gpaw = check_field(gpaw, "gpaw", 8)
     if vm.type != U.KVM_X86_TDX_VM:
         raise KvmError(errno.ENOTTY, "not a TD")
     if gpaw not in TDX_GPAWS or vm.vcpus:
@@ -179,9 +183,10 @@ def complete_map_gpa(vcpu, ret: int = 0):
     KVM ``tdx_complete_vmcall_map_gpa``): ret != 0 -> INVALID_OPERAND, R11 = the chunk's GPA;
     else the next chunk: the call is done -> SUCCESS; an event pending -> RETRY, R11 = the
     next GPA; otherwise the next chunk's exit."""
+    ret = check_int(ret, "ret", -(1 << 63), U.U64)       # run->hypercall.ret, a 64-bit register
     t = getattr(vcpu, "tdx", None)
     if t is None or t.map_gpa_next is None:
-        raise ValueError("no MapGPA exit is waiting for an answer")
+        raise ValueError("ret: no MapGPA exit is waiting for an answer")
     vcpu.vm.check_alive()
     if ret:
         return _to_guest(vcpu, TDVMCALL_STATUS_INVALID_OPERAND, t.map_gpa_next)

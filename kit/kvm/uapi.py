@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..units import PAGE_4K
 
 
@@ -108,8 +110,9 @@ TASK_SIZE_MAX = (1 << 47) - PAGE_4K         # arch/x86/include/asm/page_64_types
 def check_field(value, name: str, bits: int = 64) -> int:
     """A uAPI integer field: ints only, and it must fit the field's unsigned width (a negative or
     too-wide value is the caller's error, so a ``ValueError`` naming ``name``, not an errno)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    value = int(value)
     if value < 0 or value >> bits:
         raise ValueError(f"{name}: must fit an unsigned {bits}-bit field, got {value!r}")
     return value

@@ -20,16 +20,18 @@ from __future__ import annotations
 import errno
 
 from ..errors import KvmError
+from ..host.host import Host
 from ..host.ranges import RangeStore
-from ..units import PAGE_4K, PAGE_SHIFT  # noqa: F401  (PAGE_SHIFT: also this module's old name)
+from ..units import PAGE_4K, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M, check_bool  # noqa: F401  (PAGE_SHIFT: old name)
 from . import uapi as U
 from .content import UserMemory
-from .gmem import (MADV_COLLAPSE, MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE,  # noqa: F401
+from .gmem import (LOFF_T_MAX, MADV_COLLAPSE, MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE,  # noqa: F401
                    MADV_NORMAL, MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL, MADV_WILLNEED,
                    MPOL_BIND, MPOL_DEFAULT, MPOL_INTERLEAVE, MPOL_LOCAL, MPOL_MAX, MPOL_PREFERRED,
                    MPOL_PREFERRED_MANY, MPOL_WEIGHTED_INTERLEAVE, GuestMemfd, Stat,
                    kvm_gmem_bind, kvm_gmem_unbind)
 from .injection import FaultInjection
+from .limits import KVM_MAX_VCPU_IDS, MAX_SEV_ASID, MIN_SEV_ASID, VCPUS_PER_VM
 from .memslot import (Memslot, check_memory_region, check_memslot_move,  # noqa: F401
                       check_memslot_overlap, hugepage_extend, slot_for_gfn)
 from .mmu import MAP_PRIVATE, MAP_SHARED, Vcpu
@@ -37,6 +39,7 @@ from .uapi import TASK_SIZE_MAX, U64, check_field  # noqa: F401
 from .x86_ops import KvmX86InitOps, KvmX86Ops, kvm_x86_vendor
 
 _ZAP_FILTERS = {"shared": (MAP_SHARED,), "private": (MAP_PRIVATE,), "all": (MAP_SHARED, MAP_PRIVATE)}
+HUGE_LEVEL_PAGES = (PAGES_PER_2M, PAGES_PER_1G)   # the pages of a 2M and of a 1G page
 
 
 class Kvm:
@@ -61,19 +64,31 @@ class Kvm:
                  gmem_hugepages: bool = False, x86_ops: dict | None = None,
                  init_ops: KvmX86InitOps | None = None,
                  fault_injection: FaultInjection | None = None):
-        bad = [t for t in vm_types if t not in U.VM_TYPE_NAMES]
-        if bad:
-            raise ValueError(f"vm_types: unknown VM types {bad}; known: {sorted(U.VM_TYPE_NAMES)}")
-        bad = [t for t in (x86_ops or {}) if t not in U.VM_TYPE_NAMES]
+        if not isinstance(host, Host):
+            raise TypeError(f"host: expected a kit.host.Host, got {type(host).__name__} {host!r}")
+        vm_types = _vm_types(vm_types)
+        if x86_ops is not None and not isinstance(x86_ops, dict):
+            raise TypeError(f"x86_ops: expected a dict of VM type -> KvmX86Ops, got {type(x86_ops).__name__}")
+        bad = [t for t in (x86_ops or {}) if not _is_vm_type(t)]
         if bad:
             raise ValueError(f"x86_ops: unknown VM types {bad}; known: {sorted(U.VM_TYPE_NAMES)}")
+        bad = [t for t, ops in (x86_ops or {}).items() if not isinstance(ops, KvmX86Ops)]
+        if bad:
+            raise TypeError(f"x86_ops: the ops of VM types {bad} are not KvmX86Ops tables")
+        for value, name, cls in ((init_ops, "init_ops", KvmX86InitOps),
+                                 (fault_injection, "fault_injection", FaultInjection)):
+            if value is not None and not isinstance(value, cls):
+                raise TypeError(f"{name}: expected a {cls.__name__} or None, got {type(value).__name__}")
+        min_sev_asid, max_sev_asid = MIN_SEV_ASID.check(min_sev_asid), MAX_SEV_ASID.check(max_sev_asid)
+        block_snp_mirror = check_bool(block_snp_mirror, "block_snp_mirror")
+        gmem_hugepages = check_bool(gmem_hugepages, "gmem_hugepages")
         self.host = host
-        self.min_sev_asid = check_field(min_sev_asid, "min_sev_asid", 32)
-        self.max_sev_asid = check_field(max_sev_asid, "max_sev_asid", 32)
-        self.vm_types = tuple(vm_types)
+        self.min_sev_asid = min_sev_asid
+        self.max_sev_asid = max_sev_asid
+        self.vm_types = vm_types
         self.vms: list[VM] = []
         self.block_snp_mirror = block_snp_mirror
-        self.gmem_hugepages = bool(gmem_hugepages)
+        self.gmem_hugepages = gmem_hugepages
         self.fault_injection = fault_injection if fault_injection is not None else FaultInjection()
         self.user_memory = UserMemory()       # the VMM process's memory behind userspace_addr
         vendor = init_ops if init_ops is not None else kvm_x86_vendor()
@@ -102,7 +117,7 @@ class Kvm:
     def check_extension(self, cap: int) -> int:
         """``KVM_CHECK_EXTENSION`` on /dev/kvm (``kvm`` is NULL: private features reported as
         available)."""
-        return _check_extension(self, None, cap)
+        return _check_extension(self, None, check_field(cap, "cap"))
 
     def create_vm(self, type: int = U.KVM_X86_DEFAULT_VM, *, attribute_owner: str = "userspace",
                   npf_policy: str = "exit", x86_ops: KvmX86Ops | None = None) -> "VM":
@@ -117,16 +132,34 @@ class Kvm:
         is a KVM_EXIT_MEMORY_FAULT) or ``"auto-convert"`` (the 2021 agreement in the thread
         "[PATCH Part2 RFC v4 37/40] KVM: SVM: Add support to handle the RMP nested page fault":
         KVM converts on a guest access, never on a host access)."""
+        type = check_field(type, "type")
         if attribute_owner not in ("userspace", "guest"):
             raise ValueError(f"attribute_owner: must be 'userspace' or 'guest', got {attribute_owner!r}")
         if npf_policy not in ("exit", "auto-convert"):
             raise ValueError(f"npf_policy: must be 'exit' or 'auto-convert', got {npf_policy!r}")
+        if x86_ops is not None and not isinstance(x86_ops, KvmX86Ops):
+            raise TypeError(f"x86_ops: expected a KvmX86Ops table or None, got {x86_ops.__class__.__name__}")
         if type not in self.vm_types:
             raise KvmError(errno.EINVAL, f"VM type {type} is not supported")
         vm = VM(self, type, x86_ops if x86_ops is not None else self.x86_ops[type])
         vm.attribute_owner, vm.npf_policy = attribute_owner, npf_policy
         self.vms.append(vm)
         return vm
+
+
+def _is_vm_type(t) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool) and t in U.VM_TYPE_NAMES
+
+
+def _vm_types(vm_types) -> tuple:
+    """``Kvm(vm_types=...)``: a sequence of known VM type numbers (bools refused)."""
+    if isinstance(vm_types, (str, bytes, dict)) or not hasattr(vm_types, "__iter__"):
+        raise TypeError(f"vm_types: expected a sequence of VM type numbers, got {vm_types!r}")
+    vm_types = tuple(vm_types)
+    bad = [t for t in vm_types if not _is_vm_type(t)]
+    if bad:
+        raise ValueError(f"vm_types: unknown VM types {bad}; known: {sorted(U.VM_TYPE_NAMES)}")
+    return vm_types
 
 
 def _check_extension(kvm: Kvm, vm: "VM | None", cap: int) -> int:
@@ -239,7 +272,7 @@ class VM:
 
     def check_extension(self, cap: int) -> int:
         self.check_alive()
-        return _check_extension(self.kvm, self, cap)
+        return _check_extension(self.kvm, self, check_field(cap, "cap"))
 
     # ------------------------------------------------------------------ attributes
     def supported_mem_attributes(self) -> int:
@@ -265,6 +298,8 @@ class VM:
         Otherwise existing mappings of the *old* kind in overlapping memslots are invalidated
         (``kvm_arch_pre_set_memory_attributes``) and the value is stored (reserve-then-store:
         all or nothing; ``xa_reserve`` failing is -ENOMEM)."""
+        address, size = check_field(address, "address"), check_field(size, "size")
+        attributes, flags = check_field(attributes, "attributes"), check_field(flags, "flags")
         if flags:
             raise KvmError(errno.EINVAL, "flags must be 0")
         if attributes & ~self.supported_mem_attributes():
@@ -294,7 +329,12 @@ class VM:
     def lpage_mixed(self, gfn: int, level_pages: int) -> bool:
         """Whether the ``level_pages``-aligned huge page around ``gfn`` holds gfns with different
         attributes: ``KVM_LPAGE_MIXED_FLAG`` (``hugepage_has_attrs``), which caps the mapping
-        level. Computed from the range store on demand."""
+        level. Computed from the range store on demand. ``level_pages``: the pages of a 2M
+        or a 1G page."""
+        gfn, level_pages = check_field(gfn, "gfn"), check_field(level_pages, "level_pages")
+        if level_pages not in HUGE_LEVEL_PAGES:
+            raise ValueError(f"level_pages: must be {' or '.join(map(str, HUGE_LEVEL_PAGES))} "
+                             f"(a 2M or a 1G page), got {level_pages!r}")
         base = gfn - gfn % level_pages
         return not self.attributes.has(base, base + level_pages, self.attributes.get(base))
 
@@ -304,6 +344,11 @@ class VM:
         for ``kind="all"``, ``kvm_unmap_gfn_range`` with the range's ``attr_filter`` for
         ``"shared"`` / ``"private"``). A huge mapping straddling the range goes whole: it is
         rebuilt on the next fault. Recorded in :attr:`zaps`."""
+        start, end = check_field(start, "start"), check_field(end, "end")
+        if end < start:
+            raise ValueError(f"start, end: an empty or reversed range [{start:#x}, {end:#x})")
+        if not isinstance(kind, str) or kind not in _ZAP_FILTERS:
+            raise ValueError(f"kind: must be one of {', '.join(_ZAP_FILTERS)}, got {kind!r}")
         self.zaps.append((start, end, kind))
         drop = _ZAP_FILTERS[kind]
         for s, e, v in self.sptes.ranges(start, end):
@@ -313,12 +358,13 @@ class VM:
     # ------------------------------------------------------------------ guest_memfd
     def create_guest_memfd(self, size: int, flags: int = 0) -> GuestMemfd:
         """``KVM_CREATE_GUEST_MEMFD`` (``kvm_gmem_create``): unsupported flags first, then
-        size <= 0 or not page aligned: EINVAL."""
+        size <= 0 or not page aligned: EINVAL. ``size`` is a ``u64`` field read as an ``loff_t``
+        (``loff_t size = args->size``), so from 2**63 on it is negative: EINVAL too."""
         self.check_alive()
         size, flags = check_field(size, "size"), check_field(flags, "flags")
         if flags & ~_check_extension(self.kvm, self, U.KVM_CAP_GUEST_MEMFD_FLAGS):
             raise KvmError(errno.EINVAL, f"guest_memfd flags {flags:#x} not supported")
-        if size == 0 or size % PAGE_4K:
+        if size == 0 or size > LOFF_T_MAX or size % PAGE_4K:
             raise KvmError(errno.EINVAL, "size must be a positive multiple of the page size")
         f = GuestMemfd(self, size, flags)
         self.gmem_files.add(f)
@@ -371,12 +417,13 @@ class VM:
         return 0
 
     def slot_for_gfn(self, gfn: int, as_id: int = 0) -> Memslot | None:
-        return slot_for_gfn(self.memslots, gfn, as_id)
+        return slot_for_gfn(self.memslots, check_field(gfn, "gfn"), check_field(as_id, "as_id", 16))
 
     def gmem_backed(self, start: int, end: int) -> bool:
         """Whether every gfn of ``[start, end)`` lies in a memslot whose guest_memfd can back
         private memory (``KVM_MEM_GUEST_MEMFD`` and the file still open): what
         ``kvm_mmu_faultin_pfn_gmem`` needs for a private fault to succeed."""
+        start, end = check_field(start, "start"), check_field(end, "end")
         covered = 0
         for slot in self.memslots.values():
             s, e = max(start, slot.base_gfn), min(end, slot.end_gfn)
@@ -388,12 +435,17 @@ class VM:
 
     # ------------------------------------------------------------------ vCPUs and caps
     def create_vcpu(self, id: int) -> Vcpu:
-        """``KVM_CREATE_VCPU``: an id already in use is EEXIST; then the arch's ``vcpu_create``
-        (SNP: the VMSA page). The whole ioctl: :meth:`vcpu_precreate`, :meth:`vcpu_arch_create`
-        and :meth:`vcpu_install`, the EEXIST check made first so that a failing call changes
-        nothing."""
+        """``KVM_CREATE_VCPU`` (``kvm_vm_ioctl_create_vcpu``): an id at or past
+        ``KVM_MAX_VCPU_IDS``, or a VM that has ``KVM_MAX_VCPUS`` vCPUs, is EINVAL; an id already
+        in use is EEXIST; then the arch's ``vcpu_create`` (SNP: the VMSA page). The whole ioctl:
+        :meth:`vcpu_precreate`, :meth:`vcpu_arch_create` and :meth:`vcpu_install`, the checks
+        made first so that a failing call changes nothing."""
         self.check_alive()
-        id = check_field(id, "id", 32)
+        id = check_field(id, "id")
+        if id >= KVM_MAX_VCPU_IDS:
+            raise KvmError(errno.EINVAL, f"vCPU id {id} >= KVM_MAX_VCPU_IDS ({KVM_MAX_VCPU_IDS})")
+        if len(self.vcpus) >= VCPUS_PER_VM.max:
+            raise KvmError(errno.EINVAL, f"the VM has KVM_MAX_VCPUS ({VCPUS_PER_VM.max}) vCPUs")
         if id in self.vcpus:
             raise KvmError(errno.EEXIST, f"vCPU {id} exists")
         self.vcpu_precreate()
@@ -433,6 +485,7 @@ class VM:
         must be a VM (EBADF), then the source VM's arch ops decide. Other caps: EINVAL (not
         modelled yet)."""
         self.check_alive()
+        cap = check_field(cap, "cap")
         if cap in (U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, U.KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM):
             if not args:
                 raise KvmError(errno.EBADF, "no source VM given")

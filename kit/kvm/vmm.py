@@ -16,16 +16,26 @@ from __future__ import annotations
 import errno
 
 from ..errors import KvmError
-from ..units import PAGE_SHIFT
+from ..units import PAGE_SHIFT, check_bool
 from . import uapi as U
-from .uapi import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit
+from .limits import VMM_MAX_EXITS
+from .mmu import Vcpu
+from .uapi import KVM_MAP_GPA_RANGE_ENCRYPTED, Exit, check_field
+from .vm import VM
+
+
+def _check_vcpu(vcpu) -> None:
+    if not isinstance(vcpu, Vcpu):
+        raise TypeError(f"vcpu: expected a kit.kvm.mmu.Vcpu, got {type(vcpu).__name__} {vcpu!r}")
 
 
 class Vmm:
-    def __init__(self, vm, *, fallocate: bool = True, max_exits: int = 8):
+    def __init__(self, vm, *, fallocate: bool = True, max_exits: int = VMM_MAX_EXITS.default):
+        if not isinstance(vm, VM):
+            raise TypeError(f"vm: expected a kit.kvm.VM, got {type(vm).__name__} {vm!r}")
         self.vm = vm
-        self.fallocate = fallocate
-        self.max_exits = max_exits
+        self.fallocate = check_bool(fallocate, "fallocate")
+        self.max_exits = VMM_MAX_EXITS.check(max_exits)
         self.ioctls = 0            # KVM_SET_MEMORY_ATTRIBUTES calls made (the cost of userspace control)
         self.log: list = []
         self.panicked = None       # the termination exit, once the guest asked to terminate
@@ -34,6 +44,7 @@ class Vmm:
         """``kvm_convert_memory``: a private conversion of memory that no guest_memfd slot
         backs is refused (the guest's hypercall gets -KVM_EINVAL, nothing changes); otherwise
         attributes first, then the guest_memfd range."""
+        gpa, size, private = check_field(gpa, "gpa"), check_field(size, "size"), check_bool(private, "private")
         start, end = gpa >> PAGE_SHIFT, (gpa + size) >> PAGE_SHIFT
         if private and not self._gmem_backed(start, end):
             return -U.KVM_EINVAL
@@ -61,6 +72,8 @@ class Vmm:
     def handle(self, exit: Exit) -> int:
         """Answer one exit; returns the hypercall's ``ret`` (0, or the conversion's refusal) or 0
         for a memory fault. A termination request is recorded in :attr:`panicked` (0)."""
+        if not isinstance(exit, Exit):
+            raise TypeError(f"exit: expected a kit.kvm.uapi.Exit, got {type(exit).__name__} {exit!r}")
         self.log.append(exit)
         if exit.reason == U.KVM_EXIT_SYSTEM_EVENT and exit.system_event \
                 and exit.system_event[0] == U.KVM_SYSTEM_EVENT_SEV_TERM:
@@ -80,6 +93,9 @@ class Vmm:
         (:meth:`~kit.kvm.mmu.Vcpu.complete_hypercall`) and answer every exit KVM hands out
         next, until KVM answers the guest. ``exit`` None (KVM answered at once) does nothing.
         Returns the number of exits answered."""
+        _check_vcpu(vcpu)
+        if exit is not None and not isinstance(exit, Exit):
+            raise TypeError(f"exit: expected a kit.kvm.uapi.Exit or None, got {type(exit).__name__} {exit!r}")
         n = 0
         while exit is not None:
             ret = self.handle(exit)
@@ -93,6 +109,7 @@ class Vmm:
         """Run a guest access to completion, answering its exits; returns the exits seen.
         A conversion the VMM cannot make (e.g. no memslot can back private memory) raises
         the KvmError; an access still exiting after ``max_exits`` answers is stuck."""
+        _check_vcpu(vcpu)
         seen = []
         for _ in range(self.max_exits):
             out = vcpu.access(gpa, write=write, private=private)

@@ -1,7 +1,8 @@
 """kit.host against the dense per-4K reference (tests/reference/dense.py), step by step.
 
 A hypothesis RuleBasedStateMachine drives random sequences of RMP instructions, kernel
-helpers, direct-map calls, host accesses and policy changes through both models and asserts,
+helpers, direct-map calls, host accesses and policy changes through both models (and, on the
+kit alone, public calls with a wrong argument, which must change nothing) and asserts,
 after every step: identical return codes, faults and exceptions; identical RMP entries,
 direct-map levels and present bits on every pfn the step touched plus a fixed sample; identical
 /proc/meminfo counts and cost-event totals; and that a failed call changed nothing.
@@ -16,10 +17,19 @@ import hypothesis.strategies as st
 from hypothesis import event, settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
 
+from types import SimpleNamespace
+
 from kit.errors import HostOops, NestedPageFault, RmpUpdateLivelock
 from kit.host import DIRECTMAP_POLICIES, Host
 from kit.units import GiB, MiB, PAGE_2M, PAGE_4K
+from tests.hostile import hostile_for, refused
 from tests.reference.dense import DenseHost
+from tests.test_hostile_api import CASES
+
+#: the public calls of kit.host the "wrong argument" rule aims at (tests/test_hostile_api.py)
+HOST_CASES = [c for c in CASES if c.label.split(".")[0] in
+              ("Host", "DirectMap", "Rmp", "PhysicalMemory", "Ledger", "views") and c.label not in
+              ("Host", "DirectMap", "Rmp", "PhysicalMemory")]       # the constructors build no state here
 
 R = 512
 MEM = 1 * GiB + 4 * MiB                 # one 1G chunk and a 2M-mapped tail of two regions
@@ -271,6 +281,22 @@ class HostVsDense(RuleBasedStateMachine):
         n = min(n, self.kit.nr_pages - pfn)
         k, r = (self.kit.write, self.ref.write) if write else (self.kit.read, self.ref.read)
         self._both(self._span(pfn, n), lambda: k(pfn, n), lambda: r(pfn, n))
+
+    # ------------------------------------------------------------ wrong arguments
+    @rule(case=st.sampled_from(HOST_CASES), data=st.data())
+    def wrong_argument(self, case, data):
+        """Any public call with one argument of the wrong type or out of range: refused with a
+        ValueError/TypeError naming it, and the whole host (RMP arrays, direct map and its
+        counts, frame owners, ledger, faults, ...) exactly as before."""
+        param = data.draw(st.sampled_from(sorted(case.params)), label="parameter")
+        valid = case.ok.get(param, lambda v: False)
+        value = data.draw(st.one_of(st.sampled_from(case.hostile(param)),
+                                    hostile_for(case.params[param])).filter(lambda v: not valid(v)), label="value")
+        k = self.kit
+        w = SimpleNamespace(host=k, dm=k.directmap, rmp=k.rmp, mem=k.memory, kernel_page=0)
+        why = refused(lambda: case.call(w, **{param: value}), k, name=case.names.get(param, param),
+                      codes=case.codes)
+        assert why is None, f"{case.label}({param}={value!r}): {why}"
 
     # ------------------------------------------------------------ invariants
     @invariant()

@@ -1,4 +1,5 @@
 """RMP instruction rules (kit/host/rmp.py), each traced to its source in docs/host-model.md."""
+import numpy as np
 import pytest
 
 from kit.errors import PFERR_GUEST_RMP_MASK, PFERR_GUEST_SIZEM_MASK, NestedPageFault
@@ -195,3 +196,45 @@ def test_firmware_page_states():
     assert mk(vmsa=True).state == "context" and mk(immutable=False).state == "reclaim"
     assert mk(asid=1).state == "pre-guest" and mk(asid=1, validated=True).state == "pre-swap"
     assert mk(assigned=False).state == "hv-fixed"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pvalidate_2m_run_is_the_instructions_one_by_one(seed):
+    """Runs of mixed entries (2M, validated, 4K, partly 4K, another ASID, smashed): the range
+    form gives each instruction's code, stops at the first #NPF having done the ones before,
+    and leaves the RMP and the cost totals as the instructions one by one do, without a
+    Python loop over the regions held as one word."""
+    def build():
+        rng = np.random.default_rng(seed)
+        h = Host(mem="64MiB")
+        for reg in range(32):
+            p, g, k = reg * 512, reg * PAGE_2M, int(rng.integers(0, 7))
+            if k in (1, 2, 6):
+                h.rmp.rmpupdate(p, assigned=True, pagesize=PAGE_2M, asid=1, gpa=g)
+            if k == 2:
+                h.rmp.pvalidate(p, pagesize=PAGE_2M, validate=True, asid=1, gpa=g)
+            if k == 3:
+                h.rmp.rmpupdate(p, assigned=True, pagesize=PAGE_4K, asid=1, gpa=g, npages=512)
+            if k == 4:
+                h.rmp.rmpupdate(p + 3, assigned=True, pagesize=PAGE_4K, asid=1, gpa=g + 3 * PAGE_4K)
+            if k == 5:
+                h.rmp.rmpupdate(p, assigned=True, pagesize=PAGE_2M, asid=2, gpa=g)
+            if k == 6:
+                h.rmp.psmash(p)
+        return h
+
+    def run(fn):
+        try:
+            return ("ok", fn())
+        except NestedPageFault as e:
+            return ("npf", e.error_code, e.gpa)
+
+    start = seed % 4
+    n = int(np.random.default_rng(seed + 1000).integers(1, 32 - start))
+    a, b = build(), build()
+    got = run(lambda: a.rmp.pvalidate_2m_run(start * 512, n, asid=1, gpa=start * PAGE_2M))
+    want = run(lambda: [b.rmp.pvalidate((start + i) * 512, pagesize=PAGE_2M, validate=True, asid=1,
+                                        gpa=(start + i) * PAGE_2M) for i in range(n)])
+    assert got == want
+    assert all(a.rmp.rmpread(p) == b.rmp.rmpread(p) for p in range(0, 32 * 512, 37))
+    assert a.ledger.totals == b.ledger.totals

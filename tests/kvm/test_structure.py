@@ -11,7 +11,8 @@ import pytest
 import kit.kvm
 
 KVM = pathlib.Path(kit.kvm.__file__).parent
-GENERIC = ("vm", "memslot", "gmem", "mmu", "x86_ops", "uapi", "content", "injection", "vmm", "probe", "ghcb")
+GENERIC = ("vm", "memslot", "gmem", "mmu", "x86_ops", "uapi", "content", "injection", "vmm", "probe", "ghcb",
+           "limits")
 ARCH = ("sev", "snp", "svm", "tdx")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from kit.host import Host
 from kit.host.limits import HOST_CORES, HOST_MEM
@@ -111,7 +112,9 @@ def test_param_checks_and_names_the_limit():
 def test_bounds_are_the_documented_limits():
     assert SP["vcpus"].max == KVM_MAX_VCPUS == 4096
     assert SP["guests"].max == 1023
-    assert SP["host_mem"].max == HOST_MEM.max == 64 * TiB and SP["guest_mem"].max == HOST_MEM.max
+    # a guest is one memslot (KVM_MEM_MAX_NR_PAGES pages), not the largest host: the issue's
+    # `simulate --guest-mem 8TiB --host-mem 9TiB` ended in a KvmError from the memslot
+    assert SP["host_mem"].max == HOST_MEM.max == 64 * TiB and SP["guest_mem"].max == 8191 * GiB
     assert SP["host_cores"].max == HOST_CORES.max == 8192
     assert TOTAL_VCPUS.max == 16 * KVM_MAX_VCPUS
     for p in SP.values():
@@ -254,7 +257,7 @@ def test_cli_simulate_options_derive_from_the_table():
         assert opts[name].default == p.default and opts[name].help == p.describe()
     help_text = re.sub(r"\s+", " ", sub.format_help())
     assert "1..4096 vCPUs" in help_text and "1..1023 guests" in help_text and "1..8192 CPUs" in help_text
-    assert f"4MiB..{format_size(HOST_MEM.max)}" in help_text
+    assert f"4MiB..{format_size(SP['guest_mem'].max)}" in help_text and f"1GiB..{format_size(HOST_MEM.max)}" in help_text
 
 
 def test_docs_bounds_table_is_the_tables():
@@ -277,3 +280,55 @@ def test_no_citation_outside_the_repository():
         text = f.read_text()
         assert not [n for n in notes if re.search(r"(?<![/(\[])" + re.escape(n), text)], f
     assert (ROOT / "docs" / "sources.md").exists() and (ROOT / "docs" / "cost-figures.md").exists()
+
+
+# ---------------------------------------------------------------- bounds across parameters, checked before work
+def test_a_guest_is_one_memslot():
+    """The issue's `simulate --guest-mem 8TiB --host-mem 9TiB` ended in a KvmError from
+    KVM_SET_USER_MEMORY_REGION2 (more than KVM_MEM_MAX_NR_PAGES pages): refused by the table."""
+    with pytest.raises(ValueError, match=r"^guest_mem: at most 8191GiB, got 8TiB \(the limit: a guest is one memslot"):
+        api.simulate(guest_mem="8TiB", host_mem="9TiB")
+    r = api.simulate(guest_mem="8191GiB", host_mem="9TiB", vcpus=8, host_cores=16)
+    assert r.scenario.guest_mem == 8191 * GiB and r.fault_in_gbps > 0
+
+
+def test_a_des_run_traces_a_bounded_amount_of_work():
+    from kit.sim.scenario import GUEST_KINDS, TOTAL_STEPS, TOTAL_TOUCHED
+    big = dict(guest_mem="4TiB", vcpus=1024, host_mem="5TiB")
+    assert scenario(**big).engine == "analytic"                          # the analytic engine samples
+    with pytest.raises(ValueError, match=r"^touched: 1 guests fault in 4TiB in all; a DES run traces at most 2TiB"):
+        scenario(engine="des", **big)
+    assert scenario(engine="des", touched=TOTAL_TOUCHED.max, **big).touched == 2 * TiB
+    with pytest.raises(ValueError, match=f"^steps: 2 guests x {TOTAL_STEPS.max} conversions"):
+        scenario("conversions", engine="des", steps=TOTAL_STEPS.max, **SMALL | {"guests": 2})
+    assert scenario("conversions", engine="des", steps=TOTAL_STEPS.max, **SMALL).steps == TOTAL_STEPS.max
+    kinds = [(1, f"{4 * (i + 1)}MiB") for i in range(GUEST_KINDS.max + 1)]
+    with pytest.raises(ValueError, match=f"^guest_specs: {GUEST_KINDS.max + 1} different"):
+        scenario(guest_specs=kinds, host_mem="64GiB")
+    assert len(scenario(guest_specs=kinds[:-1], host_mem="64GiB").specs) == GUEST_KINDS.max
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_scenario_input_is_a_scenario_or_one_valueerror(data):
+    """Values in and out of every bound, of every type: scenario() returns or raises a
+    ValueError (ParamTypeError is one) naming a parameter; never anything else."""
+    kw = {}
+    for name, p in SP.items():
+        if not data.draw(st.booleans(), label=f"set {name}"):
+            continue
+        if p.kind in ("int", "float"):
+            good = st.integers(int(p.min), int(p.max)) if p.kind == "int" else st.floats(p.min, p.max)
+        elif p.kind == "size":
+            good = st.integers(int(p.min) // p.multiple, int(p.max) // p.multiple).map(lambda n, m=p.multiple: n * m)
+        else:
+            good = st.sampled_from(list(p.choices))
+        bad = st.one_of(st.none(), st.text(max_size=6), st.floats(), st.integers(-2 ** 70, 2 ** 70),
+                        st.booleans(), st.lists(st.integers(0, 3), max_size=2))
+        kw[name] = data.draw(st.one_of(good, bad), label=name)
+    try:
+        s = scenario(**kw)
+    except ValueError as e:
+        assert re.match(r"^[a-z_0-9]+(\[\d+\])?[ :,]", str(e)), str(e)
+    else:
+        assert isinstance(s, Scenario)

@@ -1,5 +1,7 @@
 """VM memory state (memslots, attributes, guest_memfd bindings and pages) against dict-per-page
-references, driven by a hypothesis state machine; every failed call must leave the VM as it was.
+references, driven by a hypothesis state machine; every failed call must leave the VM as it was,
+and so must any call given a wrong argument (the "wrong argument" rule: a digest of the whole
+KVM and host state before and after).
 A second machine drives SEV contexts (init, mirror copy, move, destroy) and checks that no ASID
 is handed out while any VM references it (arch/x86/kvm/svm/sev.c: ``sev_asid_new``,
 ``sev_vm_copy_enc_context_from``, ``sev_migrate_from``, ``sev_vm_destroy``).
@@ -19,8 +21,12 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from types import SimpleNamespace
+
 from kit.errors import KvmError
 from kit.kvm import uapi as U
+from tests.hostile import hostile_for, refused
+from tests.test_hostile_api import CASES
 
 PS = 4096
 P = U.KVM_MEMORY_ATTRIBUTE_PRIVATE
@@ -34,6 +40,15 @@ def call(fn):
         return fn()
     except KvmError as e:
         return -e.errno
+
+
+#: the calls the "wrong argument" rule aims at (tests/test_hostile_api.py): the VM's memory
+#: ioctls and its guest_memfd's fallocate, on the machine's own VM and files
+VM_CASES = [c for c in CASES if c.label in (
+    "VM.set_memory_attributes", "VM.kvm_vm_set_mem_attributes", "VM.memory_attributes", "VM.lpage_mixed",
+    "VM.zap_gfn_range", "VM.create_guest_memfd", "VM.set_user_memory_region", "VM.set_user_memory_region2",
+    "VM.slot_for_gfn", "VM.gmem_backed", "VM.create_vcpu", "VM.enable_cap", "VM.check_extension",
+    "GuestMemfd.fallocate", "Kvm.create_vm", "Kvm.check_extension")]
 
 
 class VmMemory(RuleBasedStateMachine):
@@ -161,6 +176,22 @@ class VmMemory(RuleBasedStateMachine):
         """Allocate the whole file, so that later punches meet allocated pages up to EOF."""
         if self._both(lambda: self.files[fidx].fallocate(U.FALLOC_FL_KEEP_SIZE, 0, FILE_PAGES * PS), 0):
             self.allocated[fidx] = set(range(FILE_PAGES))
+
+    # ------------------------------------------------------------ wrong arguments
+    @rule(case=st.sampled_from(VM_CASES), data=st.data())
+    def wrong_argument(self, case, data):
+        """Any VM, memslot, attribute or guest_memfd call with one argument of the wrong type
+        or out of range: refused (ValueError/TypeError naming it, or the kernel's errno) and
+        the whole KVM and host state (attributes, memslots, bindings, files, SPTEs, ledger,
+        frames) exactly as before."""
+        param = data.draw(st.sampled_from(sorted(case.params)), label="parameter")
+        valid = case.ok.get(param, lambda v: False)
+        value = data.draw(st.one_of(st.sampled_from(case.hostile(param)),
+                                    hostile_for(case.params[param])).filter(lambda v: not valid(v)), label="value")
+        w = SimpleNamespace(sw=self.vm, kvm=self.vm.kvm, host=self.vm.kvm.host, f=self.files[0], spare=self.files[1])
+        why = refused(lambda: case.call(w, **{param: value}), self.vm.kvm, name=case.names.get(param, param),
+                      codes=case.codes)
+        assert why is None, f"{case.label}({param}={value!r}): {why}"
 
     # ------------------------------------------------------------ invariants
     @invariant()
