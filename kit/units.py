@@ -44,6 +44,11 @@ _UNITS = {
     "t": TiB, "tb": TiB, "tib": TiB,
     "p": PiB, "pb": PiB, "pib": PiB,
 }
+#: How sizes and rates read, for help texts and outputs: sizes are binary (``160G`` is 160 GiB,
+#: as the kernel's ``memparse`` reads it: lib/cmdline.c), rates are decimal (GB/s, as the
+#: measurements of data/measurements.csv and docs/data.md are).
+SIZE_UNITS = ("sizes are binary: K, M, G, T (with or without B or iB) are KiB, MiB, GiB, TiB, "
+              "so 160G = 160GiB = 171.8 GB; rates are decimal GB/s (1e9 bytes per second)")
 # ASCII only: ``\d`` and ``int()`` would also take other scripts' digits ('٣', fullwidth '３')
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*$", re.ASCII)
 #: the longest size text parsed (a size past every bound has fewer characters)
@@ -53,7 +58,10 @@ MAX_SIZE_TEXT = 64
 def parse_size(text: str | int, *, name: str = "size") -> int:
     """Parse ``"1.5TiB"``, ``"160GiB"``, ``"2M"``, ``"4096"`` or an int into bytes.
 
-    Units are binary (``K``/``KB``/``KiB`` are all 1024, as in the kernel's ``memparse``).
+    Units are binary (``K``/``KB``/``KiB`` are all 1024, as in the kernel's ``memparse``,
+    lib/cmdline.c): ``160G`` and ``160GB`` are 160 GiB, not 160e9 bytes. Every surface that
+    takes a size says so (:data:`SIZE_UNITS`) and writes sizes back with ``iB``
+    (:func:`format_size`); rates stay decimal GB/s.
     The result must be a whole number of bytes and not negative; anything else raises a
     ``ValueError`` naming ``name``. Text is ASCII only (digits of other scripts, which
     ``int()`` would read, are refused) and at most :data:`MAX_SIZE_TEXT` characters; an int

@@ -121,11 +121,11 @@ def _swap_in(tmp: Path, final: Path, token: str) -> None:
         os.rename(tmp, final)
 
 
-def run_checked(nb: Notebook, params: dict, outdir=None, *, timeout: int = 900) -> dict:
+def run_checked(nb: Notebook, params: dict, outdir=None, *, timeout: int = 900, progress: bool = False) -> dict:
     """Steps 3 and 4 of :func:`run` for parameters :func:`prepare` checked. The run's folder is
     ``outdir``, else the ``outdir`` parameter, else ``runs/<notebook>``; the notebook's
     ``outdir`` parameter is always that folder. A folder holding anything but a kit run is
-    refused (``ValueError``) before a kernel starts."""
+    refused (``ValueError``) before a kernel starts. ``progress``: papermill's cell-by-cell bar."""
     params = dict(params)
     final = Path(outdir or params.get("outdir") or Path("runs") / nb.name)
     params.pop("outdir", None)
@@ -144,7 +144,7 @@ def run_checked(nb: Notebook, params: dict, outdir=None, *, timeout: int = 900) 
         record = {"notebook": nb.path.name, "notebook_path": str(nb.path), "params": params,
                   "started": started, "host": socket.gethostname(), "pid": os.getpid()}
         try:
-            out = execute(nb, params, tmp, timeout=timeout, final=final)
+            out = execute(nb, params, tmp, timeout=timeout, final=final, progress=progress)
         except Exception as e:
             record.update(state="failed", finished=timestamp(), error=f"{type(e).__name__}: {e}")
             write_atomic(tmp / RUN_RECORD, json.dumps(record, indent=1, sort_keys=True, default=str))

@@ -25,14 +25,18 @@ from ..explore.params import EXPLORE_PARAMS, check_schedule
 from ..sim.api import scenario
 from ..sim.scenario import SCENARIO_PARAMS
 from ..sim.api import simulate as run_simulation
+from ..sim.calibrate import MEASUREMENTS, Evaluator, load_measurements
 from ..sim.calibrate import calibrate as fit
+from ..sim.measurements import check_measurements
 from ..sim.params import DEFAULT_PATH, CostParams
-from ..units import parse_size
+from ..units import SIZE_UNITS, format_size, parse_size
 from . import demo as host_demo_model
 from .batch import prepare, run_checked, run_notebook
 from .batch import sweep as run_sweep
 from .notebook import inspect
-from .parameters import parse_pairs
+from .parameters import LIST_SYNTAX, parse_pairs, parameter_rows
+from .validate import NOTEBOOKS
+from .validate import rule as _rule
 from ..viz.traces import STEP_COLUMNS, step_rows
 from .report import report as build_report
 from .validate import check
@@ -63,6 +67,29 @@ class Outcome:
 
 def _quiet(_line: str) -> None:
     pass
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (``%kit`` in a notebook, or a papermill run)."""
+    shell = sys.modules.get("IPython")
+    ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    return getattr(ip, "kernel", None) is not None
+
+
+def progress_bar(total, desc: str, *, unit: str = "it", quiet: bool = False):
+    """A tqdm bar for work longer than a couple of seconds: a widget in a notebook
+    (``tqdm.auto``), on stderr in a terminal (stdout stays the result's), and silent when stderr
+    is not a terminal (a pipe, a log, a test) or with ``--quiet``."""
+    if not quiet and in_notebook():
+        from tqdm.auto import tqdm as auto
+        return auto(total=total, desc=desc, unit=unit, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True,
+                disable=quiet or not sys.stderr.isatty())
+
+
+def show_progress(args) -> bool:
+    """Whether a command's progress is shown at all (papermill's own bar, for ``kit run``)."""
+    return not getattr(args, "quiet", False) and (in_notebook() or sys.stderr.isatty())
 
 
 def text_table(rows: list[dict], cols: list[str]) -> str:
@@ -125,7 +152,17 @@ def host_demo(args, say=_quiet) -> Outcome:
     t0 = time.time()
     say(f"kit {__version__}: host {args.mem}, {args.cores} cores; one SNP guest of {args.guest_mem} "
         f"on 2M folios, one of {host_demo_model.SMALL_GUEST_MEM} on 4K folios, host kernel writes to its own pages")
-    rows = host_demo_model.run_all(mem=args.mem, cores=args.cores, guest_mem=args.guest_mem, seed=args.seed)
+    policies = list(host_demo_model.DIRECTMAP_POLICIES)
+    bar = progress_bar(len(policies), "host-demo", unit=" policies", quiet=args.quiet)
+    rows = []
+    try:
+        for policy in policies:
+            bar.set_postfix_str(policy)
+            rows.append(host_demo_model.run_policy(policy, mem=args.mem, cores=args.cores,
+                                                   guest_mem=args.guest_mem, seed=args.seed))
+            bar.update(1)
+    finally:
+        bar.close()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     params = {"kit_version": __version__, "mem": args.mem, "cores": args.cores,
               "guest_mem": args.guest_mem, "seed": args.seed,
@@ -161,33 +198,76 @@ def simulate(args, say=_quiet) -> Outcome:
         kw, params = simulate_args(args)
     except (ValueError, TypeError) as e:
         raise ArgError(str(e)) from None
-    r = run_simulation(**kw, params=params)
+    if kw["engine"] == "des":
+        bar = progress_bar(1000, "simulate (des)", unit="‰", quiet=args.quiet)
+        try:
+            r = run_simulation(**kw, params=params, progress=lambda f: bar.update(round(1000 * f) - bar.n))
+        finally:
+            bar.close()
+    else:
+        r = run_simulation(**kw, params=params)
     if args.json:
         out = r.to_json()
         if not args.series:
             out.pop("series", None)
         lines = [json.dumps(out, sort_keys=True)]
     else:
-        lines = [text_table([{"what": k, "value": v} for k, v in r.summary().items()], ["what", "value"]),
+        lines = [scenario_line(r.scenario),
+                 text_table([{"what": k, "value": v} for k, v in r.summary().items()], ["what", "value"]),
                  text_table([{"resource": k, "utilisation": f"{v:.3f}"} for k, v in
                              sorted(r.utilisation.items(), key=lambda kv: -kv[1])], ["resource", "utilisation"])]
     return Outcome(0, lines, r, display=True)
 
 
+def scenario_line(s) -> str:
+    """A scenario in one line: guests x vCPUs x memory, host, policy, engine, workload (sizes
+    in binary units: :data:`kit.units.SIZE_UNITS`)."""
+    guests = (" + ".join(f"1 x {v} vCPUs x {format_size(m)}" for v, m in s.specs) if s.mixed
+              else f"{s.guests} guest{'s' if s.guests != 1 else ''} x {s.vcpus} vCPUs x {format_size(s.guest_mem)}")
+    return (f"simulated {s.workload}: {guests} on a host of {s.host_cores} cores / {format_size(s.host_mem)}, "
+            f"direct-map policy {s.policy}, {s.engine} engine, seed {s.seed}")
+
+
+class _CountedEvaluator(Evaluator):
+    """The calibration's evaluator, moving a progress bar at each evaluation of the model."""
+
+    def __init__(self, targets, bar):
+        super().__init__(targets)
+        self.bar = bar
+
+    def predict(self, params):
+        self.bar.update(1)
+        return super().predict(params)
+
+
 def calibrate(args, say=_quiet) -> Outcome:
-    """Fit the free cost parameters; status 1 unless every measured row is within its spread."""
+    """Fit the free cost parameters to the measurements (``--data``, checked first: one line
+    naming the file, row and column of a bad cell); status 1 unless every measured row is
+    within its spread. The fitted set is written only where asked: ``-o FILE``, or ``--write``
+    for the kit's own ``data/cost_params.json``."""
     try:
         base = CostParams.load(args.start) if args.start else CostParams()
+        data = Path(args.data) if args.data else MEASUREMENTS
+        check_measurements(data)
+        if args.write and args.out:
+            raise ValueError("--write and -o/--out: give one (--write is -o data/cost_params.json)")
     except (ValueError, OSError) as e:
         raise ArgError(str(e)) from None
-    fitted, rows, info = fit(base)
-    out = args.out or str(DEFAULT_PATH)
-    fitted.save(out)
+    out = str(DEFAULT_PATH) if args.write else args.out
+    bar = progress_bar(None, "calibrate: model evaluations", unit=" evaluations", quiet=args.quiet)
+    try:
+        fitted, rows, info = fit(base, path=data, evaluator=_CountedEvaluator(load_measurements(data), bar))
+    finally:
+        bar.close()
     lines = [text_table(rows, ["config", "measured", "spread", "model", "error_pct", "residual", "within"]),
              f"free parameters: {info['free_parameters']} ({', '.join(info['names'])}); "
-             f"{info['measured_configurations']} measured configurations; {info['status']}",
-             "fitted: " + ", ".join(f"{n}={fitted[n]:.4g}" for n in info["names"]),
-             f"parameter set: {os.path.abspath(out)}"]
+             f"{info['measured_configurations']} measured configurations of {data}; {info['status']}",
+             "fitted: " + ", ".join(f"{n}={fitted[n]:.4g}" for n in info["names"])]
+    if out:
+        fitted.save(out)
+        lines.append(f"parameter set: {os.path.abspath(out)}")
+    else:
+        lines.append("parameter set: not written (-o FILE writes it; --write replaces data/cost_params.json)")
     if args.residuals:
         with open(args.residuals, "w") as f:
             json.dump({"rows": rows, "info": info, "params": fitted.to_json()}, f, indent=1)
@@ -216,7 +296,7 @@ def run(args, say=_quiet) -> Outcome:
     except ValueError as e:
         raise ArgError(str(e)) from None
     try:
-        out = run_checked(nb, params, args.out, timeout=args.timeout)
+        out = run_checked(nb, params, args.out, timeout=args.timeout, progress=show_progress(args))
     except ValueError as e:                 # the output folder, refused before a kernel starts
         raise ArgError(str(e)) from None
     except papermill.PapermillExecutionError as e:
@@ -227,6 +307,24 @@ def run(args, say=_quiet) -> Outcome:
     if out["report"]:
         lines.append(f"report: {out['report'].resolve()}")
     return Outcome(0, lines, out)
+
+
+#: the columns of ``kit params``
+PARAMS_COLUMNS = ["name", "type", "default", "allowed", "help"]
+
+
+def params(args, say=_quiet) -> Outcome:
+    """``kit params NOTEBOOK``: the notebook's parameters with their types, defaults, allowed
+    values (the rule each is checked by) and help."""
+    try:
+        nb = inspect(args.notebook)
+    except ValueError as e:
+        raise ArgError(str(e)) from None
+    rows = parameter_rows(nb, lambda name, notebook: _rule(name, notebook if notebook in NOTEBOOKS else None))
+    if args.json:
+        return Outcome(0, [json.dumps(rows)], rows)
+    return Outcome(0, [f"{nb.name} ({nb.path.name}): {len(rows)} parameters; lists: {LIST_SYNTAX}",
+                       text_table(rows, PARAMS_COLUMNS)], rows)
 
 
 def sweep(args, say=_quiet) -> Outcome:
@@ -372,11 +470,24 @@ def explore(args, say=_quiet) -> Outcome:
 
 
 # ------------------------------------------------------------------ the parser
+class DefaultsHelp(argparse.HelpFormatter):
+    """Help that shows every option's default (unless its help already says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, [], argparse.SUPPRESS)
+                or action.option_strings == [] or isinstance(action, argparse._VersionAction)):
+            return text
+        return f"{text} (default {default})" if text else f"default {default}"
+
+
 class Parser(argparse.ArgumentParser):
     """One line for a bad argument and exit status 2, or :class:`ArgError` with
     ``raise_errors`` (``%kit``: a kernel must not exit)."""
 
     def __init__(self, *args, raise_errors: bool = False, **kw):
+        kw.setdefault("formatter_class", DefaultsHelp)
         super().__init__(*args, **kw)
         self.raise_errors = raise_errors
 
@@ -400,22 +511,30 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     def add(name, **kw):
         return sub.add_parser(name, raise_errors=raise_errors, **kw)
 
+    def quiet(parser) -> None:
+        parser.add_argument("-q", "--quiet", action="store_true",
+                            help="no progress bar (it is shown on stderr only when that is a terminal)")
+
     d = add("demo", help="the main job: directmap-policies on the measured configurations -> HTML report")
     d.add_argument("--policies", default=None, help="comma-separated direct-map policies (default: all)")
-    d.add_argument("--steps", type=int, default=2000, help="conversions in the fragmentation workload")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--steps", type=int, default=2000, help="conversions per guest in the fragmentation workload")
+    d.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     d.add_argument("--out", default="reports/index.html", help="HTML report path")
     d.set_defaults(command=demo)
-    h = add("host-demo", help="the host-model demonstration on every direct-map policy (no timing)")
-    h.add_argument("--mem", default=host_demo_model.HOST_MEM, help=f"host memory (default {host_demo_model.HOST_MEM})")
-    h.add_argument("--cores", type=int, default=host_demo_model.HOST_CORES,
-                   help=f"host cores (default {host_demo_model.HOST_CORES})")
+    h = add("host-demo", help="the host-model demonstration on every direct-map policy (no timing)",
+            epilog=SIZE_UNITS[0].upper() + SIZE_UNITS[1:] + ".")
+    h.add_argument("--mem", default=host_demo_model.HOST_MEM, help="host memory, a size (e.g. 1.5TiB)")
+    h.add_argument("--cores", type=int, default=host_demo_model.HOST_CORES, help="host cores")
     h.add_argument("--guest-mem", dest="guest_mem", default=host_demo_model.GUEST_MEM,
-                   help=f"SNP guest memory (default {host_demo_model.GUEST_MEM})")
-    h.add_argument("--seed", type=int, default=0)
+                   help="SNP guest memory, a size (e.g. 160GiB)")
+    h.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     h.add_argument("--out", default="reports/host-demo.html", help="HTML report path")
+    quiet(h)
     h.set_defaults(command=host_demo)
-    m = add("simulate", help="time a workload on the model (fault-in rate, where the time goes)")
+    m = add("simulate", help="time a workload on the model (fault-in rate, where the time goes)",
+            description="Time a workload on the model. With no option: the default scenario, said in the "
+                        "first line of the output.",
+            epilog=SIZE_UNITS[0].upper() + SIZE_UNITS[1:] + ".")
     # defaults, bounds, units and help: the scenario table (kit.sim.scenario.SCENARIO_PARAMS)
     for name in ("workload", "guests", "vcpus", "guest_mem", "host_cores", "host_mem", "policy", "engine", "seed"):
         sp = SCENARIO_PARAMS[name]
@@ -428,27 +547,41 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     m.add_argument("--params", default=None, help="cost-parameter file (default data/cost_params.json)")
     m.add_argument("--json", action="store_true", help="one JSON object instead of tables")
     m.add_argument("--series", action="store_true", help="with --json: include the time series")
+    quiet(m)
     m.set_defaults(command=simulate)
-    c = add("calibrate", help="fit the free cost parameters to data/measurements.csv")
+    c = add("calibrate", help="fit the free cost parameters to data/measurements.csv (or --data FILE)",
+            description="Fit the free cost parameters to measured fault-in rates and print the residuals. "
+                        "The fitted set is written only where asked (-o FILE, or --write).",
+            epilog="The measurements' CSV schema: docs/data.md.")
+    c.add_argument("--data", default=None, metavar="FILE",
+                   help="your own measurements, a CSV file of the schema in docs/data.md (default data/measurements.csv)")
     c.add_argument("--start", default=None, help="parameter file to start from (default: the base set)")
-    c.add_argument("-o", "--out", default=None, help="where to write the fitted set (default data/cost_params.json)")
+    c.add_argument("-o", "--out", default=None, help="write the fitted set to this file (default: not written)")
+    c.add_argument("--write", action="store_true", help="replace the kit's own data/cost_params.json with the fitted set")
     c.add_argument("--residuals", default=None, help="also write the residual table as JSON here")
+    quiet(c)
     c.set_defaults(command=calibrate)
     r = add("report", help="one self-contained HTML report from recorded results")
     r.add_argument("results", nargs="+", help="result files (*.json), executed notebooks or folders")
     r.add_argument("-o", "--out", required=True, help="the HTML file to write")
-    r.add_argument("--title", default="cvm-memkit report")
+    r.add_argument("--title", default="cvm-memkit report", help="the report's title")
     r.set_defaults(command=report)
     n = add("run", help="run one notebook (parameters checked first) -> executed notebook, result, report")
     n.add_argument("notebook", help="a notebook in notebooks/ (e.g. directmap-policies) or a path")
-    n.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    n.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help=f"a parameter (repeat; kit params NOTEBOOK lists them); {LIST_SYNTAX}")
     n.add_argument("-o", "--out", default=None, help="output folder (default runs/NOTEBOOK)")
     n.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    quiet(n)
     n.set_defaults(command=run)
+    q = add("params", help="a notebook's parameters: types, defaults, allowed values and help")
+    q.add_argument("notebook", help="a notebook in notebooks/ (e.g. directmap-policies) or a path")
+    q.add_argument("--json", action="store_true", help="a JSON list of rows instead of a table")
+    q.set_defaults(command=params)
     w = add("sweep", help="every combination of a grid as one run each, on dask.distributed")
-    w.add_argument("notebook")
+    w.add_argument("notebook", help="a notebook in notebooks/ (e.g. lazy-acceptance-scaling) or a path")
     w.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help="one axis of the grid (repeat); list values: items separated by ';'")
+                   help=f"one axis of the grid (repeat); {LIST_SYNTAX}")
     w.add_argument("--seeds", type=int, default=None, help="also run each combination with seed 0..N-1")
     w.add_argument("-o", "--out", default="sweeps", help="result store and outputs (default sweeps/)")
     w.add_argument("--scheduler", default=None, help="an existing dask scheduler (tcp://HOST:PORT)")
@@ -479,4 +612,4 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
 
 
 #: the subcommands, in the parser's order
-SUBCOMMANDS = ("demo", "host-demo", "simulate", "calibrate", "report", "run", "sweep", "explore")
+SUBCOMMANDS = ("demo", "host-demo", "simulate", "calibrate", "report", "run", "params", "sweep", "explore")

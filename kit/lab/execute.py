@@ -155,7 +155,7 @@ def relocate(folder, moves) -> None:
 
 
 def execute(nb: Notebook, params: dict, folder, *, timeout: int = 900, kernel_name: str = "python3",
-            final=None) -> Path:
+            final=None, progress: bool = False) -> Path:
     """Execute ``nb`` with ``params`` in ``folder`` (created if missing; the kernel's working
     directory) and write the executed notebook there; returns its path. A notebook with an
     ``outdir`` parameter that ``params`` does not set writes its results to ``folder``.
@@ -163,7 +163,8 @@ def execute(nb: Notebook, params: dict, folder, *, timeout: int = 900, kernel_na
     done; the executed notebook and the results then name that folder (:func:`relocate`).
     A value papermill would not write as a literal raises ``ValueError`` first; a failing
     cell, a dead kernel or a timeout raises papermill's or nbclient's error; the executed
-    notebook is written first."""
+    notebook is written first. ``progress``: papermill's cell-by-cell progress bar (tqdm, on
+    stderr or as a notebook widget)."""
     check_params(params)
     import papermill        # about a second to import: only a run pays it
 
@@ -175,7 +176,7 @@ def execute(nb: Notebook, params: dict, folder, *, timeout: int = 900, kernel_na
     out = folder / nb.path.name
     try:
         papermill.execute_notebook(str(nb.path), str(out), parameters=params, kernel_name=kernel_name,
-                                   progress_bar=False, cwd=str(folder), execution_timeout=timeout,
+                                   progress_bar=progress, cwd=str(folder), execution_timeout=timeout,
                                    kernel_manager_class=ipc_kernel_manager())
     finally:
         if final is not None:

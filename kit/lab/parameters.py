@@ -6,6 +6,13 @@ the defaults overridden by the given values, in this process (the kernel runs th
 again as the notebook's first step). Values given as text (``-p NAME VALUE``, ``--grid
 NAME=V1,V2``) are read by the type of the parameter's default.
 
+One list syntax everywhere (:data:`LIST_SYNTAX`): a list value is its items separated by ``;``
+(``-p vcpu_sweep "16;64"``), each read by the type of the default's items, or a list literal
+(``-p vcpu_sweep "[16, 64]"``); a grid axis is its values separated by ``,`` outside brackets
+and quotes, so a list parameter is swept over several lists with
+``--grid vcpu_sweep=16;64,32;128`` (two runs: ``[16, 64]`` and ``[32, 128]``).
+:func:`format_value` writes a value in this syntax and :func:`parse_value` reads it back.
+
 Parameter values never become code. papermill writes each value into the notebook as Python
 source, and only some types are written as a literal: ``str``, ``int``, ``float``, ``bool``,
 ``None`` and lists and dicts of these (``papermill.translators.Translator.translate``); any
@@ -97,44 +104,176 @@ def _literal(text: str):
         raise ValueError("too deeply nested or too large") from None
 
 
+#: The list syntax of ``-p`` and ``--grid`` (shown in their help and in docs/lab.md).
+LIST_SYNTAX = ("a list is its items separated by ';' (16;64) or a literal ([16, 64]); "
+               "--grid values are separated by ',' (vcpu_sweep=16;64,32;128 sweeps two lists)")
+#: What separates the items of a list value, and the values of a grid axis.
+ITEM_SEP, VALUE_SEP = ";", ","
+
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError
+
+
+def _scalar(kind: str, text: str):
+    """``text`` read as ``kind`` (int, float, bool, str; anything else: a literal or the text)."""
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "bool":
+        return _bool(text)
+    if kind == "str":
+        return text
+    try:
+        return _literal(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def item_kind(info: dict) -> str:
+    """The type of a list parameter's items, from its default's items (``int`` for
+    ``[8, 16]``, ``float`` when ints and floats mix, ``str``, ``bool``); ``None`` when the
+    default is empty or mixes other types (items are then literals, or else text)."""
+    try:
+        default = ast.literal_eval(info.get("default") or "None")
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
+        return "None"
+    if type(default) not in (list, tuple) or not default:
+        return "None"
+    kinds = {type(x).__name__ for x in default}
+    if kinds <= {"int", "float"} and "float" in kinds:
+        return "float"
+    return kinds.pop() if len(kinds) == 1 and kinds <= set(_SCALARS) else "None"
+
+
+def _list(name: str, text: str, info: dict) -> list:
+    try:
+        whole = _literal(text)
+    except (ValueError, SyntaxError):
+        if text.lstrip().startswith("["):
+            raise
+        whole = None
+    if type(whole) is list:
+        return whole
+    if isinstance(whole, (tuple, dict, set, frozenset, bytes)):
+        raise ValueError(f"{name}: expected a list [...] or items separated by ';', got {text!r}")
+    items = [t.strip() for t in text.split(ITEM_SEP)]
+    if not text.strip() or any(not t for t in items):
+        raise ValueError(f"{name}: an empty item in {text!r} (a list is A;B;... or [A, B, ...]; [] is empty)")
+    kind = item_kind(info)
+    return [_scalar(kind, t) for t in items]
+
+
 def parse_value(name: str, text: str, info: dict):
-    """A parameter value from text, by the type of the notebook's default."""
+    """A parameter value from text, by the type of the notebook's default (:data:`LIST_SYNTAX`
+    for lists: ``16;64`` or ``[16, 64]``)."""
     kind = info.get("inferred_type_name", "None")
     default = info.get("default")
     if type(text) is not str:
         raise ValueError(f"{name}: expected text, got {type(text).__name__}")
     check_value(name, text)                     # UTF-8 text (argv may hold undecodable bytes)
     try:
-        if kind == "int":
-            v = int(text)
-        elif kind == "float":
-            v = float(text)
-        elif kind == "bool":
-            if text.lower() in ("true", "1", "yes"):
-                v = True
-            elif text.lower() in ("false", "0", "no"):
-                v = False
-            else:
-                raise ValueError
-        elif kind in ("list", "dict", "tuple"):
+        if kind in ("list", "tuple"):
+            v = _list(name, text, info)
+        elif kind == "dict":
             v = _literal(text)
-            if kind in ("list", "tuple") and type(v) is not list:
-                raise ValueError(f"{name}: expected a list [...], got {text!r}")
-            if kind == "dict" and type(v) is not dict:
+            if type(v) is not dict:
                 raise ValueError(f"{name}: expected a dict {{...}}, got {text!r}")
-        elif kind == "str":
-            v = text
         else:
-            # untyped: a literal, or else the text itself
-            try:
-                v = _literal(text)
-            except (ValueError, SyntaxError):
-                v = text
+            v = _scalar(kind, text)
     except (ValueError, SyntaxError) as e:
         if str(e).startswith(f"{name}:"):
             raise
         raise ValueError(f"{name}: cannot read {text!r} as {kind} (default {default})") from None
     return check_value(name, v)
+
+
+def _literal_text(value) -> str:
+    """A Python literal of ``value`` (lists, dicts, str, numbers, bool, None)."""
+    return repr(value)
+
+
+def format_value(value, info: dict, *, grid: bool = False) -> str:
+    """``value`` as text that :func:`parse_value` reads back as it (:data:`LIST_SYNTAX`): a list
+    as ``A;B`` where its items allow, else as a literal. ``grid``: as one value of a ``--grid``
+    axis (text that holds a separator, a bracket or a quote is written as a quoted literal)."""
+    kind = info.get("inferred_type_name", "None")
+    check_value("value", value)
+    if kind in ("list", "tuple") and type(value) is list:
+        short = ITEM_SEP.join(repr(x) if type(x) is float else str(x) for x in value)
+        ok = value and _reads_back(short, value, info) and (not grid or _plain(short))
+        return short if ok else _literal_text(value)
+    if kind == "str" and type(value) is str:
+        return value if not grid or _plain(value) else _literal_text(value)
+    if kind in _SCALARS and type(value) is _SCALARS[kind]:
+        return repr(value) if kind == "float" else str(value)
+    if type(value) is str and not _reads_back_literal(value) and (not grid or _plain(value)):
+        return value
+    return _literal_text(value)
+
+
+#: characters that make a text mean more than itself in a grid axis (separators, brackets, quotes)
+_GRID_SPECIAL = frozenset("'\"[]{}(),\\")
+
+
+def _plain(text: str) -> bool:
+    """Text that a grid axis reads as it is: not empty, no edge spaces, nothing special."""
+    return bool(text) and text == text.strip() and not (_GRID_SPECIAL & set(text))
+
+
+def _unquote(text: str):
+    try:
+        v = ast.literal_eval(text)
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
+        return None
+    return v if type(v) is str else None
+
+
+def _reads_back(text: str, value, info: dict) -> bool:
+    try:
+        return canonical(parse_value("value", text, info)) == canonical(value)
+    except ValueError:
+        return False
+
+
+def _reads_back_literal(text: str) -> bool:
+    """Whether an untyped parameter would read ``text`` as a literal rather than as text."""
+    try:
+        _literal(text)
+    except (ValueError, SyntaxError):
+        return False
+    return True
+
+
+def _split_values(text: str) -> list[str]:
+    """A grid axis' values: ``text`` split at the ``,`` that are outside brackets and quotes."""
+    out, depth, quote, start, i = [], 0, "", 0, 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c in "[{(":
+            depth += 1
+        elif c in "]})":
+            depth = max(0, depth - 1)
+        elif c == VALUE_SEP and depth == 0:
+            out.append(text[start:i])
+            start = i + 1
+        i += 1
+    out.append(text[start:])
+    return out
 
 
 def check_names(nb: Notebook, params: dict) -> None:
@@ -179,19 +318,23 @@ def validate(notebook, params: dict | None = None) -> dict:
     return params
 
 
-def grid_specs(grid) -> list[str]:
-    """A grid as ``NAME=V1,V2`` texts: a dict NAME -> values is written out (list values as
-    items separated by ``;``); a list of texts is returned as it is. (:func:`parse_grid` takes
-    a dict's values as they are; this is for showing a grid.)"""
+def grid_specs(grid, info: dict | None = None) -> list[str]:
+    """A grid as ``NAME=V1,V2`` texts (:data:`LIST_SYNTAX`): a dict NAME -> values is written
+    out by :func:`format_value` (``info``: the notebook's parameters, for their types); a list
+    of texts is returned as it is."""
     if not isinstance(grid, dict):
         return list(grid or [])
-    return [f"{k}={','.join(_text(x) for x in v)}" for k, v in grid.items()]
+    info = info or {}
+    return [f"{k}={VALUE_SEP.join(_text(x, info.get(k)) for x in v)}" for k, v in grid.items()]
 
 
-def _text(v) -> str:
-    if isinstance(v, list):
-        return ";".join(map(str, v))
-    return str(v)
+def _text(v, info: dict | None = None) -> str:
+    if info is None:
+        info = {"inferred_type_name": "list" if isinstance(v, list) else type(v).__name__}
+    try:
+        return format_value(v, info, grid=True)
+    except ValueError:
+        return str(v)
 
 
 def _axis_from_text(spec: str, info: dict) -> tuple[str, list]:
@@ -201,14 +344,17 @@ def _axis_from_text(spec: str, info: dict) -> tuple[str, list]:
         raise ValueError(f"grid: expected NAME=V1,V2,..., got {spec!r}")
     if name not in info:
         raise ValueError(f"grid: unknown parameter {name!r}; allowed: {', '.join(info)}")
-    texts = [v for v in values.split(",")]
+    texts = _split_values(values)
     if not values or any(not t.strip() for t in texts):
         raise ValueError(f"grid: {name} has an empty value in {spec!r}")
-    if info[name].get("inferred_type_name") == "list":
-        vals = [check_value(name, [x for x in t.split(";") if x]) if not t.strip().startswith("[")
-                else parse_value(name, t, info[name]) for t in texts]
-    else:
-        vals = [parse_value(name, t.strip(), info[name]) for t in texts]
+    kind = info[name].get("inferred_type_name")
+    vals = []
+    for t in texts:
+        t = t.strip()
+        if kind == "str" and t[:1] in "'\"" and _unquote(t) is not None:
+            vals.append(check_value(name, _unquote(t)))     # a quoted text: a ',' inside it
+        else:
+            vals.append(parse_value(name, t, info[name]))
     return name, vals
 
 
@@ -244,8 +390,8 @@ def dedupe(name: str, values: list, notes: list | None = None) -> list:
 
 
 def parse_grid(specs, info: dict, seeds: int | None = None, notes: list | None = None) -> list[dict]:
-    """``["NAME=V1,V2", ...]`` (a list value is written as a literal: ``policies=['a'],['b']``
-    is not supported; use ``policies=a;b`` for lists of strings), or a dict NAME -> values
+    """``["NAME=V1,V2", ...]`` (:data:`LIST_SYNTAX`: ``policies=a;b,c`` or
+    ``policies=['a', 'b'],['c']`` is two lists), or a dict NAME -> values
     (values taken as they are) -> every combination, each once: repeated values of an axis are
     dropped (:func:`dedupe`, described in ``notes`` when given). Every value passes
     :func:`check_value`. ``info``: the notebook's parameters (:attr:`Notebook.parameters`)."""
@@ -268,3 +414,33 @@ def parse_grid(specs, info: dict, seeds: int | None = None, notes: list | None =
         raise ValueError("grid: empty; give at least one --grid NAME=V1,V2,... or --seeds N")
     names = list(axes)
     return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
+
+
+def type_text(info: dict) -> str:
+    """A parameter's type as ``kit params`` shows it: ``int``, ``str``, ``list of int``, ..."""
+    kind = info.get("inferred_type_name", "None")
+    if kind in ("list", "tuple"):
+        item = item_kind(info)
+        return "list" if item == "None" else f"list of {item}"
+    return "any" if kind == "None" else kind
+
+
+def parameter_rows(nb: Notebook, rule=None) -> list[dict]:
+    """One row per parameter of ``nb``: name, type (:func:`type_text`), default, the values
+    its rule allows and the notebook's help. ``rule(name, notebook)``: the rule a value is
+    checked by (a :class:`~kit.units.Param`, or a function whose docstring's first line says
+    what it allows), as :func:`kit.lab.validate.rule`."""
+    rows = []
+    for name, info in nb.parameters.items():
+        r = rule(name, nb.name) if rule is not None else None
+        if r is None:
+            allowed = ""
+        elif hasattr(r, "bounds_text"):
+            one = r.item if r.kind == "list" else r
+            unit = f" {one.unit}" if one.unit and one.kind in ("int", "float") and one.unit != "fraction" else ""
+            allowed = r.bounds_text() + unit
+        else:
+            allowed = ((r.__doc__ or "").strip().splitlines() or [""])[0]
+        rows.append({"name": name, "type": type_text(info), "default": info.get("default"),
+                     "allowed": allowed, "help": info.get("help") or ""})
+    return rows
