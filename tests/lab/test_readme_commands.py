@@ -272,8 +272,27 @@ def run_magic(line: str, cwd: Path, ip, monkeypatch, capsys) -> Ran:
     return Ran(line, cwd, capsys.readouterr().out, res.result)
 
 
+def git_status() -> str | None:
+    """``git status --porcelain`` of this checkout (None outside a git work tree)."""
+    try:
+        r = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout if r.returncode == 0 else None
+
+
+@pytest.fixture
+def clean_checkout():
+    """The README's commands leave ``git status`` of the checkout as it was (outputs go where the
+    command runs, and runs/, sweeps/, reports/, output/ are ignored)."""
+    before = git_status()
+    yield
+    if before is not None:
+        assert git_status() == before
+
+
 @pytest.mark.parametrize("where,block", ALL, ids=[w for w, _ in ALL])
-def test_readme_block_runs(where, block, tmp_path, ip, monkeypatch, capsys, request):
+def test_readme_block_runs(where, block, tmp_path, ip, monkeypatch, capsys, request, clean_checkout):
     addr = {}
 
     def scheduler():
