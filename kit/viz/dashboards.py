@@ -19,8 +19,14 @@ rebuilt, so the browser keeps its zoom and the widget state stays small. Each is
 """
 from __future__ import annotations
 
+import csv
+import io
+import logging
 import threading
+import urllib.parse
 import time
+from html import escape
+from pathlib import Path
 
 import ipywidgets as W
 from bokeh.layouts import column, row
@@ -31,6 +37,7 @@ from ..explore import catalog
 from ..explore.params import EXPLORE_PARAMS
 from ..explore.result import jsonable
 from ..sim.api import simulate
+from ..sim.scenario import HOST_RESERVED
 from ..sim.scenario import SCENARIO_PARAMS as SP
 from ..sim.scenario import is_builtin, policy_label, scenario
 from ..units import PAGES_PER_2M, GiB, Param, format_size, parse_size
@@ -92,8 +99,110 @@ class Dashboard:
 
     def _status(self, text: str, error: bool = False) -> None:
         colour = "#d62828" if error else "#444"
-        from html import escape
+        self.status_text, self.status_error = text, error
         self.status.value = f"<span style='color:{colour}'>{escape(text)}</span>"
+
+    # ------------------------------------------------------------------ invalid values
+    #: the controls by the parameter name an error message starts with ("guests: ...")
+    def _controls(self) -> dict:
+        return {}
+
+    def _flag(self, message: str | None) -> None:
+        """Outline the control an error ``message`` names (none when ``message`` is None)."""
+        named = (message or "").split(":", 1)[0].strip()
+        for name, w in self._controls().items():
+            w.layout.border = "2px solid #d62828" if message and name == named else ""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the current controls cannot be run (None: they can)."""
+        return self.status_text if getattr(self, "status_error", False) else None
+
+    # ------------------------------------------------------------------ export
+    def view_title(self) -> str:
+        """What the current view shows, in one line (the exported section's heading)."""
+        return self.name
+
+    def view_rows(self) -> list[dict]:
+        """The current view's data, one dict per row (the CSV export)."""
+        return []
+
+    def to_csv(self) -> str:
+        """The current view as CSV text (a header line, then :meth:`view_rows`)."""
+        rows = self.view_rows()
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        out = io.StringIO()
+        w = csv.DictWriter(out, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        return out.getvalue()
+
+    def section_html(self) -> str:
+        """The current view as one report section: heading, status, the figures (Bokeh div and
+        script; the page must load BokehJS, as a kit report does) and the table of
+        :meth:`view_rows`."""
+        from bokeh.embed import components
+        quiet = logging.getLogger("bokeh.embed.util")     # a dashboard's Python callbacks stay behind
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            script, div = components(self.plot._model)
+        finally:
+            quiet.setLevel(level)
+        rows = self.view_rows()
+        shown = [{k: ("not measured" if v is None else v) for k, v in r.items()} for r in rows[:EXPORT_ROWS]]
+        more = f", the first {EXPORT_ROWS} of {len(rows)} rows" if len(rows) > EXPORT_ROWS else ""
+        link = (f"<a download='{escape(self.name)}.csv' href='data:text/csv;charset=utf-8,"
+                f"{urllib.parse.quote(self.to_csv())}'>CSV</a>")
+        status = getattr(self, "status_text", "")
+        return (f"<section class='kit-dashboard' data-dashboard='{escape(self.name)}'>"
+                f"<h2>{escape(self.view_title())}</h2>" + (f"<p>{escape(status)}</p>" if status else "")
+                + div + script + (H.table(shown, caption=f"data{more}") + f"<p>{link}</p>" if rows else "")
+                + "</section>")
+
+    def page_html(self) -> str:
+        """:meth:`section_html` as a self-contained page (BokehJS inline: no network)."""
+        from bokeh.embed.bundle import bundle_for_objs_and_resources
+        from bokeh.resources import INLINE
+        res = bundle_for_objs_and_resources([self.plot._model], INLINE).scripts()
+        return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(self.view_title())}"
+                f"</title>{res}</head><body style='font-family:sans-serif'>{self.section_html()}</body></html>")
+
+    def export(self, folder="exports", stem: str | None = None) -> dict:
+        """Write the current view as an HTML report section (a page of its own) and as CSV into
+        ``folder``; returns {"html": path, "csv": path}."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = stem or f"{self.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+        paths = {"html": folder / f"{stem}.html", "csv": folder / f"{stem}.csv"}
+        paths["html"].write_text(self.page_html(), encoding="utf-8")
+        paths["csv"].write_text(self.to_csv(), encoding="utf-8")
+        return paths
+
+    def _export_button(self) -> W.Button:
+        b = W.Button(description="export view", tooltip="save this view as an HTML section and CSV in exports/")
+
+        def clicked(_):
+            try:
+                paths = self.export()
+            except (OSError, ValueError) as e:
+                self._status(f"export: {e}", error=True)
+                return
+            self._status(f"exported: {paths['html']} and {paths['csv']}")
+        b.on_click(clicked)
+        return b
+
+
+#: rows of a view's table in an exported section (the CSV holds them all)
+EXPORT_ROWS = 50
+
+
+def fit_guest_mem_gib(guests: int, host_mem_gib: int, want: int) -> int:
+    """Guest memory in GiB that ``guests`` guests fit in on a host of ``host_mem_gib`` GiB
+    (:data:`kit.sim.scenario.HOST_RESERVED` kept for the host): ``want`` if they fit, else the
+    largest whole GiB that does (at least the smallest allowed)."""
+    room = (host_mem_gib * GiB - HOST_RESERVED) // max(guests, 1) // GiB
+    return max(int(GUEST_MEM_GIB.min), min(want, room))
 
 
 # ================================================================== host map
@@ -129,7 +238,9 @@ class HostMap(Dashboard):
         for fig in (self.fig_rmp, self.fig_dm):       # a click on a cell zooms into its region
             fig.on_event(Tap, self._tapped)
         self.plot = BokehModel(column(row(self.fig_rmp, self.fig_dm), self.fig_region))
-        self.widget = W.VBox([W.HBox([self.region, self.policy, self.run_button, self.progress]),
+        self.status_text, self.status_error = "", False
+        self.export_button = self._export_button()
+        self.widget = W.VBox([W.HBox([self.region, self.policy, self.run_button, self.progress, self.export_button]),
                               self.plot, self.summary, self.status])
         self.refreshes = 0
         self._thread = None
@@ -167,6 +278,16 @@ class HostMap(Dashboard):
         r = int(event.y) * self.width + int(event.x)
         if 0 <= int(event.x) < self.width and 0 <= r < self.host.rmp.nr_regions:
             self.zoom(r)
+
+    def view_title(self) -> str:
+        return (f"Host map: {format_size(parse_size(self.host.mem))}, {self.host.cores} cores; "
+                f"2M region {self.region.value} zoomed")
+
+    def view_rows(self) -> list[dict]:
+        """Per state: 2M regions in it; then the direct map's /proc/meminfo lines (kB)."""
+        s = S.summary(self.host)
+        rows = [{"what": f"2M regions {k}", "value": v} for k, v in s["regions"].items()]
+        return rows + [{"what": k + " kB", "value": v} for k, v in self.host.directmap.counts().items()]
 
     def _update_summary(self) -> None:
         s = S.summary(self.host)
@@ -218,10 +339,16 @@ class PolicyExplorer(Dashboard):
     name = "policy-explorer"
 
     def __init__(self, *, guests: int = SP["guests"].default, vcpus: int = SP["vcpus"].default,
-                 guest_mem_gib: int = GUEST_MEM_GIB.default, host_cores: int = SP["host_cores"].default,
-                 host_mem_gib: int = HOST_MEM_GIB.default, policies=("presplit-4k", "invalidate-4k", "split-on-demand")):
+                 guest_mem_gib: int | None = None, host_cores: int = SP["host_cores"].default,
+                 host_mem_gib: int = HOST_MEM_GIB.default,
+                 policies=("none", "presplit-4k", "invalidate-4k", "split-on-demand")):
         from ..sim.calibrate import load_measurements
         policies = [_policy_value(p) for p in POLICIES.check(policies)]
+        # the default guest memory follows the guests and the host to fit (until it is set)
+        self._auto_mem = guest_mem_gib is None
+        if guest_mem_gib is None:
+            guest_mem_gib = fit_guest_mem_gib(SP["guests"].check(guests), HOST_MEM_GIB.check(host_mem_gib),
+                                              GUEST_MEM_GIB.default)
         self.measured = load_measurements()
         self.guests = _int_box(SP["guests"], guests, "guests")
         self.vcpus = _int_box(SP["vcpus"], vcpus, "vCPUs")
@@ -231,8 +358,13 @@ class PolicyExplorer(Dashboard):
         self.policies = W.SelectMultiple(options=_policy_options(policies), value=tuple(policies),
                                          description="policies", rows=6)
         self.status = W.HTML()
+        self.status_text, self.status_error = "", False
+        self._adjusting = False
+        # a configuration given here that cannot run is refused (ValueError naming why)
+        scenario(**self.config(), policy=policies[0])
         self.src_rate = ColumnDataSource(F.rate_data([]))
-        self.fig_rate = F.rate_figure(self.src_rate, title="Fault-in rate (bars: model; points: measured +- spread)")
+        self.fig_rate = F.rate_figure(self.src_rate, title="Fault-in rate (bars: model; points: measured +- spread; "
+                                                           "hatched: UNSAFE)")
         self.fig_rate.width, self.fig_rate.height = 620, 300
         self.src_util = ColumnDataSource(F.utilisation_data({}))
         self.fig_util = F.utilisation_figure(self.src_util)
@@ -241,7 +373,7 @@ class PolicyExplorer(Dashboard):
         from bokeh.models import FactorRange
         from bokeh.plotting import figure
         self.fig_dm = figure(title="Direct map at the end (GiB)", y_range=FactorRange("-"), height=220, width=620,
-                             tools="hover,save", toolbar_location="above")
+                             tools="hover,save", toolbar_location=F.TOOLBAR, x_axis_label="GiB")
         self.fig_dm.hbar_stack(["DirectMap4k", "DirectMap2M", "DirectMap1G"], y="label", height=0.7,
                                source=self.src_dm, color=list(S.DM_COLOURS),
                                legend_label=["DirectMap4k", "DirectMap2M", "DirectMap1G"])
@@ -249,16 +381,53 @@ class PolicyExplorer(Dashboard):
         self.answers = 0
         self.last_ms = 0.0
         self.results = {}
+        self.rows: list[dict] = []
         self.update()                   # the first answer is in the sources before the widget exists
         self.plot = BokehModel(column(self.fig_rate, self.fig_util, self.fig_dm))
         for w in (self.guests, self.vcpus, self.guest_mem, self.host_cores, self.host_mem, self.policies):
             w.observe(self._changed, names="value")
+        self.export_button = self._export_button()
         self.widget = W.VBox([W.HBox([W.VBox([self.guests, self.vcpus, self.guest_mem]),
-                                      W.VBox([self.host_cores, self.host_mem]), self.policies]),
+                                      W.VBox([self.host_cores, self.host_mem, self.export_button]), self.policies]),
                               self.status, self.plot])
 
-    def _changed(self, _change) -> None:
-        self.update()
+    def _controls(self) -> dict:
+        return {"guests": self.guests, "vcpus": self.vcpus, "guest_mem": self.guest_mem,
+                "host_cores": self.host_cores, "host_mem": self.host_mem, "policies": self.policies}
+
+    def _changed(self, change) -> None:
+        if self._adjusting:
+            return
+        note = ""
+        if change.get("owner") is self.guest_mem:
+            self._auto_mem = False                  # the user's value from now on
+        elif change.get("owner") in (self.guests, self.host_mem) and self._auto_mem:
+            fit = fit_guest_mem_gib(self.guests.value, self.host_mem.value, GUEST_MEM_GIB.default)
+            if fit != self.guest_mem.value:
+                self._adjusting = True
+                try:
+                    self.guest_mem.value = fit
+                finally:
+                    self._adjusting = False
+                note = f"guest GiB set to {fit} so that {self.guests.value} guests fit in {self.host_mem.value} GiB; "
+        self.update(note=note)
+
+    def view_title(self) -> str:
+        c = self.config()
+        return (f"Policy explorer: {c['guests']} x {c['vcpus']} vCPUs x {c['guest_mem']} on "
+                f"{c['host_cores']} cores / {c['host_mem']}")
+
+    def view_rows(self) -> list[dict]:
+        out = []
+        for p, r in self.results.items():
+            row = next((x for x in self.rows if x["policy"] == p), {})
+            out.append({"policy": p, "safe": r.safe, "host_rmp_faults": r.host_rmp_faults,
+                        "model_gbps": round(r.fault_in_gbps, 3), "measured_gbps": row.get("measured_gbps"),
+                        "spread_gbps": row.get("spread"), "bottleneck": row.get("bottleneck"),
+                        **{f"utilisation {k}": round(v, 4) for k, v in _grouped_util(r.utilisation).items()},
+                        **{f"{k} GiB": round(r.directmap.get(k, 0) / 2**20, 3)
+                           for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")}})
+        return out
 
     def config(self) -> dict:
         return dict(guests=self.guests.value, vcpus=self.vcpus.value, guest_mem=f"{self.guest_mem.value}GiB",
@@ -274,28 +443,35 @@ class PolicyExplorer(Dashboard):
                 out[c.policy] = t
         return out
 
-    def update(self) -> None:
-        """Answer the current controls (analytic engine); a bad configuration changes nothing
-        but the status line."""
+    def update(self, note: str = "") -> None:
+        """Answer the current controls (analytic engine). A bad configuration changes nothing
+        but the status line, which says why and that the plots show the last good one, and the
+        outline of the control it names; the next good value answers again."""
         t0 = time.perf_counter()
         cfg = self.config()
         pols = list(self.policies.value)
+        stale = "; the plots show the last valid configuration" if self.answers else ""
         if not pols:
-            self._status("policies: select at least one", error=True)
+            self._flag("policies: none")
+            self._status("policies: select at least one" + stale, error=True)
             return
         try:
             scenario(**cfg, policy=pols[0])
         except ValueError as e:
-            self._status(str(e), error=True)
+            self._flag(str(e))
+            self._status(str(e) + stale, error=True)
             return
+        self._flag(None)
         results = {policy_label(p): simulate(**cfg, policy=p) for p in pols}
         meas = self._measured_for(cfg)
         label = f"{cfg['guests']}x{cfg['vcpus']}x{cfg['guest_mem']}"
         rows = [{"config": label, "policy": p, "model_gbps": r.fault_in_gbps,
                  "measured_gbps": meas[p].mean if p in meas else None,
                  "spread": meas[p].spread if p in meas else None,
-                 "bottleneck": f"{r.bottleneck['resource']} ({r.bottleneck['utilisation']:.0%})"}
+                 "bottleneck": f"{r.bottleneck['resource']} ({r.bottleneck['utilisation']:.0%})",
+                 "safe": r.safe}
                 for p, r in results.items()]
+        self.rows = rows
         data = F.rate_data(rows)
         self.fig_rate.x_range.factors = [tuple(x) for x in data["x"]]
         self.fig_rate.y_range.end = F.rate_top(data)
@@ -312,7 +488,10 @@ class PolicyExplorer(Dashboard):
         self.answers += 1
         self.last_ms = (time.perf_counter() - t0) * 1e3
         m = f"; measured: {', '.join(meas)}" if meas else "; not a measured configuration"
-        self._status(f"answered in {self.last_ms:.0f} ms (analytic engine){m}")
+        unsafe = [p for p, r in results.items() if not r.safe]
+        u = (f"; UNSAFE: {', '.join(unsafe)} (host RMP faults: a host write hits a private page)" if unsafe
+             else "; every policy shown is safe")
+        self._status(f"{note}answered in {self.last_ms:.0f} ms (analytic engine){m}{u}")
 
 
 def _grouped_util(util: dict) -> dict:
@@ -347,8 +526,11 @@ class GuestInspector(Dashboard):
         self.fig = F.gpa_figure(self.src)
         self.info = W.HTML()
         self.status = W.HTML()
+        self.status_text, self.status_error = "", False
         self.plot = BokehModel(self.fig)
-        self.widget = W.VBox([W.HBox([self.select, self.refresh_button]), self.plot, self.info, self.status])
+        self.export_button = self._export_button()
+        self.widget = W.VBox([W.HBox([self.select, self.refresh_button, self.export_button]), self.plot, self.info,
+                              self.status])
         self.refresh()
 
     @property
@@ -358,7 +540,19 @@ class GuestInspector(Dashboard):
     def refresh(self) -> None:
         lay = S.gpa_layout(self.vm)
         self.src.data = F.gpa_data(lay)
+        F.gpa_frame(self.fig, self.src.data)
+        self.fig.title.text = f"Guest physical address space of VM {self.select.value}" + (
+            ": no memslots" if not lay["slots"] else f": {len(lay['slots'])} memslots")
         self.info.value = H.vm_html(self.vm)
+
+    def view_title(self) -> str:
+        return self.fig.title.text
+
+    def view_rows(self) -> list[dict]:
+        """The memslots and private ranges along the GPA axis (GiB)."""
+        d = self.src.data
+        return [{"row": r, "label": lab, "start_gib": a, "end_gib": b}
+                for r, lab, a, b in zip(d["row"], d["label"], d["left"], d["right"])]
 
 
 def _demo_vms():
@@ -408,10 +602,14 @@ class SimulationRunner(Dashboard):
         self.figs = [F.rate_series_figure(self.src), F.directmap_series_figure(self.src),
                      F.lockwait_series_figure(self.src)]
         self.plot = BokehModel(column(row(self.figs[0], self.figs[1]), self.figs[2]))
+        self.status_text, self.status_error = "", False
+        self.export_button = self._export_button()
         self.widget = W.VBox([W.HBox([W.VBox([self.workload, self.guests, self.vcpus, self.guest_mem]),
                                       W.VBox([self.host_cores, self.host_mem, self.policy, self.seed])]),
-                              W.HBox([self.start_button, self.stop_button, self.progress]),
+                              W.HBox([self.start_button, self.stop_button, self.progress, self.export_button]),
                               self.status, self.plot])
+        for w in self._controls().values():
+            w.observe(self._changed, names="value")
         self._stop = threading.Event()
         self._thread = None
         self.result = None
@@ -421,6 +619,55 @@ class SimulationRunner(Dashboard):
         return dict(workload=self.workload.value, guests=self.guests.value, vcpus=self.vcpus.value,
                     guest_mem=self.guest_mem.value, host_cores=self.host_cores.value,
                     host_mem=self.host_mem.value, policy=self.policy.value, engine="des", seed=self.seed.value)
+
+    def _controls(self) -> dict:
+        return {"workload": self.workload, "guests": self.guests, "vcpus": self.vcpus, "guest_mem": self.guest_mem,
+                "host_cores": self.host_cores, "host_mem": self.host_mem, "policy": self.policy, "seed": self.seed}
+
+    def check(self) -> str | None:
+        """Check the controls as a run would: an invalid one is outlined, the status says why and
+        run is disabled until it is fixed. Returns the reason (None: runnable)."""
+        try:
+            scenario(**self.kwargs())
+        except ValueError as e:
+            self._flag(str(e))
+            self._status(str(e), error=True)
+            self.start_button.disabled = True
+            return str(e)
+        self._flag(None)
+        if self.status_error:
+            self._status("ready")
+        running = self._thread is not None and self._thread.is_alive()
+        self.start_button.disabled = running
+        return None
+
+    def _changed(self, change) -> None:
+        if change.get("owner") in (self.guests, self.host_mem):
+            self._fit_guest_mem()
+        self.check()
+
+    def _fit_guest_mem(self) -> None:
+        """Guest memory made to fit when more guests or a smaller host would not (said in the
+        status); a guest memory or host memory that does not parse is left for check() to name."""
+        try:
+            host = parse_size(self.host_mem.value, name="host_mem") // GiB
+            want = parse_size(self.guest_mem.value, name="guest_mem") // GiB
+        except (ValueError, TypeError):
+            return
+        fit = fit_guest_mem_gib(self.guests.value, host, want)
+        if fit < want and fit * GiB >= SP["guest_mem"].min:
+            self.guest_mem.value = f"{fit}GiB"
+
+    def view_title(self) -> str:
+        k = self.kwargs()
+        return (f"Simulation runner (des): {k['workload']}, {k['guests']} x {k['vcpus']} vCPUs x {k['guest_mem']} "
+                f"on {k['host_cores']} cores / {k['host_mem']}, {policy_label(k['policy'])}")
+
+    def view_rows(self) -> list[dict]:
+        """The time series shown, one row per time bin."""
+        d = self.src.data
+        cols = list(d)
+        return [dict(zip(cols, vals)) for vals in zip(*(d[c] for c in cols))]
 
     def _monitor(self, phase, f, data) -> None:
         if phase == "trace":
@@ -440,10 +687,7 @@ class SimulationRunner(Dashboard):
             self._status("already running", error=True)
             return None
         kw = self.kwargs()
-        try:
-            scenario(**kw)
-        except ValueError as e:
-            self._status(str(e), error=True)
+        if self.check() is not None:
             return None
         self._stop.clear()
         self.progress.value = 0
@@ -536,14 +780,19 @@ class RaceExplorer(Dashboard):
                                names="value")
         self.scenario.observe(self._scenario_changed, names="value")
         self.mode.observe(self._mode_changed, names="value")
+        for w in (self.scheme, self.bound, self.seed):
+            w.observe(lambda _: self.check(), names="value")
         self.summary = W.HTML()
         self.state = W.HTML()
         self.status = W.HTML()
+        self.status_text, self.status_error = "", False
         self.src = ColumnDataSource(F.sequence_data([]))
         self.fig = F.sequence_figure(self.src, threads=["-"], title="run the explorer to see a counterexample")
         self.plot = BokehModel(self.fig)
+        self.export_button = self._export_button()
         self.widget = W.VBox([W.HBox([self.scenario, self.scheme, self.mode]),
-                              W.HBox([self.bound, self.seed, self.run_button]), self.status, self.summary,
+                              W.HBox([self.bound, self.seed, self.run_button, self.export_button]), self.status,
+                              self.summary,
                               W.HBox([self.invariant, self.back_button, self.forward_button, self.step]),
                               W.HBox([self.plot, self.state])])
         self.result = None
@@ -571,6 +820,39 @@ class RaceExplorer(Dashboard):
         self.bound.disabled = param is None
         if param is not None:
             self.bound.value = param.default
+        self.check()
+
+    def _controls(self) -> dict:
+        return {"scenario": self.scenario, "scheme": self.scheme, "mode": self.mode, "bound": self.bound,
+                "seed": self.seed}
+
+    def check(self) -> str | None:
+        """Check the controls as a run would: an invalid one is outlined, the status says why and
+        run is disabled until it is fixed. Returns the reason (None: runnable)."""
+        try:
+            self.kwargs()
+        except ValueError as e:
+            self._flag(str(e))
+            self._status(str(e), error=True)
+            self.run_button.disabled = True
+            return str(e)
+        self._flag(None)
+        if self.status_error:
+            self._status("ready: run to explore")
+        self.run_button.disabled = False
+        return None
+
+    def view_title(self) -> str:
+        return self.fig.title.text
+
+    def view_rows(self) -> list[dict]:
+        """The invariants of the last exploration, then the steps of the counterexample shown."""
+        rows = []
+        if self.result is not None:
+            rows += [{"invariant": n, "schedules": v.schedules, "violations": v.violations}
+                     for n, v in self.result.invariants.items()]
+        rows += [{"step": i + 1, "thread": s["thread"], "what": s["step"]} for i, s in enumerate(self._steps)]
+        return rows
 
     def kwargs(self) -> dict:
         """The controls as :func:`kit.explore.catalog.explore_named`'s arguments, checked."""

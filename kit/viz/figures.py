@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from bokeh.layouts import row
-from bokeh.models import (ColumnDataSource, FactorRange, FixedTicker, HoverTool, Legend, LegendItem,
+from bokeh.models import (ColumnDataSource, FactorRange, FixedTicker, HoverTool, Label, Legend, LegendItem,
                           LinearColorMapper, Range1d, Whisker)
 from bokeh.plotting import figure
 
@@ -27,8 +27,14 @@ from .traces import (changed_text, counterexamples, exploration_label, invariant
 POLICY_COLOURS = {"none": "#6c757d", "invalidate-4k": "#e76f51", "invalidate-4k-flush": "#f4a261",
                   "presplit-4k": "#2a9d8f", "split-on-demand": "#264653",
                   "split-on-demand-collapse": "#8ab17d"}
-RESOURCE_COLOURS = {"cores": "#264653", "membw": "#2a9d8f", "cpa_lock": "#e76f51", "pgd_lock": "#f4a261",
-                    "vm_lock": "#e9c46a", "guest_lock": "#8ab17d"}
+#: The one palette of resources (utilisation bars, lock-wait lines): a colour-blind-safe
+#: qualitative set (Okabe and Ito), one hue per resource, so that no two look alike.
+RESOURCE_COLOURS = {"cores": "#0072b2", "membw": "#56b4e9", "cpa_lock": "#d55e00", "pgd_lock": "#cc79a7",
+                    "vm_lock": "#e69f00", "guest_lock": "#009e73"}
+#: Where every figure's toolbar goes: beside the plot, never over its title.
+TOOLBAR = "right"
+#: What marks an unsafe policy (host RMP faults or oopses in the run) in a chart.
+UNSAFE_HATCH, UNSAFE_TEXT = "x", "UNSAFE"
 MAP_WIDTH = PAGE_1G // PAGE_2M      # 2M regions per row of the host map (one row = 1 GiB)
 REGION_COLUMNS = 32                 # 4K entries per row of the one-region view (16 rows of 32)
 
@@ -58,13 +64,13 @@ def host_map_figures(data: dict, *, height: int = 320):
                                        ("Direct-map level per 2M region", src_dm, S.DM_COLOURS, S.DM_LEVELS)):
         mapper = LinearColorMapper(palette=list(palette), low=-0.5, high=len(palette) - 0.5, high_color="#ffffff")
         f = figure(title=title, height=height, width=560, x_range=(0, width), y_range=(rows, 0) if rows else (1, 0),
-                   tools="pan,wheel_zoom,box_zoom,reset,tap,save", toolbar_location="above",
+                   tools="pan,wheel_zoom,box_zoom,reset,tap,save", toolbar_location=TOOLBAR,
                    x_axis_label="2M region in row", y_axis_label="GiB")
         f.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src, color_mapper=mapper)
         # legend: one invisible square per state so colours are named
         items = []
         for i, (n, c) in enumerate(zip(names, palette)):
-            r = f.scatter([0], [0], marker="square", color=c, size=0, visible=True)
+            r = f.scatter([float("nan")], [float("nan")], marker="square", color=c, size=10)
             items.append(LegendItem(label=n, renderers=[r]))
         f.add_layout(Legend(items=items, location="top_left", label_text_font_size="8pt",
                             glyph_width=10, glyph_height=10, spacing=0), "right")
@@ -73,12 +79,25 @@ def host_map_figures(data: dict, *, height: int = 320):
     return figs[0], figs[1], src_rmp, src_dm
 
 
+#: The one-region view's states and colours, in the map's colours (:data:`kit.viz.state.STATE_COLOURS`):
+#: a shared page as "shared guest", a validated private 4K page as "private 4K" and every entry of
+#: a 2M RMP entry as "private 2M"; a private page not yet validated in a lighter orange.
+REGION_STATES = {"shared guest": S.STATE_COLOURS[S.S_SHARED_GUEST], "private, not validated": "#fcbf49",
+                 "private 4K": S.STATE_COLOURS[S.S_PRIV_4K], "firmware": S.STATE_COLOURS[S.S_FIRMWARE],
+                 "private 2M": S.STATE_COLOURS[S.S_PRIV_2M]}
+_PAGE_STATE_NAMES = ("shared guest", "private, not validated", "private 4K", "firmware")
+
+
 def region_data(host, region: int) -> dict:
-    """The 512 4K entries of one 2M region as 16 rows of 32 cells."""
+    """The 512 4K entries of one 2M region as 16 rows of 32 cells, coloured as the map
+    (:data:`REGION_STATES`)."""
     d = S.region_detail(host, region)
     idx = np.arange(PAGES_PER_2M)
+    names = [_PAGE_STATE_NAMES[s] for s in d["state"]]
+    if d["rmp_2m"]:
+        names = ["private 2M" if n == "private 4K" else n for n in names]
     return {"x": (idx % REGION_COLUMNS).tolist(), "y": (idx // REGION_COLUMNS).tolist(),
-            "colour": [S.PAGE_COLOURS[s] for s in d["state"]],
+            "colour": [REGION_STATES[n] for n in names], "legend": names,
             "state": [S.PAGE_STATES[s] for s in d["state"]],
             "alpha": np.where(d["present"], 1.0, 0.35).tolist(),
             "present": ["present" if p else "not present" for p in d["present"]],
@@ -88,10 +107,14 @@ def region_data(host, region: int) -> dict:
 
 
 def region_figure(source: ColumnDataSource, title: str = "one 2M region: 512 4K entries"):
-    f = figure(title=title, height=260, width=560, x_range=(-0.5, 31.5), y_range=(15.5, -0.5),
-               tools="hover,save", toolbar_location="above")
+    """The one-region view; its legend names each state present in the map's colours (faded:
+    not present in the direct map)."""
+    f = figure(title=title, height=260, width=700, x_range=(-0.5, 31.5), y_range=(15.5, -0.5),
+               tools="hover,save", toolbar_location=TOOLBAR)
     f.rect(x="x", y="y", width=0.92, height=0.92, source=source, fill_color="colour",
-           fill_alpha="alpha", line_color=None)
+           fill_alpha="alpha", line_color=None, legend_field="legend")
+    legend_outside(f)
+    f.legend[0].title = "RMP entry (faded: not in the direct map)"
     f.select_one(HoverTool).tooltips = [("pfn", "@pfn"), ("RMP", "@state"), ("ASID", "@asid"),
                                         ("GPA", "@gpa"), ("owner", "@owner"), ("direct map", "@present")]
     f.axis.visible = False
@@ -110,27 +133,45 @@ def rate_data(rows: list[dict]) -> dict:
             "lower": [float(r["measured_gbps"] - r["spread"]) if r.get("measured_gbps") is not None else nan for r in rows],
             "upper": [float(r["measured_gbps"] + r["spread"]) if r.get("measured_gbps") is not None else nan for r in rows],
             "colour": [_colour(r["policy"]) for r in rows],
-            "bottleneck": [str(r.get("bottleneck", "")) for r in rows]}
+            "bottleneck": [str(r.get("bottleneck", "")) for r in rows],
+            "legend": [r["policy"] + (f" ({UNSAFE_TEXT})" if r.get("safe") is False else "") for r in rows],
+            "safety": [{True: "safe", False: "UNSAFE: host RMP faults"}.get(r.get("safe"), "not known") for r in rows],
+            "hatch": [UNSAFE_HATCH if r.get("safe") is False else " " for r in rows],
+            "mark": [UNSAFE_TEXT if r.get("safe") is False else "" for r in rows]}
 
 
 def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in rate: modelled (bars), measured (points, +-spread)"):
     factors = list(dict.fromkeys(tuple(x) for x in source.data["x"]))
     f = figure(title=title, x_range=FactorRange(*factors), y_range=Range1d(0, rate_top(source.data)),
-               height=360, width=900, y_axis_label="GB/s", tools="hover,save,reset,xpan", toolbar_location="above")
-    f.vbar(x="x", top="model", width=0.8, source=source, fill_color="colour", line_color=None, legend_label="modelled")
-    f.scatter(x="x", y="measured", source=source, size=8, color="black", legend_label="measured")
+               height=360, width=900, y_axis_label="GB/s", tools="hover,save,reset,xpan", toolbar_location=TOOLBAR)
+    # one legend entry per policy in its bar's colour (the bars are the model); an unsafe
+    # policy's bar is hatched and marked above, and named so in the legend
+    f.vbar(x="x", top="model", width=0.8, source=source, fill_color="colour", line_color=None,
+           hatch_pattern="hatch", hatch_color="white", hatch_alpha=0.8, legend_field="legend")
+    f.text(x="x", y="model", text="mark", source=source, text_align="center", text_baseline="bottom",
+           y_offset=-2, text_font_size="8pt", text_font_style="bold", text_color="#d62828")
+    f.scatter(x="x", y="measured", source=source, size=8, color="black", legend_label="measured (+- spread)")
     f.add_layout(Whisker(source=source, base="x", upper="upper", lower="lower", line_color="black"))
     f.select_one(HoverTool).tooltips = [("", "@x"), ("model GB/s", "@model{0.00}"),
-                                        ("measured GB/s", "@measured{0.00}"), ("bottleneck", "@bottleneck")]
+                                        ("measured GB/s", "@measured{0.00}"), ("bottleneck", "@bottleneck"),
+                                        ("safety", "@safety")]
     f.xaxis.major_label_orientation = 1.0
     legend_outside(f)
     return f
 
 
 def rate_top(data: dict) -> float:
-    """The rate axis' top: above every bar and every error bar."""
+    """The rate axis' top: above every bar and every error bar (and room for a mark)."""
     vals = [v for v in list(data.get("model", [])) + list(data.get("upper", [])) if v == v]
-    return 1.1 * max(vals) if vals else 1.0
+    return 1.15 * max(vals) if vals else 1.0
+
+
+def from_zero(f, pad: float = 0.05) -> None:
+    """The value axis from zero (a few per cent of wobble stays a few per cent of the height),
+    padded above the data."""
+    f.y_range.start = 0
+    if hasattr(f.y_range, "range_padding"):
+        f.y_range.range_padding = pad
 
 
 def legend_outside(f) -> None:
@@ -163,7 +204,7 @@ def utilisation_figure(source: ColumnDataSource, title: str = "Where the time go
     factors = [tuple(y) for y in source.data["y"]] or [("-", "-")]
     f = figure(title=title, y_range=FactorRange(*factors), height=utilisation_height(len(factors)),
                width=900, x_range=(0, 1.05), x_axis_label="utilisation (1 = saturated)",
-               tools="hover,save", toolbar_location="above")
+               tools="hover,save", toolbar_location=TOOLBAR)
     f.hbar(y="y", right="utilisation", height=0.8, source=source, fill_color="colour", line_color=None)
     f.select_one(HoverTool).tooltips = [("", "@y"), ("utilisation", "@utilisation{0.000}")]
     f.ygrid.grid_line_color = None
@@ -191,26 +232,28 @@ def series_data(series: dict) -> dict:
 
 def rate_series_figure(source: ColumnDataSource, title: str = "Fault-in rate over simulated time"):
     f = figure(title=title, height=240, width=440, x_axis_label="simulated s", y_axis_label="GB/s",
-               tools="pan,wheel_zoom,reset,save,hover", toolbar_location="above")
+               tools="pan,wheel_zoom,reset,save,hover", toolbar_location=TOOLBAR)
     f.line("t_s", "fault_in_gbps", source=source, line_width=2, color="#264653")
+    from_zero(f)
     return f
 
 
 def directmap_series_figure(source: ColumnDataSource, title: str = "Direct map (/proc/meminfo) over time"):
     f = figure(title=title, height=240, width=440, x_axis_label="simulated s", y_axis_label="GiB",
-               tools="pan,wheel_zoom,reset,save,hover", toolbar_location="above")
+               tools="pan,wheel_zoom,reset,save,hover", toolbar_location=TOOLBAR)
     for k, c in zip(("DirectMap4k", "DirectMap2M", "DirectMap1G"), S.DM_COLOURS):
         f.line("t_s", k, source=source, line_width=2, color=c, legend_label=k)
+    from_zero(f)
     legend_outside(f)
     return f
 
 
 def lockwait_series_figure(source: ColumnDataSource, title: str = "Lock waits (waiting threads, mean per bin)"):
     f = figure(title=title, height=240, width=440, x_axis_label="simulated s", y_axis_label="threads waiting",
-               tools="pan,wheel_zoom,reset,save,hover", toolbar_location="above")
-    for k, c in zip(("cpa_lock", "pgd_lock", "vm_lock", "guest_lock"),
-                    ("#e76f51", "#f4a261", "#e9c46a", "#8ab17d")):
-        f.line("t_s", f"wait_{k}", source=source, line_width=2, color=c, legend_label=k)
+               tools="pan,wheel_zoom,reset,save,hover", toolbar_location=TOOLBAR)
+    for k in ("cpa_lock", "pgd_lock", "vm_lock", "guest_lock"):
+        f.line("t_s", f"wait_{k}", source=source, line_width=2, color=RESOURCE_COLOURS[k], legend_label=k)
+    from_zero(f)
     legend_outside(f)
     return f
 
@@ -235,11 +278,30 @@ def gpa_data(layout: dict) -> dict:
 
 
 def gpa_figure(source: ColumnDataSource, title: str = "Guest physical address space"):
-    f = figure(title=title, height=200, width=900, y_range=FactorRange("private", "memslots"),
-               x_axis_label="GPA (GiB)", tools="pan,xwheel_zoom,reset,hover,save", toolbar_location="above")
+    f = figure(title=title, height=200, width=900, y_range=FactorRange("private", "memslots"), x_range=Range1d(0, 1),
+               x_axis_label="GPA (GiB)", tools="pan,xwheel_zoom,reset,hover,save", toolbar_location=TOOLBAR)
     f.hbar(y="row", left="left", right="right", height=0.7, source=source, fill_color="colour", line_color="black")
     f.select_one(HoverTool).tooltips = [("", "@label")]
+    f.add_layout(Label(x=0.5, y=1.0, x_units="data", y_units="data", text=NO_MEMSLOTS, name="empty",
+                       text_font_size="14pt", text_color="#666666", text_align="center", text_baseline="middle",
+                       visible=not source.data["left"]))
+    gpa_frame(f, source.data)
     return f
+
+
+NO_MEMSLOTS = "no memslots"
+
+
+def gpa_frame(f, data: dict) -> None:
+    """Fit a GPA figure to its data: "no memslots" written across an empty VM's plot (not a
+    blank frame)."""
+    empty = not data["left"]
+    label = f.select_one({"name": "empty"})
+    label.visible = empty
+    lo, hi = (min(data["left"]), max(data["right"])) if not empty else (0.0, 1.0)
+    pad = 0.02 * (hi - lo or 1.0)
+    f.x_range.start, f.x_range.end = lo - pad, hi + pad
+    label.x, label.y = (lo + hi) / 2, 1.0          # the middle of the two categorical rows
 
 
 def residual_figure(source: ColumnDataSource, title: str = "Calibration residuals ((model - measured) / spread)"):
@@ -285,6 +347,7 @@ def sweep_figure(rows: list[dict], x: str | None = None, *, title: str | None = 
         xs, ys = [r[x] for r in mine], [r["fault_in_gbps"] for r in mine]
         f.line(xs, ys, legend_label=p, color=_colour(p), line_width=2)
         f.scatter(xs, ys, color=_colour(p))
+    from_zero(f)
     legend_outside(f)
     return f
 
@@ -366,7 +429,7 @@ def outcome_matrix_figure(matrix: list[dict]):
     f = figure(title="Outcome of one private access: owner x #NPF policy (columns), backing x guest (rows)",
                x_range=FactorRange(*dict.fromkeys(cells.data["x"]), group_padding=0.4),
                y_range=FactorRange(*dict.fromkeys(cells.data["y"]), group_padding=0.4),
-               height=380, width=900, tools="hover,save", toolbar_location="above")
+               height=380, width=900, tools="hover,save", toolbar_location=TOOLBAR)
     f.rect(x="x", y="y", width=0.95, height=0.9, source=cells, fill_color="colour", line_color=None)
     f.text(x="x", y="y", text="text", source=cells, text_align="center", text_baseline="middle",
            text_font_size="8pt")
@@ -396,7 +459,7 @@ def guest_outcome_figure(matrix: list[dict]):
     f = figure(title="Outcome of each guest's script: owner x #NPF policy (columns), behaviour x VMM (rows)",
                x_range=FactorRange(*columns, group_padding=0.4),
                y_range=FactorRange(*reversed(list(dict.fromkeys(cells.data["y"]))), group_padding=0.4),
-               height=max(240, 36 * rows + 120), width=900, tools="hover,save", toolbar_location="above")
+               height=max(240, 36 * rows + 120), width=900, tools="hover,save", toolbar_location=TOOLBAR)
     f.rect(x="x", y="y", width=0.95, height=0.9, source=cells, fill_color="colour", line_color=None)
     f.text(x="x", y="y", text="text", source=cells, text_align="center", text_baseline="middle",
            text_font_size="8pt", text_color="ink")
@@ -418,7 +481,7 @@ def asid_map_figure(asid_state: dict, min_sev_asid: int):
     state = {int(a): s for a, s in asid_state.items()}
     f = figure(title="ASIDs at the end of sections 2-3 (ASID 0 is the host)", y_range=FactorRange(*ASID_RANGES),
                x_range=(0.5, (max(asids) if asids else 1) + 0.5), height=180, width=900, x_axis_label="ASID",
-               tools="hover,save", toolbar_location="above")
+               tools="hover,save", toolbar_location=TOOLBAR)
     for s, colour in ASID_STATE_COLOURS.items():
         mine = [a for a in asids if state[a] == s]
         if mine:
@@ -438,7 +501,7 @@ def churn_figure(churn: dict):
     cpus = f" ({per_flush.pop()} CPUs per flush)" if len(per_flush) == 1 else ""
     f = figure(title=f"Churn: cumulative WBINVDs{cpus} as VMs start one after another",
                height=300, width=900, x_axis_label="VM starts", y_axis_label="WBINVD executed",
-               tools="pan,wheel_zoom,reset,hover,save", toolbar_location="above")
+               tools="pan,wheel_zoom,reset,hover,save", toolbar_location=TOOLBAR)
     for (name, c), colour in zip(churn.items(), ("#264653", "#e76f51")):
         f.step(list(range(1, len(c["series"]) + 1)), c["series"], line_width=2, color=colour, mode="after",
                legend_label=f"{name}: {c['ASIDs']} ASIDs, {c['recycles']} recycles")

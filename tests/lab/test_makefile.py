@@ -50,5 +50,5 @@ def test_readme_says_how_to_run_lab_as_root_and_what_demo_installs():
 
 def test_outputs_of_the_commands_are_ignored_by_git():
     lines = (ROOT / ".gitignore").read_text().splitlines()
-    for d in ("runs/", "sweeps/", "reports/", "output/"):
+    for d in ("runs/", "sweeps/", "reports/", "output/", "exports/"):
         assert d in lines
