@@ -1,12 +1,13 @@
 """The IPython extension: ``%load_ext kit`` registers the ``%kit`` line magic.
 
-- ``%kit simulate|run|sweep|report|demo|host-demo|calibrate|explore ARGS``: the command line's
+- ``%kit simulate|run|params|sweep|report|demo|host-demo|calibrate|explore ARGS``: the command line's
   commands, with its parser (:mod:`kit.lab.commands`); a bad argument is a one-line
   ``UsageError``. ``%kit simulate`` returns and displays its :class:`SimResult`; the others
   print what ``kit`` prints (``%kit run NOTEBOOK -p NAME VALUE`` runs the same pipeline as
   ``kit run``; ``%kit explore SCENARIO --scheme S`` the same search as ``kit explore``).
 - ``%kit dashboard NAME [key=value ...]``: displays a dashboard (``kit.viz.dashboards``);
-  values are Python literals (``%kit dashboard policy-explorer guests=4``).
+  values are Python literals (``%kit dashboard policy-explorer guests=4``: guest memory made to
+  fit; ``export view`` saves what it shows as an HTML section and CSV in ``exports/``).
 - ``%kit`` or ``%kit help``: this text.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ SUBCOMMANDS = (*COMMANDS, "dashboard", "help")
 class KitMagics(Magics):
     @line_magic
     def kit(self, line: str):
-        """%kit simulate|run|sweep|report|demo|host-demo|calibrate|explore ARGS | dashboard NAME [k=v ...] | help"""
+        """%kit simulate|run|params|sweep|report|demo|host-demo|calibrate|explore ARGS | dashboard NAME [k=v ...] | help"""
         try:
             argv = shlex.split(line, comments=True)       # a trailing "# ..." is a comment
         except ValueError as e:
