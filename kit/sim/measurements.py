@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..host.policies import DIRECTMAP_POLICIES
+from .calibrate import DEFAULT_HOST
 from .scenario import SCENARIO_PARAMS as SP
 
 
@@ -41,8 +42,9 @@ PINNING = r"unpinned|numa-node-[0-9]+"
 COLUMNS: tuple[Column, ...] = (
     Column("table", "text", "which table of the source the row comes from (rows of one configuration "
            "and table are runs of one measurement)", "any text"),
-    Column("host_cores", "int", "host cores (empty: 512, the source's host)", ">= 1", required=False, min=1),
-    Column("host_mem_gib", "int", "host memory in GiB (empty: 1536)", ">= 1", required=False, min=1),
+    Column("host_cores", "int", f"host cores (empty: {DEFAULT_HOST[0]}, the source's host)", ">= 1",
+           required=False, min=1),
+    Column("host_mem_gib", "int", f"host memory in GiB (empty: {DEFAULT_HOST[1]})", ">= 1", required=False, min=1),
     Column("guests", "int", "guests, all of one size", SP["guests"].bounds_text(), min=1),
     Column("vcpus_per_guest", "int", "vCPUs of each guest", SP["vcpus"].bounds_text(), min=1),
     Column("guest_mem_gib", "int", "memory of each guest in GiB", ">= 1", min=1),

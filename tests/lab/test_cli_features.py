@@ -56,7 +56,7 @@ def test_sizes_are_binary_and_said_so(capsys):
     assert parse_size("160G") == parse_size("160GB") == parse_size("160GiB") == 160 * GiB
     assert main(["simulate", "--guest-mem", "160G", "--guests", "8", "--host-mem", "1.5T"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert "x 160GiB on a host of 512 cores / 1536GiB" in first
+    assert f"x 160GiB on a host of {SCENARIO_PARAMS['host_cores'].default} cores / 1536GiB" in first
 
 
 def test_params_lists_types_defaults_bounds_and_help(capsys):
@@ -66,8 +66,9 @@ def test_params_lists_types_defaults_bounds_and_help(capsys):
     assert "vCPUs per guest (1 guest)" in out
     assert main(["params", "lazy-acceptance-scaling", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["host_cores"] == {"name": "host_cores", "type": "int", "default": "512", "allowed": "1..8192 CPUs",
-                                  "help": "host cores for the vCPU and guest sweeps"}
+    hc = SCENARIO_PARAMS["host_cores"]
+    assert rows["host_cores"] == {"name": "host_cores", "type": "int", "default": str(hc.default),
+                                  "allowed": f"{hc.bounds_text()} {hc.unit}", "help": "host cores for the vCPU and guest sweeps"}
     assert main(["params", "no-such-notebook"]) == 2
 
 

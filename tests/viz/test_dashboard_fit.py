@@ -46,14 +46,14 @@ def test_policy_explorer_guests_4_opens_with_plots_and_guest_memory_that_fits():
 
 
 def test_an_invalid_value_says_why_outlines_the_control_and_the_next_value_answers():
-    pe = D.PolicyExplorer(guests=1, guest_mem_gib=512)       # given: not adjusted
+    pe = D.PolicyExplorer(guests=1, guest_mem_gib=400)       # given: not adjusted
     pe.guests.value = 4
     assert "do not fit" in pe.problem and "last valid configuration" in pe.problem
     assert pe.guests.layout.border and not pe.vcpus.layout.border
     pe.guest_mem.value = 256                                 # fixed: answered, outline gone
     assert pe.problem is None and pe.answers == 2 and not pe.guests.layout.border
-    with pytest.raises(ValueError, match="guests: 4 guests of 2TiB in all do not fit"):
-        D.PolicyExplorer(guests=4, guest_mem_gib=512)        # a given configuration that cannot run
+    with pytest.raises(ValueError, match="guests: 4 guests of 1600GiB in all do not fit"):
+        D.PolicyExplorer(guests=4, guest_mem_gib=400)        # a given configuration that cannot run
 
 
 def test_simulation_runner_disables_run_until_the_values_are_fixed():
