@@ -199,9 +199,9 @@ def simulate(args, say=_quiet) -> Outcome:
     except (ValueError, TypeError) as e:
         raise ArgError(str(e)) from None
     if kw["engine"] == "des":
-        bar = progress_bar(1000, "simulate (des)", unit="‰", quiet=args.quiet)
+        bar = progress_bar(100, "simulate (des)", unit="%", quiet=args.quiet)
         try:
-            r = run_simulation(**kw, params=params, progress=lambda f: bar.update(round(1000 * f) - bar.n))
+            r = run_simulation(**kw, params=params, progress=lambda f: bar.update(round(100 * f) - bar.n))
         finally:
             bar.close()
     else:
