@@ -304,3 +304,19 @@ def band(params: CostParams, ev: Evaluator, rows=None) -> np.ndarray:
         return np.full((len(pred), 2), np.nan)
     rates = np.vstack([pred] + [ev.predict(q, rows) for q in sets])
     return np.column_stack([rates.min(axis=0), rates.max(axis=0)])
+
+
+def band_table(params: CostParams, ev: Evaluator) -> list[dict]:
+    """Every measured configuration's modelled rate with its band (:func:`band`) beside the
+    measurement: rows ``config, policy, model_gbps, model_band_gbps, measured_gbps, spread,
+    within`` (measured within the band widened by the spread), as
+    :func:`kit.viz.figures.rate_data` takes them."""
+    pred, b = ev.predict(params), band(params, ev)
+    rows = []
+    for t, m, (lo, hi) in zip(ev.targets, pred, b):
+        rows.append({"config": t.config.label.rsplit(", ", 1)[0], "policy": t.config.policy,
+                     "model_gbps": round(float(m), 3),
+                     "model_band_gbps": None if lo != lo else [round(float(lo), 3), round(float(hi), 3)],
+                     "measured_gbps": round(t.mean, 3), "spread": round(t.spread, 3),
+                     "within": bool(lo == lo and lo - t.spread <= t.mean <= hi + t.spread)})
+    return rows
