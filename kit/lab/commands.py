@@ -203,7 +203,7 @@ def calibrate(args, say=_quiet) -> Outcome:
 
 def _error_bars(base, fitted, info, targets, ev) -> list[str]:
     """``kit calibrate``'s honest part: the parameters' uncertainty, leave-one-out, the
-    sensitivities and the validation rows (docs/sim-model.md, "Error bars")."""
+    sensitivities and the validation rows (docs/sim-model.md, "Error bars and validation")."""
     names = info["names"]
     lines = ["parameter uncertainty (1 sd, from the fit's Jacobian): " + ", ".join(
         f"{n} {fitted[n]:.4g} (x{math.exp(-info['log_sd'][n]):.2f} to x{math.exp(info['log_sd'][n]):.2f})"

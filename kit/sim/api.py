@@ -256,7 +256,7 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
 
 def _rate_band(tr, s, p, rate):
     """The rate's band from the fitted parameters' uncertainty (``p``'s covariance, written by
-    ``kit calibrate``; docs/sim-model.md, "Error bars"): the lowest and highest rate of the
+    ``kit calibrate``; docs/sim-model.md, "Error bars and validation"): the lowest and highest rate of the
     analytic engine over :meth:`CostParams.band_sets`, relative to its rate at ``p`` and
     applied to ``rate`` (the discrete-event engine's band is the analytic engine's relative
     band, on its sample trace). None without a covariance of ``p``'s fitted parameters.

@@ -10,7 +10,7 @@ Assumptions for rows the source leaves open (named here, shown in the residual t
 table A gives no host, taken as table B's (512 cores, 1536 GiB); ``numa-node-0`` pinning puts
 the vCPU threads on one of ``NUMA_NODES`` nodes' cores.
 
-How good the fit is beyond its own rows (docs/sim-model.md, "Error bars"):
+How good the fit is beyond its own rows (docs/sim-model.md, "Error bars and validation"):
 
 - :func:`leave_one_out`: each measured configuration predicted by a fit of the others (a
   re-fit per row, from the same start as the full fit), and whether the remaining rows still

@@ -5,7 +5,9 @@ comes from is named in its ``source``), an assumption named as such (nothing pub
 measures it: the value is a round guess whose influence the calibration notebook shows), or
 fitted by ``kit calibrate`` to ``data/measurements.csv``. ``docs/cost-figures.md`` lists every
 cost figure with its source, ``docs/sources.md`` the measurements'. The default set is
-``data/cost_params.json``; ``kit calibrate`` rewrites it.
+``data/cost_params.json``; ``kit calibrate`` rewrites it, with the fit's covariance of the
+fitted parameters' logarithms, from which :meth:`CostParams.band_sets` gives a modelled rate's
+band (docs/sim-model.md, "Error bars and validation").
 """
 from __future__ import annotations
 
