@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,11 @@ def _fit(base: CostParams, ev: Evaluator, targets, rows=None):
     from scipy.optimize import least_squares
     rows = list(range(len(targets))) if rows is None else list(rows)
     names = base.fitted
+    if not names:                  # nothing free: the set as it is
+        r = ev.predict(base, rows) - np.asarray([targets[i].mean for i in rows])
+        return base.with_values(name="fitted"), SimpleNamespace(
+            x=np.zeros(0), nfev=0, message="no fitted parameters",
+            cost=0.5 * float(np.sum((r / np.asarray([targets[i].spread for i in rows])) ** 2)))
     x0, lo, hi = _start(base, names)
     mean = np.asarray([targets[i].mean for i in rows])
     spread = np.asarray([targets[i].spread for i in rows])

@@ -85,6 +85,17 @@ def test_leave_one_out_on_the_measurements_names_what_the_others_leave_undetermi
     assert set(info["jackknife_log_sd"]) == set(CostParams.load().fitted)
 
 
+def test_a_set_without_fitted_parameters_is_judged_as_it_is(measured):
+    """Whatever the parameter table marks fitted is fitted: none, nothing moves, no band."""
+    targets, ev = measured
+    p = CostParams([q if q.kind != "fitted" else q.__class__(**{**q.__dict__, "kind": "assumed"})
+                    for q in CostParams.load()])
+    fitted, rows, info = calibrate(p, targets=targets, evaluator=ev)
+    assert info["free_parameters"] == 0 and fitted.values() == p.values() and fitted.band_sets() == []
+    loo, li = leave_one_out(p, targets=targets, evaluator=ev)
+    assert [r["predicted"] for r in loo] == [r["model"] for r in rows]
+
+
 # ---------------------------------------------------------------- sensitivities
 def test_sensitivities_match_finite_differences(measured):
     targets, ev = measured
