@@ -215,7 +215,8 @@ def _error_bars(base, fitted, info, targets, ev) -> list[str]:
               text_table([{**r, "within": "yes" if r["within"] else "NO"} for r in loo],
                          ["config", "measured", "spread", "predicted", "error_pct", "residual", "within",
                           "undetermined"]),
-              f"leave-one-out: {li['within']}/{li['rows']} rows within their spread"]
+              f"leave-one-out: {li['within']}/{li['rows']} rows within their spread; the left-out fits' "
+              "jackknife 1 sd: " + ", ".join(f"{n} x{math.exp(v):.2f}" for n, v in li["jackknife_log_sd"].items())]
     sens = sensitivities(fitted, ev)
     lines += ["sensitivity of each row's rate, d ln(rate) / d ln(param), fitted parameters:",
               text_table(sens["rows"], ["config", *names]),
