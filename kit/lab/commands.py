@@ -26,7 +26,7 @@ from ..explore.params import EXPLORE_PARAMS, check_schedule
 from ..sim.api import scenario
 from ..sim.scenario import SCENARIO_PARAMS
 from ..sim.api import simulate as run_simulation
-from ..sim.calibrate import Evaluator, leave_one_out, load_measurements, sensitivities
+from ..sim.calibrate import HELD_BACK, Evaluator, held_back, leave_one_out, load_measurements, sensitivities
 from ..sim.calibrate import calibrate as fit
 from ..sim.validation import validate
 from ..sim.params import DEFAULT_PATH, CostParams
@@ -229,6 +229,12 @@ def _error_bars(base, fitted, info, targets, ev) -> list[str]:
                            "model": "" if r["model"] is None else f"{r['model']:g}"} for r in val],
                          ["id", "config", "measured", "allowed", "model", "status"]),
               f"validation: {sum(r['within'] for r in val)}/{len(val)} rows within"]
+    h = HELD_BACK
+    lines.append(f"held back ({h['guests']} x {h['vcpus']} vCPUs x {h['guest_mem_gib']} GiB, measured, not fitted), "
+                 "predicted with its band: " + ", ".join(
+                     f"{r['policy']} {r['model_gbps']:.2f}"
+                     + ("" if r["model_band_gbps"] is None else " ({:.2f} - {:.2f})".format(*r["model_band_gbps"]))
+                     + " GB/s" for r in held_back(fitted)))
     return lines
 
 

@@ -326,3 +326,19 @@ def band_table(params: CostParams, ev: Evaluator) -> list[dict]:
                      "measured_gbps": round(t.mean, 3), "spread": round(t.spread, 3),
                      "within": bool(lo == lo and lo - t.spread <= t.mean <= hi + t.spread)})
     return rows
+
+
+def held_back(params: CostParams, policies=("presplit-4k", "split-on-demand", "invalidate-4k")) -> list[dict]:
+    """The configuration the source measured and the kit holds back (:data:`HELD_BACK`),
+    predicted with its band under each policy: rows ``policy, model_gbps, model_band_gbps,
+    bottleneck``."""
+    h = HELD_BACK
+    rows = []
+    for pol in policies:
+        r = simulate(guests=h["guests"], vcpus=h["vcpus"], guest_mem=f"{h['guest_mem_gib']}GiB",
+                     host_cores=h["host_cores"], host_mem=f"{h['host_mem_gib']}GiB", policy=pol,
+                     engine="analytic", params=params)
+        rows.append({"policy": pol, "model_gbps": round(r.fault_in_gbps, 3),
+                     "model_band_gbps": None if r.rate_band_gbps is None else [round(v, 3) for v in r.rate_band_gbps],
+                     "bottleneck": r.bottleneck["resource"]})
+    return rows

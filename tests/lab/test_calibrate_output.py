@@ -18,6 +18,7 @@ def test_calibrate_prints_leave_one_out_sensitivities_and_validation(tmp_path):
     assert "d ln(rate) / d ln(param)" in text and "(assumed)" in text
     assert "validation rows (data/validation.csv, never fitted)" in text and "map-exits-4k-gmem" in text
     assert "not modelled" in text
+    assert "held back (8 x 128 vCPUs x 160 GiB" in text and "presplit-4k" in text
     saved = json.loads(out.read_text())
     assert sorted(saved["covariance"]["names"]) == sorted(names)
     assert res.status == 0        # the fit's own rows still judge the exit status

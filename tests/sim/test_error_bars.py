@@ -213,6 +213,15 @@ def test_the_band_follows_the_covariance():
     assert wlo < lo < r.fault_in_gbps < hi < whi
 
 
+def test_the_held_back_configuration_is_predicted_with_its_band():
+    from kit.sim.calibrate import held_back
+    rows = held_back(CostParams.load())
+    assert [r["policy"] for r in rows] == ["presplit-4k", "split-on-demand", "invalidate-4k"]
+    for r in rows:
+        lo, hi = r["model_band_gbps"]
+        assert lo <= r["model_gbps"] <= hi
+
+
 # ---------------------------------------------------------------- validation rows
 def test_validation_rows_load_with_their_sources():
     rows = V.load_validation()
