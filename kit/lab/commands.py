@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -25,9 +26,10 @@ from ..explore.params import EXPLORE_PARAMS, check_schedule
 from ..sim.api import scenario
 from ..sim.scenario import SCENARIO_PARAMS
 from ..sim.api import simulate as run_simulation
-from ..sim.calibrate import MEASUREMENTS, Evaluator, load_measurements
+from ..sim.calibrate import MEASUREMENTS, HELD_BACK, Evaluator, held_back, leave_one_out, load_measurements, sensitivities
 from ..sim.calibrate import calibrate as fit
 from ..sim.measurements import check_measurements
+from ..sim.validation import validate
 from ..sim.params import DEFAULT_PATH, CostParams
 from ..units import SIZE_UNITS, format_size, parse_size
 from . import demo as host_demo_model
@@ -254,11 +256,13 @@ def calibrate(args, say=_quiet) -> Outcome:
     except (ValueError, OSError) as e:
         raise ArgError(str(e)) from None
     out = str(DEFAULT_PATH) if args.write else args.out
+    targets = load_measurements(data)
     bar = progress_bar(None, "calibrate: model evaluations", unit=" evaluations", quiet=args.quiet)
     try:
-        fitted, rows, info = fit(base, path=data, evaluator=_CountedEvaluator(load_measurements(data), bar))
+        fitted, rows, info = fit(base, targets=targets, evaluator=_CountedEvaluator(targets, bar))
     finally:
         bar.close()
+    ev = Evaluator(targets)
     lines = [text_table(rows, ["config", "measured", "spread", "model", "error_pct", "residual", "within"]),
              f"free parameters: {info['free_parameters']} ({', '.join(info['names'])}); "
              f"{info['measured_configurations']} measured configurations of {data}; {info['status']}",
@@ -272,7 +276,45 @@ def calibrate(args, say=_quiet) -> Outcome:
         with open(args.residuals, "w") as f:
             json.dump({"rows": rows, "info": info, "params": fitted.to_json()}, f, indent=1)
         lines.append(f"residual table: {os.path.abspath(args.residuals)}")
+    lines += _error_bars(base, fitted, info, targets, ev)
     return Outcome(0 if all(r["within"] for r in rows) else 1, lines, fitted)
+
+
+def _error_bars(base, fitted, info, targets, ev) -> list[str]:
+    """``kit calibrate``'s honest part: the parameters' uncertainty, leave-one-out, the
+    sensitivities and the validation rows (docs/sim-model.md, "Error bars and validation")."""
+    names = info["names"]
+    lines = ["parameter uncertainty (1 sd, from the fit's Jacobian): " + ", ".join(
+        f"{n} {fitted[n]:.4g} (x{math.exp(-info['log_sd'][n]):.2f} to x{math.exp(info['log_sd'][n]):.2f})"
+        for n in names)
+        + (f"; undetermined by the rows: {', '.join(info['undetermined'])}" if info["undetermined"] else "")]
+    loo, li = leave_one_out(base, targets=targets, evaluator=ev)
+    lines += [f"leave-one-out: each row predicted by a fit of the other {li['rows'] - 1} ({li['fits']} fits, "
+              f"{li['seconds']:.1f} s):",
+              text_table([{**r, "within": "yes" if r["within"] else "NO"} for r in loo],
+                         ["config", "measured", "spread", "predicted", "error_pct", "residual", "within",
+                          "undetermined"]),
+              f"leave-one-out: {li['within']}/{li['rows']} rows within their spread; the left-out fits' "
+              "jackknife 1 sd: " + ", ".join(f"{n} x{math.exp(v):.2f}" for n, v in li["jackknife_log_sd"].items())]
+    sens = sensitivities(fitted, ev)
+    lines += ["sensitivity of each row's rate, d ln(rate) / d ln(param), fitted parameters:",
+              text_table(sens["rows"], ["config", *names]),
+              "other parameters, largest |d ln(rate) / d ln(param)| over the rows: " + ", ".join(
+                  f"{n} ({sens['kinds'][n]}) {sens['max_abs'][n]:g}" for n in sens["names"] if n not in names)]
+    val = validate(fitted)
+    lines += ["validation rows (data/validation.csv, never fitted):",
+              text_table([{**r, "allowed": f"{r['low']:g} - {r['high']:g}",
+                           "measured": "" if r["measured"] is None else f"{r['measured']:g}",
+                           "model": "" if r["model"] is None else f"{r['model']:g}"} for r in val],
+                         ["id", "config", "measured", "allowed", "model", "status"]),
+              f"validation: {sum(r['within'] for r in val)}/{len(val)} rows within"]
+    h = HELD_BACK
+    lines.append(f"held back ({h['guests']} x {h['vcpus']} vCPUs x {h['guest_mem_gib']} GiB, measured, not fitted), "
+                 "predicted with its band: " + ", ".join(
+                     f"{r['policy']} {r['model_gbps']:.2f}"
+                     + ("" if r["model_band_gbps"] is None else " ({:.2f} - {:.2f})".format(*r["model_band_gbps"]))
+                     + " GB/s" for r in held_back(fitted)))
+    return lines
 
 
 # ------------------------------------------------------------------ report, run, sweep

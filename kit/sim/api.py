@@ -46,6 +46,7 @@ class SimResult:
     trace: str = "full trace"    # what the timing is based on (analytic: a scaled sample)
     stopped: bool = False        # cut short by ``should_stop`` (the figures cover what ran)
     setup: dict = field(default_factory=dict)   # {"boot": events, "launch": events} before the run
+    rate_band_gbps: list | None = None   # [lo, hi] of fault_in_gbps from the fit's uncertainty (_rate_band)
 
     def to_json(self) -> dict:
         out = asdict(replace(self, scenario=None))
@@ -65,6 +66,8 @@ class SimResult:
                                          if s.mixed else f"{s.guests} x {s.vcpus} x {format_size(s.guest_mem)}"),
                 "host": f"{s.host_cores} cores, {format_size(s.host_mem)}",
                 "fault-in GB/s": round(self.fault_in_gbps, 2),
+                "fault-in GB/s band (fit, 1 sd)": ("none (no fit covariance)" if self.rate_band_gbps is None
+                                                   else "{:.2f} - {:.2f}".format(*self.rate_band_gbps)),
                 "bottleneck": f"{self.bottleneck['resource']} ({self.bottleneck['utilisation']:.0%})",
                 "cpa_lock acquisitions": self.cpa_lock["acquisitions"],
                 "cpa_lock mean wait us": round(self.cpa_lock["mean_wait_us"], 3),
@@ -247,7 +250,31 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         trace=note,
         stopped=bool(getattr(tr, "stopped", False) or (s.engine == "des" and r.stopped)),
         setup={"boot": dict(getattr(tr, "boot", {})), "launch": dict(getattr(tr, "launch", {}))},
+        rate_band_gbps=_rate_band(tr, s, p, float(rate)),
     )
+
+
+def _rate_band(tr, s, p, rate):
+    """The rate's band from the fitted parameters' uncertainty (``p``'s covariance, written by
+    ``kit calibrate``; docs/sim-model.md, "Error bars and validation"): the lowest and highest rate of the
+    analytic engine over :meth:`CostParams.band_sets`, relative to its rate at ``p`` and
+    applied to ``rate`` (the discrete-event engine's band is the analytic engine's relative
+    band, on its sample trace). None without a covariance of ``p``'s fitted parameters.
+    It covers the fit's uncertainty only, with the assumed parameters as they are."""
+    sets = p.band_sets()
+    if not sets or not rate > 0:
+        return None
+    base = tr if s.engine == "analytic" else analytic_trace(s)
+
+    def analytic(q):
+        _, means = _batch_demands(base, s, q)
+        m = mva.solve([(s.specs[g][0], means[g][1]) for g in range(s.guests)], s.host_cores, q)
+        return sum(m.throughput[g] * means[g][2] / 1e3 for g in range(s.guests))
+    ref = analytic(p)
+    if not ref > 0:
+        return None
+    rates = [rate * analytic(q) / ref for q in sets]
+    return [float(min(rate, *rates)), float(max(rate, *rates))]
 
 
 def _extrapolate(tr, s):

@@ -9,17 +9,33 @@ mean of the runs for per-run rows. Every row must end within its spread.
 Assumptions for rows the source leaves open (named here, shown in the residual table):
 table A gives no host, taken as table B's (512 cores, 1536 GiB); ``numa-node-0`` pinning puts
 the vCPU threads on one of ``NUMA_NODES`` nodes' cores.
+
+How good the fit is beyond its own rows (docs/sim-model.md, "Error bars and validation"):
+
+- :func:`leave_one_out`: each measured configuration predicted by a fit of the others (a
+  re-fit per row, from the same start as the full fit), and whether the remaining rows still
+  determine every fitted parameter.
+- :func:`sensitivities`: elasticities ``d ln(rate) / d ln(param)`` of every row's modelled
+  rate, for every parameter the fit reads from the parameter table.
+- :func:`covariance`: the fitted parameters' uncertainty, linearised at the optimum from
+  the Jacobian of the residuals (residuals are in units of the rows' spreads, so
+  ``(J^T J)^-1``), inflated by the reduced chi-square when the rows scatter more than their
+  spreads say, with a weak prior of the fit's bounds so a direction no row determines stays
+  bounded instead of infinite. :func:`calibrate` stores it with the fitted set;
+  :meth:`CostParams.band_sets` turns it into a rate's band.
 """
 from __future__ import annotations
 
 import csv
+import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
 
 from .api import analytic_trace, scenario, simulate
-from .params import DATA, CostParams
+from .params import DATA, LOG_FLOOR, CostParams
 
 MEASUREMENTS = DATA / "measurements.csv"
 RUN_TOLERANCE = 0.15
@@ -90,9 +106,12 @@ class Evaluator:
             s = scenario(**t.config.sim_kwargs(), seed=seed)
             self.items.append((s, analytic_trace(s)))
 
-    def predict(self, params: CostParams) -> np.ndarray:
-        return np.asarray([simulate(**_kw(s), params=params, trace=tr).fault_in_gbps
-                           for s, tr in self.items])
+    def predict(self, params: CostParams, rows=None) -> np.ndarray:
+        """Modelled rates (GB/s) of every configuration, or of the indices in ``rows``."""
+        picked = self.items if rows is None else [self.items[i] for i in rows]
+        point = params.without_covariance()
+        return np.asarray([simulate(**_kw(s), params=point, trace=tr).fault_in_gbps
+                           for s, tr in picked])
 
 
 def _kw(s) -> dict:
@@ -113,28 +132,213 @@ def residual_table(targets, predicted) -> list[dict]:
     return rows
 
 
-def calibrate(params: CostParams | None = None, *, path=MEASUREMENTS, seed: int = 0,
-              evaluator: Evaluator | None = None):
-    """Fit the ``fitted`` parameters. Returns (fitted CostParams, residual rows, fit info)."""
+def _start(base: CostParams, names) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fit's start and bounds in log space (the fit moves ``log(value)``)."""
+    lo, hi = np.transpose([base.log_bounds(n) for n in names]) if names else (np.zeros(0), np.zeros(0))
+    x0 = np.clip(np.log([max(base[n], LOG_FLOOR) for n in names]), lo + 1e-9, hi - 1e-9)
+    return x0, lo, hi
+
+
+def _fit(base: CostParams, ev: Evaluator, targets, rows=None):
+    """Least squares over the ``fitted`` parameters of ``base`` on the targets ``rows`` (all
+    by default): (fitted CostParams, scipy's result)."""
     from scipy.optimize import least_squares
-    base = params if params is not None else CostParams()
-    targets = load_measurements(path)
-    ev = evaluator or Evaluator(targets, seed=seed)
+    rows = list(range(len(targets))) if rows is None else list(rows)
     names = base.fitted
-    lo = np.log([next(p for p in base if p.name == n).lower or 1e-6 for n in names])
-    hi = np.log([next(p for p in base if p.name == n).upper for n in names])
-    x0 = np.clip(np.log([max(base[n], 1e-6) for n in names]), lo + 1e-9, hi - 1e-9)
-    mean = np.asarray([t.mean for t in targets])
-    spread = np.asarray([t.spread for t in targets])
+    if not names:                  # nothing free: the set as it is
+        r = ev.predict(base, rows) - np.asarray([targets[i].mean for i in rows])
+        return base.with_values(name="fitted"), SimpleNamespace(
+            x=np.zeros(0), nfev=0, message="no fitted parameters",
+            cost=0.5 * float(np.sum((r / np.asarray([targets[i].spread for i in rows])) ** 2)))
+    x0, lo, hi = _start(base, names)
+    mean = np.asarray([targets[i].mean for i in rows])
+    spread = np.asarray([targets[i].spread for i in rows])
 
     def f(x):
         p = base.with_values(**dict(zip(names, np.exp(x).tolist())))
-        return (ev.predict(p) - mean) / spread
+        return (ev.predict(p, rows) - mean) / spread
 
     fit = least_squares(f, x0, bounds=(lo, hi), x_scale=1.0, diff_step=1e-3, max_nfev=200)
-    fitted = base.with_values(name="fitted", **dict(zip(names, np.exp(fit.x).tolist())))
+    return base.with_values(name="fitted", **dict(zip(names, np.exp(fit.x).tolist()))), fit
+
+
+def elasticities(params: CostParams, ev: Evaluator, names, *, step: float = 1e-2, rows=None) -> np.ndarray:
+    """``d ln(rate) / d ln(param)`` (rows x names) by central differences in log space: the
+    rate's relative change per relative change of the parameter. A parameter at 0 has
+    elasticity 0 (a relative change of it is no change)."""
+    rows = list(range(len(ev.items))) if rows is None else list(rows)
+    out = np.zeros((len(rows), len(names)))
+    for j, n in enumerate(names):
+        v = params[n]
+        if v <= 0:
+            continue
+        up = ev.predict(params.with_values(**{n: v * np.exp(step)}), rows)
+        down = ev.predict(params.with_values(**{n: v * np.exp(-step)}), rows)
+        out[:, j] = (np.log(np.maximum(up, 1e-300)) - np.log(np.maximum(down, 1e-300))) / (2 * step)
+    return out
+
+
+def sensitivities(params: CostParams, ev: Evaluator, *, names=None, step: float = 1e-2) -> dict:
+    """Every configuration's elasticity to every parameter in ``names`` (default: every
+    parameter of the table with a nonzero value, fitted ones first): ``{"names", "kinds",
+    "rows": [{"config", name: elasticity, ...}], "max_abs": {name: largest |elasticity|}}``.
+    1.0 means a 1% larger parameter gives a 1% larger rate; -1.0 a 1% smaller one."""
+    if names is None:
+        order = {"fitted": 0, "assumed": 1, "source": 2}
+        names = [p.name for p in sorted(params, key=lambda p: order.get(p.kind, 3)) if p.value > 0]
+    kinds = {p.name: p.kind for p in params}
+    e = elasticities(params, ev, names, step=step)
+    rows = [{"config": t.config.label, **{n: round(float(e[i, j]), 4) + 0.0 for j, n in enumerate(names)}}
+            for i, t in enumerate(ev.targets)]
+    return {"names": list(names), "kinds": {n: kinds[n] for n in names}, "rows": rows,
+            "max_abs": {n: round(float(np.max(np.abs(e[:, j]))) if len(e) else 0.0, 4)
+                        for j, n in enumerate(names)}}
+
+
+def covariance(params: CostParams, ev: Evaluator, targets, *, rows=None) -> tuple[np.ndarray, dict]:
+    """Covariance of the fitted parameters' logarithms at ``params`` (a fit's optimum), from
+    the Jacobian of the residuals over the targets ``rows``: ``(J^T J + P)^-1 x s``. ``J`` is
+    ``d((model - measured) / spread) / d ln(param)``, so with spreads that are standard
+    deviations ``(J^T J)^-1`` is the linearised covariance; ``s = max(1, chi^2 / (m - n))``
+    widens it when the rows scatter more than their spreads (a noisier dataset, a wider band);
+    ``P`` is a weak prior (half the log-width of each parameter's fit bounds as one standard
+    deviation) so that a direction no row determines comes out as wide as the bounds, not
+    infinite. Returns (matrix, info)."""
+    rows = list(range(len(targets))) if rows is None else list(rows)
+    names = params.fitted
+    if not names:
+        return np.zeros((0, 0)), {"chi2": 0.0, "dof": 0, "scale": 1.0, "singular_values": []}
+    pred = ev.predict(params, rows)
+    spread = np.asarray([targets[i].spread for i in rows])
+    mean = np.asarray([targets[i].mean for i in rows])
+    jac = elasticities(params, ev, names, step=1e-3, rows=rows) * (pred / spread)[:, None]
+    lo, hi = np.transpose([params.log_bounds(n) for n in names])
+    prior = np.diag(1.0 / np.maximum((hi - lo) / 2, 1e-9) ** 2)
+    chi2 = float(np.sum(((pred - mean) / spread) ** 2))
+    dof = len(rows) - len(names)
+    scale = max(1.0, chi2 / dof) if dof > 0 else 1.0
+    cov = np.linalg.inv(jac.T @ jac + prior) * scale
+    sv = np.linalg.svd(jac, compute_uv=False) if len(rows) else np.zeros(0)
+    return cov, {"chi2": chi2, "dof": dof, "scale": scale, "singular_values": sv.tolist(),
+                 "jacobian": jac}
+
+
+#: a fitted direction counts as determined by the rows when the Jacobian's smallest singular
+#: value is at least this share of its largest (below, the rows fix only a combination)
+IDENTIFIED = 1e-3
+
+
+def _identified(jac: np.ndarray, names) -> list[str]:
+    """The fitted parameters the rows of ``jac`` leave undetermined (the largest component of
+    each right singular vector whose singular value is below ``IDENTIFIED`` of the largest)."""
+    if jac.size == 0:
+        return list(names)
+    _, sv, vt = np.linalg.svd(jac, full_matrices=True)
+    sv = np.concatenate([sv, np.zeros(len(names) - len(sv))]) if len(sv) < len(names) else sv
+    top = sv.max() if len(sv) else 0.0
+    weak = [i for i, v in enumerate(sv) if v < IDENTIFIED * top or top == 0]
+    return sorted({names[int(np.argmax(np.abs(vt[i])))] for i in weak})
+
+
+def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Evaluator | None = None,
+                  seed: int = 0) -> tuple[list[dict], dict]:
+    """Each target predicted by a fit of all the others (from ``base``, the full fit's start):
+    rows ``config, measured, spread, predicted, error_pct, residual, within, undetermined``
+    (the fitted parameters the other rows leave undetermined) and the left-out fit's values;
+    info: seconds taken, fits, and the jackknife standard deviation of each fitted parameter's
+    logarithm (a second estimate of its uncertainty, beside :func:`covariance`)."""
+    t0 = time.perf_counter()
+    base = base if base is not None else CostParams()
+    targets = targets if targets is not None else load_measurements()
+    ev = evaluator or Evaluator(targets, seed=seed)
+    names = base.fitted
+    out, logs = [], []
+    for i, t in enumerate(targets):
+        keep = [k for k in range(len(targets)) if k != i]
+        fitted, _ = _fit(base, ev, targets, keep)
+        m = float(ev.predict(fitted, [i])[0])
+        jac = elasticities(fitted, ev, names, step=1e-3, rows=keep) if names else np.zeros((len(keep), 0))
+        logs.append(np.log([max(fitted[n], LOG_FLOOR) for n in names]))
+        out.append({"config": t.config.label, "measured": round(t.mean, 3), "spread": round(t.spread, 3),
+                    "predicted": round(m, 3), "error_pct": round(100 * (m - t.mean) / t.mean, 1),
+                    "residual": round((m - t.mean) / t.spread, 3),
+                    "within": bool(abs(m - t.mean) <= t.spread),
+                    "undetermined": ", ".join(_identified(jac, names)),
+                    "fitted": {n: fitted[n] for n in names}})
+    x = np.asarray(logs)
+    n = len(targets)
+    jack = np.sqrt((n - 1) / n * np.sum((x - x.mean(axis=0)) ** 2, axis=0)) if n > 1 and names else np.zeros(len(names))
+    return out, {"seconds": round(time.perf_counter() - t0, 2), "fits": n,
+                 "within": sum(r["within"] for r in out), "rows": n,
+                 "jackknife_log_sd": {nm: float(v) for nm, v in zip(names, jack)}}
+
+
+def calibrate(params: CostParams | None = None, *, path=MEASUREMENTS, seed: int = 0,
+              evaluator: Evaluator | None = None, targets=None):
+    """Fit the ``fitted`` parameters. Returns (fitted CostParams carrying the fit's
+    :func:`covariance`, residual rows, fit info)."""
+    base = params if params is not None else CostParams()
+    targets = targets if targets is not None else load_measurements(path)
+    ev = evaluator or Evaluator(targets, seed=seed)
+    names = base.fitted
+    fitted, fit = _fit(base, ev, targets)
     pred = ev.predict(fitted)
+    cov, cinfo = covariance(fitted, ev, targets)
+    if names:
+        fitted = fitted.with_covariance(names, cov, COVARIANCE_METHOD)
     info = {"free_parameters": len(names), "names": names, "cost": float(fit.cost),
             "evaluations": int(fit.nfev), "measured_configurations": len(targets),
-            "status": fit.message}
+            "status": fit.message,
+            "log_sd": {n: float(np.sqrt(cov[j, j])) for j, n in enumerate(names)},
+            "chi2_per_dof": round(cinfo["chi2"] / cinfo["dof"], 4) if cinfo["dof"] > 0 else None,
+            "covariance_scale": cinfo["scale"],
+            "undetermined": _identified(cinfo["jacobian"], names) if names else []}
     return fitted, residual_table(targets, pred), info
+
+
+COVARIANCE_METHOD = ("Jacobian of the residuals at the optimum, (J^T J + bounds prior)^-1 x "
+                     "max(1, chi2/dof), in log(value)")
+
+
+def band(params: CostParams, ev: Evaluator, rows=None) -> np.ndarray:
+    """Each configuration's rate band ``[[lo, hi], ...]`` from ``params``' covariance: the
+    lowest and highest rate over :meth:`CostParams.band_sets` and the point estimate (NaN when
+    the set has no covariance of its fitted parameters)."""
+    pred = ev.predict(params, rows)
+    sets = params.band_sets()
+    if not sets:
+        return np.full((len(pred), 2), np.nan)
+    rates = np.vstack([pred] + [ev.predict(q, rows) for q in sets])
+    return np.column_stack([rates.min(axis=0), rates.max(axis=0)])
+
+
+def band_table(params: CostParams, ev: Evaluator) -> list[dict]:
+    """Every measured configuration's modelled rate with its band (:func:`band`) beside the
+    measurement: rows ``config, policy, model_gbps, model_band_gbps, measured_gbps, spread,
+    within`` (measured within the band widened by the spread), as
+    :func:`kit.viz.figures.rate_data` takes them."""
+    pred, b = ev.predict(params), band(params, ev)
+    rows = []
+    for t, m, (lo, hi) in zip(ev.targets, pred, b):
+        rows.append({"config": t.config.label.rsplit(", ", 1)[0], "policy": t.config.policy,
+                     "model_gbps": round(float(m), 3),
+                     "model_band_gbps": None if lo != lo else [round(float(lo), 3), round(float(hi), 3)],
+                     "measured_gbps": round(t.mean, 3), "spread": round(t.spread, 3),
+                     "within": bool(lo == lo and lo - t.spread <= t.mean <= hi + t.spread)})
+    return rows
+
+
+def held_back(params: CostParams, policies=("presplit-4k", "split-on-demand", "invalidate-4k")) -> list[dict]:
+    """The configuration the source measured and the kit holds back (:data:`HELD_BACK`),
+    predicted with its band under each policy: rows ``policy, model_gbps, model_band_gbps,
+    bottleneck``."""
+    h = HELD_BACK
+    rows = []
+    for pol in policies:
+        r = simulate(guests=h["guests"], vcpus=h["vcpus"], guest_mem=f"{h['guest_mem_gib']}GiB",
+                     host_cores=h["host_cores"], host_mem=f"{h['host_mem_gib']}GiB", policy=pol,
+                     engine="analytic", params=params)
+        rows.append({"policy": pol, "model_gbps": round(r.fault_in_gbps, 3),
+                     "model_band_gbps": None if r.rate_band_gbps is None else [round(v, 3) for v in r.rate_band_gbps],
+                     "bottleneck": r.bottleneck["resource"]})
+    return rows

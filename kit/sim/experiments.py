@@ -30,7 +30,8 @@ def _config_label(cfg) -> str:
 
 
 def policy_table(policies, configs="all", *, engine: str = "analytic", seed: int = 0, params=None) -> list[dict]:
-    """Rows (config, policy, model_gbps, measured_gbps, spread, error_pct, within, bottleneck,
+    """Rows (config, policy, model_gbps, model_band_gbps (the fit's band, or None),
+    measured_gbps, spread, error_pct, within, bottleneck,
     utilisation, directmap, splits, cpa_lock, sim_seconds) for every policy on every measured
     configuration in ``configs`` ("all" or indices into :func:`measured_configs`)."""
     targets = measured_configs()
@@ -48,6 +49,7 @@ def policy_table(policies, configs="all", *, engine: str = "analytic", seed: int
             r = simulate(**{**cfg.sim_kwargs(), "policy": p}, engine=engine, seed=seed, params=params)
             t = measured.get(p)
             rows.append({"config": _config_label(cfg), "policy": policy_label(p), "model_gbps": round(r.fault_in_gbps, 3),
+                         "model_band_gbps": r.rate_band_gbps,
                          "measured_gbps": t.mean if t else None, "spread": t.spread if t else None,
                          "error_pct": round(100 * (r.fault_in_gbps - t.mean) / t.mean, 1) if t else None,
                          "within": bool(abs(r.fault_in_gbps - t.mean) <= t.spread) if t else None,
@@ -80,7 +82,8 @@ def safety(policies, *, guest_mem="8GiB", vcpus: int = 8, host_cores: int = 32, 
 
 def sweep(name: str, values, *, policies, params=None, **fixed) -> list[dict]:
     """Vary one of ``guests``, ``vcpus`` or ``host_cores`` over ``values`` for each policy
-    (analytic engine); rows hold the rate, the bottleneck and every resource's utilisation."""
+    (analytic engine); rows hold the rate, its band from the fit (``rate_band_gbps``), the
+    bottleneck and every resource's utilisation."""
     if name not in ("guests", "vcpus", "host_cores"):
         raise ValueError(f"name: unknown {name!r}; allowed: guests, vcpus, host_cores")
     rows = []
@@ -88,5 +91,6 @@ def sweep(name: str, values, *, policies, params=None, **fixed) -> list[dict]:
         for v in values:
             r = simulate(**{**fixed, name: v, "policy": p}, params=params)
             rows.append({"policy": policy_label(p), name: v, "fault_in_gbps": round(r.fault_in_gbps, 3),
+                         "rate_band_gbps": r.rate_band_gbps,
                          "bottleneck": r.bottleneck["resource"], **{f"util_{k}": round(u, 4) for k, u in r.utilisation.items()}})
     return rows

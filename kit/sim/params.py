@@ -5,17 +5,26 @@ comes from is named in its ``source``), an assumption named as such (nothing pub
 measures it: the value is a round guess whose influence the calibration notebook shows), or
 fitted by ``kit calibrate`` to ``data/measurements.csv``. ``docs/cost-figures.md`` lists every
 cost figure with its source, ``docs/sources.md`` the measurements'. The default set is
-``data/cost_params.json``; ``kit calibrate`` rewrites it.
+``data/cost_params.json``; ``kit calibrate`` rewrites it, with the fit's covariance of the
+fitted parameters' logarithms, from which :meth:`CostParams.band_sets` gives a modelled rate's
+band (docs/sim-model.md, "Error bars and validation").
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 DEFAULT_PATH = DATA / "cost_params.json"
 KINDS = ("source", "assumed", "fitted")
+#: width of a modelled rate's band, in standard deviations of the fitted parameters
+BAND_SIGMAS = 1.0
+#: the smallest value a fitted parameter takes in the fit's log space (a lower bound of 0)
+LOG_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -89,9 +98,56 @@ BASE = (
 class CostParams:
     """An immutable set of :class:`Param`; ``p["convert_us"]`` is the value."""
 
-    def __init__(self, params=BASE, *, name: str = "base"):
+    def __init__(self, params=BASE, *, name: str = "base", covariance: dict | None = None):
         self._p = {p.name: p for p in params}
         self.name = name
+        self._cov = covariance
+
+    @property
+    def covariance(self) -> dict | None:
+        """The fit's covariance of the fitted parameters' logarithms, ``{"names", "matrix",
+        "method"}`` (``kit calibrate`` writes it beside the values), or None."""
+        return self._cov
+
+    def with_covariance(self, names, matrix, method: str) -> "CostParams":
+        """This set with the covariance of ``log(value)`` of the parameters ``names``."""
+        m = np.asarray(matrix, dtype=float)
+        if m.shape != (len(names), len(names)) or not np.all(np.isfinite(m)):
+            raise ValueError(f"params: covariance must be a finite {len(names)}x{len(names)} matrix")
+        bad = [n for n in names if n not in self._p]
+        if bad:
+            raise ValueError(f"params: covariance of unknown cost parameters {bad}")
+        cov = {"names": list(names), "matrix": m.tolist(), "method": str(method)}
+        return CostParams(self._p.values(), name=self.name, covariance=cov)
+
+    def without_covariance(self) -> "CostParams":
+        """The same values without a covariance (a point estimate: no band computed)."""
+        return CostParams(self._p.values(), name=self.name)
+
+    def log_bounds(self, name: str) -> tuple[float, float]:
+        """A fitted parameter's bounds in the fit's log space."""
+        p = self._p[name]
+        return math.log(max(p.lower, LOG_FLOOR)), math.log(max(p.upper, LOG_FLOOR))
+
+    def band_sets(self, sigmas: float = BAND_SIGMAS) -> list:
+        """The parameter sets a band is drawn from: the fitted point moved by ``sigmas``
+        standard deviations along each principal axis of the covariance, both ways (2n sets,
+        clipped to the fit's bounds). Empty when the set carries no covariance, or one that
+        is not of its fitted parameters (a stale covariance says nothing)."""
+        cov = self._cov
+        if not cov or sorted(cov["names"]) != sorted(self.fitted):
+            return []
+        names = cov["names"]
+        x = np.log([max(self[n], LOG_FLOOR) for n in names])
+        lo, hi = np.transpose([self.log_bounds(n) for n in names])
+        w, v = np.linalg.eigh(np.asarray(cov["matrix"], dtype=float))
+        out = []
+        for i in range(len(names)):
+            step = sigmas * math.sqrt(max(w[i], 0.0)) * v[:, i]
+            for sign in (1.0, -1.0):
+                y = np.clip(x + sign * step, lo, hi)
+                out.append(self.with_values(**dict(zip(names, np.exp(y).tolist()))))
+        return out
 
     def __getitem__(self, name: str) -> float:
         try:
@@ -117,13 +173,16 @@ class CostParams:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"params: {k} must be a non-negative number, got {v!r}")
         return CostParams([replace(p, value=float(values.get(p.name, p.value))) for p in self],
-                          name=name or self.name)
+                          name=name or self.name, covariance=self._cov)
 
     def values(self) -> dict:
         return {p.name: p.value for p in self}
 
     def to_json(self) -> dict:
-        return {"name": self.name, "params": [asdict(p) for p in self]}
+        out = {"name": self.name, "params": [asdict(p) for p in self]}
+        if self._cov:
+            out["covariance"] = self._cov
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> "CostParams":
@@ -132,7 +191,14 @@ class CostParams:
             if d.get("kind") not in KINDS:
                 raise ValueError(f"params: {d.get('name')}: kind must be one of {KINDS}")
             params.append(Param(**d))
-        return cls(params, name=data.get("name", "loaded"))
+        out = cls(params, name=data.get("name", "loaded"))
+        cov = data.get("covariance")
+        if cov is not None:
+            try:
+                out = out.with_covariance(cov["names"], cov["matrix"], cov.get("method", ""))
+            except (KeyError, TypeError) as e:
+                raise ValueError(f"params: covariance: expected names and matrix ({e})") from None
+        return out
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")

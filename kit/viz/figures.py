@@ -137,7 +137,16 @@ def rate_data(rows: list[dict]) -> dict:
             "legend": [r["policy"] + (f" ({UNSAFE_TEXT})" if r.get("safe") is False else "") for r in rows],
             "safety": [{True: "safe", False: "UNSAFE: host RMP faults"}.get(r.get("safe"), "not known") for r in rows],
             "hatch": [UNSAFE_HATCH if r.get("safe") is False else " " for r in rows],
-            "mark": [UNSAFE_TEXT if r.get("safe") is False else "" for r in rows]}
+            "mark": [UNSAFE_TEXT if r.get("safe") is False else "" for r in rows],
+            **band_data(rows, "model_band_gbps")}
+
+
+def band_data(rows: list[dict], key: str = "model_band_gbps") -> dict:
+    """``band_lo``/``band_hi``: a modelled rate's band from the fit (``[lo, hi]`` under ``key``;
+    NaN where a row has none)."""
+    nan = float("nan")
+    bands = [r.get(key) or (nan, nan) for r in rows]
+    return {"band_lo": [float(b[0]) for b in bands], "band_hi": [float(b[1]) for b in bands]}
 
 
 def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in rate: modelled (bars), measured (points, +-spread)"):
@@ -152,7 +161,11 @@ def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in ra
            y_offset=-2, text_font_size="8pt", text_font_style="bold", text_color="#d62828")
     f.scatter(x="x", y="measured", source=source, size=8, color="black", legend_label="measured (+- spread)")
     f.add_layout(Whisker(source=source, base="x", upper="upper", lower="lower", line_color="black"))
+    if "band_lo" in source.data:       # the model's band from the fit (grey, on the bar)
+        f.add_layout(Whisker(source=source, base="x", upper="band_hi", lower="band_lo", line_color="#8d99ae",
+                             line_width=3, upper_head=None, lower_head=None))
     f.select_one(HoverTool).tooltips = [("", "@x"), ("model GB/s", "@model{0.00}"),
+                                        ("model band (fit, 1 sd)", "@band_lo{0.00} - @band_hi{0.00}"),
                                         ("measured GB/s", "@measured{0.00}"), ("bottleneck", "@bottleneck"),
                                         ("safety", "@safety")]
     f.xaxis.major_label_orientation = 1.0
@@ -161,8 +174,9 @@ def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in ra
 
 
 def rate_top(data: dict) -> float:
-    """The rate axis' top: above every bar and every error bar (and room for a mark)."""
-    vals = [v for v in list(data.get("model", [])) + list(data.get("upper", [])) if v == v]
+    """The rate axis' top: above every bar, every error bar and band (and room for a mark)."""
+    vals = [v for v in list(data.get("model", [])) + list(data.get("upper", []))
+            + list(data.get("band_hi", [])) if v == v]
     return 1.15 * max(vals) if vals else 1.0
 
 
@@ -322,6 +336,28 @@ def residual_data(rows: list[dict]) -> dict:
             "colour": ["#2a9d8f" if r["within"] else "#d62828" for r in rows]}
 
 
+def loo_figure(rows: list[dict], title: str = "Leave-one-out: each row predicted by a fit of the others"):
+    """Measured (points, +-spread) against the leave-one-out prediction (diamonds; red where
+    outside the spread), one line per measured configuration (rows of
+    :func:`kit.sim.calibrate.leave_one_out`)."""
+    labels = [r["config"] for r in rows]
+    src = ColumnDataSource({"config": labels, "measured": [r["measured"] for r in rows],
+                            "lower": [r["measured"] - r["spread"] for r in rows],
+                            "upper": [r["measured"] + r["spread"] for r in rows],
+                            "predicted": [r["predicted"] for r in rows],
+                            "colour": ["#2a9d8f" if r["within"] else "#d62828" for r in rows]})
+    f = figure(title=title, y_range=FactorRange(*labels) if labels else FactorRange("-"),
+               height=60 + 28 * max(len(labels), 3), width=900, x_axis_label="GB/s", tools="hover,save")
+    f.add_layout(Whisker(source=src, base="config", upper="upper", lower="lower", dimension="width",
+                         line_color="black"))
+    f.scatter(x="measured", y="config", source=src, size=8, color="black", legend_label="measured +-spread")
+    f.scatter(x="predicted", y="config", source=src, size=11, marker="diamond", color="colour",
+              legend_label="left-out prediction")
+    f.select_one(HoverTool).tooltips = [("", "@config"), ("measured", "@measured"), ("predicted", "@predicted")]
+    legend_outside(f)
+    return f
+
+
 # ------------------------------------------------------------------ recorded results
 #: the variables :func:`kit.sim.experiments.sweep` varies; each of its rows holds exactly one
 SWEEP_VARIABLES = ("vcpus", "guests", "host_cores")
@@ -347,6 +383,9 @@ def sweep_figure(rows: list[dict], x: str | None = None, *, title: str | None = 
         xs, ys = [r[x] for r in mine], [r["fault_in_gbps"] for r in mine]
         f.line(xs, ys, legend_label=p, color=_colour(p), line_width=2)
         f.scatter(xs, ys, color=_colour(p))
+        if any(r.get("rate_band_gbps") for r in mine):      # the fit's band around the line
+            f.add_layout(Whisker(source=ColumnDataSource({"x": xs, **band_data(mine, "rate_band_gbps")}),
+                                 base="x", upper="band_hi", lower="band_lo", line_color=_colour(p)))
     from_zero(f)
     legend_outside(f)
     return f
@@ -670,7 +709,7 @@ def result_figures(results: dict) -> list:
     """The figures of one recorded result, section by section, built by the same builders the
     notebook that recorded it uses: ``policy_table`` (:func:`rate_figure`), ``fragmentation``
     (:func:`fragmentation_figure`), ``simulations`` (:func:`simulation_figure`),
-    ``residuals`` (:func:`residual_figure`), ``sweep`` (:func:`sweep_figures`), ``held_back``
+    ``residuals`` (:func:`residual_figure`), ``leave_one_out`` (:func:`loo_figure`), ``bands`` (:func:`rate_figure`), ``sweep`` (:func:`sweep_figures`), ``held_back``
     (:func:`utilisation_figure`), ``matrix`` (:func:`outcome_matrix_figure`), ``guest_matrix``
     (:func:`guest_outcome_figure`), ``asid_state`` with ``ranges`` (:func:`asid_map_figure`),
     ``churn`` (:func:`churn_figure`) and ``explorations`` (a race explorer's results:
@@ -692,6 +731,12 @@ def result_figures(results: dict) -> list:
             out.append(simulation_figure(sim))
     if results.get("residuals"):
         out.append(residual_figure(ColumnDataSource(residual_data(results["residuals"]))))
+    if results.get("leave_one_out"):
+        out.append(loo_figure(results["leave_one_out"]))
+    if results.get("bands"):
+        out.append(rate_figure(ColumnDataSource(rate_data(results["bands"])),
+                               title="Measured configurations: modelled (bars, grey: the fit's band), "
+                                     "measured (points, +-spread)"))
     if results.get("matrix") and all("outcome" in r for r in results["matrix"]):
         out.append(outcome_matrix_figure(results["matrix"]))
     if results.get("guest_matrix"):

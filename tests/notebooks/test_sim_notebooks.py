@@ -76,6 +76,16 @@ def test_calibration(run_nb):
     assert res["free_parameters"] == ["convert_us", "cpa_hold_us", "zero_bw_gbps", "dm4k_slowdown"]
     for n in res["free_parameters"]:       # the fit from the base set lands on the shipped set
         assert res["fitted"][n] == pytest.approx(res["shipped"][n], rel=0.05)
+    # error bars: every row left out once, sensitivities of every fitted parameter, a band on
+    # every modelled rate, the validation rows model vs published
+    assert len(res["leave_one_out"]) == 8 and res["leave_one_out_info"]["fits"] == 8
+    assert all("predicted" in r and "undetermined" in r for r in res["leave_one_out"])
+    assert res["sensitivities"]["names"][:len(res["free_parameters"])] == res["free_parameters"]
+    for r in res["bands"]:
+        lo, hi = r["model_band_gbps"]
+        assert lo <= r["model_gbps"] <= hi
+    assert {r["id"] for r in res["validation"]} >= {"map-exits-4k-gmem", "map-exits-prefault"}
+    assert [u["name"] for u in res["uncertainty"]] == res["free_parameters"]
 
 
 @pytest.mark.parametrize("name,params,msg", [

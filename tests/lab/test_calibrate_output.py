@@ -1,0 +1,24 @@
+"""`kit calibrate` prints the fit's error bars: uncertainty, leave-one-out, sensitivities and the
+validation rows, and writes the covariance with the fitted set."""
+import json
+
+from kit.lab.commands import build_parser
+from kit.sim.params import CostParams
+
+
+def test_calibrate_prints_leave_one_out_sensitivities_and_validation(tmp_path):
+    out = tmp_path / "cost_params.json"
+    args = build_parser().parse_args(["calibrate", "-o", str(out)])
+    res = args.command(args)
+    text = "\n".join(res.lines)
+    names = CostParams.load().fitted
+    assert "parameter uncertainty (1 sd" in text and all(n in text for n in names)
+    assert "leave-one-out: each row predicted by a fit of the other 7 (8 fits" in text
+    assert "predicted" in text and "undetermined" in text and "jackknife 1 sd" in text
+    assert "d ln(rate) / d ln(param)" in text and "(assumed)" in text
+    assert "validation rows (data/validation.csv, never fitted)" in text and "map-exits-4k-gmem" in text
+    assert "not modelled" in text
+    assert "held back (8 x 128 vCPUs x 160 GiB" in text and "presplit-4k" in text
+    saved = json.loads(out.read_text())
+    assert sorted(saved["covariance"]["names"]) == sorted(names)
+    assert res.status == 0        # the fit's own rows still judge the exit status
