@@ -237,9 +237,9 @@ class _CountedEvaluator(Evaluator):
         super().__init__(targets)
         self.bar = bar
 
-    def predict(self, params):
+    def predict(self, params, rows=None):
         self.bar.update(1)
-        return super().predict(params)
+        return super().predict(params, rows)
 
 
 def calibrate(args, say=_quiet) -> Outcome:
