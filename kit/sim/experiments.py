@@ -15,7 +15,7 @@ A policy is a built-in's name or a :class:`~kit.host.policies.DirectMapPolicy` a
 from __future__ import annotations
 
 from .api import simulate
-from .calibrate import load_measurements
+from .calibrate import DEFAULT_HOST, HELD_BACK, load_measurements
 from .params import CostParams
 from .scenario import policy_label
 
@@ -96,15 +96,17 @@ def sweep(name: str, values, *, policies, params=None, **fixed) -> list[dict]:
 #: The scheduling assumptions (``kind`` "assumed" in ``data/cost_params.json``) whose influence
 #: :func:`assumption_sweep` shows, with the factors it multiplies them by by default.
 SCHEDULING_ASSUMPTIONS = ("ctx_switch_us", "sched_slice_us", "accept_spin_share", "smt_threads")
-OVERSUBSCRIBED = (dict(guests=4, vcpus=128, guest_mem="256GiB", host_cores=512, host_mem="1536GiB"),
-                  dict(guests=8, vcpus=128, guest_mem="160GiB", host_cores=512, host_mem="1536GiB"))
+_HOST = dict(host_cores=DEFAULT_HOST[0], host_mem=f"{DEFAULT_HOST[1]}GiB")
+OVERSUBSCRIBED = (dict(guests=4, vcpus=HELD_BACK["vcpus"], guest_mem="256GiB", **_HOST),
+                  dict(guests=HELD_BACK["guests"], vcpus=HELD_BACK["vcpus"],
+                       guest_mem=f"{HELD_BACK['guest_mem_gib']}GiB", **_HOST))
 
 
 def assumption_sweep(name: str, values, *, configs=OVERSUBSCRIBED, policies=("split-on-demand",),
                      params=None) -> list[dict]:
     """The fault-in rate (analytic engine) with one cost parameter set to each of ``values``,
     the others as shipped, on ``configs`` (default: table B's 4 x 128 vCPUs x 256 GiB and the
-    2x over-subscribed 8 x 128 vCPUs x 160 GiB on 512 CPUs). Rows: param, value, config,
+    2x over-subscribed 8 x 128 vCPUs x 160 GiB, on table B's host). Rows: param, value, config,
     policy, fault_in_gbps, stretch, handoff_us. :func:`kit.viz.figures.assumption_figure`
     draws them."""
     base = params if params is not None else CostParams.load()
