@@ -171,6 +171,14 @@ class Sched:
     irq: float          # stretch of work that cannot be preempted but takes interrupts (cpa_lock)
 
 
+def slice_us(p, cores: int) -> float:
+    """The scheduler's base slice on a host of ``cores`` CPUs: ``sched_slice_us`` (the
+    normalised ``sysctl_sched_base_slice``, 0.75 ms) times ``1 + ilog2(min(cores, 8))``
+    (kernel/sched/fair.c ``get_update_sysctl_factor``, ``SCHED_TUNABLESCALING_LOG``, the
+    default): 3 ms from 8 CPUs up."""
+    return p["sched_slice_us"] * (1 + int(math.log2(min(max(cores, 1), 8))))
+
+
 def schedule(runnable: float, cores: int, p, ipi_load: float = 0.0) -> Sched:
     """vCPU threads on the host's logical CPUs (``cores``; ``smt_threads`` per physical core).
 
@@ -178,10 +186,9 @@ def schedule(runnable: float, cores: int, p, ipi_load: float = 0.0) -> Sched:
       (kernel/sched/fair.c ``select_idle_sibling``/``select_idle_core``); past one thread per
       core, two threads share a core, which then runs ``smt_yield`` times one thread's work.
     - **Time slices**: past one thread per CPU, threads take turns: EEVDF gives each a slice of
-      ``sched_base_slice`` (kernel/sched/fair.c ``sysctl_sched_base_slice``, 0.75 ms: the
-      ``sched_slice_us`` parameter) and each runs ``cores / runnable`` of the time; every slice
-      boundary costs a context switch (``ctx_switch_us``: the vCPU thread's VM exit, the switch
-      and the refill of its caches and TLB).
+      ``sysctl_sched_base_slice`` (:func:`slice_us`) and each runs ``cores / runnable`` of the
+      time; every slice boundary costs a context switch (``ctx_switch_us``: the vCPU thread's
+      VM exit, the switch and the refill of its caches and TLB).
     - **Preempted holders and waiters**: a lock holder whose vCPU thread is descheduled keeps
       the lock until it runs again; on average that stretches its hold by the same factor as
       any work (``stretch``). A lock handed to a waiter whose vCPU thread is off its CPU
@@ -202,8 +209,9 @@ def schedule(runnable: float, cores: int, p, ipi_load: float = 0.0) -> Sched:
         speed = capacity / busy
     if R > C:
         share = C / R
-        switch = 1.0 + p["ctx_switch_us"] / p["sched_slice_us"]
-        handoff = (1.0 - share) * (R / C - 1.0) * p["sched_slice_us"] / 2.0
+        sl = slice_us(p, cores)
+        switch = 1.0 + p["ctx_switch_us"] / sl
+        handoff = (1.0 - share) * (R / C - 1.0) * sl / 2.0
     else:
         share, switch, handoff = 1.0, 1.0, 0.0
     irq = 1.0 / max(1.0 - min(ipi_load / C, 0.9), 0.1)

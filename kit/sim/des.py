@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .demands import ChunkDemand, dram_gbps, schedule, zero_us
+from .demands import ChunkDemand, dram_gbps, schedule, slice_us, zero_us
 
 GUEST, VM, ZERO, CPA, PGD, CPU, DONE = range(7)
 
@@ -85,7 +85,7 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
     sleep_share = 1.0 - min(max(p["accept_spin_share"], 0.0), 1.0)
     sleep_acc = 0.0
     bw = dram_gbps(p, cores)
-    slice_us = p["sched_slice_us"]
+    turn = slice_us(p, cores)
     rng = np.random.default_rng(seed)
     draws = rng.random(4096)
     di = 0
@@ -209,7 +209,7 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
             hold = (d[1] if stage == VM else d[0]) * sc.stretch
             if sc.share < 1.0 and draw() < 1.0 - sc.share:
                 # the waiter's vCPU thread is off its CPU: the lock waits for its turn
-                late = draw() * (1.0 / sc.share - 1.0) * slice_us
+                late = draw() * (1.0 / sc.share - 1.0) * turn
                 lk.delayed += 1
                 lk.delay += late
                 hold += late

@@ -54,9 +54,11 @@ BASE = (
           "EPYC 9004 cores run 2 threads; the source's 512 'cores' read as 256 cores x 2 threads",
           "logical CPUs per physical core"),
     Param("sched_slice_us", 750.0, "us", "source",
-          "kernel/sched/fair.c sysctl_sched_base_slice: 0.75 ms (EEVDF, v6.6 and later; "
-          "docs/cost-figures.md)",
-          "time a runnable thread runs before the next one takes its CPU, when over-subscribed"),
+          "kernel/sched/fair.c normalized_sysctl_sched_base_slice: 0.75 ms (EEVDF, v6.6 and "
+          "later), scaled by get_update_sysctl_factor to 1 + ilog2(min(CPUs, 8)): 3 ms on 8 or "
+          "more CPUs (docs/cost-figures.md)",
+          "the scheduler's normalised base slice: how long a runnable thread runs before the next "
+          "one takes its CPU, when over-subscribed"),
     Param("ctx_switch_us", 5.0, "us", "assumed",
           "no published figure for switching SNP vCPU threads (a VM exit, the switch, the refill "
           "of caches and TLB); the calibration notebook shows its influence",
