@@ -129,9 +129,12 @@ def demand(events: np.ndarray, chunks: int, p, cores: int, dm4k_fraction: float,
     wait, lost, exits = flush_costs(p, cores, vcpus)
     # a ranged flush (at most tlb_single_page_flush_ceiling pages) sends the same IPIs; its
     # handler runs INVLPG per page instead of a full flush and nothing is refilled
-    range_lost = 0.0 if p["invlpgb"] >= 0.5 else cores * p["ipi_us"]
+    broadcast = p["invlpgb"] >= 0.5
+    range_lost = 0.0 if broadcast else cores * p["ipi_us"]
+    invlpg_lost = 0.0 if broadcast else e[E["invlpg"]] * cores * p["invlpg_us"]
     walk_us = p["dm4k_walk_ns"] / 1e3 * dm4k_fraction
-    chunk_pages = max(e[E["bytes_zeroed"]], work_bytes) / PAGE_4K
+    # the gfns a conversion exit visits: the chunk's pages (lazy-accept), else one per exit
+    chunk_pages = max(e[E["bytes_zeroed"]], work_bytes) / PAGE_4K or e[E["user_exit"]]
     cpu = (e[E["vm_exit"]] * p["exit_us"] + instr * p["instr_us"]
            + work_bytes / (p["guest_write_gbps_core"] * 1e3))
     return ChunkDemand(
@@ -141,8 +144,7 @@ def demand(events: np.ndarray, chunks: int, p, cores: int, dm4k_fraction: float,
         cpa_us=e[E["cpa_lock"]] * p["cpa_hold_us"],
         pgd_us=e[E["pgd_lock"]] * p["split_us"],
         zero_bytes=e[E["bytes_zeroed"]],
-        ipi_core_us=(cpa_flushes + split_flushes) * lost + ranges * range_lost
-        + e[E["invlpg"]] * cores * p["invlpg_us"],
+        ipi_core_us=(cpa_flushes + split_flushes) * lost + ranges * range_lost + invlpg_lost,
         flush_wait_us=(cpa_flushes + ranges) * wait,
         split_flush_us=split_flushes * wait,
         ipi_exit_us=(cpa_flushes + split_flushes + ranges) * exits,

@@ -1,5 +1,9 @@
-"""The analytic engine: approximate mean value analysis (Schweitzer's fixed point) of the closed
-network in which every vCPU cycles through the work of one chunk.
+"""The analytic engine: approximate mean value analysis of the closed network in which every
+vCPU cycles through the work of one chunk. Each guest's class is solved on its own with the
+other classes' queues held fixed, iterated to a fixed point: by the MVA recursion over its own
+population when it has at most :data:`EXACT_MAX` vCPUs (an arrival finds the hold in progress
+with its mean residual left: the holds are fixed lengths, hand-off delays random, as in the
+DES), by Schweitzer's approximation above that.
 
 One customer class per guest (its vCPUs). Stations: the guest's own ``guest_lock`` (a guest
 spinlock: its waiters stay runnable) and ``vm_lock`` (FCFS; ``accept_spin_share`` of its
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .demands import ChunkDemand, Sched, dram_gbps, schedule, zero_us
+from .demands import ChunkDemand, Sched, dram_gbps, schedule, slice_us, zero_us
 
 
 @dataclass
@@ -55,20 +59,33 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
         sc = schedule(runnable, cores, p, ipi)
         hv = [sc.handoff_us * min(1.0, wv[g]) * (d[g].vm_hold_us > 0) for g in range(G)]
         hg = [sc.handoff_us * min(1.0, wg[g]) * (d[g].guest_lock_us > 0) for g in range(G)]
+        turn = (1.0 / sc.share - 1.0) * slice_us(p, cores)
+        h2 = (1.0 - sc.share) * turn * turn / 3.0     # E[delay^2] of one hand-off
         cpa_all, pgd_all = sum(q["cpa"]), sum(q["pgd"])
         X_new = []
+        memo: dict = {}
         for g in range(G):
-            shrink = (n[g] - 1) / n[g]
-            r = {
-                "guest": (d[g].guest_lock_us * sc.stretch + hg[g]) * (1 + q["guest"][g] * shrink),
-                "vm": (d[g].vm_hold_us * sc.stretch + hv[g]) * (1 + q["vm"][g] * shrink),
-                "cpa": d[g].cpa_hold_us * sc.irq * (1 + cpa_all - q["cpa"][g] / n[g]),
-                "pgd": d[g].pgd_hold_us * sc.irq * (1 + pgd_all - q["pgd"][g] / n[g]),
-                "zero": zero_us(d[g].zero_bytes, p, n_zero, sc.stretch, bw),
-                "cpu": d[g].core_us * sc.stretch,
-            }
+            service = (d[g].guest_lock_us * sc.stretch + hg[g], d[g].vm_hold_us * sc.stretch + hv[g],
+                       d[g].cpa_hold_us * sc.irq, d[g].pgd_hold_us * sc.irq)
+            # second moments: the holds are fixed lengths; a hand-off delay is 0 or uniform
+            # over the waiter's turn (the DES's draws)
+            lg, lv = d[g].guest_lock_us * sc.stretch, d[g].vm_hold_us * sc.stretch
+            wgt_g = hg[g] / sc.handoff_us if sc.handoff_us > 0 else 0.0
+            wgt_v = hv[g] / sc.handoff_us if sc.handoff_us > 0 else 0.0
+            moment2 = (lg * lg + 2 * lg * hg[g] + wgt_g * h2, lv * lv + 2 * lv * hv[g] + wgt_v * h2,
+                       service[2] ** 2, service[3] ** 2)
+            others = (0.0, 0.0, cpa_all - q["cpa"][g], pgd_all - q["pgd"][g])
+            delay = zero_us(d[g].zero_bytes, p, n_zero, sc.stretch, bw) + d[g].core_us * sc.stretch
+            q_prev = tuple(q[k][g] for k in ("guest", "vm", "cpa", "pgd"))
+            key = (n[g], service, others, delay, q_prev)
+            if key not in memo:         # identical guests: solved once
+                memo[key] = _one_class(n[g], service, others, delay, q_prev, moment2)
+            x, res = memo[key]
+            r = dict(zip(("guest", "vm", "cpa", "pgd"), res))
+            r["zero"] = zero_us(d[g].zero_bytes, p, n_zero, sc.stretch, bw)
+            r["cpu"] = d[g].core_us * sc.stretch
             R[g] = r
-            X_new.append(n[g] / max(sum(r.values()), 1e-12))
+            X_new.append(x)
         delta = max(abs(a - b) / max(b, 1e-30) for a, b in zip(X, X_new)) if it > 1 else 1.0
         X = [0.5 * a + 0.5 * b for a, b in zip(X, X_new)] if it > 1 else X_new
         for g in range(G):
@@ -92,3 +109,34 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
         "guest_lock": sum(X[g] * (R[g]["guest"] - gl_svc[g]) for g in range(G)) / tot,
     }
     return MvaResult(X, R, util, waits, sc.stretch, it, sc)
+
+
+#: A class of at most this many vCPUs is solved by exact MVA over its own population (the
+#: other classes' queues held fixed); a larger one by Schweitzer's approximation, which is close
+#: for large populations and costs nothing per customer.
+EXACT_MAX = 64
+
+
+def _one_class(n: int, service, others, delay: float, q_prev, moment2) -> tuple[float, list]:
+    """Throughput and residence per FCFS station of one class of ``n`` customers that visit
+    stations with mean ``service`` times and second moments ``moment2`` (where ``others``
+    customers of other classes queue) and a delay ``delay``. MVA recursion over the class's own
+    population up to :data:`EXACT_MAX`, an arrival finding the hold in progress with its mean
+    residual ``E[S^2] / 2E[S]`` left; else Schweitzer's estimate from the last queue lengths
+    ``q_prev``."""
+    if n > EXACT_MAX:
+        shrink = (n - 1) / n
+        res = [s * (1 + o + qp * shrink) for s, o, qp in zip(service, others, q_prev)]
+        return n / max(sum(res) + delay, 1e-12), res
+    qk = [0.0] * len(service)
+    x, res = 0.0, list(service)
+    for k in range(1, n + 1):
+        # an arrival waits for the queue ahead and the rest of the hold in progress (for a
+        # fixed-length hold half of one, not a whole one as for exponential service)
+        res = [s * (1 + o + qq) - min(x * s, 1.0) * (s - m2 / (2 * s) if s > 0 else 0.0)
+               for s, o, qq, m2 in zip(service, others, qk, moment2)]
+        # no station serves more than one hold at a time
+        x = min([k / max(sum(res) + delay, 1e-12)] + [1.0 / sv for sv in service if sv > 0])
+        qk = [x * r for r in res]
+    return x, res
+
