@@ -1,9 +1,8 @@
 """The analytic engine: approximate mean value analysis of the closed network in which every
 vCPU cycles through the work of one chunk. Each guest's class is solved on its own with the
 other classes' queues held fixed, iterated to a fixed point: by the MVA recursion over its own
-population when it has at most :data:`EXACT_MAX` vCPUs (an arrival finds the hold in progress
-with its mean residual left: the holds are fixed lengths, hand-off delays random, as in the
-DES), by Schweitzer's approximation above that.
+population when it has at most :data:`EXACT_MAX` vCPUs, by Schweitzer's approximation above
+that.
 
 One customer class per guest (its vCPUs). Stations: the guest's own ``guest_lock`` (a guest
 spinlock: its waiters stay runnable) and ``vm_lock`` (FCFS; ``accept_spin_share`` of its
@@ -22,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .demands import ChunkDemand, Sched, dram_gbps, schedule, slice_us, zero_us
+from .demands import ChunkDemand, Sched, dram_gbps, schedule, zero_us
 
 
 @dataclass
@@ -59,33 +58,29 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
         sc = schedule(runnable, cores, p, ipi)
         hv = [sc.handoff_us * min(1.0, wv[g]) * (d[g].vm_hold_us > 0) for g in range(G)]
         hg = [sc.handoff_us * min(1.0, wg[g]) * (d[g].guest_lock_us > 0) for g in range(G)]
-        turn = (1.0 / sc.share - 1.0) * slice_us(p, cores)
-        h2 = (1.0 - sc.share) * turn * turn / 3.0     # E[delay^2] of one hand-off
         cpa_all, pgd_all = sum(q["cpa"]), sum(q["pgd"])
         X_new = []
         memo: dict = {}
         for g in range(G):
             service = (d[g].guest_lock_us * sc.stretch + hg[g], d[g].vm_hold_us * sc.stretch + hv[g],
                        d[g].cpa_hold_us * sc.irq, d[g].pgd_hold_us * sc.irq)
-            # second moments: the holds are fixed lengths; a hand-off delay is 0 or uniform
-            # over the waiter's turn (the DES's draws)
-            lg, lv = d[g].guest_lock_us * sc.stretch, d[g].vm_hold_us * sc.stretch
-            wgt_g = hg[g] / sc.handoff_us if sc.handoff_us > 0 else 0.0
-            wgt_v = hv[g] / sc.handoff_us if sc.handoff_us > 0 else 0.0
-            moment2 = (lg * lg + 2 * lg * hg[g] + wgt_g * h2, lv * lv + 2 * lv * hv[g] + wgt_v * h2,
-                       service[2] ** 2, service[3] ** 2)
             others = (0.0, 0.0, cpa_all - q["cpa"][g], pgd_all - q["pgd"][g])
             delay = zero_us(d[g].zero_bytes, p, n_zero, sc.stretch, bw) + d[g].core_us * sc.stretch
             q_prev = tuple(q[k][g] for k in ("guest", "vm", "cpa", "pgd"))
             key = (n[g], service, others, delay, q_prev)
             if key not in memo:         # identical guests: solved once
-                memo[key] = _one_class(n[g], service, others, delay, q_prev, moment2)
+                memo[key] = _one_class(n[g], service, others, delay, q_prev)
             x, res = memo[key]
             r = dict(zip(("guest", "vm", "cpa", "pgd"), res))
             r["zero"] = zero_us(d[g].zero_bytes, p, n_zero, sc.stretch, bw)
             r["cpu"] = d[g].core_us * sc.stretch
             R[g] = r
             X_new.append(x)
+        # a global lock serves one hold at a time: scale down the classes that would ask more
+        for hold in ("cpa_hold_us", "pgd_hold_us"):
+            u = sum(X_new[g] * getattr(d[g], hold) * sc.irq for g in range(G))
+            if u > 1.0:
+                X_new = [x / u if getattr(d[g], hold) > 0 else x for g, x in enumerate(X_new)]
         delta = max(abs(a - b) / max(b, 1e-30) for a, b in zip(X, X_new)) if it > 1 else 1.0
         X = [0.5 * a + 0.5 * b for a, b in zip(X, X_new)] if it > 1 else X_new
         for g in range(G):
@@ -111,32 +106,30 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
     return MvaResult(X, R, util, waits, sc.stretch, it, sc)
 
 
-#: A class of at most this many vCPUs is solved by exact MVA over its own population (the
-#: other classes' queues held fixed); a larger one by Schweitzer's approximation, which is close
-#: for large populations and costs nothing per customer.
-EXACT_MAX = 64
+#: A class of at most this many vCPUs is solved by the MVA recursion over its own population
+#: (the other classes' queues held fixed); a larger one by Schweitzer's approximation, which is
+#: close for large populations and costs nothing per customer.
+EXACT_MAX = 1024
 
 
-def _one_class(n: int, service, others, delay: float, q_prev, moment2) -> tuple[float, list]:
+def _one_class(n: int, service, others, delay: float, q_prev) -> tuple[float, list]:
     """Throughput and residence per FCFS station of one class of ``n`` customers that visit
-    stations with mean ``service`` times and second moments ``moment2`` (where ``others``
-    customers of other classes queue) and a delay ``delay``. MVA recursion over the class's own
-    population up to :data:`EXACT_MAX`, an arrival finding the hold in progress with its mean
-    residual ``E[S^2] / 2E[S]`` left; else Schweitzer's estimate from the last queue lengths
-    ``q_prev``."""
+    stations with mean ``service`` times (where ``others`` customers of other classes queue)
+    and a delay ``delay``: the MVA recursion over the class's own population up to
+    :data:`EXACT_MAX`, else Schweitzer's estimate from the last queue lengths ``q_prev``. No
+    station serves the class more than one hold at a time."""
+    sg, sv, sc, sp = service
+    og, ov, oc, op = others
+    cap = min([1.0 / s for s in service if s > 0] or [float("inf")])
     if n > EXACT_MAX:
         shrink = (n - 1) / n
         res = [s * (1 + o + qp * shrink) for s, o, qp in zip(service, others, q_prev)]
-        return n / max(sum(res) + delay, 1e-12), res
-    qk = [0.0] * len(service)
-    x, res = 0.0, list(service)
+        return min(n / max(sum(res) + delay, 1e-12), cap), res
+    qg = qv = qc = qp = 0.0
+    x = 0.0
+    rg, rv, rc, rp = sg, sv, sc, sp
     for k in range(1, n + 1):
-        # an arrival waits for the queue ahead and the rest of the hold in progress (for a
-        # fixed-length hold half of one, not a whole one as for exponential service)
-        res = [s * (1 + o + qq) - min(x * s, 1.0) * (s - m2 / (2 * s) if s > 0 else 0.0)
-               for s, o, qq, m2 in zip(service, others, qk, moment2)]
-        # no station serves more than one hold at a time
-        x = min([k / max(sum(res) + delay, 1e-12)] + [1.0 / sv for sv in service if sv > 0])
-        qk = [x * r for r in res]
-    return x, res
-
+        rg, rv, rc, rp = sg * (1 + og + qg), sv * (1 + ov + qv), sc * (1 + oc + qc), sp * (1 + op + qp)
+        x = min(k / max(rg + rv + rc + rp + delay, 1e-12), cap)
+        qg, qv, qc, qp = x * rg, x * rv, x * rc, x * rp
+    return x, [rg, rv, rc, rp]
