@@ -15,7 +15,7 @@ from .. import __version__
 from ..host.ledger import EVENTS
 from ..units import GiB, format_size
 from . import des, mva, trace as T
-from .demands import demand, dm4k_fraction
+from .demands import demand, dm4k_fraction, dram_gbps, schedule
 from .params import CostParams
 from .scenario import DEFAULTS as _D
 from .scenario import ENGINES, HOST_RESERVED, SCENARIO_PARAMS, Scenario, scenario  # noqa: F401 (kit.sim.api names)
@@ -47,6 +47,9 @@ class SimResult:
     stopped: bool = False        # cut short by ``should_stop`` (the figures cover what ran)
     setup: dict = field(default_factory=dict)   # {"boot": events, "launch": events} before the run
     rate_band_gbps: list | None = None   # [lo, hi] of fault_in_gbps from the fit's uncertainty (_rate_band)
+    # vCPU scheduling on the host's CPUs (kit.sim.demands.schedule): runnable threads, SMT speed,
+    # CPU share, stretch of a thread's work, lock hand-offs delayed by a descheduled waiter
+    scheduling: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         out = asdict(replace(self, scenario=None))
@@ -152,6 +155,7 @@ def _batch_demands(tr, s, p):
     per, means = [], []
     work = T.ACCEPT_CHUNK if tr.workload == "lazy-accept" else 0
     index = _trace_index(tr, s)
+    vcpus = sum(v for v, _ in s.specs)
     for g in range(s.guests):
         rows, tot, n, frac = [], np.zeros(len(EVENTS)), 0, 0.0
         for b in tr.batches:
@@ -159,14 +163,14 @@ def _batch_demands(tr, s, p):
                 continue
             ev = np.asarray([b.events.get(k, 0) for k in EVENTS], dtype=float)
             f4k = dm4k_fraction(b.directmap)
-            rows.append((b.chunks, demand(ev, b.chunks, p, s.host_cores, f4k, work, bool(work)),
+            rows.append((b.chunks, demand(ev, b.chunks, p, s.host_cores, f4k, work, bool(work), vcpus),
                          b.bytes / max(b.chunks, 1)))
             tot += ev
             n += b.chunks
             frac += f4k * b.chunks
         per.append(rows)
         nbytes = sum(b.bytes for b in tr.batches if b.guest == index[g])
-        means.append((n, demand(tot, n, p, s.host_cores, frac / max(n, 1), work, bool(work)),
+        means.append((n, demand(tot, n, p, s.host_cores, frac / max(n, 1), work, bool(work), vcpus),
                       nbytes / max(n, 1)))
     return per, means
 
@@ -211,8 +215,12 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         per_guest = [m.throughput[g] * means[g][2] / 1e3 for g in range(s.guests)]   # GB/s
         rate = sum(per_guest)
         work = [s.touched_chunks(g) if tr.workload == "lazy-accept" else s.steps for g in range(s.guests)]
-        sim_us = max(work[g] / m.throughput[g] for g in range(s.guests) if m.throughput[g] > 0)
+        sim_us = _phased_duration(m, work, [(s.specs[g][0], means[g][1]) for g in range(s.guests)],
+                                  s.host_cores, p)
         util, waits = m.utilisation, m.waits
+        sc = m.sched
+        sched = {"runnable": sc.runnable, "smt_speed": sc.speed, "cpu_share": sc.share,
+                 "stretch": sc.stretch, "handoff_us": sc.handoff_us, "irq_stretch": sc.irq}
     else:
         snap = None
         if monitor is not None:
@@ -223,9 +231,14 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
                             {"series": ser, "fault_in_gbps": rate_})
         r = des.run([(s.specs[g][0], per[g]) for g in range(s.guests)], s.host_cores, p,
                     progress=(lambda f: progress(0.9 + 0.1 * f)) if progress else None,
-                    should_stop=should_stop, snapshot=snap)
+                    should_stop=should_stop, snapshot=snap, seed=s.seed)
         sim_us = r.sim_us
         per_guest, rate, util, waits, series, pct = _des_summary(r, s, tr, p)
+        sc = schedule(r.runnable_mean, s.host_cores, p)
+        delayed = sum(c for c, _ in r.handoffs.values())
+        sched = {"runnable": r.runnable_mean, "smt_speed": sc.speed, "cpu_share": sc.share,
+                 "stretch": sc.stretch, "handoff_us": sum(t for _, t in r.handoffs.values()) / max(delayed, 1),
+                 "irq_stretch": sc.irq, "handoffs_delayed": int(delayed)}
     worst = max(util, key=util.get)
     return SimResult(
         scenario=s,
@@ -251,7 +264,31 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         stopped=bool(getattr(tr, "stopped", False) or (s.engine == "des" and r.stopped)),
         setup={"boot": dict(getattr(tr, "boot", {})), "launch": dict(getattr(tr, "launch", {}))},
         rate_band_gbps=_rate_band(tr, s, p, float(rate)),
+        scheduling={k: float(v) if k != "handoffs_delayed" else v for k, v in sched.items()},
     )
+
+
+def _phased_duration(m, work: list, classes: list, cores: int, p) -> float:
+    """Simulated time of the whole run (analytic engine): the guests run together until the
+    first has done its work; the others go on without it, re-solved (the host is less loaded:
+    fewer runnable threads, less SMT sharing), and so on. ``m``: the solve with every guest."""
+    left = [float(w) for w in work]
+    active = [g for g in range(len(work)) if left[g] > 0]
+    t, X = 0.0, m.throughput
+    while active:
+        live = [g for g in active if X[g] > 0]
+        if not live:
+            break
+        step = min(left[g] / X[g] for g in live)
+        t += step
+        for g in live:
+            left[g] -= step * X[g]
+        active = [g for g in live if left[g] > 1e-9 * max(work[g], 1)]
+        if active:
+            sub = mva.solve([classes[g] for g in active], cores, p)
+            X = dict(zip(active, sub.throughput))
+            X = [X.get(g, 0.0) for g in range(len(work))]
+    return t
 
 
 def _rate_band(tr, s, p, rate):
@@ -331,5 +368,8 @@ def _des_summary(r, s, tr, p, bins: int = 100):
               "lock_wait_share": lockw}
     pct = {f"accept_latency_us_p{q}": float(np.percentile(r.latency, q)) for q in (50, 90, 99)} \
         if len(r.latency) else {}
-    util["membw"] = float(r.nbytes.sum() / T_end / (p["zero_bw_gbps"] * 1e3))
+    # DRAM traffic: the folios cleared and the guest's writes of them (lazy-accept)
+    traffic = r.nbytes.sum() * (2 if tr.workload == "lazy-accept" else 1)
+    util["membw"] = float(traffic / T_end / (dram_gbps(p, s.host_cores) * 1e3))
+    util["cores"] = float(min(1.0, r.runnable_mean / s.host_cores))
     return per_guest, rate, util, waits, series, pct

@@ -3,22 +3,30 @@ unaccepted memory and works through it, stage by stage, against the shared resou
 (:mod:`kit.sim.demands`). It gives time series and percentiles.
 
 Stages of one chunk, each with the demand of the trace batch the chunk belongs to:
-``guest_lock`` (the guest's spinlock: the waiter spins, the hold is stretched by
-over-subscription) -> ``vm_lock`` (mutex: the waiter sleeps; the hold is stretched by CPU over-subscription at the
-time it starts) -> zeroing (rate fixed at its start from the cores already zeroing) ->
-``cpa_lock`` (spinlock: the waiter stays runnable) -> ``pgd_lock`` -> core time (stretched by
-over-subscription). A chunk's ``cpa_lock`` acquisitions are served as one hold of their summed
-length (the lock's utilisation is unchanged; individual hand-overs are not modelled).
+``guest_lock`` (the guest's spinlock: the waiter spins) -> ``vm_lock`` (the VMM's lock: a share
+``accept_spin_share`` of its waiters spin in the guest, the others sleep) -> zeroing (rate fixed
+at its start from the threads already zeroing, the DRAM bandwidth and the CPU share) ->
+``cpa_lock`` (spinlock: the waiter stays runnable) -> ``pgd_lock`` -> core time. A chunk's
+``cpa_lock`` acquisitions are served as one hold of their summed length (the lock's utilisation
+is unchanged; individual hand-overs are not modelled).
+
+vCPU scheduling (:func:`kit.sim.demands.schedule`): the runnable threads are counted as the run
+goes (every live vCPU thread but the sleeping waiters, plus the flush IPIs' load so far); work
+and the holds of the guest and VM locks are stretched by SMT sharing and time slices when each
+starts; a guest or VM lock handed to a waiter whose vCPU thread is off its CPU (drawn, with
+probability ``1 - cores/runnable``) stays unused until the waiter's turn comes (drawn uniformly
+over the ``runnable/cores - 1`` slices it waits for): lock-holder and lock-waiter preemption.
+The draws come from a ``numpy.random.Generator`` seeded by ``seed``.
 """
 from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .demands import ChunkDemand, zero_us
+from .demands import ChunkDemand, dram_gbps, schedule, slice_us, zero_us
 
 GUEST, VM, ZERO, CPA, PGD, CPU, DONE = range(7)
 
@@ -34,28 +42,34 @@ class DesResult:
     holds: dict                  # lock -> total hold time (us)
     stopped: bool
     events: int
+    handoffs: dict = field(default_factory=dict)   # lock -> (hand-offs delayed, total delay us)
+    runnable_mean: float = 0.0   # time-averaged runnable threads (IPI load included)
 
 
 class _Lock:
-    __slots__ = ("busy", "queue", "hold", "waits")
+    __slots__ = ("busy", "queue", "hold", "waits", "delayed", "delay")
 
     def __init__(self):
         self.busy, self.queue, self.hold, self.waits = False, deque(), 0.0, []
+        self.delayed, self.delay = 0, 0.0
 
 
 def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: int, p, *,
-        progress=None, should_stop=None, snapshot=None, snapshot_every_s: float = 0.25) -> DesResult:
+        progress=None, should_stop=None, snapshot=None, snapshot_every_s: float = 0.25,
+        seed: int = 0) -> DesResult:
     """``guests``: per guest (vcpus, [(chunks, demand, bytes per chunk), ...] in order).
     ``snapshot``: called with the partial :class:`DesResult` at most every ``snapshot_every_s``
-    seconds of wall time (live plots)."""
+    seconds of wall time (live plots). ``seed``: the scheduling draws."""
     import time as _time
     last_snap = _time.perf_counter()
     G = len(guests)
-    # per guest: flat per-chunk batch index
+    # per guest: flat per-chunk batch index; per batch the demand's engine terms
     plan = []
     for _, batches in guests:
         counts = np.asarray([b[0] for b in batches], dtype=np.int64)
-        plan.append((np.repeat(np.arange(len(batches)), counts), batches))
+        terms = [(d.guest_lock_us, d.vm_hold_us, d.zero_bytes, d.cpa_hold_us, d.pgd_hold_us,
+                  d.core_us, d.ipi_load_us, b) for _, d, b in batches]
+        plan.append((np.repeat(np.arange(len(batches)), counts), terms))
     total = int(sum(len(pl[0]) for pl in plan))
     next_chunk = [0] * G
     vm_locks = [_Lock() for _ in range(G)]
@@ -63,11 +77,21 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
     cpa, pgd = _Lock(), _Lock()
     heap: list = []
     seq = 0
-    state = {}            # vcpu -> (guest, chunk index, start time, demand, bytes)
+    state = {}            # vcpu -> (guest, chunk index, start time, terms)
     alive = sum(n for n, _ in guests)
-    sleeping = 0          # waiting on a vm_lock
+    sleeping = 0          # waiting on a vm_lock, asleep in the VMM
     zeroing = 0
     ipi_total = 0.0
+    sleep_share = 1.0 - min(max(p["accept_spin_share"], 0.0), 1.0)
+    sleep_acc = 0.0
+    bw = dram_gbps(p, cores)
+    turn = slice_us(p, cores)
+    rng = np.random.default_rng(seed)
+    draws = rng.random(4096)
+    di = 0
+    cache: dict = {}
+    run_area = 0.0        # integral of runnable threads over time
+    last_t = 0.0
     done_t = np.zeros(total)
     done_g = np.zeros(total, dtype=np.int32)
     done_b = np.zeros(total)
@@ -77,9 +101,22 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
     events = 0
     stopped = False
 
-    def sigma():
+    def sched():
         ipi = ipi_total / now if now > 0 else 0.0
-        return max(1.0, (alive - sleeping + ipi) / cores)
+        key = (alive - sleeping, round(ipi, 2))
+        sc = cache.get(key)
+        if sc is None:
+            if len(cache) > 4096:
+                cache.clear()
+            sc = cache[key] = schedule(key[0], cores, p, key[1])
+        return sc
+
+    def draw():
+        nonlocal di, draws
+        if di >= len(draws):
+            draws, di = rng.random(4096), 0
+        di += 1
+        return draws[di - 1]
 
     def push(t, v, stage):
         nonlocal seq
@@ -93,63 +130,67 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
             alive -= 1
             return
         next_chunk[g] = i + 1
-        _, d, b = plan[g][1][plan[g][0][i]]
-        state[v] = (g, i, t, d, b)
+        state[v] = (g, i, t, plan[g][1][plan[g][0][i]])
         request(v, GUEST, t)
 
     def request(v, stage, t):
         """Enter ``stage`` at time ``t`` (acquiring its lock if it has one)."""
-        nonlocal sleeping, zeroing
-        g, i, t0, d, b = state[v]
+        nonlocal sleeping, zeroing, sleep_acc
+        g, i, t0, d = state[v]
         while stage != DONE:
             if stage == GUEST:
-                if d.guest_lock_us <= 0:
+                if d[0] <= 0:
                     stage = VM
                     continue
                 lk = guest_locks[g]
                 if lk.busy:
-                    lk.queue.append((v, t))
+                    lk.queue.append((v, t, False))
                     return
                 lk.busy = True
-                hold = d.guest_lock_us * sigma()
+                hold = d[0] * sched().stretch
                 lk.hold += hold
                 push(t + hold, v, GUEST)
                 return
             if stage == VM:
-                if d.vm_lock_us <= 0:
+                if d[1] <= 0:
                     stage = ZERO
                     continue
                 lk = vm_locks[g]
                 if lk.busy:
-                    lk.queue.append((v, t))
-                    sleeping += 1
+                    sleep_acc += sleep_share
+                    slept = sleep_acc >= 1.0
+                    if slept:
+                        sleep_acc -= 1.0
+                        sleeping += 1
+                    lk.queue.append((v, t, slept))
                     return
                 lk.busy = True
-                hold = d.vm_lock_us * sigma()
+                hold = d[1] * sched().stretch
                 lk.hold += hold
                 push(t + hold, v, VM)
                 return
             if stage == ZERO:
-                if d.zero_bytes <= 0:
+                if d[2] <= 0:
                     stage = CPA
                     continue
                 zeroing += 1
-                push(t + zero_us(d.zero_bytes, p, zeroing), v, ZERO)
+                push(t + zero_us(d[2], p, zeroing, sched().stretch, bw), v, ZERO)
                 return
             if stage in (CPA, PGD):
-                lk, hold = (cpa, d.cpa_us) if stage == CPA else (pgd, d.pgd_us)
+                lk, hold = (cpa, d[3]) if stage == CPA else (pgd, d[4])
                 if hold <= 0:
                     stage += 1
                     continue
                 if lk.busy:
-                    lk.queue.append((v, t))
+                    lk.queue.append((v, t, False))
                     return
                 lk.busy = True
+                hold *= sched().irq
                 lk.hold += hold
                 push(t + hold, v, stage)
                 return
             if stage == CPU:
-                push(t + d.cpu_us * sigma(), v, CPU)
+                push(t + d[5] * sched().stretch, v, CPU)
                 return
 
     def release(lk, t, stage):
@@ -158,13 +199,22 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
         if not lk.queue:
             lk.busy = False
             return
-        w, since = lk.queue.popleft()
+        w, since, slept = lk.queue.popleft()
         lk.waits.append((t, t - since))
-        if stage == VM:
+        if slept:
             sleeping -= 1
-        g, i, t0, d, b = state[w]
-        hold = (d.vm_lock_us * sigma() if stage == VM else d.guest_lock_us * sigma() if stage == GUEST
-                else d.cpa_us if stage == CPA else d.pgd_us)
+        d = state[w][3]
+        sc = sched()
+        if stage == VM or stage == GUEST:
+            hold = (d[1] if stage == VM else d[0]) * sc.stretch
+            if sc.share < 1.0 and draw() < 1.0 - sc.share:
+                # the waiter's vCPU thread is off its CPU: the lock waits for its turn
+                late = draw() * (1.0 / sc.share - 1.0) * turn
+                lk.delayed += 1
+                lk.delay += late
+                hold += late
+        else:
+            hold = (d[3] if stage == CPA else d[4]) * sc.irq
         lk.hold += hold
         push(t + hold, w, stage)
 
@@ -177,8 +227,10 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
     report = max(total // 100, 1)
     while heap:
         now, _, v, stage = heapq.heappop(heap)
+        run_area += (alive - sleeping) * (now - last_t)
+        last_t = now
         events += 1
-        g, i, t0, d, b = state[v]
+        g, i, t0, d = state[v]
         if stage == GUEST:
             release(guest_locks[g], now, GUEST)
             request(v, VM, now)
@@ -195,8 +247,8 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
             release(pgd, now, PGD)
             request(v, CPU, now)
         else:
-            ipi_total += d.ipi_core_us
-            done_t[ndone], done_g[ndone], done_b[ndone], lat[ndone] = now, g, b, now - t0
+            ipi_total += d[6]
+            done_t[ndone], done_g[ndone], done_b[ndone], lat[ndone] = now, g, d[7], now - t0
             ndone += 1
             if progress and ndone % report == 0:
                 progress(ndone / total)
@@ -204,18 +256,24 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
                 stopped = True
                 break
             if snapshot and ndone % report == 0 and _time.perf_counter() - last_snap >= snapshot_every_s:
-                snapshot(_result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd, False, events))
+                snapshot(_result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd,
+                                 False, events, run_area, ipi_total))
                 last_snap = _time.perf_counter()
             start_chunk(v, g, now)
-    return _result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd, stopped, events)
+    return _result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd, stopped, events,
+                   run_area, ipi_total)
 
 
-def _result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd, stopped, events) -> DesResult:
+def _result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd, stopped, events,
+            run_area=0.0, ipi_total=0.0) -> DesResult:
     waits = {"guest_lock": np.asarray([w for lk in guest_locks for w in lk.waits]).reshape(-1, 2),
              "vm_lock": np.asarray([w for lk in vm_locks for w in lk.waits]).reshape(-1, 2),
              "cpa_lock": np.asarray(cpa.waits).reshape(-1, 2),
              "pgd_lock": np.asarray(pgd.waits).reshape(-1, 2)}
     holds = {"guest_lock": sum(lk.hold for lk in guest_locks), "vm_lock": sum(lk.hold for lk in vm_locks),
              "cpa_lock": cpa.hold, "pgd_lock": pgd.hold}
+    handoffs = {"guest_lock": (sum(lk.delayed for lk in guest_locks), sum(lk.delay for lk in guest_locks)),
+                "vm_lock": (sum(lk.delayed for lk in vm_locks), sum(lk.delay for lk in vm_locks))}
+    mean_run = (run_area + ipi_total) / now if now > 0 else 0.0
     return DesResult(now, done_t[:ndone], done_g[:ndone], done_b[:ndone], lat[:ndone], waits,
-                     holds, stopped, events)
+                     holds, stopped, events, handoffs, mean_run)

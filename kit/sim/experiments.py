@@ -15,7 +15,8 @@ A policy is a built-in's name or a :class:`~kit.host.policies.DirectMapPolicy` a
 from __future__ import annotations
 
 from .api import simulate
-from .calibrate import load_measurements
+from .calibrate import DEFAULT_HOST, HELD_BACK, load_measurements
+from .params import CostParams
 from .scenario import policy_label
 
 
@@ -93,4 +94,35 @@ def sweep(name: str, values, *, policies, params=None, **fixed) -> list[dict]:
             rows.append({"policy": policy_label(p), name: v, "fault_in_gbps": round(r.fault_in_gbps, 3),
                          "rate_band_gbps": r.rate_band_gbps,
                          "bottleneck": r.bottleneck["resource"], **{f"util_{k}": round(u, 4) for k, u in r.utilisation.items()}})
+    return rows
+
+
+#: The scheduling assumptions (``kind`` "assumed" in ``data/cost_params.json``) whose influence
+#: :func:`assumption_sweep` shows, with the factors it multiplies them by by default.
+SCHEDULING_ASSUMPTIONS = ("ctx_switch_us", "sched_slice_us", "accept_spin_share", "smt_threads")
+_HOST = dict(host_cores=DEFAULT_HOST[0], host_mem=f"{DEFAULT_HOST[1]}GiB")
+OVERSUBSCRIBED = (dict(guests=4, vcpus=HELD_BACK["vcpus"], guest_mem="256GiB", **_HOST),
+                  dict(guests=HELD_BACK["guests"], vcpus=HELD_BACK["vcpus"],
+                       guest_mem=f"{HELD_BACK['guest_mem_gib']}GiB", **_HOST))
+
+
+def assumption_sweep(name: str, values, *, configs=OVERSUBSCRIBED, policies=("split-on-demand",),
+                     params=None) -> list[dict]:
+    """The fault-in rate (analytic engine) with one cost parameter set to each of ``values``,
+    the others as shipped, on ``configs`` (default: table B's 4 x 128 vCPUs x 256 GiB and the
+    2x over-subscribed 8 x 128 vCPUs x 160 GiB, on table B's host). Rows: param, value, config,
+    policy, fault_in_gbps, stretch, handoff_us. :func:`kit.viz.figures.assumption_figure`
+    draws them."""
+    base = params if params is not None else CostParams.load()
+    rows = []
+    for v in values:
+        p = base.with_values(**{name: v})
+        for cfg in configs:
+            for pol in policies:
+                r = simulate(**cfg, policy=pol, params=p)
+                rows.append({"param": name, "value": float(v),
+                             "config": f"{cfg['guests']}x{cfg['vcpus']}x{cfg['guest_mem']} on {cfg['host_cores']}",
+                             "policy": policy_label(pol), "fault_in_gbps": round(r.fault_in_gbps, 4),
+                             "stretch": round(r.scheduling["stretch"], 4),
+                             "handoff_us": round(r.scheduling["handoff_us"], 3)})
     return rows

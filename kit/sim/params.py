@@ -50,16 +50,62 @@ BASE = (
     Param("guest_write_gbps_core", 12.35, "GB/s", "assumed",
           "no published guest-side figure; taken equal to the kernel's page clearing rate",
           "rate at which a stress worker writes the memory it was just given"),
+    Param("dram_gbps_per_socket", 460.8, "GB/s", "source",
+          "drivers/edac/amd64_edac.c: 12 DDR5 memory controllers (max_mcs) for family 19h "
+          "models 10h-1Fh and A0h-AFh (EPYC 9004); 12 channels x 8 bytes x 4800 MT/s "
+          "(DDR5-4800) = 460.8 GB/s peak per socket (docs/cost-figures.md)",
+          "DRAM bandwidth of one socket, shared by folio zeroing and the guests' writes"),
+    Param("cpus_per_socket", 256.0, "CPUs", "assumed",
+          "the measured host's 512 CPUs read as two 128-core EPYC 9004 sockets with 2 threads "
+          "per core (the source names only 'an EPYC with 512 cores')",
+          "logical CPUs per socket: a host of N CPUs has ceil(N / this) sockets of DRAM bandwidth"),
+    Param("smt_threads", 2.0, "threads", "assumed",
+          "EPYC 9004 cores run 2 threads; the source's 512 'cores' read as 256 cores x 2 threads",
+          "logical CPUs per physical core"),
+    Param("sched_slice_us", 750.0, "us", "source",
+          "kernel/sched/fair.c normalized_sysctl_sched_base_slice: 0.75 ms (EEVDF, v6.6 and "
+          "later), scaled by get_update_sysctl_factor to 1 + ilog2(min(CPUs, 8)): 3 ms on 8 or "
+          "more CPUs (docs/cost-figures.md)",
+          "the scheduler's normalised base slice: how long a runnable thread runs before the next "
+          "one takes its CPU, when over-subscribed"),
+    Param("ctx_switch_us", 5.0, "us", "assumed",
+          "no published figure for switching SNP vCPU threads (a VM exit, the switch, the refill "
+          "of caches and TLB); the calibration notebook shows its influence",
+          "cost of one preemption of a vCPU thread at a slice boundary"),
+    Param("accept_spin_share", 1.0, "fraction", "assumed",
+          "drivers/firmware/efi/unaccepted_memory.c accept_memory: before 'efi/unaccepted: Fix "
+          "soft lockups caused by parallel memory acceptance' (M. Roth's report, 2023-11-03) the "
+          "whole arch_accept_memory ran under unaccepted_memory_lock, so every waiter spins; "
+          "after it a range overlapping one in accepting_list is retried in a loop (4 MiB chunks "
+          "taken in address order overlap their neighbours through the guard unit). The "
+          "measured guests' kernel is not stated: 1 (every waiter spins)",
+          "share of the vCPUs waiting for their chunk's conversion that spin in the guest "
+          "(runnable) rather than sleep in the VMM"),
     Param("invlpg_us", 0.1, "us", "source",
           "arch/x86/mm/tlb.c, comment above tlb_single_page_flush_ceiling: each single flush "
           "is about 100 ns (docs/cost-figures.md)",
           "one page flushed by cpa_flush's INVLPG path, on each CPU"),
     Param("ipi_us", 1.0, "us", "assumed",
           "no published flush_tlb_all latency on EPYC hosts (docs/cost-figures.md); a round 1 us per "
-          "interrupted core", "core time each online CPU loses to one flush IPI"),
-    Param("flush_wait_us", 5.0, "us", "assumed",
-          "no published figure (docs/cost-figures.md); the initiator waits for every core to acknowledge",
-          "time the CPU issuing flush_tlb_all waits"),
+          "interrupted CPU", "interrupt entry, the flush handler and exit on each reached CPU"),
+    Param("ipi_send_ns", 20.0, "ns", "assumed",
+          "no published figure; smp_call_function_many_cond (kernel/smp.c) queues a call for "
+          "each CPU and sends the IPIs one after another",
+          "initiator's time per CPU a flush reaches"),
+    Param("flush_ack_us", 2.0, "us", "assumed",
+          "no published figure (docs/cost-figures.md); the round trip of the last IPI and its "
+          "acknowledgement", "initiator's wait for the acknowledgements, beyond sending"),
+    Param("tlb_refill_us", 1.0, "us", "assumed",
+          "no published figure; a full flush empties the TLB, each later miss walks the page "
+          "tables again", "time a CPU loses refilling its TLB after a full flush"),
+    Param("invlpgb", 0.0, "0/1", "assumed",
+          "what-if, off: broadcast invalidation instead of IPIs (R. van Riel, 'AMD broadcast "
+          "TLB invalidation', 20250223194943.3518952-1-riel@surriel.com: IPI shootdowns about "
+          "40% of CPU in a reported workload, about 4% with INVLPGB)",
+          "1: flush_tlb_all by INVLPGB + TLBSYNC, no CPU interrupted"),
+    Param("tlbsync_us", 1.0, "us", "assumed",
+          "no published latency of TLBSYNC after INVLPGB",
+          "initiator's wait for a broadcast invalidation (invlpgb = 1)"),
     Param("split_us", 2.0, "us", "assumed",
           "no published latency of one split (docs/cost-figures.md); arch/x86/mm/pat/set_memory.c "
           "__split_large_page allocates one table page and writes its entries",
@@ -69,7 +115,7 @@ BASE = (
           "one RMPUPDATE, PSMASH or PVALIDATE (2M or 4K)"),
     Param("exit_us", 2.0, "us", "assumed",
           "no published figure; a VMGEXIT/#NPF round trip through KVM",
-          "one guest exit handled inside KVM"),
+          "one guest exit handled inside KVM (also what a flush IPI costs a running vCPU)"),
     Param("guest_lock_us", 1.0, "us", "assumed",
           "no published figure; drivers/firmware/efi/unaccepted_memory.c accept_memory "
           "takes unaccepted_memory_lock twice per range (mark it accepting, clear its bits)",
@@ -83,15 +129,17 @@ BASE = (
     Param("cpa_hold_us", 0.4, "us", "fitted",
           "fitted to data/measurements.csv (invalidate-4k rows)",
           "cpa_lock hold of one __change_page_attr chunk (one 4K PTE change)", 0.01, 5.0),
-    Param("zero_bw_gbps", 40.0, "GB/s", "fitted",
-          "fitted to data/measurements.csv (multi-guest rows)",
-          "host memory bandwidth available to folio zeroing, shared by all cores", 5.0, 1000.0),
-    Param("dm4k_slowdown", 0.05, "fraction", "fitted",
+    Param("smt_yield", 1.1, "x", "fitted",
+          "fitted to data/measurements.csv (4-guest rows: 512 vCPU threads fill every core's "
+          "second thread); no published SMT yield for this path",
+          "work a physical core does with both threads busy, relative to one thread alone", 1.0, 2.0),
+    Param("dm4k_walk_ns", 50.0, "ns", "fitted",
           "fitted to data/measurements.csv (presplit-4k vs split-on-demand); mechanism: kernel "
-          "work through a 4K direct map takes more TLB misses (Xing Zhengjun, 'Test report for "
+          "accesses through a 4K direct map take more TLB misses (Xing Zhengjun, 'Test report for "
           "kernel direct mapping performance', 213b4567-46ce-f116-9cdf-bbd0c884eb3c@linux.intel.com: "
           "4K had the lowest average)",
-          "extra time of the conversion work when the whole direct map is 4K", 0.0, 1.0),
+          "TLB miss and page walk per 4K page the kernel reaches through a 4K direct-map entry "
+          "(clearing a folio, the conversion exit's per-gfn work)", 0.0, 1000.0),
 )
 
 
@@ -186,11 +234,15 @@ class CostParams:
 
     @classmethod
     def from_json(cls, data: dict) -> "CostParams":
+        """A parameter set from its JSON form. A parameter of :data:`BASE` the file does not
+        name (a file written before the parameter existed) takes its base value."""
         params = []
         for d in data["params"]:
             if d.get("kind") not in KINDS:
                 raise ValueError(f"params: {d.get('name')}: kind must be one of {KINDS}")
             params.append(Param(**d))
+        named = {p.name for p in params}
+        params += [p for p in BASE if p.name not in named]
         out = cls(params, name=data.get("name", "loaded"))
         cov = data.get("covariance")
         if cov is not None:

@@ -749,3 +749,24 @@ def result_figures(results: dict) -> list:
         out.append(invariant_matrix_figure(results["explorations"]))
         out += exploration_figures(results["explorations"])
     return out
+
+
+ASSUMPTION_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+
+
+def assumption_figure(rows: list[dict], *, title: str | None = None):
+    """Fault-in rate against one assumed cost parameter, one line per configuration and policy,
+    from rows of :func:`kit.sim.experiments.assumption_sweep` (the sensitivity of the model to
+    a named assumption)."""
+    name = rows[0]["param"]
+    f = figure(title=title or f"fault-in rate vs {name} (assumed)", width=440, height=280,
+               x_axis_label=name, y_axis_label="GB/s", tools="hover,save,pan,wheel_zoom,reset")
+    keys = list(dict.fromkeys((r["config"], r["policy"]) for r in rows))
+    for i, (cfg, pol) in enumerate(keys):
+        mine = [r for r in rows if (r["config"], r["policy"]) == (cfg, pol)]
+        colour = ASSUMPTION_COLOURS[i % len(ASSUMPTION_COLOURS)]
+        f.line([r["value"] for r in mine], [r["fault_in_gbps"] for r in mine], legend_label=f"{cfg}, {pol}",
+               color=colour, line_width=2)
+        f.scatter([r["value"] for r in mine], [r["fault_in_gbps"] for r in mine], color=colour)
+    legend_outside(f)
+    return f

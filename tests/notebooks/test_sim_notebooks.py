@@ -63,7 +63,8 @@ def test_lazy_acceptance_scaling(run_nb):
     c = {(r["policy"], r["host_cores"]): r for r in res["by_cores"]}
     # 512 vCPU threads on 4 cores: time-sharing (and preempted lock holders), not memory bandwidth
     assert c[("presplit-4k", 4)]["fault_in_gbps"] < 0.5 * c[("presplit-4k", 512)]["fault_in_gbps"]
-    assert c[("presplit-4k", 512)]["bottleneck"] == "membw" and c[("presplit-4k", 4)]["bottleneck"] != "membw"
+    # issue 17: no fitted bandwidth ceiling; the host's DRAM is never what limits these runs
+    assert c[("presplit-4k", 512)]["bottleneck"] != "membw" and c[("presplit-4k", 4)]["bottleneck"] != "membw"
     held = {r["policy"]: r for r in res["held_back"]}
     assert held["invalidate-4k"]["cpa_lock"] > 0.9 and held["presplit-4k"]["cpa_lock"] == 0
     assert res["simulations"] == []
@@ -73,7 +74,7 @@ def test_calibration(run_nb):
     _, (doc,) = run_nb("calibration")
     res = doc["results"]
     assert len(res["residuals"]) == 8 and all(r["within"] for r in res["residuals"])
-    assert res["free_parameters"] == ["convert_us", "cpa_hold_us", "zero_bw_gbps", "dm4k_slowdown"]
+    assert res["free_parameters"] == ["convert_us", "cpa_hold_us", "smt_yield", "dm4k_walk_ns"]
     for n in res["free_parameters"]:       # the fit from the base set lands on the shipped set
         assert res["fitted"][n] == pytest.approx(res["shipped"][n], rel=0.05)
     # error bars: every row left out once, sensitivities of every fitted parameter, a band on
