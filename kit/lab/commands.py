@@ -168,10 +168,22 @@ def simulate(args, say=_quiet) -> Outcome:
             out.pop("series", None)
         lines = [json.dumps(out, sort_keys=True)]
     else:
+        busy = "utilisation (busy share of simulated time)"
         lines = [text_table([{"what": k, "value": v} for k, v in r.summary().items()], ["what", "value"]),
-                 text_table([{"resource": k, "utilisation": f"{v:.3f}"} for k, v in
-                             sorted(r.utilisation.items(), key=lambda kv: -kv[1])], ["resource", "utilisation"])]
+                 text_table([{"resource": k, busy: f"{v:.3f}"} for k, v in
+                             sorted(r.utilisation.items(), key=lambda kv: -kv[1])], ["resource", busy]),
+                 time_table(r)]
     return Outcome(0, lines, r, display=True)
+
+
+def time_table(r) -> str:
+    """Where one vCPU's time per unit of work goes (:attr:`kit.sim.SimResult.time_per_chunk`),
+    largest first, in microseconds and as a share of the total."""
+    total = sum(r.time_per_chunk.values()) or 1.0
+    us, share = f"us per {r.unit}", "share %"
+    rows = [{"part": k, us: f"{v:,.1f}", share: f"{100 * v / total:.1f}"}
+            for k, v in sorted(r.time_per_chunk.items(), key=lambda kv: -kv[1]) if v > 0]
+    return text_table(rows, ["part", us, share])
 
 
 def calibrate(args, say=_quiet) -> Outcome:

@@ -14,7 +14,7 @@ import numpy as np
 from .. import __version__
 from ..host.ledger import EVENTS
 from ..units import GiB, format_size
-from . import des, mva, trace as T
+from . import breakdown, des, mva, trace as T
 from .demands import demand, dm4k_fraction
 from .params import CostParams
 from .scenario import DEFAULTS as _D
@@ -46,6 +46,8 @@ class SimResult:
     trace: str = "full trace"    # what the timing is based on (analytic: a scaled sample)
     stopped: bool = False        # cut short by ``should_stop`` (the figures cover what ran)
     setup: dict = field(default_factory=dict)   # {"boot": events, "launch": events} before the run
+    #: microseconds of one vCPU per accepted chunk, part by part (:mod:`kit.sim.breakdown`)
+    time_per_chunk: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         out = asdict(replace(self, scenario=None))
@@ -64,21 +66,28 @@ class SimResult:
                 "guests x vcpus x mem": (", ".join(f"{v} x {format_size(m)}" for v, m in s.specs)
                                          if s.mixed else f"{s.guests} x {s.vcpus} x {format_size(s.guest_mem)}"),
                 "host": f"{s.host_cores} cores, {format_size(s.host_mem)}",
-                "fault-in GB/s": round(self.fault_in_gbps, 2),
-                "bottleneck": f"{self.bottleneck['resource']} ({self.bottleneck['utilisation']:.0%})",
-                "cpa_lock acquisitions": self.cpa_lock["acquisitions"],
-                "cpa_lock mean wait us": round(self.cpa_lock["mean_wait_us"], 3),
+                "fault-in GB/s (all guests)": round(self.fault_in_gbps, 2),
+                "bottleneck (utilisation)": f"{self.bottleneck['resource']} ({self.bottleneck['utilisation']:.0%})",
+                f"time per {self.unit}, us (one vCPU)": round(sum(self.time_per_chunk.values()), 1),
+                "cpa_lock acquisitions (whole run)": self.cpa_lock["acquisitions"],
+                f"cpa_lock wait, us per {self.unit}": round(self.time_per_chunk.get("cpa_lock_wait", 0.0), 3),
+                "cpa_lock hold, us per acquisition": round(self.cpa_lock["hold_us"], 3),
                 "splits 1G/2M": f"{self.splits['split_1g']}/{self.splits['split_2m']}",
                 "splits 1G/2M before the run": ", ".join(
                     f"{part} {ev.get('split_1g', 0)}/{ev.get('split_2m', 0)}"
                     for part, ev in self._setup_parts()),
                 "cpa_lock before the run": ", ".join(
                     f"{part} {ev.get('cpa_lock', 0)}" for part, ev in self._setup_parts()),
-                "TLB flushes (all/range)": f"{self.tlb_flushes['flush_tlb_all']}/{self.tlb_flushes['flush_tlb_range']}",
+                "TLB flushes all/range (whole run)": f"{self.tlb_flushes['flush_tlb_all']}/{self.tlb_flushes['flush_tlb_range']}",
                 "host RMP faults": self.host_rmp_faults,
                 "DirectMap4k/2M/1G kB": "/".join(str(self.directmap.get(k, 0)) for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")),
                 "simulated s": round(self.sim_seconds, 3), "wall s": round(self.wall_seconds, 3)}
 
+
+    @property
+    def unit(self) -> str:
+        """What one unit of work is: a 4 MiB accepted chunk (lazy-accept) or one conversion."""
+        return "4 MiB chunk" if self.scenario.workload == "lazy-accept" else "conversion"
 
     def _setup_parts(self):
         return [(part, self.setup.get(part, {})) for part in ("boot", "launch")]
@@ -210,6 +219,8 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         work = [s.touched_chunks(g) if tr.workload == "lazy-accept" else s.steps for g in range(s.guests)]
         sim_us = max(work[g] / m.throughput[g] for g in range(s.guests) if m.throughput[g] > 0)
         util, waits = m.utilisation, m.waits
+        per_chunk = breakdown.from_mva(tr, _trace_index(tr, s), m, [means[g][1] for g in range(s.guests)], p,
+                                       s.host_cores, tr.workload == "lazy-accept")
     else:
         snap = None
         if monitor is not None:
@@ -223,6 +234,8 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
                     should_stop=should_stop, snapshot=snap)
         sim_us = r.sim_us
         per_guest, rate, util, waits, series, pct = _des_summary(r, s, tr, p)
+        per_chunk = breakdown.from_des(tr, _trace_index(tr, s), r, p, s.host_cores, tr.workload == "lazy-accept",
+                                       util["membw"])
     worst = max(util, key=util.get)
     return SimResult(
         scenario=s,
@@ -247,6 +260,7 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         trace=note,
         stopped=bool(getattr(tr, "stopped", False) or (s.engine == "des" and r.stopped)),
         setup={"boot": dict(getattr(tr, "boot", {})), "launch": dict(getattr(tr, "launch", {}))},
+        time_per_chunk=per_chunk,
     )
 
 

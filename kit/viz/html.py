@@ -95,4 +95,8 @@ def rmp_ranges_html(rr) -> str:
 def result_html(res) -> str:
     out = STYLE + kv(res.summary(), "Simulation result")
     util = [{"resource": k, "utilisation": f"{v:.1%}"} for k, v in sorted(res.utilisation.items(), key=lambda kv: -kv[1])]
-    return out + table(util, caption="where the time goes")
+    total = sum(res.time_per_chunk.values()) or 1.0
+    parts = [{"part": k, f"µs per {res.unit}": f"{v:,.1f}", "share": f"{v / total:.1%}"}
+             for k, v in sorted(res.time_per_chunk.items(), key=lambda kv: -kv[1]) if v > 0]
+    return (out + table(util, caption="utilisation of each resource (busy share of simulated time)")
+            + table(parts, caption=f"where the time goes: one vCPU's time per {res.unit}"))
