@@ -47,12 +47,10 @@ import weakref
 from pathlib import Path
 
 from .. import __version__
-from ..sim.calibrate import MEASUREMENTS
-from ..sim.params import DEFAULT_PATH
 from .execute import execute
 from .notebook import canonical, inspect, notebook_hash
 from .parameters import check_params
-from .record import load_result, timestamp, write_atomic
+from .record import DATA_FILES, data_digests, load_result, timestamp, write_atomic  # noqa: F401 (moved to record)
 
 STATUS = "status.json"
 COMPLETE, FAILED = "complete", "failed"
@@ -66,8 +64,6 @@ LEASE_STALE = 600.0
 #: seconds between two looks at a lease another writer holds
 LEASE_POLL = 0.2
 
-#: the data files every notebook may read, whose digests are part of each run's key
-DATA_FILES = (DEFAULT_PATH, MEASUREMENTS)
 
 HOST = socket.gethostname()
 _KIT = Path(__file__).resolve().parents[1]
@@ -87,24 +83,6 @@ def code_digest() -> str:
         h.update(p.relative_to(_KIT).as_posix().encode() + b"\0")
         h.update(p.read_bytes() + b"\0")
     return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: str, mtime_ns: int, size: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def data_digests() -> dict:
-    """``{file name: SHA-256}`` of :data:`DATA_FILES` (``"missing"`` for one that is not there);
-    read again only when a file's modification time or size changed."""
-    out = {}
-    for p in DATA_FILES:
-        try:
-            st = os.stat(p)
-            out[Path(p).name] = _file_digest(str(p), st.st_mtime_ns, st.st_size)
-        except OSError:
-            out[Path(p).name] = "missing"
-    return out
 
 
 def environment() -> dict:

@@ -40,9 +40,12 @@ PARTS = {
                       "share of CPU over-subscription caused by flush IPIs on every core (ipi_us, invlpg_us)",
     "core_contention": "more runnable threads than host cores: the stretch of core time and of "
                        "preemptible lock holds (discrete-event engine: the measured latency the other "
-                       "parts do not explain)",
+                       "parts do not explain, unless memory bandwidth is saturated: then zeroing)",
     "other_cpu": "core time of the demand not itemised above",
 }
+#: memory-bandwidth utilisation from which a discrete-event run's unexplained latency is
+#: waiting for bandwidth to zero folios
+SATURATED = 0.95
 #: the locks whose waits an engine reports, and the part each goes to
 WAIT_PARTS = {"guest_lock": "guest_lock_wait", "vm_lock": "vmm_conversion_wait", "cpa_lock": "cpa_lock_wait",
               "pgd_lock": "pgd_lock_wait"}
@@ -56,14 +59,15 @@ def _per_chunk(events, chunks: int) -> np.ndarray:
 
 def time_per_chunk(events, chunks: int, params, cores: int, dm4k: float, work_bytes: float, *,
                    accept: bool = True, waits: dict | None = None, sigma: float = 1.0, ipi_share: float = 0.0,
-                   zeroing_us: float | None = None, total_us: float | None = None) -> dict[str, float]:
+                   zeroing_us: float | None = None, total_us: float | None = None,
+                   rest: str = "core_contention") -> dict[str, float]:
     """The parts (:data:`PARTS`, microseconds) of one vCPU's time per chunk, from the event
     totals ``events`` (a vector over :data:`kit.host.ledger.EVENTS` or a dict) recorded over
     ``chunks`` chunks, and what the engine found: ``waits`` (lock -> wait per chunk, us),
     ``sigma`` (runnable threads per core, at least 1), ``ipi_share`` (the share of the runnable
     load that is flush IPIs), ``zeroing_us`` (the zeroing time per chunk under the engine's
     bandwidth sharing; default one core alone). ``total_us``: the engine's measured time per
-    chunk; what the parts do not explain is added to ``core_contention``."""
+    chunk; what the parts do not explain is added to the part ``rest``."""
     e = _per_chunk(events, chunks)
     d: ChunkDemand = demand(e * max(chunks, 1), chunks, params, cores, dm4k, work_bytes, accept)
     instr = params["instr_us"]
@@ -92,7 +96,7 @@ def time_per_chunk(events, chunks: int, params, cores: int, dm4k: float, work_by
     out["tlb_flush_ipis"] = flush_wait + share * stretch
     out["core_contention"] = (1.0 - share) * stretch
     if total_us is not None:
-        out["core_contention"] += max(float(total_us) - sum(out.values()), 0.0)
+        out[rest] += max(float(total_us) - sum(out.values()), 0.0)
     return {k: float(v) for k, v in out.items()}
 
 
@@ -139,7 +143,9 @@ def from_mva(trace, index: list[int], m, demands: list[ChunkDemand], params, cor
 def from_des(trace, index: list[int], r, params, cores: int, accept: bool, membw_util: float) -> dict[str, float]:
     """:func:`time_per_chunk` of a discrete-event run (:class:`kit.sim.des.DesResult`): lock
     waits summed over the run per completed chunk, zeroing at the concurrency the achieved
-    bandwidth implies, and the rest of the measured mean latency as ``core_contention``."""
+    bandwidth implies, and the rest of the measured mean latency as waiting for memory
+    bandwidth (``zeroing``) when zeroing saturated it (``membw_util`` at least
+    :data:`SATURATED`), else as ``core_contention``."""
     done = max(len(r.completions), 1)
     waits = {k: float(v[:, 1].sum()) / done if len(v) else 0.0 for k, v in r.waits.items()}
     concurrent = max(1.0, membw_util * params["zero_bw_gbps"] / max(params["zero_gbps_core"], 1e-12))
@@ -150,6 +156,7 @@ def from_des(trace, index: list[int], r, params, cores: int, accept: bool, membw
         lat = float(r.latency[mine].mean()) if np.any(mine) else None
         zero = zero_us(ev[E["bytes_zeroed"]] / max(n, 1), params, concurrent)
         parts.append(time_per_chunk(ev, n, params, cores, frac, nbytes if accept else 0.0, accept=accept,
-                                    waits=waits, zeroing_us=zero, total_us=lat))
+                                    waits=waits, zeroing_us=zero, total_us=lat,
+                                    rest="zeroing" if membw_util >= SATURATED else "core_contention"))
         weights.append(int(mine.sum()))
     return mean_parts(parts, weights)
