@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -91,7 +92,9 @@ def demo(args, say=_quiet) -> Outcome:
         f"({'all policies' if policies is None else ', '.join(params['policies'])}, every measured configuration) ...")
     nb, docs = run_notebook("directmap-policies", rundir, **params)
     rows = [r for r in docs[-1]["results"]["policy_table"] if r["measured_gbps"] is not None]
-    path = build_report([nb], out, title="Direct-map policies on SEV-SNP hosts: modelled vs measured")
+    again = " ".join(["kit", "demo", *(["--policies", ",".join(params["policies"])] if policies is not None else []),
+                      "--steps", str(args.steps), "--seed", str(args.seed), "--out", shlex.quote(str(args.out))])
+    path = build_report([nb], out, title="Direct-map policies on SEV-SNP hosts: modelled vs measured", command=again)
     lines = [text_table([{"configuration": r["config"], "policy": r["policy"],
                           "measured GB/s": f"{r['measured_gbps']:.2f}", "+-": f"{r['spread']:.2f}",
                           "model GB/s": f"{r['model_gbps']:.2f}", "error %": f"{r['error_pct']:+.1f}",
@@ -447,7 +450,9 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     c.add_argument("--residuals", default=None, help="also write the residual table as JSON here")
     c.set_defaults(command=calibrate)
     r = add("report", help="one self-contained HTML report from recorded results")
-    r.add_argument("results", nargs="+", help="result files (*.json), executed notebooks or folders")
+    r.add_argument("results", nargs="+", help="result files (*.json), executed notebooks or folders; "
+                   "two results: also side by side with their differences highlighted (policy A vs B, "
+                   "before vs after a change)")
     r.add_argument("-o", "--out", required=True, help="the HTML file to write")
     r.add_argument("--title", default="cvm-memkit report")
     r.set_defaults(command=report)

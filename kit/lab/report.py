@@ -86,7 +86,7 @@ def _summary_row(doc: dict) -> dict:
             head = "; ".join(f"{r['scheme']}: " + (f"{r['broken']} invariant(s) broken" if r["broken"] else "all hold")
                              + ("" if r["complete"] else " (incomplete)")
                              for r in exploration_rows(res["explorations"]))
-    params = prov.get("parameters", {})
+    params = _params(doc)
     return {"run": doc.get("name", "?"), "parameters": ", ".join(f"{k}={v}" for k, v in params.items()),
             "headline": head, "seed": prov.get("seed"), "kit": prov.get("kit_version"),
             "commit": prov.get("git_commit"), "cost params": prov.get("cost_params"),
@@ -428,7 +428,9 @@ def build(docs: list[dict], *, title: str = "cvm-memkit report", command: str | 
         body.append(_counterexamples(doc, divs[k + nf - nc:k + nf]))
         k += nf
         body.append(_provenance(doc, command if len(docs) == 1 else None) + "</section>")
-    summary = table([_summary_row(d) for d in docs], caption="runs")
+    rows = [{k: ("not recorded" if v is None else v) for k, v in _summary_row(d).items()} for d in docs]
+    summary = report_table(rows, caption="runs",
+                           headers={"headline": "headline result", "cost params": "cost-parameter set"})
     made = timestamp()
     again = (f"<p>Reproduce: <code>{escape(command)}</code></p>" if command else "")
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"

@@ -415,7 +415,8 @@ class Store:
         # the run's side files go to its own folder, whatever outdir the parameters name
         run_params = {k: v for k, v in params.items() if k != "outdir"}
         try:
-            execute(nb, run_params, tmp, timeout=timeout, kernel_name=kernel_name, final=final)
+            execute(nb, run_params, tmp, timeout=timeout, kernel_name=kernel_name, final=final,
+                    bokehjs="none")     # the sweep's report embeds BokehJS once for every run
         except Exception as e:       # the run failed; the sweep goes on
             last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
             state, error, tb = FAILED, f"{type(e).__name__}: {last}", traceback.format_exc()
