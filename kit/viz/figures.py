@@ -127,6 +127,7 @@ def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in ra
     f.select_one(HoverTool).tooltips = [("", "@x"), ("model GB/s", "@model{0.00}"),
                                         ("measured GB/s", "@measured{0.00}"), ("bottleneck", "@bottleneck")]
     f.xaxis.major_label_orientation = 1.0
+    f.xaxis.axis_label = "measured configuration (data/measurements.csv) and policy (hatched: unsafe)"
     legend_outside(f)
     return f
 
