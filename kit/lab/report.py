@@ -396,8 +396,11 @@ def build(docs: list[dict], *, title: str = "cvm-memkit report", command: str | 
                 if sum(isinstance(r.get(y), (int, float)) for r in sweep_rows) >= 2:
                     sweep_figs.append(headline_vs_parameter_figure(sweep_rows, x, y))
         figs += sweep_figs
+    # several results of one notebook (more than two): a sweep, shown by its table and plots;
+    # each result keeps its conclusion, tables and provenance, not figures repeated N times
+    sweep_only = len(docs) > 2 and len({d.get("name") for d in docs}) == 1
     for i, doc in enumerate(docs):
-        fs = _figures(doc)
+        fs = [] if sweep_only else _figures(doc)
         figs += fs
         sections.append((doc, len(fs)))
     script, divs = components(figs) if figs else ("", [])
@@ -424,9 +427,11 @@ def build(docs: list[dict], *, title: str = "cvm-memkit report", command: str | 
         body.append(_conclusion(doc, i))
         nc = len(counterexamples(_explorations(doc)))
         body.append("".join(divs[k:k + nf - nc]))
-        body.append(_tables(doc, i))
-        body.append(_counterexamples(doc, divs[k + nf - nc:k + nf]))
+        rest = _tables(doc, i) + _counterexamples(doc, divs[k + nf - nc:k + nf])
         k += nf
+        # a sweep's results: their tables folded away (the table above has them side by side)
+        body.append(f"<details><summary>tables of {escape(_label(doc, swept))}</summary>{rest}</details>"
+                    if sweep_only else rest)
         body.append(_provenance(doc, command if len(docs) == 1 else None) + "</section>")
     rows = [{k: ("not recorded" if v is None else v) for k, v in _summary_row(d).items()} for d in docs]
     summary = report_table(rows, caption="runs",

@@ -157,6 +157,8 @@ def test_sweep_report_has_one_table_and_a_plot_per_result_and_parameter(tmp_path
     html = build(docs)
     assert html.count("id='sweep'") == 1 and "scaling (vcpus=8)" in html and "scaling (vcpus=32)" in html
     assert "presplit-4k: fault-in GB/s (held-back configuration) vs vcpus" in html
+    assert "Where the time goes: utilisation" not in html        # not each result's figures again
+    assert html.count("<summary>tables of scaling (vcpus=") == 3
     sweep = html[html.index("id='sweep'"):]
     assert "download='sweep.csv'" in sweep
     assert headline_numbers(docs[0]["results"]) == {
