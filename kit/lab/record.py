@@ -60,11 +60,11 @@ def _file_digest(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def data_digests() -> dict:
-    """``{file name: SHA-256}`` of :data:`DATA_FILES` (``"missing"`` for one that is not there);
-    read again only when a file's modification time or size changed."""
+def data_digests(files=DATA_FILES) -> dict:
+    """``{file name: SHA-256}`` of ``files`` (default :data:`DATA_FILES`; ``"missing"`` for one
+    that is not there); read again only when a file's modification time or size changed."""
     out = {}
-    for p in DATA_FILES:
+    for p in files:
         try:
             st = os.stat(p)
             out[Path(p).name] = _file_digest(str(p), st.st_mtime_ns, st.st_size)

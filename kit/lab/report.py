@@ -310,7 +310,8 @@ def _tables(doc: dict, i: int = 0) -> str:
             unit = "4 MiB chunk" if sc.get("workload", "lazy-accept") == "lazy-accept" else "conversion"
             heads = {**SIM_HEADERS, "chunk_us": f"time per {unit}, one vCPU (µs)",
                      "cpa_lock_wait_us": f"cpa_lock wait per {unit} (µs)"}
-            out.append(report_table(_sim_rows(val), caption=f"{key}: {scenario_text(sc)}, {sc.get('workload', '')}, "
+            rows = _sim_rows(val)
+            out.append(report_table(rows, list(rows[0]), caption=f"{key}: {scenario_text(sc)}, {sc.get('workload', '')}, "
                                     f"{next(iter(val.values())).get('engine', '')} engine", csv_name=name,
                                     unsafe=unsafe, headers=heads, formats=SIM_FORMATS))
         elif isinstance(val, list) and val and all(isinstance(r, dict) for r in val):

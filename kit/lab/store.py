@@ -49,8 +49,9 @@ from pathlib import Path
 from .. import __version__
 from .execute import execute
 from .notebook import canonical, inspect, notebook_hash
+from . import record as _record
 from .parameters import check_params
-from .record import DATA_FILES, data_digests, load_result, timestamp, write_atomic  # noqa: F401 (moved to record)
+from .record import load_result, timestamp, write_atomic
 
 STATUS = "status.json"
 COMPLETE, FAILED = "complete", "failed"
@@ -64,6 +65,8 @@ LEASE_STALE = 600.0
 #: seconds between two looks at a lease another writer holds
 LEASE_POLL = 0.2
 
+#: the data files every notebook may read, whose digests are part of each run's key
+DATA_FILES = _record.DATA_FILES
 
 HOST = socket.gethostname()
 _KIT = Path(__file__).resolve().parents[1]
@@ -83,6 +86,11 @@ def code_digest() -> str:
         h.update(p.relative_to(_KIT).as_posix().encode() + b"\0")
         h.update(p.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def data_digests() -> dict:
+    """``{file name: SHA-256}`` of :data:`DATA_FILES` (:func:`kit.lab.record.data_digests`)."""
+    return _record.data_digests(DATA_FILES)
 
 
 def environment() -> dict:

@@ -72,14 +72,14 @@ class SimResult:
                 "cpa_lock acquisitions (whole run)": self.cpa_lock["acquisitions"],
                 f"cpa_lock wait, us per {self.unit}": round(self.time_per_chunk.get("cpa_lock_wait", 0.0), 3),
                 "cpa_lock hold, us per acquisition": round(self.cpa_lock["hold_us"], 3),
-                "splits 1G/2M": f"{self.splits['split_1g']}/{self.splits['split_2m']}",
+                "splits 1G/2M (whole run)": f"{self.splits['split_1g']}/{self.splits['split_2m']}",
                 "splits 1G/2M before the run": ", ".join(
                     f"{part} {ev.get('split_1g', 0)}/{ev.get('split_2m', 0)}"
                     for part, ev in self._setup_parts()),
                 "cpa_lock before the run": ", ".join(
                     f"{part} {ev.get('cpa_lock', 0)}" for part, ev in self._setup_parts()),
                 "TLB flushes all/range (whole run)": f"{self.tlb_flushes['flush_tlb_all']}/{self.tlb_flushes['flush_tlb_range']}",
-                "host RMP faults": self.host_rmp_faults,
+                "host RMP faults (whole run)": self.host_rmp_faults,
                 "DirectMap4k/2M/1G kB": "/".join(str(self.directmap.get(k, 0)) for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")),
                 "simulated s": round(self.sim_seconds, 3), "wall s": round(self.wall_seconds, 3)}
 

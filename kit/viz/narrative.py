@@ -180,6 +180,10 @@ def headline_numbers(results) -> dict:
     out: dict = {}
     if not isinstance(results, dict):
         return out
+    unsafe = unsafe_policies(results)
+
+    def name(p: str) -> str:
+        return policy_label(p, unsafe)
     for k, v in results.items():
         if isinstance(v, (int, float, str, bool)) and not isinstance(v, bool) or v is None:
             out[k] = v
@@ -187,14 +191,14 @@ def headline_numbers(results) -> dict:
         if isinstance(v, (int, float, str)) and not isinstance(v, bool):
             out[f"summary.{k}"] = v
     for p, r in (results.get("headline") or {}).items():
-        out[f"{p}: fault-in GB/s"] = round(float(r["fault_in_gbps"]), 3)
-        out[f"{p}: DirectMap4k % of memory"] = round(dm4k_share(r.get("directmap", {})), 4)
+        out[f"{name(p)}: fault-in GB/s"] = round(float(r["fault_in_gbps"]), 3)
+        out[f"{name(p)}: DirectMap4k % of memory"] = round(dm4k_share(r.get("directmap", {})), 4)
     for r in results.get("held_back") or []:
         if "policy" in r and "fault_in_gbps" in r:
-            out[f"{r['policy']}: fault-in GB/s (held-back configuration)"] = r["fault_in_gbps"]
+            out[f"{name(r['policy'])}: fault-in GB/s (held-back configuration)"] = r["fault_in_gbps"]
     for r in results.get("simulations") or []:
         if isinstance(r, dict) and "policy" in r:
-            out[f"{r['policy']}: fault-in GB/s ({r.get('engine', '?')})"] = round(float(r["fault_in_gbps"]), 3)
+            out[f"{name(r['policy'])}: fault-in GB/s ({r.get('engine', '?')})"] = round(float(r["fault_in_gbps"]), 3)
     for d in results.get("explorations") or []:
         if isinstance(d, dict) and "scheme" in d:
             out[f"{d['scheme']}: invariants broken"] = sum(1 for i in (d.get("invariants") or {}).values()

@@ -141,7 +141,7 @@ def test_two_results_side_by_side_with_differences_highlighted(tmp_path, results
     assert "directmap-policies (seed=0) vs directmap-policies (seed=1)" in html
     rows = re.findall(r"<tr class=diff><td class='txt'>([^<]+)</td>", html)
     assert "parameter seed" in rows and "split-on-demand: fault-in GB/s" in rows
-    assert "(+100.0%)" in html and "none: fault-in GB/s" not in rows
+    assert "(+100.0%)" in html and "none (UNSAFE): fault-in GB/s" not in rows and "none (UNSAFE): fault-in GB/s" in html
     out = tmp_path / "diff.html"
     assert main(["report", str(tmp_path / "a" / "directmap-policies.json"), str(tmp_path / "b" / "directmap-policies.json"),
                  "-o", str(out)]) == 0
