@@ -195,3 +195,40 @@ def test_collect_then_report_of_a_folder(tmp_path, results):
     _doc(tmp_path, results)
     out = report([tmp_path], tmp_path / "r.html", command="kit report x -o r.html")
     assert len(collect([tmp_path])) == 1 and "kit report x -o r.html" in out.read_text()
+
+
+PROBE = __import__("pathlib").Path(__file__).resolve().parents[1] / "notebooks" / "data" / "probe.ipynb"
+
+
+def test_sweep_table_has_a_rate_column_for_lazy_acceptance_results():
+    from kit.lab.batch import _scalars
+    doc = {"name": "lazy-acceptance-scaling",
+           "results": {"held_back": [{"policy": "presplit-4k", "fault_in_gbps": 30.0, "bottleneck": "membw"},
+                                     {"policy": "none", "fault_in_gbps": 31.0, "bottleneck": "membw"}]}}
+    got = _scalars(doc)
+    assert got["presplit-4k: fault-in GB/s (held-back configuration)"] == 30.0
+    assert got["none (UNSAFE): fault-in GB/s (held-back configuration)"] == 31.0
+
+
+def test_kit_run_report_names_no_temporary_folder(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", str(PROBE), "-p", "x", "3", "-o", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert ".tmp-" not in html and ".old-" not in html
+    assert "kit run probe -p label a -p seed 0 -p x 3" in _text(html)
+    nb = nbformat.read(str(out / "probe.ipynb"), as_version=4)
+    from nbformat.sign import NotebookNotary
+    assert NotebookNotary().check_signature(nb)                 # signed where it was finally written
+
+
+def test_kit_sweep_report_is_one_table_and_plots(tmp_path):
+    import kit.lab
+    df = kit.lab.sweep(PROBE, {"x": [2, 3, 4]}, outdir=tmp_path, workers=1, progress=False)
+    assert set(df["state"]) == {"complete"}
+    assert "probe.y" in df.columns
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("id='sweep'") == 1 and "y vs x" in html
+    for v in (2, 3, 4):
+        assert f"probe (x={v})" in html
+    stored = sorted((tmp_path / "runs").glob("*/probe.ipynb"))
+    assert len(stored) == 3 and all(p.stat().st_size < 200_000 for p in stored)
