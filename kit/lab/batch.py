@@ -38,6 +38,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ..viz.narrative import headline_numbers
 from .execute import execute
 from .notebook import Notebook, inspect, validation_source
 from .parameters import check_names, check_params, grid_specs, parse_grid, parse_value, validate
@@ -187,7 +188,9 @@ def _execute(root: str, nb: Notebook, params: dict, timeout: int, env: dict | No
 
 
 def _scalars(doc: dict) -> dict:
-    """Scalar results a run recorded: top-level scalars and those of a ``summary`` dict."""
+    """Scalar results a run recorded: top-level scalars and those of a ``summary`` dict, and
+    the headline results (:func:`kit.viz.narrative.headline_numbers`: each policy's rate at
+    the headline or held-back configuration, ...)."""
     out = {}
     res = doc.get("results", {})
     if isinstance(res, dict):
@@ -197,6 +200,8 @@ def _scalars(doc: dict) -> dict:
         for k, v in (res.get("summary") or {}).items() if isinstance(res.get("summary"), dict) else []:
             if isinstance(v, (int, float, str, bool)):
                 out[f"summary.{k}"] = v
+        for k, v in headline_numbers(res).items():
+            out.setdefault(k, v)
     return out
 
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -120,7 +121,9 @@ def demo(args, say=_quiet) -> Outcome:
         f"({'all policies' if policies is None else ', '.join(params['policies'])}, every measured configuration) ...")
     nb, docs = run_notebook("directmap-policies", rundir, **params)
     rows = [r for r in docs[-1]["results"]["policy_table"] if r["measured_gbps"] is not None]
-    path = build_report([nb], out, title="Direct-map policies on SEV-SNP hosts: modelled vs measured")
+    again = " ".join(["kit", "demo", *(["--policies", ",".join(params["policies"])] if policies is not None else []),
+                      "--steps", str(args.steps), "--seed", str(args.seed), "--out", shlex.quote(str(args.out))])
+    path = build_report([nb], out, title="Direct-map policies on SEV-SNP hosts: modelled vs measured", command=again)
     lines = [text_table([{"configuration": r["config"], "policy": r["policy"],
                           "measured GB/s": f"{r['measured_gbps']:.2f}", "+-": f"{r['spread']:.2f}",
                           "model GB/s": f"{r['model_gbps']:.2f}", "error %": f"{r['error_pct']:+.1f}",
@@ -214,10 +217,12 @@ def simulate(args, say=_quiet) -> Outcome:
             out.pop("series", None)
         lines = [json.dumps(out, sort_keys=True)]
     else:
+        busy = "utilisation (busy share of simulated time)"
         lines = [scenario_line(r.scenario),
                  text_table([{"what": k, "value": v} for k, v in r.summary().items()], ["what", "value"]),
-                 text_table([{"resource": k, "utilisation": f"{v:.3f}"} for k, v in
-                             sorted(r.utilisation.items(), key=lambda kv: -kv[1])], ["resource", "utilisation"])]
+                 text_table([{"resource": k, busy: f"{v:.3f}"} for k, v in
+                             sorted(r.utilisation.items(), key=lambda kv: -kv[1])], ["resource", busy]),
+                 time_table(r)]
     return Outcome(0, lines, r, display=True)
 
 
@@ -240,6 +245,16 @@ class _CountedEvaluator(Evaluator):
     def predict(self, params, rows=None):
         self.bar.update(1)
         return super().predict(params, rows)
+
+
+def time_table(r) -> str:
+    """Where one vCPU's time per unit of work goes (:attr:`kit.sim.SimResult.time_per_chunk`),
+    largest first, in microseconds and as a share of the total."""
+    total = sum(r.time_per_chunk.values()) or 1.0
+    us, share = f"us per {r.unit}", "share %"
+    rows = [{"part": k, us: f"{v:,.1f}", share: f"{100 * v / total:.1f}"}
+            for k, v in sorted(r.time_per_chunk.items(), key=lambda kv: -kv[1]) if v > 0]
+    return text_table(rows, ["part", us, share])
 
 
 def calibrate(args, say=_quiet) -> Outcome:
@@ -604,7 +619,9 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     quiet(c)
     c.set_defaults(command=calibrate)
     r = add("report", help="one self-contained HTML report from recorded results")
-    r.add_argument("results", nargs="+", help="result files (*.json), executed notebooks or folders")
+    r.add_argument("results", nargs="+", help="result files (*.json), executed notebooks or folders; "
+                   "two results: also side by side with their differences highlighted (policy A vs B, "
+                   "before vs after a change)")
     r.add_argument("-o", "--out", required=True, help="the HTML file to write")
     r.add_argument("--title", default="cvm-memkit report", help="the report's title")
     r.set_defaults(command=report)

@@ -154,8 +154,57 @@ def relocate(folder, moves) -> None:
         write_atomic(p, json.dumps(_relocate_value(doc, pairs), sort_keys=True, allow_nan=False))
 
 
+#: the MIME types of BokehJS's load output (``output_notebook``) and of its plots
+BOKEHJS_LOAD = "application/vnd.bokehjs_load.v0+json"
+JS = "application/javascript"
+#: how a stored notebook keeps BokehJS: "inline" (once, only the bundles its plots need: opens
+#: in JupyterLab with its plots), "none" (a note instead: a sweep's runs, whose report
+#: embeds BokehJS once for all of them)
+BOKEHJS_MODES = ("inline", "none")
+BOKEHJS_NOTE = ("BokehJS is not stored in this notebook (kept small); its plots are in the report "
+                "built from it (kit report), or run the notebook again to see them here")
+
+
+def slim(nb, bokehjs: str = "inline"):
+    """Keep a notebook small (a ``NotebookNode``, changed in place and returned): each BokehJS
+    load output keeps one copy of the library (``application/vnd.bokehjs_load.v0+json``, which
+    JupyterLab's jupyter_bokeh renders; the ``application/javascript`` copy for the classic
+    notebook goes) or, with ``bokehjs="none"``, a note instead. Plots (their
+    ``bokehjs_exec`` outputs) are left as they are."""
+    if bokehjs not in BOKEHJS_MODES:
+        raise ValueError(f"bokehjs: expected one of {', '.join(BOKEHJS_MODES)}, got {bokehjs!r}")
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = o.get("data", {})
+            if BOKEHJS_LOAD not in data:
+                continue
+            data.pop(JS, None)
+            if bokehjs == "none":
+                data.pop(BOKEHJS_LOAD)
+                data["text/plain"] = BOKEHJS_NOTE
+    return nb
+
+
+def sign(nb) -> None:
+    """Sign a notebook with nbformat's notary (``nbformat.sign.NotebookNotary``: an HMAC in
+    this user's Jupyter data folder), so JupyterLab trusts the outputs the kit's own run
+    produced and shows its plots; a notebook edited afterwards loses the trust."""
+    from nbformat.sign import NotebookNotary
+    NotebookNotary().sign(nb)
+
+
+def finish(path, *, bokehjs: str = "inline") -> Path:
+    """An executed notebook made small (:func:`slim`) and signed (:func:`sign`), rewritten atomically."""
+    import nbformat
+    path = Path(path)
+    nb = slim(nbformat.read(str(path), as_version=4), bokehjs)
+    sign(nb)
+    write_atomic(path, nbformat.writes(nb))
+    return path
+
+
 def execute(nb: Notebook, params: dict, folder, *, timeout: int = 900, kernel_name: str = "python3",
-            final=None, progress: bool = False) -> Path:
+            final=None, progress: bool = False, bokehjs: str = "inline") -> Path:
     """Execute ``nb`` with ``params`` in ``folder`` (created if missing; the kernel's working
     directory) and write the executed notebook there; returns its path. A notebook with an
     ``outdir`` parameter that ``params`` does not set writes its results to ``folder``.
@@ -164,8 +213,12 @@ def execute(nb: Notebook, params: dict, folder, *, timeout: int = 900, kernel_na
     A value papermill would not write as a literal raises ``ValueError`` first; a failing
     cell, a dead kernel or a timeout raises papermill's or nbclient's error; the executed
     notebook is written first. ``progress``: papermill's cell-by-cell progress bar (tqdm, on
-    stderr or as a notebook widget)."""
+    stderr or as a notebook widget).
+    The executed notebook is kept small and signed (:func:`finish`;
+    ``bokehjs``: "inline" or "none", :data:`BOKEHJS_MODES`)."""
     check_params(params)
+    if bokehjs not in BOKEHJS_MODES:
+        raise ValueError(f"bokehjs: expected one of {', '.join(BOKEHJS_MODES)}, got {bokehjs!r}")
     import papermill        # about a second to import: only a run pays it
 
     clean_kernel_dirs()
@@ -184,4 +237,8 @@ def execute(nb: Notebook, params: dict, folder, *, timeout: int = 900, kernel_na
                 relocate(folder, [(folder.resolve(), Path(final).resolve()), (folder, Path(final))])
             except (OSError, ValueError):
                 pass                # the run's own error, if any, is the one to report
+        try:
+            finish(out, bokehjs=bokehjs)
+        except (OSError, ValueError):
+            pass                    # as above: a failed run's notebook is kept as written
     return out

@@ -10,8 +10,11 @@ cost-parameter set and timestamps.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import os
+import platform
 import subprocess
 import tempfile
 import time
@@ -20,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..sim.params import CostParams
+from ..sim.calibrate import MEASUREMENTS
+from ..sim.params import DEFAULT_PATH, CostParams
 
 MIME = "application/vnd.cvm-memkit.result+json"
 SCHEMA = 1
@@ -45,16 +49,69 @@ def timestamp() -> str:
 _now = timestamp
 
 
+#: the data files every notebook may read, whose digests are part of each run's key and provenance
+DATA_FILES = (DEFAULT_PATH, MEASUREMENTS)
+#: the packages whose versions a result's provenance names
+KEY_PACKAGES = ("numpy", "scipy", "pandas", "bokeh", "papermill", "nbformat", "ipywidgets")
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def data_digests(files=DATA_FILES) -> dict:
+    """``{file name: SHA-256}`` of ``files`` (default :data:`DATA_FILES`; ``"missing"`` for one
+    that is not there); read again only when a file's modification time or size changed."""
+    out = {}
+    for p in files:
+        try:
+            st = os.stat(p)
+            out[Path(p).name] = _file_digest(str(p), st.st_mtime_ns, st.st_size)
+        except OSError:
+            out[Path(p).name] = "missing"
+    return out
+
+
+@functools.cache
+def versions() -> dict:
+    """Python's version and the installed versions of :data:`KEY_PACKAGES` ("not installed")."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version()}
+    for name in KEY_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def cost_parameters(params: CostParams | None = None) -> dict:
+    """``{name: {"value", "unit", "kind"}}`` of a cost-parameter set (default: the set
+    ``kit simulate`` loads): what a result's timing rests on."""
+    if params is None:
+        try:
+            params = CostParams.load()
+        except (OSError, ValueError):
+            params = CostParams()
+    return {p.name: {"value": p.value, "unit": p.unit, "kind": p.kind} for p in params}
+
+
 def provenance(params: dict | None = None, *, seed=None, cost_params: str | None = None,
                started: str | None = None) -> dict:
-    """Where a result comes from: enough to re-run it."""
+    """Where a result comes from: enough to re-run it (kit version and commit, parameters,
+    seed, the cost-parameter set with every value and its kind, the data files' digests,
+    Python's and the key packages' versions, times)."""
+    try:
+        loaded = CostParams.load()
+    except (OSError, ValueError):
+        loaded = CostParams()
     if cost_params is None:
-        try:
-            cost_params = CostParams.load().name
-        except (OSError, ValueError):
-            cost_params = "base"
+        cost_params = loaded.name
     return {"kit_version": __version__, "git_commit": git_commit(), "parameters": dict(params or {}),
-            "seed": seed, "cost_params": cost_params, "started": started or _now(), "finished": _now()}
+            "seed": seed, "cost_params": cost_params, "cost_parameters": cost_parameters(loaded),
+            "data_files": data_digests(), "versions": versions(),
+            "started": started or _now(), "finished": _now()}
 
 
 def jsonable(x):

@@ -47,10 +47,9 @@ import weakref
 from pathlib import Path
 
 from .. import __version__
-from ..sim.calibrate import MEASUREMENTS
-from ..sim.params import DEFAULT_PATH
 from .execute import execute
 from .notebook import canonical, inspect, notebook_hash
+from . import record as _record
 from .parameters import check_params
 from .record import load_result, timestamp, write_atomic
 
@@ -67,7 +66,7 @@ LEASE_STALE = 600.0
 LEASE_POLL = 0.2
 
 #: the data files every notebook may read, whose digests are part of each run's key
-DATA_FILES = (DEFAULT_PATH, MEASUREMENTS)
+DATA_FILES = _record.DATA_FILES
 
 HOST = socket.gethostname()
 _KIT = Path(__file__).resolve().parents[1]
@@ -89,22 +88,9 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: str, mtime_ns: int, size: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def data_digests() -> dict:
-    """``{file name: SHA-256}`` of :data:`DATA_FILES` (``"missing"`` for one that is not there);
-    read again only when a file's modification time or size changed."""
-    out = {}
-    for p in DATA_FILES:
-        try:
-            st = os.stat(p)
-            out[Path(p).name] = _file_digest(str(p), st.st_mtime_ns, st.st_size)
-        except OSError:
-            out[Path(p).name] = "missing"
-    return out
+    """``{file name: SHA-256}`` of :data:`DATA_FILES` (:func:`kit.lab.record.data_digests`)."""
+    return _record.data_digests(DATA_FILES)
 
 
 def environment() -> dict:
@@ -437,7 +423,8 @@ class Store:
         # the run's side files go to its own folder, whatever outdir the parameters name
         run_params = {k: v for k, v in params.items() if k != "outdir"}
         try:
-            execute(nb, run_params, tmp, timeout=timeout, kernel_name=kernel_name, final=final)
+            execute(nb, run_params, tmp, timeout=timeout, kernel_name=kernel_name, final=final,
+                    bokehjs="none")     # the sweep's report embeds BokehJS once for every run
         except Exception as e:       # the run failed; the sweep goes on
             last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
             state, error, tb = FAILED, f"{type(e).__name__}: {last}", traceback.format_exc()

@@ -14,7 +14,7 @@ import numpy as np
 from .. import __version__
 from ..host.ledger import EVENTS
 from ..units import GiB, format_size
-from . import des, mva, trace as T
+from . import breakdown, des, mva, trace as T
 from .demands import demand, dm4k_fraction, dram_gbps, schedule
 from .params import CostParams
 from .scenario import DEFAULTS as _D
@@ -50,6 +50,8 @@ class SimResult:
     # vCPU scheduling on the host's CPUs (kit.sim.demands.schedule): runnable threads, SMT speed,
     # CPU share, stretch of a thread's work, lock hand-offs delayed by a descheduled waiter
     scheduling: dict = field(default_factory=dict)
+    #: microseconds of one vCPU per accepted chunk, part by part (:mod:`kit.sim.breakdown`)
+    time_per_chunk: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         out = asdict(replace(self, scenario=None))
@@ -68,23 +70,30 @@ class SimResult:
                 "guests x vcpus x mem": (", ".join(f"{v} x {format_size(m)}" for v, m in s.specs)
                                          if s.mixed else f"{s.guests} x {s.vcpus} x {format_size(s.guest_mem)}"),
                 "host": f"{s.host_cores} cores, {format_size(s.host_mem)}",
-                "fault-in GB/s": round(self.fault_in_gbps, 2),
+                "fault-in GB/s (all guests)": round(self.fault_in_gbps, 2),
                 "fault-in GB/s band (fit, 1 sd)": ("none (no fit covariance)" if self.rate_band_gbps is None
                                                    else "{:.2f} - {:.2f}".format(*self.rate_band_gbps)),
-                "bottleneck": f"{self.bottleneck['resource']} ({self.bottleneck['utilisation']:.0%})",
-                "cpa_lock acquisitions": self.cpa_lock["acquisitions"],
-                "cpa_lock mean wait us": round(self.cpa_lock["mean_wait_us"], 3),
-                "splits 1G/2M": f"{self.splits['split_1g']}/{self.splits['split_2m']}",
+                "bottleneck (utilisation)": f"{self.bottleneck['resource']} ({self.bottleneck['utilisation']:.0%})",
+                f"time per {self.unit}, us (one vCPU)": round(sum(self.time_per_chunk.values()), 1),
+                "cpa_lock acquisitions (whole run)": self.cpa_lock["acquisitions"],
+                f"cpa_lock wait, us per {self.unit}": round(self.time_per_chunk.get("cpa_lock_wait", 0.0), 3),
+                "cpa_lock hold, us per acquisition": round(self.cpa_lock["hold_us"], 3),
+                "splits 1G/2M (whole run)": f"{self.splits['split_1g']}/{self.splits['split_2m']}",
                 "splits 1G/2M before the run": ", ".join(
                     f"{part} {ev.get('split_1g', 0)}/{ev.get('split_2m', 0)}"
                     for part, ev in self._setup_parts()),
                 "cpa_lock before the run": ", ".join(
                     f"{part} {ev.get('cpa_lock', 0)}" for part, ev in self._setup_parts()),
-                "TLB flushes (all/range)": f"{self.tlb_flushes['flush_tlb_all']}/{self.tlb_flushes['flush_tlb_range']}",
-                "host RMP faults": self.host_rmp_faults,
+                "TLB flushes all/range (whole run)": f"{self.tlb_flushes['flush_tlb_all']}/{self.tlb_flushes['flush_tlb_range']}",
+                "host RMP faults (whole run)": self.host_rmp_faults,
                 "DirectMap4k/2M/1G kB": "/".join(str(self.directmap.get(k, 0)) for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G")),
                 "simulated s": round(self.sim_seconds, 3), "wall s": round(self.wall_seconds, 3)}
 
+
+    @property
+    def unit(self) -> str:
+        """What one unit of work is: a 4 MiB accepted chunk (lazy-accept) or one conversion."""
+        return "4 MiB chunk" if self.scenario.workload == "lazy-accept" else "conversion"
 
     def _setup_parts(self):
         return [(part, self.setup.get(part, {})) for part in ("boot", "launch")]
@@ -221,6 +230,8 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         sc = m.sched
         sched = {"runnable": sc.runnable, "smt_speed": sc.speed, "cpu_share": sc.share,
                  "stretch": sc.stretch, "handoff_us": sc.handoff_us, "irq_stretch": sc.irq}
+        per_chunk = breakdown.from_mva(tr, _trace_index(tr, s), m, [means[g][1] for g in range(s.guests)], p,
+                                       s.host_cores, tr.workload == "lazy-accept")
     else:
         snap = None
         if monitor is not None:
@@ -239,6 +250,8 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         sched = {"runnable": r.runnable_mean, "smt_speed": sc.speed, "cpu_share": sc.share,
                  "stretch": sc.stretch, "handoff_us": sum(t for _, t in r.handoffs.values()) / max(delayed, 1),
                  "irq_stretch": sc.irq, "handoffs_delayed": int(delayed)}
+        per_chunk = breakdown.from_des(tr, _trace_index(tr, s), r, p, s.host_cores, tr.workload == "lazy-accept",
+                                       util["membw"])
     worst = max(util, key=util.get)
     return SimResult(
         scenario=s,
@@ -265,6 +278,7 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         setup={"boot": dict(getattr(tr, "boot", {})), "launch": dict(getattr(tr, "launch", {}))},
         rate_band_gbps=_rate_band(tr, s, p, float(rate)),
         scheduling={k: float(v) if k != "handoffs_delayed" else v for k, v in sched.items()},
+        time_per_chunk=per_chunk,
     )
 
 

@@ -21,6 +21,7 @@ from bokeh.plotting import figure
 from ..host.memory import OWNER_NAMES
 from ..units import GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M
 from . import state as S
+from .narrative import UNSAFE, dm4k_share, policy_label, scenario_text, unsafe_policies
 from .traces import (changed_text, counterexamples, exploration_label, invariant_names, thread_order,
                      trace_steps)
 
@@ -169,6 +170,7 @@ def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in ra
                                         ("measured GB/s", "@measured{0.00}"), ("bottleneck", "@bottleneck"),
                                         ("safety", "@safety")]
     f.xaxis.major_label_orientation = 1.0
+    f.xaxis.axis_label = "measured configuration (data/measurements.csv) and policy (hatched: unsafe)"
     legend_outside(f)
     return f
 
@@ -245,15 +247,18 @@ def series_data(series: dict) -> dict:
 
 
 def rate_series_figure(source: ColumnDataSource, title: str = "Fault-in rate over simulated time"):
-    f = figure(title=title, height=240, width=440, x_axis_label="simulated s", y_axis_label="GB/s",
-               tools="pan,wheel_zoom,reset,save,hover", toolbar_location=TOOLBAR)
+    """The fault-in rate over simulated time, its axis from 0 (a wobble of a few percent looks
+    like one)."""
+    top = max([v for v in source.data.get("fault_in_gbps", []) if v == v] or [1.0])
+    f = figure(title=title, height=240, width=440, x_axis_label="simulated time (s)", y_axis_label="fault-in rate (GB/s)",
+               y_range=Range1d(0, 1.15 * top), tools="pan,wheel_zoom,reset,save,hover", toolbar_location=TOOLBAR)
     f.line("t_s", "fault_in_gbps", source=source, line_width=2, color="#264653")
     from_zero(f)
     return f
 
 
 def directmap_series_figure(source: ColumnDataSource, title: str = "Direct map (/proc/meminfo) over time"):
-    f = figure(title=title, height=240, width=440, x_axis_label="simulated s", y_axis_label="GiB",
+    f = figure(title=title, height=240, width=440, x_axis_label="simulated time (s)", y_axis_label="GiB",
                tools="pan,wheel_zoom,reset,save,hover", toolbar_location=TOOLBAR)
     for k, c in zip(("DirectMap4k", "DirectMap2M", "DirectMap1G"), S.DM_COLOURS):
         f.line("t_s", k, source=source, line_width=2, color=c, legend_label=k)
@@ -263,11 +268,11 @@ def directmap_series_figure(source: ColumnDataSource, title: str = "Direct map (
 
 
 def lockwait_series_figure(source: ColumnDataSource, title: str = "Lock waits (waiting threads, mean per bin)"):
-    f = figure(title=title, height=240, width=440, x_axis_label="simulated s", y_axis_label="threads waiting",
+    f = figure(title=title, height=240, width=440, x_axis_label="simulated time (s)",
+               y_axis_label="threads waiting (mean)",
                tools="pan,wheel_zoom,reset,save,hover", toolbar_location=TOOLBAR)
     for k in ("cpa_lock", "pgd_lock", "vm_lock", "guest_lock"):
         f.line("t_s", f"wait_{k}", source=source, line_width=2, color=RESOURCE_COLOURS[k], legend_label=k)
-    from_zero(f)
     legend_outside(f)
     return f
 
@@ -719,8 +724,11 @@ def result_figures(results: dict) -> list:
     out = []
     if results.get("policy_table"):
         out.append(rate_figure(ColumnDataSource(rate_data(results["policy_table"]))))
-    for name, sim in (results.get("fragmentation") or {}).items():
-        out.append(fragmentation_figure(name, sim))
+    if results.get("headline") or results.get("timeline"):
+        out += policy_result_figures(results)       # one figure per quantity, every policy in it
+    else:
+        for name, sim in (results.get("fragmentation") or {}).items():
+            out.append(fragmentation_figure(name, sim))
     if results.get("sweep"):
         figs = sweep_figures(results["sweep"])
         out += [row(*figs[i:i + 2]) for i in range(0, len(figs), 2)]      # two side by side
@@ -769,4 +777,196 @@ def assumption_figure(rows: list[dict], *, title: str | None = None):
                color=colour, line_width=2)
         f.scatter([r["value"] for r in mine], [r["fault_in_gbps"] for r in mine], color=colour)
     legend_outside(f)
+    return f
+
+
+# ------------------------------------------------------------------ the report's policy figures
+#: colours of the parts of :attr:`kit.sim.SimResult.time_per_chunk` (kit.sim.breakdown.PARTS),
+#: distinct hues for neighbouring parts
+PART_COLOURS = {"zeroing": "#457b9d", "rmpupdate": "#1d3557", "pvalidate": "#a8dadc", "psmash_rmpadjust": "#6d597a",
+                "exits": "#b5838d", "guest_write": "#8ecae6", "guest_lock_hold": "#8ab17d", "guest_lock_wait": "#cfe1b9",
+                "vmm_conversion": "#e9c46a", "vmm_conversion_wait": "#f6e3a1", "cpa_lock_hold": "#e63946",
+                "cpa_lock_wait": "#f4a3a8", "pgd_lock_hold": "#7b2cbf", "pgd_lock_wait": "#c8b6ff",
+                "tlb_flush_ipis": "#fb8500", "core_contention": "#adb5bd", "other_cpu": "#343a40"}
+FULL_WIDTH = 900
+
+
+def _unit_of(runs: dict) -> str:
+    sc = next(iter(runs.values())).get("scenario", {}) if runs else {}
+    return "4 MiB chunk" if sc.get("workload", "lazy-accept") == "lazy-accept" else "conversion"
+
+
+def time_breakdown_data(runs: dict, unsafe: set = frozenset()) -> dict:
+    """Stacked-bar data: one row per policy (marked where unsafe), one column per part of
+    ``time_per_chunk`` that is ever above zero, in microseconds."""
+    parts = [k for k in PART_COLOURS if any((r.get("time_per_chunk") or {}).get(k, 0) > 0 for r in runs.values())]
+    data = {"policy": [policy_label(p, unsafe) for p in runs]}
+    for k in parts:
+        data[k] = [float((r.get("time_per_chunk") or {}).get(k, 0.0)) for r in runs.values()]
+    data["total"] = [float(sum((r.get("time_per_chunk") or {}).values())) for r in runs.values()]
+    return data
+
+
+def time_breakdown_figure(runs: dict, *, title: str | None = None, unsafe: set = frozenset()):
+    """Where the time goes, in time: per policy, a bar of the microseconds one vCPU spends per
+    4 MiB accepted chunk, stacked by part (:mod:`kit.sim.breakdown`), from recorded results
+    ({policy: SimResult JSON} of one scenario)."""
+    data = time_breakdown_data(runs, unsafe)
+    parts = [k for k in data if k not in ("policy", "total")]
+    sc = next(iter(runs.values())).get("scenario", {}) if runs else {}
+    unit = _unit_of(runs)
+    f = figure(title=title or f"Where the time goes: one vCPU's µs per {unit}, {scenario_text(sc)}",
+               y_range=FactorRange(*reversed(data["policy"] or ["-"])), height=90 + 44 * max(len(data["policy"]), 2),
+               width=FULL_WIDTH, x_axis_label=f"µs per {unit} (one vCPU)", y_axis_label="policy",
+               x_range=Range1d(0, 1.05 * max(data["total"] or [1.0])), tools="hover,save", toolbar_location="below")
+    src = ColumnDataSource(data)
+    if parts:
+        rs = f.hbar_stack(parts, y="policy", height=0.7, source=src, color=[PART_COLOURS[k] for k in parts],
+                          line_color="white", line_width=0.5)
+        f.add_layout(Legend(items=[LegendItem(label=k, renderers=[r]) for k, r in zip(parts, rs)],
+                            label_text_font_size="8pt", glyph_width=12, glyph_height=10, spacing=0), "right")
+    f.select_one(HoverTool).tooltips = [("policy", "@policy"), ("part", "$name"), ("µs", "@$name{0,0.0}"),
+                                        ("total µs", "@total{0,0.0}")]
+    f.xaxis.formatter.use_scientific = False
+    f.ygrid.grid_line_color = None
+    return f
+
+
+def directmap_share_figure(runs: dict, *, title: str | None = None, unsafe: set = frozenset()):
+    """DirectMap4k at the end of each policy's run as a percentage of host memory (0-100%,
+    each bar labelled with its value), from recorded results ({policy: SimResult JSON})."""
+    pols = list(runs)
+    shares = [dm4k_share(r.get("directmap", {})) for r in runs.values()]
+    labels = [policy_label(p, unsafe) for p in pols]
+    sc = next(iter(runs.values())).get("scenario", {}) if runs else {}
+    src = ColumnDataSource({"policy": labels, "share": shares, "colour": [_colour(p) for p in pols],
+                            "text": [f" {v:.3g}%" for v in shares],
+                            "hatch": ["x" if p in unsafe else " " for p in pols]})
+    f = figure(title=title or f"Fragmentation: DirectMap4k after the run, {scenario_text(sc)}",
+               y_range=FactorRange(*reversed(labels or ["-"])), x_range=Range1d(0, 115),
+               height=90 + 36 * max(len(pols), 2), width=FULL_WIDTH, x_axis_label="DirectMap4k, % of host memory",
+               y_axis_label="policy", tools="hover,save", toolbar_location="below")
+    f.hbar(y="policy", right="share", height=0.7, source=src, fill_color="colour", line_color=None,
+           hatch_pattern="hatch", hatch_color="#d62828")
+    f.text(x="share", y="policy", text="text", source=src, text_baseline="middle", text_font_size="9pt")
+    f.select_one(HoverTool).tooltips = [("policy", "@policy"), ("DirectMap4k % of memory", "@share{0.000}")]
+    f.xaxis.ticker = FixedTicker(ticks=[0, 20, 40, 60, 80, 100])
+    f.ygrid.grid_line_color = None
+    return f
+
+
+def timeline_data(sim: dict) -> dict:
+    """One discrete-event run's series: simulated seconds, fault-in GB/s, DirectMap4k as % of
+    host memory, and threads waiting for cpa_lock (mean per bin)."""
+    ser = sim.get("series") or {}
+    total = sum((sim.get("directmap") or {}).values()) or 1
+    n = len(ser.get("t_s", []))
+    return {"t_s": list(ser.get("t_s", [])), "gbps": list(ser.get("fault_in_gbps", [])),
+            "dm4k_pct": [100.0 * v / total for v in ser.get("DirectMap4k", [0] * n)],
+            "cpa_wait": list((ser.get("lock_wait_share") or {}).get("cpa_lock", [0.0] * n))}
+
+
+def _series_figure(title: str, y_label: str, y_range, height: int = 260):
+    return figure(title=title, height=height, width=FULL_WIDTH, x_axis_label="simulated time (s)",
+                  y_axis_label=y_label, y_range=y_range, tools="pan,wheel_zoom,reset,save,hover",
+                  toolbar_location="below")
+
+
+def timeline_figures(runs: dict, *, unsafe: set = frozenset()) -> list:
+    """Lazy acceptance over simulated time, one line per policy (recorded discrete-event
+    results of one scenario): the fault-in rate (from 0, so a wobble of a few percent looks
+    like one), DirectMap4k as % of host memory (0-100%), and threads spinning on cpa_lock."""
+    if not runs:
+        return []
+    sc = scenario_text(next(iter(runs.values())).get("scenario", {}))
+    data = {p: timeline_data(r) for p, r in runs.items()}
+    top_rate = max([max(d["gbps"], default=0.0) for d in data.values()] + [1e-9])
+    top_wait = max([max(d["cpa_wait"], default=0.0) for d in data.values()])
+    rate = _series_figure(f"Fault-in rate as the guests fault in: {sc}", "fault-in rate (GB/s, all guests)",
+                          Range1d(0, 1.15 * top_rate))
+    dm = _series_figure(f"Fragmentation as the guests fault in: DirectMap4k, {sc}", "DirectMap4k (% of host memory)",
+                        Range1d(0, 105))
+    figs = [rate, dm]
+    wait = None
+    if top_wait > 0:
+        wait = _series_figure(f"cpa_lock contention as the guests fault in: {sc}", "vCPUs spinning on cpa_lock (mean)",
+                              Range1d(0, 1.15 * top_wait))
+        figs.append(wait)
+    dashes = ("solid", "dashed", "dotted", "dotdash", "dashdot", (6, 3))
+    for i, (p, d) in enumerate(data.items()):
+        src = ColumnDataSource(d)
+        label = policy_label(p, unsafe)
+        style = dict(color=_colour(p), line_width=2.5 if p not in unsafe else 1.5, line_dash=dashes[i % len(dashes)])
+        rate.line("t_s", "gbps", source=src, legend_label=label, **style)
+        dm.line("t_s", "dm4k_pct", source=src, legend_label=label, **style)
+        if wait is not None:
+            wait.line("t_s", "cpa_wait", source=src, legend_label=label, **style)
+    for f in figs:
+        legend_outside(f)
+    return figs
+
+
+def conversions_figure(runs: dict, *, unsafe: set = frozenset()):
+    """The conversions workload (recorded ``fragmentation``: {policy: SimResult JSON}) as one
+    figure: DirectMap4k over simulated time in MiB on a log axis (the policies differ by
+    orders of magnitude; a 4K-split region adds 2 MiB), one line per policy."""
+    sc = next(iter(runs.values())).get("scenario", {}) if runs else {}
+    steps = sc.get("steps")
+    f = figure(title=f"Fragmentation over {steps} conversions: DirectMap4k, {scenario_text(sc)}",
+               height=300, width=FULL_WIDTH, x_axis_label="simulated time (s)",
+               y_axis_label="DirectMap4k (MiB, log scale)", y_axis_type="log",
+               tools="pan,wheel_zoom,reset,save,hover", toolbar_location="below")
+    for p, r in runs.items():
+        ser = r.get("series") or {}
+        ys = [v / KiB if v > 0 else float("nan") for v in ser.get("DirectMap4k", [])]   # kB -> MiB; none: no line
+        if ys:
+            f.line(list(ser.get("t_s", [])), ys, legend_label=policy_label(p, unsafe), color=_colour(p), line_width=2)
+    legend_outside(f)
+    return f
+
+
+def policy_result_figures(results: dict) -> list:
+    """The figures of a direct-map policy comparison that records ``headline`` and
+    ``timeline`` (notebooks/directmap-policies.ipynb): where the time goes and the
+    fragmentation at the headline configuration, the timelines, the conversions."""
+    unsafe = unsafe_policies(results)
+    out = []
+    if results.get("headline"):
+        out.append(time_breakdown_figure(results["headline"], unsafe=unsafe))
+        out.append(directmap_share_figure(results["headline"], unsafe=unsafe))
+    if results.get("timeline"):
+        out.append(time_breakdown_figure(results["timeline"], unsafe=unsafe))
+    out += timeline_figures(results.get("timeline") or {}, unsafe=unsafe)
+    if results.get("fragmentation"):
+        out.append(conversions_figure(results["fragmentation"], unsafe=unsafe))
+    return out
+
+
+# ------------------------------------------------------------------ sweep reports
+def headline_vs_parameter_figure(rows: list[dict], x: str, y: str, *, label: str = "run"):
+    """One headline result ``y`` against one swept parameter ``x`` over a sweep's runs (rows
+    with both; a numeric ``x`` on a linear axis, sorted, anything else as categories), each
+    point labelled by its run in the hover."""
+    pts = [r for r in rows if r.get(x) is not None and isinstance(r.get(y), (int, float)) and not isinstance(r.get(y), bool)]
+    numeric = all(isinstance(r[x], (int, float)) and not isinstance(r[x], bool) for r in pts)
+    if numeric:
+        pts.sort(key=lambda r: r[x])
+        xs = [r[x] for r in pts]
+        f = figure(title=f"{y} vs {x}", width=440, height=280, x_axis_label=x, y_axis_label=y,
+                   tools="hover,save,reset", toolbar_location="below")
+    else:
+        xs = [str(r[x]) for r in pts]
+        f = figure(title=f"{y} vs {x}", width=440, height=280, x_axis_label=x, y_axis_label=y,
+                   x_range=FactorRange(*dict.fromkeys(xs)) if xs else FactorRange("-"),
+                   tools="hover,save,reset", toolbar_location="below")
+        f.xaxis.major_label_orientation = 0.8
+    ys = [float(r[y]) for r in pts]
+    src = ColumnDataSource({"x": xs, "y": ys, "run": [str(r.get(label, "")) for r in pts]})
+    if numeric:
+        f.line("x", "y", source=src, line_width=2, color="#264653")
+    f.scatter("x", "y", source=src, size=9, color="#e76f51")
+    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    pad = max(abs(hi) * 0.05, (hi - lo) * 0.1, 1e-9)
+    f.y_range = Range1d(min(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)   # from 0 when positive
+    f.select_one(HoverTool).tooltips = [("run", "@run"), (x, "@x"), (y, "@y{0,0.000}")]
     return f

@@ -95,4 +95,105 @@ def rmp_ranges_html(rr) -> str:
 def result_html(res) -> str:
     out = STYLE + kv(res.summary(), "Simulation result")
     util = [{"resource": k, "utilisation": f"{v:.1%}"} for k, v in sorted(res.utilisation.items(), key=lambda kv: -kv[1])]
-    return out + table(util, caption="where the time goes")
+    total = sum(res.time_per_chunk.values()) or 1.0
+    parts = [{"part": k, f"µs per {res.unit}": f"{v:,.1f}", "share": f"{v / total:.1%}"}
+             for k, v in sorted(res.time_per_chunk.items(), key=lambda kv: -kv[1]) if v > 0]
+    return (out + table(util, caption="utilisation of each resource (busy share of simulated time)")
+            + table(parts, caption=f"where the time goes: one vCPU's time per {res.unit}"))
+
+
+# ------------------------------------------------------------------ tables for people (reports)
+#: first characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: what a cell with no value says
+NOT_MEASURED = "not measured"
+KB_PER_GIB = 1 << 20            # the DirectMap lines of /proc/meminfo are in kB
+
+#: known result keys: (header with its unit, how a value is written)
+COLUMNS = {
+    "config": ("configuration", None), "policy": ("policy", None),
+    "model_gbps": ("model (GB/s)", "{:,.2f}"), "measured_gbps": ("measured (GB/s)", "{:,.2f}"),
+    "spread": ("spread ± (GB/s)", "{:,.2f}"), "error_pct": ("error (%)", "{:+.1f}"),
+    "within": ("within spread", None), "bottleneck": ("bottleneck (utilisation)", None),
+    "splits": ("direct-map splits (whole run)", "{:,}"), "cpa_lock": ("cpa_lock acquisitions (whole run)", "{:,}"),
+    "host_rmp_faults": ("host RMP faults", "{:,}"), "sim_seconds": ("simulated time (s)", "{:,.3f}"),
+    "fault_in_gbps": ("fault-in (GB/s)", "{:,.2f}"), "safe": ("safe", None),
+    "DirectMap4k": ("DirectMap4k (GiB)", "gib"), "DirectMap2M": ("DirectMap2M (GiB)", "gib"),
+    "DirectMap1G": ("DirectMap1G (GiB)", "gib"), "vcpus": ("vCPUs per guest", "{:,}"),
+    "guests": ("guests", "{:,}"), "host_cores": ("host cores", "{:,}"),
+}
+
+
+def cell_text(v, fmt=None) -> str:
+    """A value as a person reads it: ``not measured`` for none, yes/no, grouped digits,
+    kB -> GiB where ``fmt`` says ``gib``."""
+    if v is None or (isinstance(v, float) and v != v):
+        return NOT_MEASURED
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if fmt == "gib" and isinstance(v, (int, float, np.integer, np.floating)):
+        return f"{v / KB_PER_GIB:,.3f}"
+    if fmt and isinstance(v, (int, float, np.integer, np.floating)):
+        try:
+            return fmt.format(v)
+        except (ValueError, TypeError):
+            return str(v)
+    if isinstance(v, (float, np.floating)):
+        return f"{v:,.4g}"
+    if isinstance(v, (int, np.integer)):
+        return f"{v:,}"
+    return str(v)
+
+
+def csv_cell(v) -> str:
+    """A CSV cell a spreadsheet shows as it is (a leading ``'`` before a formula start)."""
+    s = "" if v is None else str(v)
+    return "'" + s if s.startswith(FORMULA_START) else s
+
+
+def csv_text(rows: list[dict], cols: list[str], headers: list[str] | None = None) -> str:
+    """``rows`` as RFC 4180 CSV (CRLF), raw values (empty for none), headers guarded too."""
+    import csv
+    import io
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow([csv_cell(h) for h in (headers or cols)])
+    for r in rows:
+        w.writerow([csv_cell(r.get(c)) for c in cols])
+    return buf.getvalue()
+
+
+def csv_link(rows: list[dict], cols: list[str], name: str, headers: list[str] | None = None) -> str:
+    """A link that downloads ``rows`` as ``name`` (a ``data:`` URI: no server, no network)."""
+    from urllib.parse import quote
+    uri = "data:text/csv;charset=utf-8," + quote(csv_text(rows, cols, headers))
+    return f"<a class='kit-csv' download='{escape(name)}' href='{uri}'>download {escape(name)}</a>"
+
+
+def report_table(rows: list[dict], cols: list[str] | None = None, *, caption: str = "", csv_name: str = "",
+                 unsafe=frozenset(), headers: dict | None = None, formats: dict | None = None) -> str:
+    """A table for a report: headers with units (:data:`COLUMNS`, or ``headers``), values
+    written by :func:`cell_text`, numbers right-aligned, rows of ``unsafe`` policies marked,
+    and (``csv_name``) a CSV download of the raw values beside it."""
+    if not cols:
+        seen = list(dict.fromkeys(k for r in rows for k in r))
+        order = list(COLUMNS)                   # known columns in a reading order, the rest after
+        cols = sorted(seen, key=lambda c: (order.index(c) if c in order else len(order), seen.index(c)))
+    heads = [(headers or {}).get(c) or COLUMNS.get(c, (c, None))[0] for c in cols]
+    fmts = {c: (formats or {}).get(c, COLUMNS.get(c, (None, None))[1]) for c in cols}
+    head = "".join(f"<th>{escape(h)}</th>" for h in heads)
+    body = []
+    for r in rows:
+        bad = r.get("policy") in unsafe
+        tds = []
+        for c in cols:
+            v = r.get(c)
+            num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            text = cell_text(v, fmts[c])
+            if c == "policy" and bad:
+                text += " (UNSAFE)"
+            tds.append(f"<td class='{'num' if num else 'txt'}'>{escape(text)}</td>")
+        body.append(f"<tr{' class=unsafe' if bad else ''}>" + "".join(tds) + "</tr>")
+    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
+    link = f"<div class='kit-dl'>{csv_link(rows, cols, csv_name, heads)}</div>" if csv_name else ""
+    return f"<div class='kit-table'><table class='kit-t kit-r'>{cap}<tr>{head}</tr>{''.join(body)}</table>{link}</div>"

@@ -1,0 +1,83 @@
+"""Where the time goes (kit.sim.breakdown): the parts of one vCPU's time per accepted chunk."""
+import json
+
+import numpy as np
+import pytest
+
+from kit.host.ledger import EVENTS
+from kit.sim import simulate
+from kit.sim.breakdown import PARTS, WAIT_PARTS, time_per_chunk
+from kit.sim.params import CostParams
+from kit.sim.trace import ACCEPT_CHUNK
+
+SMALL = dict(guests=2, vcpus=8, guest_mem="4GiB", host_cores=16, host_mem="64GiB")
+
+
+def _chunk_time(r) -> float:
+    """vCPUs / chunk rate: the mean time one vCPU spends per chunk (us)."""
+    chunks_per_us = r.fault_in_gbps * 1e3 / ACCEPT_CHUNK
+    return r.scenario.guests * r.scenario.vcpus / chunks_per_us
+
+
+@pytest.mark.parametrize("policy", ["none", "invalidate-4k", "presplit-4k", "split-on-demand"])
+def test_analytic_parts_add_up_to_the_cycle_time(policy):
+    r = simulate(policy=policy, **SMALL)
+    assert set(r.time_per_chunk) == set(PARTS)
+    assert all(v >= 0 for v in r.time_per_chunk.values())
+    assert sum(r.time_per_chunk.values()) == pytest.approx(_chunk_time(r), rel=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["invalidate-4k", "split-on-demand"])
+def test_des_parts_add_up_to_the_cycle_time(policy):
+    r = simulate(policy=policy, engine="des", **SMALL)
+    assert set(r.time_per_chunk) == set(PARTS)
+    assert sum(r.time_per_chunk.values()) == pytest.approx(_chunk_time(r), rel=0.05)
+
+
+def test_the_headline_configuration_puts_invalidate_4k_time_in_cpa_lock_waits():
+    """8 guests x 128 vCPUs x 160 GiB on 512 cores / 1.5 TiB: the per-page invalidation
+    serialises on cpa_lock; the merged policy is bound by zeroing bandwidth."""
+    head = dict(guests=8, vcpus=128, guest_mem="160GiB", host_cores=512, host_mem="1.5TiB")
+    inv = simulate(policy="invalidate-4k", **head).time_per_chunk
+    sod = simulate(policy="split-on-demand", **head).time_per_chunk
+    assert max(inv, key=inv.get) == "cpa_lock_wait" and inv["cpa_lock_hold"] > 0
+    assert max(sod, key=sod.get) == "zeroing" and sod["cpa_lock_wait"] == sod["cpa_lock_hold"] == 0
+
+
+def test_parts_from_events_and_parameters():
+    p = CostParams()
+    ev = dict.fromkeys(EVENTS, 0)
+    ev.update(rmpupdate=20, pvalidate=20, vm_exit=30, cpa_lock=1000, user_exit=10, bytes_zeroed=10 * ACCEPT_CHUNK)
+    t = time_per_chunk(ev, 10, p, 16, 0.0, ACCEPT_CHUNK, waits={"cpa_lock": 7.0, "nothing": 3.0})
+    assert t["rmpupdate"] == pytest.approx(2 * p["instr_us"]) and t["pvalidate"] == pytest.approx(2 * p["instr_us"])
+    assert t["exits"] == pytest.approx(3 * p["exit_us"]) and t["cpa_lock_hold"] == pytest.approx(100 * p["cpa_hold_us"])
+    assert t["vmm_conversion"] == pytest.approx(p["convert_us"]) and t["cpa_lock_wait"] == 7.0
+    assert t["zeroing"] == pytest.approx(ACCEPT_CHUNK / (p["zero_gbps_core"] * 1e3))
+    assert t["core_contention"] == 0 and t["other_cpu"] == pytest.approx(0, abs=1e-9)
+    # over-subscription: the stretch goes to IPIs by their share, the rest to core contention
+    s = time_per_chunk(np.asarray([ev[k] for k in EVENTS]), 10, p, 16, 0.0, ACCEPT_CHUNK, sigma=2.0, ipi_share=0.25)
+    base = s["exits"] + s["rmpupdate"] + s["pvalidate"] + s["guest_write"] + s["guest_lock_hold"] + s["vmm_conversion"]
+    assert s["tlb_flush_ipis"] == pytest.approx(0.25 * base) and s["core_contention"] == pytest.approx(0.75 * base)
+    assert set(WAIT_PARTS.values()) <= set(PARTS)
+
+
+def test_time_per_chunk_is_recorded_in_the_json_and_named_in_the_summary():
+    r = simulate(policy="invalidate-4k", **SMALL)
+    out = json.loads(json.dumps(r.to_json()))
+    assert out["time_per_chunk"] == pytest.approx(r.time_per_chunk)
+    s = r.summary()
+    assert s["cpa_lock wait, us per 4 MiB chunk"] == round(r.time_per_chunk["cpa_lock_wait"], 3)
+    assert "cpa_lock acquisitions (whole run)" in s and "cpa_lock hold, us per acquisition" in s
+    assert not any(k.startswith("cpa_lock mean wait") for k in s)
+    c = simulate(workload="conversions", policy="split-on-demand", steps=100, **SMALL)
+    assert "cpa_lock wait, us per conversion" in c.summary()
+
+
+def test_kit_simulate_names_units_and_denominators(capsys):
+    from kit.cli import main
+    assert main(["simulate", "--guests", "1", "--vcpus", "8", "--guest-mem", "4GiB", "--host-cores", "16",
+                 "--host-mem", "64GiB", "--policy", "invalidate-4k"]) == 0
+    out = capsys.readouterr().out
+    assert "cpa_lock wait, us per 4 MiB chunk" in out and "cpa_lock acquisitions (whole run)" in out
+    assert "us per 4 MiB chunk" in out and "share %" in out and "cpa_lock_wait" in out
+    assert "mean wait us" not in out
