@@ -273,6 +273,7 @@ def lockwait_series_figure(source: ColumnDataSource, title: str = "Lock waits (w
                tools="pan,wheel_zoom,reset,save,hover", toolbar_location=TOOLBAR)
     for k in ("cpa_lock", "pgd_lock", "vm_lock", "guest_lock"):
         f.line("t_s", f"wait_{k}", source=source, line_width=2, color=RESOURCE_COLOURS[k], legend_label=k)
+    from_zero(f)
     legend_outside(f)
     return f
 
