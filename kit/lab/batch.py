@@ -39,7 +39,9 @@ import uuid
 from pathlib import Path
 
 from .execute import execute
+from .limits import CELL_TIMEOUT, SCHEDULER_CONNECT_TIMEOUT, SWEEP_CONFIRM, SWEEP_WORKERS
 from .notebook import Notebook, inspect, validation_source
+from .paths import writable_folder
 from .parameters import check_names, check_params, grid_specs, parse_grid, parse_value, validate
 from .record import load_result, read_notebook_results, timestamp, write_atomic
 from .report import report as build_report
@@ -130,6 +132,8 @@ def run_checked(nb: Notebook, params: dict, outdir=None, *, timeout: int = 900) 
     final = Path(outdir or params.get("outdir") or Path("runs") / nb.name)
     params.pop("outdir", None)
     check_params(params)
+    CELL_TIMEOUT.check(timeout)
+    writable_folder(final, "out")
     _folder_state(final, nb)                     # refused before any kernel
     final.parent.mkdir(parents=True, exist_ok=True)
     with Lease.acquire(final.parent / f".{final.name}.lease", wait=True, folder=str(final)) as lease:
@@ -325,7 +329,7 @@ def _execute_all(store: Store, nb: Notebook, runs: dict, todo: list, *, env: dic
     from distributed import Client, LocalCluster, as_completed
     cluster = None
     if scheduler:
-        client = Client(scheduler, timeout=30)
+        client = connect(scheduler)
     else:
         # no dashboard; the scheduler's small HTTP server (health checks) on a free loopback
         # port, so two sweeps on one machine do not compete for 8787
@@ -371,15 +375,31 @@ def _execute_all(store: Store, nb: Notebook, runs: dict, todo: list, *, env: dic
     return problems
 
 
+def connect(scheduler: str):
+    """A dask client of the scheduler at ``scheduler`` ("tcp://HOST:PORT"), or a ``ValueError``
+    naming it when it does not answer within :data:`~kit.lab.limits.SCHEDULER_CONNECT_TIMEOUT`
+    seconds or the address cannot be read."""
+    from distributed import Client
+    try:
+        return Client(scheduler, timeout=SCHEDULER_CONNECT_TIMEOUT)
+    except (OSError, ValueError, TypeError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"scheduler: cannot reach a dask scheduler at {scheduler!r} within "
+                         f"{SCHEDULER_CONNECT_TIMEOUT} s: {why}") from None
+
+
 def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", scheduler: str | None = None,
-          workers: int = 2, timeout: int = 900, progress: bool = True, report: bool = True):
+          workers: int = 2, timeout: int = 900, progress: bool = True, report: bool = True, yes: bool = False):
     """Run every combination of ``grid`` (a list of "NAME=V1,V2" or a dict NAME -> values) on
     dask.distributed; returns this invocation's table as a ``pandas.DataFrame`` (also written
     as ``<outdir>/sweeps/<time>-<pid>/table.csv`` and ``table.json``, with ``report.html`` from
     its complete runs), and rewrites the merged ``<outdir>/table.csv``, ``table.json`` and
     ``report.html`` (:func:`merge_tables`). Several sweeps may share one ``outdir`` at once:
     each run is executed once (:mod:`kit.lab.store`). ``df.attrs["notes"]`` holds what was said
-    about the grid (repeated values run once)."""
+    about the grid (repeated values run once). More runs than
+    :data:`~kit.lab.limits.SWEEP_CONFIRM` start only with ``yes=True`` (``kit sweep --yes``);
+    ``workers`` and ``timeout`` are bounded (:mod:`kit.lab.limits`); ``outdir`` must be a folder
+    this process can write; all checked before any run (``ValueError``)."""
     # pandas and dask.distributed take about a second and a half to import: only a sweep pays it
     import pandas as pd  # noqa: F401
 
@@ -388,9 +408,14 @@ def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", schedule
     combos = parse_grid([grid] if isinstance(grid, str) else grid, nb.parameters, seeds, notes)
     for params in combos:                       # every value checked before any run starts
         validate(nb, params)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
-    outdir = Path(outdir)
+    SWEEP_WORKERS.check(workers)
+    CELL_TIMEOUT.check(timeout)
+    if len(combos) > SWEEP_CONFIRM.max and yes is not True:
+        raise ValueError(f"grid: {len(combos)} runs; more than {SWEEP_CONFIRM.max} start only when confirmed "
+                         "(kit sweep --yes, sweep(..., yes=True))")
+    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
+        raise ValueError(f"scheduler: expected an address such as tcp://HOST:PORT, got {scheduler!r}")
+    outdir = writable_folder(outdir, "outdir")
     store = Store(outdir)
     store.clean()
     env = environment()

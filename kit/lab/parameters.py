@@ -22,6 +22,8 @@ import ast
 import itertools
 import math
 
+from ..units import parse_int
+from .limits import SWEEP_RUNS, SWEEP_SEEDS
 from .notebook import Notebook, canonical, inspect
 
 #: How deep lists and dicts may nest in a parameter value.
@@ -106,8 +108,10 @@ def parse_value(name: str, text: str, info: dict):
     check_value(name, text)                     # UTF-8 text (argv may hold undecodable bytes)
     try:
         if kind == "int":
-            v = int(text)
+            v = parse_int(text, name=name)
         elif kind == "float":
+            if not text.isascii():               # float() reads other scripts' digits too
+                raise ValueError
             v = float(text)
         elif kind == "bool":
             if text.lower() in ("true", "1", "yes"):
@@ -257,8 +261,7 @@ def parse_grid(specs, info: dict, seeds: int | None = None, notes: list | None =
             raise ValueError(f"grid: {name} given twice")
         axes[name] = dedupe(name, vals, notes)
     if seeds is not None:
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ValueError(f"seeds: expected an integer >= 1, got {seeds!r}")
+        SWEEP_SEEDS.check(seeds)
         if "seed" not in info:
             raise ValueError("seeds: the notebook has no 'seed' parameter")
         if "seed" in axes:
@@ -267,4 +270,8 @@ def parse_grid(specs, info: dict, seeds: int | None = None, notes: list | None =
     if not axes:
         raise ValueError("grid: empty; give at least one --grid NAME=V1,V2,... or --seeds N")
     names = list(axes)
+    runs = math.prod(len(v) for v in axes.values())
+    if runs > SWEEP_RUNS.max:
+        raise ValueError(f"grid: {runs} runs ({' x '.join(f'{len(v)} {n}' for n, v in axes.items())}); "
+                         f"at most {SWEEP_RUNS.max} (the limit: {SWEEP_RUNS.why})")
     return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
