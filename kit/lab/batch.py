@@ -323,14 +323,13 @@ def _wait_for(store: Store, keys: list[str], progress: bool) -> list[str]:
     return orphans
 
 
-def _execute_all(store: Store, nb: Notebook, runs: dict, todo: list, *, env: dict, scheduler, workers: int,
+def _execute_all(store: Store, nb: Notebook, runs: dict, todo: list, *, env: dict, client, workers: int,
                  timeout: int, progress: bool) -> list[str]:
-    """Execute ``todo`` (keys of ``runs``) on dask; returns lines about runs lost or refused."""
+    """Execute ``todo`` (keys of ``runs``) on dask (``client``: connected to a scheduler, else a
+    local cluster of ``workers``); returns lines about runs lost or refused."""
     from distributed import Client, LocalCluster, as_completed
     cluster = None
-    if scheduler:
-        client = connect(scheduler)
-    else:
+    if client is None:
         # no dashboard; the scheduler's small HTTP server (health checks) on a free loopback
         # port, so two sweeps on one machine do not compete for 8787
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -369,8 +368,8 @@ def _execute_all(store: Store, nb: Notebook, runs: dict, todo: list, *, env: dic
         if progress:
             print(file=sys.stderr)
     finally:
-        client.close()
-        if cluster is not None:
+        if cluster is not None:             # a scheduler's client is closed by sweep()
+            client.close()
             cluster.close()
     return problems
 
@@ -416,6 +415,17 @@ def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", schedule
     if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
         raise ValueError(f"scheduler: expected an address such as tcp://HOST:PORT, got {scheduler!r}")
     outdir = writable_folder(outdir, "outdir")
+    client = connect(scheduler) if scheduler is not None else None      # before any change to the store
+    try:
+        return _sweep(nb, combos, notes, outdir, client, workers=workers, timeout=timeout, progress=progress,
+                      report=report)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _sweep(nb: Notebook, combos: list, notes: list, outdir: Path, client, *, workers: int, timeout: int,
+           progress: bool, report: bool):
     store = Store(outdir)
     store.clean()
     env = environment()
@@ -429,7 +439,7 @@ def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", schedule
         print(f"{nb.name}: {len(combos)} runs, {done} already complete, {len(todo)} to run", file=sys.stderr)
     problems = []
     if todo:
-        problems = _execute_all(store, nb, runs, todo, env=env, scheduler=scheduler, workers=workers,
+        problems = _execute_all(store, nb, runs, todo, env=env, client=client, workers=workers,
                                 timeout=timeout, progress=progress)
     if progress:
         for line in problems:

@@ -11,7 +11,7 @@ The error rule (docs/cli-errors.md), one for the command line and ``%kit``: :fun
 reads argv (UTF-8 text only) with the one parser and runs the command. Every expected error
 becomes one line naming the input: :class:`ArgError` (status 2; a :class:`~kit.errors.KvmError`
 the model raises for the input counts as one), :class:`RunFailed` (status 1; a file the
-system refuses to read or write counts as one). Any other exception is a bug in the kit: its
+system refuses to read or write, or the modelled machine stopping, counts as one). Any other exception is a bug in the kit: its
 full traceback is saved to a crash report (:func:`save_crash`) and :class:`Crashed` (status
 :data:`CRASH_STATUS`) carries the one line saying where it is and how to report it.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import KvmError
+from ..errors import KernelError, KitError
 from ..explore import catalog
 from ..explore.params import EXPLORE_PARAMS, check_schedule
 from ..sim.api import scenario
@@ -146,15 +146,19 @@ def command_name(argv) -> str:
 
 def call(args, argv=(), say=None) -> Outcome:
     """Run parsed arguments' command under the error rule: :class:`ArgError`, :class:`RunFailed`
-    and :class:`HelpShown` pass; a :class:`~kit.errors.KvmError` becomes an :class:`ArgError`,
+    and :class:`HelpShown` pass; a :class:`~kit.errors.KvmError` (any ``KernelError``) becomes an
+    :class:`ArgError`, another :class:`~kit.errors.KitError` (the modelled machine stopped) a
+    :class:`RunFailed`,
     an ``OSError`` on a named file a :class:`RunFailed`, ``KeyboardInterrupt`` a
     :class:`RunFailed`; anything else a :class:`Crashed` with its traceback saved."""
     try:
         return args.command(args, say=say or _quiet)
     except (ArgError, RunFailed, HelpShown, Crashed):
         raise
-    except KvmError as e:
+    except KernelError as e:                # KVM or the host kernel failing the input with its errno
         raise ArgError(f"the model refused the input: {e}") from None
+    except KitError as e:                   # the modelled machine stopped (an oops, a livelock, SIGBUS)
+        raise RunFailed(f"the modelled machine stopped: {type(e).__name__}: {e}") from None
     except OSError as e:
         if e.filename is None or isinstance(e, TimeoutError):
             raise crashed(e, argv) from None
@@ -321,7 +325,7 @@ def simulate(args, say=_quiet) -> Outcome:
 def calibrate(args, say=_quiet) -> Outcome:
     """Fit the free cost parameters; status 1 unless every measured row is within its spread."""
     try:
-        base = CostParams.load(args.start) if args.start else CostParams()
+        base = CostParams.load(args.start) if args.start is not None else CostParams()
         out = str(writable_file(args.out, "out")) if args.out is not None else str(DEFAULT_PATH)
         if args.residuals is not None:
             writable_file(args.residuals, "residuals")
@@ -384,10 +388,10 @@ def run(args, say=_quiet) -> Outcome:
     """``kit run NOTEBOOK [-p NAME VALUE]... [-o OUTDIR]``: the pipeline once (inspect, check,
     execute, record and report)."""
     try:
-        nb = inspect(args.notebook)
-        nb, params = prepare(nb, parse_pairs(nb, args.param))
         if args.out is not None:
             writable_folder(args.out, "out")
+        nb = inspect(args.notebook)
+        nb, params = prepare(nb, parse_pairs(nb, args.param))
     except ValueError as e:
         raise ArgError(str(e)) from None
     out = _pipeline(nb, params, args.out, args.timeout)

@@ -21,7 +21,7 @@ from ..host.limits import bounds_markdown as _bounds_markdown
 from ..units import Param
 
 SWEEP_CONFIRM = Param(
-    "runs", "int", min=1, max=64, unit="runs",
+    "confirm", "int", min=1, max=64, unit="runs",
     help="runs of a sweep that start without --yes",
     why="each run is a notebook execution of seconds to minutes: more runs are confirmed (--yes)")
 SWEEP_RUNS = Param(
