@@ -548,7 +548,7 @@ def explore(args, say=_quiet) -> Outcome:
 
 
 # ------------------------------------------------------------------ the parser
-_NAMED = re.compile(r"^argument ([^:\s]+): ([A-Za-z_][\w-]*): ")
+_NAMED = re.compile(r"^argument ([^:\s]+): (?=[A-Za-z_][\w-]*: )")
 
 
 class Parser(argparse.ArgumentParser):
@@ -560,8 +560,11 @@ class Parser(argparse.ArgumentParser):
         self.raise_errors = raise_errors
 
     def error(self, message):
-        # "argument --cores: cores: expected ..." (the value's own message names it) -> "cores (--cores): ..."
-        message = _NAMED.sub(r"\2 (\1): ", message, count=1)
+        # "argument --cores: cores: expected ..." (the value's own message names it) ->
+        # "cores: expected ... (option --cores)"
+        m = _NAMED.match(message)
+        if m:
+            message = f"{message[m.end():]} (option {m.group(1)})"
         if self.raise_errors:
             raise ArgError(message)
         self.exit(2, f"{self.prog}: {message}\n")

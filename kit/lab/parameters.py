@@ -108,7 +108,7 @@ def parse_value(name: str, text: str, info: dict):
     check_value(name, text)                     # UTF-8 text (argv may hold undecodable bytes)
     try:
         if kind == "int":
-            v = parse_int(text, name=name)
+            v = parse_int(text)                  # ASCII digits only: "cannot read '١٢' as int"
         elif kind == "float":
             if not text.isascii():               # float() reads other scripts' digits too
                 raise ValueError

@@ -297,7 +297,7 @@ def test_a_large_sweep_needs_yes_and_workers_are_bounded(capsys, tmp_path):
     grid = "x=" + ",".join(str(i) for i in range(SWEEP_CONFIRM.max + 1))
     one_line(capsys, 2, ["sweep", str(PROBE), "--grid", grid, "-o", "s"], has=("--yes",))
     one_line(capsys, 2, ["sweep", str(PROBE), "--grid", "x=1", "--workers", "10000000"],
-             starts="kit sweep: workers (--workers): expected an integer 1..64")
+             starts="kit sweep: workers: expected an integer 1..64", has=("(option --workers)",))
     one_line(capsys, 2, ["sweep", str(PROBE), "--grid", "x=" + ",".join(map(str, range(400))),
                          "--seeds", "1000", "--yes"], has=("at most 100000",))
     assert not (tmp_path / "s").exists()
@@ -343,7 +343,7 @@ def test_call_passes_expected_errors_and_wraps_the_rest():
 
 # ------------------------------------------------------------------ %kit: the same rule
 @pytest.mark.parametrize("argv,match", [
-    (["simulate", "--vcpus", "١٢"], "%kit simulate: vcpus (--vcpus): expected an integer"),
+    (["simulate", "--vcpus", "١٢"], "%kit simulate: vcpus: expected an integer"),
     (["simulate", "--params", "nope.json"], "%kit simulate: params: no parameter file"),
     (["host-demo", "--out", ""], "%kit host-demo: out: empty path"),
     (["run", "nope.ipynb"], "%kit run: notebook: unknown"),
@@ -362,3 +362,13 @@ def test_kit_magic_turns_a_kvm_error_and_a_bug_into_one_line(monkeypatch, tmp_pa
     with pytest.raises(UsageError, match=r"internal error \(KeyError: 'k'\).*the full traceback is in") as e:
         _command(["simulate"])
     assert "\n" not in str(e.value)
+
+
+def test_docs_cost_figures_allowed_values_are_the_ranges():
+    from kit.sim.params import VALUE_RANGES
+    text = (ROOT / "docs" / "cost-figures.md").read_text().split("## Allowed values")[1]
+    rows = {r.split("|")[1].strip(): r.split("|")[2:4] for r in text.splitlines() if r.startswith("| ")
+            and not r.startswith("| unit")}
+    assert set(rows) == set(VALUE_RANGES)
+    for unit, (lo, hi, _) in VALUE_RANGES.items():
+        assert [float(x.replace(",", "")) for x in rows[unit]] == [lo, hi], unit
