@@ -148,8 +148,8 @@ def main() -> None:
         work.mkdir()
         (home / "tmp").mkdir(parents=True)
         cli_fixtures(work)
-        env = {**os.environ, "PYTHONPATH": str(Path(a.kit).resolve()), "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
-               "TMPDIR": str(home / "tmp")}
+        env = {**os.environ, "PYTHONPATH": str(Path(a.kit).resolve()), "HOME": str(home),
+               "XDG_CACHE_HOME": str(home / "cache"), "TMPDIR": str(home / "tmp")}
         t0 = time.perf_counter()
         with ThreadPoolExecutor(a.jobs) as pool:
             results = list(pool.map(lambda argv: run_one(argv, work, env, a.timeout), inputs))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from .lab.commands import (CRASH_STATUS, ArgError, Crashed, HelpShown, Outcome, RunFailed, build_parser, call, command_name,
-                           crashed, dispatch, simulate_args)
+from .lab.commands import (CRASH_STATUS, ArgError, Crashed, HelpShown, Outcome, RunFailed, build_parser, call,
+                           command_name, crashed, dispatch, simulate_args)
 
 __all__ = ["ArgError", "main", "parser", "run_command", "simulate_args"]
 

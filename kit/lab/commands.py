@@ -11,9 +11,10 @@ The error rule (docs/cli-errors.md), one for the command line and ``%kit``: :fun
 reads argv (UTF-8 text only) with the one parser and runs the command. Every expected error
 becomes one line naming the input: :class:`ArgError` (status 2; a :class:`~kit.errors.KvmError`
 the model raises for the input counts as one), :class:`RunFailed` (status 1; a file the
-system refuses to read or write, or the modelled machine stopping, counts as one). Any other exception is a bug in the kit: its
-full traceback is saved to a crash report (:func:`save_crash`) and :class:`Crashed` (status
-:data:`CRASH_STATUS`) carries the one line saying where it is and how to report it.
+system refuses to read or write, or the modelled machine stopping, counts as one). Any other
+exception is a bug in the kit: its full traceback is saved to a crash report
+(:func:`save_crash`) and :class:`Crashed` (status :data:`CRASH_STATUS`) carries the one line
+saying where it is and how to report it.
 """
 from __future__ import annotations
 

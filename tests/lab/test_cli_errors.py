@@ -59,18 +59,22 @@ def _writers(out: str) -> list[list[str]]:
             ["run", str(PROBE), "-o", out], ["sweep", str(PROBE), "--grid", "x=1", "-o", out]]
 
 
+def _id(argv) -> str:
+    return argv[0] + ("-res" if "--residuals" in argv else "")
+
+
 def _is_folder_output(argv) -> bool:
     return argv[0] in ("run", "sweep")
 
 
-@pytest.mark.parametrize("argv", _writers(""), ids=lambda a: a[0] + ("-res" if "--residuals" in a else ""))
+@pytest.mark.parametrize("argv", _writers(""), ids=_id)
 def test_an_empty_output_path_is_refused_before_the_work(argv, capsys):
     t = time.perf_counter()
     one_line(capsys, 2, argv, has=("empty path",))
     assert time.perf_counter() - t < 30
 
 
-@pytest.mark.parametrize("argv", _writers("FOLDER"), ids=lambda a: a[0] + ("-res" if "--residuals" in a else ""))
+@pytest.mark.parametrize("argv", _writers("FOLDER"), ids=_id)
 def test_an_output_file_that_is_a_folder_is_refused_before_the_work(argv, capsys, tmp_path):
     (tmp_path / "FOLDER.html").mkdir()
     (tmp_path / "FOLDER").mkdir()
@@ -83,13 +87,13 @@ def test_an_output_file_that_is_a_folder_is_refused_before_the_work(argv, capsys
     assert not (tmp_path / "fit.json").exists()
 
 
-@pytest.mark.parametrize("argv", _writers("FILE/sub/out.html"), ids=lambda a: a[0] + ("-res" if "--residuals" in a else ""))
+@pytest.mark.parametrize("argv", _writers("FILE/sub/out.html"), ids=_id)
 def test_an_output_below_a_file_is_refused_before_the_work(argv, capsys, tmp_path):
     (tmp_path / "FILE").write_text("a file, not a folder")
     one_line(capsys, 2, argv, has=("FILE",))
 
 
-@pytest.mark.parametrize("argv", _writers("ro/sub/out.html"), ids=lambda a: a[0] + ("-res" if "--residuals" in a else ""))
+@pytest.mark.parametrize("argv", _writers("ro/sub/out.html"), ids=_id)
 def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_the_work(argv, capsys, tmp_path,
                                                                                   monkeypatch):
     (tmp_path / "ro").mkdir()

@@ -175,9 +175,12 @@ def test_no_command_line_gives_a_traceback(worker, argv):
     ["simulate", "--vcpus", "١٢"], ["simulate", "--params", "p_nan.json"], ["simulate", "--params", "FOLDER"],
     ["host-demo", "--mem", "64TiB", "--guest-mem", "3.5MiB"], ["host-demo", "--out", "FOLDER"],
     ["demo", "--policies", "none", "--out", ""], ["run", "probe.ipynb", "-p", "x", "('\",)"],
-    ["run", "dir.ipynb"], ["run", "bad.ipynb"], ["sweep", "probe.ipynb", "--grid", "x=" + ",".join(map(str, range(99)))],
-    ["sweep", "probe.ipynb", "--workers", "10000000", "--grid", "x=1"], ["report", "FILE", "-o", "/proc/kit.html"],
-    ["calibrate", "--start", "p_missing.json"], ["explore", "x", "--bound", "١"], ["simulate", "--policy", "caf\udce9"],
+    ["run", "dir.ipynb"], ["run", "bad.ipynb"],
+    ["sweep", "probe.ipynb", "--grid", "x=" + ",".join(map(str, range(99)))],
+    ["sweep", "probe.ipynb", "--workers", "10000000", "--grid", "x=1"],
+    ["report", "FILE", "-o", "/proc/kit.html"],
+    ["calibrate", "--start", "p_missing.json"], ["explore", "x", "--bound", "١"],
+    ["simulate", "--policy", "caf\udce9"],
 ])
 def test_the_issues_inputs_are_one_line_in_the_bounded_worker(worker, argv):
     r = worker.run(argv)
