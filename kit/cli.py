@@ -1,13 +1,16 @@
 """The ``kit`` command line: argv -> :mod:`kit.lab.commands` -> print.
 
-The parser and the commands live in the lab, shared with the ``%kit`` magic; here a bad
-argument becomes one line on stderr and exit status 2, a failed run exit status 1.
+The parser and the commands live in the lab, shared with the ``%kit`` magic, and so does the
+error rule (:func:`kit.lab.commands.dispatch`, docs/cli-errors.md): a bad argument is one
+line on stderr and exit status 2, a failed run one line and status 1, a bug in the kit one
+line saying where its traceback was saved and status 70. No traceback reaches the terminal.
 """
 from __future__ import annotations
 
 import sys
 
-from .lab.commands import ArgError, Outcome, RunFailed, build_parser, simulate_args
+from .lab.commands import (CRASH_STATUS, ArgError, Crashed, HelpShown, Outcome, RunFailed, build_parser, call,
+                           command_name, crashed, dispatch, simulate_args)
 
 __all__ = ["ArgError", "main", "parser", "run_command", "simulate_args"]
 
@@ -21,23 +24,62 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _quiet_streams() -> None:
+    """Text the terminal cannot encode is escaped, never an error."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
+
+
 def main(argv=None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    """``kit ARGS``: the exit status (0 done, 1 a run failed, 2 a bad argument, 70 a bug)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _quiet_streams()
+    prefix = " ".join(["kit", command_name(argv)]).strip()
+    try:
+        done: Outcome = dispatch(argv, say=_say)
+    except HelpShown:                       # --help, --version: printed
+        return 0
+    except ArgError as e:
+        return _fail(prefix, e, 2)
+    except RunFailed as e:
+        return _fail(prefix, e, 1)
+    except Crashed as e:
+        return _fail(prefix, e, CRASH_STATUS)
+    return _show(done, prefix, argv)
+
+
+def _fail(prefix: str, e: Exception, status: int) -> int:
+    print(f"{prefix}: {e}", file=sys.stderr, flush=True)
+    return status
+
+
+def _show(done: Outcome, prefix: str, argv) -> int:
+    try:
+        for line in done.lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:                 # kit ... | head: the reader has what it wanted
+        return done.status
+    except Exception as e:
+        return _fail(prefix, crashed(e, argv), CRASH_STATUS)
+    return done.status
 
 
 def run_command(args) -> int:
     """Run parsed arguments' command and print what it did; returns the exit status."""
+    prefix = f"kit {args.cmd}"
     try:
-        done: Outcome = args.command(args, say=_say)
+        done: Outcome = call(args, [args.cmd], say=_say)
     except ArgError as e:
-        print(f"kit {args.cmd}: {e}", file=sys.stderr)
-        return 2
+        return _fail(prefix, e, 2)
     except RunFailed as e:
-        print(f"kit {args.cmd}: {e}", file=sys.stderr)
-        return 1
-    for line in done.lines:
-        print(line)
-    return done.status
+        return _fail(prefix, e, 1)
+    except Crashed as e:
+        return _fail(prefix, e, CRASH_STATUS)
+    return _show(done, prefix, [args.cmd])
 
 
 # the former per-command entry points (kit.lab.commands has the commands), for one release

@@ -109,6 +109,21 @@ def format_size(nbytes: int) -> str:
     return f"{nbytes}B"
 
 
+#: an integer as the command line and notebook parameters take it: ASCII digits only (``int()``
+#: would also read other scripts' digits, '١٢', and underscores), at most 40 characters
+_INT_RE = re.compile(r"^\s*[+-]?[0-9]{1,40}\s*$", re.ASCII)
+
+
+def parse_int(text, *, name: str = "value") -> int:
+    """An integer from text: an optional sign and at most 40 ASCII digits 0-9 (no other
+    scripts' digits, no underscores, no exponent). Anything else raises a ``ValueError``
+    naming ``name``. The one integer reader of every surface (CLI options, ``-p`` values)."""
+    if not isinstance(text, str) or not _INT_RE.match(text):
+        shown = text if not isinstance(text, str) or len(text) <= MAX_SIZE_TEXT else text[:MAX_SIZE_TEXT] + "..."
+        raise ValueError(f"{name}: expected an integer written in ASCII digits 0-9, got {shown!r}")
+    return int(text)
+
+
 def check_int(value, name: str, min: int | None = None, max: int | None = None) -> int:
     """``value`` as a plain int. A bool, a float, a string or any non-integer (numpy integers
     are integers) raises ``TypeError`` naming ``name``; a value outside ``min..max``

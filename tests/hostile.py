@@ -154,3 +154,80 @@ def hostile_for(kind: str):
     if kind.endswith("?"):
         s = s.filter(lambda v: v is not None)
     return s
+
+
+# ------------------------------------------------------------------ the command line's argument space
+#: Values a careless or hostile user types, by what the option takes (the CLI fuzzer,
+#: tests/lab/test_hostile_cli.py, and benchmarks/hostile_cli.py draw from these). Paths are
+#: relative to a folder :func:`cli_fixtures` prepared; nothing here names a path outside it but
+#: ``/`` and ``/proc`` (a folder, and a place nobody can create a file).
+NOT_UTF8 = "caf\udce9"                  # what Python makes of the Latin-1 bytes b"caf\xe9" in argv
+CLI_INTS = ("0", "-1", "1", "7", "10000000", "1" + "0" * 30, "9" * 50, "١٢", "１２", "1_0", "1e3", "0x10", "nan",
+            "inf", "", " ", "3.5", NOT_UTF8)
+CLI_SIZES = ("0", "-1", "1", "4KiB", "2MiB", "3.5MiB", "64MiB", "1GiB", "1PiB", "1024TiB", "65536TiB",
+             "9" * 80 + "TiB", "1.5XiB", "١GiB", "nan", "", NOT_UTF8)
+CLI_TEXT = ("", " ", "x", "none", "all", "split-on-demand", "presplit-4k", "invalidate-4k-flush",
+            "split-on-demand-collapse", "oops", "analytic", "des", "fault-in", "conversions", "'; import os",
+            "('\", __import__(\"os\").system(\"exit 3\"), \"',)", "b'x'", "{1, 2}", "=1+1", "é", NOT_UTF8,
+            "x" * 5000)
+CLI_PATHS = ("", ".", "/", "FOLDER", "FOLDER.html", "FILE", "FILE/sub/out.html", "missing/sub/out.html",
+             "out.html", "out.json", "/proc/kit-hostile.html", "dir.ipynb", "bad.ipynb", "p_nan.json",
+             "p_str.json", "p_zero.json", "p_neg.json", "p_missing.json", "nonkit.json", "notutf8.json",
+             "empty.json", NOT_UTF8 + ".html")
+CLI_NOTEBOOKS = ("tour", "probe.ipynb", "bad.ipynb", "dir.ipynb", "missing.ipynb", "", "../x", "FILE", NOT_UTF8)
+CLI_GRIDS = ("x=1", "x=1,2", "x=1,1,01", "x=١", "pages=1", "policy=none,oops", "host_mem=1PiB", "=", "x", "x=",
+             "x=" + ",".join(map(str, range(100))), "x=[1,(2,)]", "text=('\",)", NOT_UTF8 + "=1")
+CLI_PARAMS = (("x", "1"), ("x", "١"), ("x", "nan"), ("outdir", "X"), ("timeout", "5"), ("text", "('\",)"),
+              ("text", "b'x'"), ("label", "=cmd"), ("nope", "1"), ("x", NOT_UTF8), ("pages", "10000000"),
+              ("host_mem", "1024TiB"))
+CLI_JUNK = ("--", "-", "--help-me", "-x", "--out=", "--yes", NOT_UTF8, "\u202e", "%s%n")
+
+
+def cli_fixtures(folder) -> None:
+    """The files :data:`CLI_PATHS` names, in ``folder``: folders, a file, a malformed notebook,
+    a small notebook (``probe.ipynb``), cost-parameter files broken in each way."""
+    import json
+    import shutil
+    from pathlib import Path
+    folder = Path(folder)
+    root = Path(__file__).resolve().parents[1]
+    for d in ("FOLDER", "FOLDER.html", "dir.ipynb"):
+        (folder / d).mkdir(exist_ok=True)
+    (folder / "FILE").write_text("a file")
+    (folder / "bad.ipynb").write_text('{"cells": [')
+    shutil.copy(root / "tests" / "notebooks" / "data" / "probe.ipynb", folder / "probe.ipynb")
+    base = json.loads((root / "data" / "cost_params.json").read_text())
+
+    def params(name, change):
+        data = json.loads(json.dumps(base))
+        change(data)
+        (folder / name).write_text(json.dumps(data))
+
+    def setv(pname, v):
+        return lambda d: [p.update(value=v) for p in d["params"] if p["name"] == pname]
+    params("p_nan.json", setv("zero_bw_gbps", float("nan")))
+    params("p_str.json", setv("zero_bw_gbps", "fast"))
+    params("p_zero.json", setv("zero_bw_gbps", 0))
+    params("p_neg.json", setv("zero_gbps_core", -1))
+    params("p_missing.json", lambda d: d["params"].pop(0))
+    (folder / "nonkit.json").write_text('{"a": 1}')
+    (folder / "notutf8.json").write_bytes(b"\xff\xfe")
+    (folder / "empty.json").write_text("")
+
+
+def cli_value(option: str, draw_from) -> str:
+    """A hostile value for ``option`` (its kind guessed from its name); ``draw_from(seq)``
+    picks one element (hypothesis's ``st.sampled_from`` draw, or ``random.choice``)."""
+    o = option.lstrip("-")
+    if o in ("out", "o", "params", "start", "residuals"):
+        return draw_from(CLI_PATHS)
+    if o in ("mem", "guest-mem", "host-mem"):
+        return draw_from(CLI_SIZES)
+    if o in ("grid",):
+        return draw_from(CLI_GRIDS)
+    if o in ("steps", "seed", "cores", "guests", "vcpus", "host-cores", "timeout", "seeds", "workers", "bound",
+             "max-schedules", "time-budget"):
+        return draw_from(CLI_INTS)
+    if o == "guest":
+        return draw_from(CLI_INTS) + ":" + draw_from(CLI_SIZES)
+    return draw_from(CLI_TEXT + CLI_INTS)

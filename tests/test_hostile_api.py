@@ -509,6 +509,22 @@ def test_guest_memfd_size_follows_kvm_gmem_create():
     assert big.npages == (2 ** 63 - PAGE_4K) // PAGE_4K and big.allocated_pages() == 0
 
 
+def test_fallocate_of_length_zero_is_einval():
+    """fs/open.c ``vfs_fallocate``: ``if (offset < 0 || len <= 0) return -EINVAL;`` before the
+    file's own ``fallocate`` (``kvm_gmem_fallocate``) sees the call, for allocation and hole
+    punching alike; nothing changes."""
+    w = world()
+    f = w.sw.create_guest_memfd(2 * PAGE_2M)
+    before = digest(*w.roots)
+    for mode in (U.FALLOC_FL_KEEP_SIZE, U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE):
+        for offset in (0, PAGE_2M, 4 * PAGE_2M):
+            with pytest.raises(KvmError) as e:
+                f.fallocate(mode, offset, 0)
+            assert is_errno(e.value, errno.EINVAL)
+    assert digest(*w.roots) == before
+    assert f.fallocate(U.FALLOC_FL_KEEP_SIZE, 0, PAGE_4K) == 0 and f.allocated_pages() == 1
+
+
 def test_guest_accesses_stay_below_the_widest_guest_physical_address():
     w = world()
     before = digest(*w.roots)

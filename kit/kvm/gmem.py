@@ -264,7 +264,8 @@ class GuestMemfd:
     # ------------------------------------------------------------------ file operations
     def fallocate(self, mode: int, offset: int, length: int) -> int:
         """``kvm_gmem_fallocate``: mode must have KEEP_SIZE and nothing but KEEP_SIZE|PUNCH_HOLE
-        (EOPNOTSUPP); offset and len page-aligned (EINVAL); an allocation past i_size is EINVAL,
+        (EOPNOTSUPP); offset and len page-aligned (EINVAL); len 0 is EINVAL
+        (fs/open.c vfs_fallocate: ``if (offset < 0 || len <= 0) return -EINVAL``); an allocation past i_size is EINVAL,
         a hole punched past EOF is a no-op. Allocating takes the folios from the host
         (``kvm_gmem_allocate`` -> ``kvm_gmem_get_folio``; frames only for files with host
         frames, :meth:`allocate_folios`) without clearing them: a folio is cleared when a
@@ -276,6 +277,8 @@ class GuestMemfd:
         offset, length = check_field(offset, "offset"), check_field(length, "length")
         if offset > LOFF_T_MAX or length > LOFF_T_MAX:        # vfs_fallocate: negative loff_t
             raise KvmError(errno.EINVAL, "offset or len negative as an loff_t")
+        if length == 0:                                       # vfs_fallocate: len <= 0
+            raise KvmError(errno.EINVAL, "len must be positive")
         if offset + length > LOFF_T_MAX:                      # vfs_fallocate: past s_maxbytes
             raise KvmError(errno.EFBIG, "offset+len past the largest file size")
         if not mode & U.FALLOC_FL_KEEP_SIZE or mode & ~(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE):
@@ -380,8 +383,10 @@ class GuestMemfd:
         if advice == MADV_COLLAPSE:
             raise KvmError(errno.EINVAL, "MADV_COLLAPSE: guest_memfd folios cannot be collapsed")
         if advice == MADV_REMOVE:   # needs fallocate(PUNCH_HOLE) on a shared writable mapping
-            return self.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, offset,
-                                  min(length, max(self.size - offset, 0)))
+            inside = min(length, max(self.size - offset, 0))
+            if not inside:          # do_madvise: an empty range is 0; nothing of the file to punch
+                return 0
+            return self.fallocate(U.FALLOC_FL_KEEP_SIZE | U.FALLOC_FL_PUNCH_HOLE, offset, inside)
         return 0
 
     def mbind(self, offset: int, length: int, mode: int, nodemask=(0,)) -> int:

@@ -40,7 +40,9 @@ from pathlib import Path
 
 from ..viz.narrative import headline_numbers
 from .execute import execute
+from .limits import CELL_TIMEOUT, SCHEDULER_CONNECT_TIMEOUT, SWEEP_CONFIRM, SWEEP_WORKERS
 from .notebook import Notebook, inspect, validation_source
+from .paths import writable_folder
 from .parameters import check_names, check_params, grid_specs, parse_grid, parse_value, validate
 from .record import load_result, read_notebook_results, timestamp, write_atomic
 from .report import report as build_report
@@ -131,6 +133,8 @@ def run_checked(nb: Notebook, params: dict, outdir=None, *, timeout: int = 900, 
     final = Path(outdir or params.get("outdir") or Path("runs") / nb.name)
     params.pop("outdir", None)
     check_params(params)
+    CELL_TIMEOUT.check(timeout)
+    writable_folder(final, "out")
     _folder_state(final, nb)                     # refused before any kernel
     final.parent.mkdir(parents=True, exist_ok=True)
     with Lease.acquire(final.parent / f".{final.name}.lease", wait=True, folder=str(final)) as lease:
@@ -324,14 +328,13 @@ def _wait_for(store: Store, keys: list[str], progress: bool) -> list[str]:
     return orphans
 
 
-def _execute_all(store: Store, nb: Notebook, runs: dict, todo: list, *, env: dict, scheduler, workers: int,
+def _execute_all(store: Store, nb: Notebook, runs: dict, todo: list, *, env: dict, client, workers: int,
                  timeout: int, progress: bool) -> list[str]:
-    """Execute ``todo`` (keys of ``runs``) on dask; returns lines about runs lost or refused."""
+    """Execute ``todo`` (keys of ``runs``) on dask (``client``: connected to a scheduler, else a
+    local cluster of ``workers``); returns lines about runs lost or refused."""
     from distributed import Client, LocalCluster, as_completed
     cluster = None
-    if scheduler:
-        client = Client(scheduler, timeout=30)
-    else:
+    if client is None:
         # no dashboard; the scheduler's small HTTP server (health checks) on a free loopback
         # port, so two sweeps on one machine do not compete for 8787
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -370,21 +373,37 @@ def _execute_all(store: Store, nb: Notebook, runs: dict, todo: list, *, env: dic
         if progress:
             print(file=sys.stderr)
     finally:
-        client.close()
-        if cluster is not None:
+        if cluster is not None:             # a scheduler's client is closed by sweep()
+            client.close()
             cluster.close()
     return problems
 
 
+def connect(scheduler: str):
+    """A dask client of the scheduler at ``scheduler`` ("tcp://HOST:PORT"), or a ``ValueError``
+    naming it when it does not answer within :data:`~kit.lab.limits.SCHEDULER_CONNECT_TIMEOUT`
+    seconds or the address cannot be read."""
+    from distributed import Client
+    try:
+        return Client(scheduler, timeout=SCHEDULER_CONNECT_TIMEOUT)
+    except (OSError, ValueError, TypeError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"scheduler: cannot reach a dask scheduler at {scheduler!r} within "
+                         f"{SCHEDULER_CONNECT_TIMEOUT} s: {why}") from None
+
+
 def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", scheduler: str | None = None,
-          workers: int = 2, timeout: int = 900, progress: bool = True, report: bool = True):
+          workers: int = 2, timeout: int = 900, progress: bool = True, report: bool = True, yes: bool = False):
     """Run every combination of ``grid`` (a list of "NAME=V1,V2" or a dict NAME -> values) on
     dask.distributed; returns this invocation's table as a ``pandas.DataFrame`` (also written
     as ``<outdir>/sweeps/<time>-<pid>/table.csv`` and ``table.json``, with ``report.html`` from
     its complete runs), and rewrites the merged ``<outdir>/table.csv``, ``table.json`` and
     ``report.html`` (:func:`merge_tables`). Several sweeps may share one ``outdir`` at once:
     each run is executed once (:mod:`kit.lab.store`). ``df.attrs["notes"]`` holds what was said
-    about the grid (repeated values run once)."""
+    about the grid (repeated values run once). More runs than
+    :data:`~kit.lab.limits.SWEEP_CONFIRM` start only with ``yes=True`` (``kit sweep --yes``);
+    ``workers`` and ``timeout`` are bounded (:mod:`kit.lab.limits`); ``outdir`` must be a folder
+    this process can write; all checked before any run (``ValueError``)."""
     # pandas and dask.distributed take about a second and a half to import: only a sweep pays it
     import pandas as pd  # noqa: F401
 
@@ -393,9 +412,25 @@ def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", schedule
     combos = parse_grid([grid] if isinstance(grid, str) else grid, nb.parameters, seeds, notes)
     for params in combos:                       # every value checked before any run starts
         validate(nb, params)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
-    outdir = Path(outdir)
+    SWEEP_WORKERS.check(workers)
+    CELL_TIMEOUT.check(timeout)
+    if len(combos) > SWEEP_CONFIRM.max and yes is not True:
+        raise ValueError(f"grid: {len(combos)} runs; more than {SWEEP_CONFIRM.max} start only when confirmed "
+                         "(kit sweep --yes, sweep(..., yes=True))")
+    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
+        raise ValueError(f"scheduler: expected an address such as tcp://HOST:PORT, got {scheduler!r}")
+    outdir = writable_folder(outdir, "outdir")
+    client = connect(scheduler) if scheduler is not None else None      # before any change to the store
+    try:
+        return _sweep(nb, combos, notes, outdir, client, workers=workers, timeout=timeout, progress=progress,
+                      report=report)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _sweep(nb: Notebook, combos: list, notes: list, outdir: Path, client, *, workers: int, timeout: int,
+           progress: bool, report: bool):
     store = Store(outdir)
     store.clean()
     env = environment()
@@ -409,7 +444,7 @@ def sweep(notebook, grid, *, seeds: int | None = None, outdir="sweeps", schedule
         print(f"{nb.name}: {len(combos)} runs, {done} already complete, {len(todo)} to run", file=sys.stderr)
     problems = []
     if todo:
-        problems = _execute_all(store, nb, runs, todo, env=env, scheduler=scheduler, workers=workers,
+        problems = _execute_all(store, nb, runs, todo, env=env, client=client, workers=workers,
                                 timeout=timeout, progress=progress)
     if progress:
         for line in problems:

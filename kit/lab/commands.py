@@ -6,6 +6,15 @@ lines to print and the value a Python caller wants (a ``SimResult``, a report's 
 A bad argument raises :class:`ArgError` before any work, a run that fails raises
 :class:`RunFailed`; both carry one line of text. ``say`` receives a line to show at once,
 before long work starts.
+
+The error rule (docs/cli-errors.md), one for the command line and ``%kit``: :func:`dispatch`
+reads argv (UTF-8 text only) with the one parser and runs the command. Every expected error
+becomes one line naming the input: :class:`ArgError` (status 2; a :class:`~kit.errors.KvmError`
+the model raises for the input counts as one), :class:`RunFailed` (status 1; a file the
+system refuses to read or write, or the modelled machine stopping, counts as one). Any other
+exception is a bug in the kit: its full traceback is saved to a crash report
+(:func:`save_crash`) and :class:`Crashed` (status :data:`CRASH_STATUS`) carries the one line
+saying where it is and how to report it.
 """
 from __future__ import annotations
 
@@ -13,15 +22,20 @@ import argparse
 import json
 import math
 import os
+import platform
+import re
 import shlex
 import sys
+import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .. import __version__
+from ..errors import KernelError, KitError
 from ..explore import catalog
 from ..explore.params import EXPLORE_PARAMS, check_schedule
 from ..sim.api import scenario
@@ -32,17 +46,20 @@ from ..sim.calibrate import calibrate as fit
 from ..sim.measurements import check_measurements
 from ..sim.validation import validate
 from ..sim.params import DEFAULT_PATH, CostParams
-from ..units import SIZE_UNITS, format_size, parse_size
+from ..host.limits import HOST_CORES, HOST_MEM, HOST_SEED
+from ..units import PAGE_2M, SIZE_UNITS, Param, format_size, parse_int, parse_size
 from . import demo as host_demo_model
-from .batch import prepare, run_checked, run_notebook
+from .batch import prepare, run_checked
 from .batch import sweep as run_sweep
+from .limits import CELL_TIMEOUT, SWEEP_CONFIRM, SWEEP_SEEDS, SWEEP_WORKERS
 from .notebook import inspect
 from .parameters import LIST_SYNTAX, parse_pairs, parameter_rows
 from .validate import NOTEBOOKS
 from .validate import rule as _rule
+from .paths import writable_file, writable_folder
 from ..viz.traces import STEP_COLUMNS, step_rows
 from .report import report as build_report
-from .validate import check
+from .validate import RULES, check
 
 
 class ArgError(ValueError):
@@ -55,6 +72,124 @@ class RunFailed(RuntimeError):
 
 class HelpShown(Exception):
     """``--help`` or ``--version`` printed what was asked (``%kit``: nothing more to do)."""
+
+
+#: The exit status of a command that met a bug in the kit (``EX_SOFTWARE``, sysexits.h).
+CRASH_STATUS = 70
+
+
+class Crashed(Exception):
+    """An unexpected exception (a bug in the kit): one line saying what it was, where its
+    traceback was saved (``path``, None if nothing could be written) and how to report it."""
+
+    status = CRASH_STATUS
+
+    def __init__(self, line: str, path):
+        super().__init__(line)
+        self.path = path
+
+
+def crash_folder() -> Path:
+    """Where crash reports go: ``$XDG_CACHE_HOME/kit/crashes``, else ``~/.cache/kit/crashes``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kit" / "crashes"
+
+
+def save_crash(exc: BaseException, argv) -> Path | None:
+    """Write ``exc``'s full traceback, with the kit's version, Python's, the platform and the
+    arguments, to a new file in :func:`crash_folder` (else the system's temporary folder);
+    returns its path, or None when neither can be written."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    text = (f"kit {__version__}\npython {sys.version.split()[0]} on {platform.platform()}\n"
+            f"argv: {list(argv)!r}\ntime: {stamp}Z\n\n" + "".join(traceback.format_exception(exc)))
+    for folder in (crash_folder(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=folder, prefix=f"kit-crash-{stamp}-", suffix=".txt")
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+                f.write(text)
+            return Path(name)
+        except OSError:
+            continue
+    return None
+
+
+def crashed(exc: BaseException, argv) -> Crashed:
+    """The :class:`Crashed` of an unexpected exception, its traceback saved (:func:`save_crash`)."""
+    path = save_crash(exc, argv)
+    what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")[:200]
+    where = (f"the full traceback is in {path}" if path is not None
+             else "no crash report could be written (cache and temporary folders refused it)")
+    return Crashed(f"internal error ({what}): a bug in the kit, not in your input; {where}; "
+                   "please report it with that file and the command (docs/cli-errors.md)", path)
+
+
+def check_argv(argv) -> list[str]:
+    """argv as a list of text: an argument the system passed as bytes that are not UTF-8 (a
+    string with surrogate escapes), a NUL character or a non-string is an :class:`ArgError`
+    naming its position."""
+    out = []
+    for i, a in enumerate(argv, 1):
+        if not isinstance(a, str):
+            raise ArgError(f"argument {i}: expected text, got {type(a).__name__} {a!r}")
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                raw = os.fsencode(a)                 # the bytes the system passed
+            except UnicodeEncodeError:
+                raw = a.encode("utf-8", "backslashreplace")
+            raise ArgError(f"argument {i}: not UTF-8 text ({raw[:60]!r}); the kit takes UTF-8 names and values") \
+                from None
+        if "\0" in a:
+            raise ArgError(f"argument {i}: holds a NUL character")
+        out.append(a)
+    return out
+
+
+def command_name(argv) -> str:
+    """The subcommand argv names, or "" (for the prefix of a one-line error)."""
+    return argv[0] if argv and isinstance(argv[0], str) and argv[0] in SUBCOMMANDS else ""
+
+
+def call(args, argv=(), say=None) -> Outcome:
+    """Run parsed arguments' command under the error rule: :class:`ArgError`, :class:`RunFailed`
+    and :class:`HelpShown` pass; a :class:`~kit.errors.KvmError` (any ``KernelError``) becomes an
+    :class:`ArgError`, another :class:`~kit.errors.KitError` (the modelled machine stopped) a
+    :class:`RunFailed`,
+    an ``OSError`` on a named file a :class:`RunFailed`, ``KeyboardInterrupt`` a
+    :class:`RunFailed`; anything else a :class:`Crashed` with its traceback saved."""
+    try:
+        return args.command(args, say=say or _quiet)
+    except (ArgError, RunFailed, HelpShown, Crashed):
+        raise
+    except KernelError as e:                # KVM or the host kernel failing the input with its errno
+        raise ArgError(f"the model refused the input: {e}") from None
+    except KitError as e:                   # the modelled machine stopped (an oops, a livelock, SIGBUS)
+        raise RunFailed(f"the modelled machine stopped: {type(e).__name__}: {e}") from None
+    except OSError as e:
+        if e.filename is None or isinstance(e, TimeoutError):
+            raise crashed(e, argv) from None
+        raise RunFailed(f"{e.filename}: {e.strerror or e}") from None
+    except KeyboardInterrupt:
+        raise RunFailed("interrupted") from None
+    except Exception as e:
+        raise crashed(e, argv) from None
+
+
+def dispatch(argv, *, say=None, raise_errors: bool = True) -> Outcome:
+    """argv -> :func:`check_argv` -> the one parser -> :func:`call`. Raises :class:`ArgError`,
+    :class:`RunFailed`, :class:`Crashed` (never another exception) or :class:`HelpShown`
+    (``raise_errors``; else argparse exits as the command line does)."""
+    argv = list(argv)
+    try:
+        argv = check_argv(argv)
+        args = build_parser(raise_errors).parse_args(argv)
+    except (ArgError, HelpShown):
+        raise
+    except Exception as e:
+        raise crashed(e, argv) from None
+    return call(args, argv, say)
 
 
 @dataclass
@@ -97,7 +232,7 @@ def show_progress(args) -> bool:
 
 def text_table(rows: list[dict], cols: list[str]) -> str:
     """Rows as aligned text columns under a header line."""
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    widths = {c: max([len(c), *(len(str(r.get(c, ""))) for r in rows)]) for c in cols}
     out = ["  ".join(c.ljust(widths[c]) for c in cols)]
     out += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
     return "\n".join(out)
@@ -106,32 +241,39 @@ def text_table(rows: list[dict], cols: list[str]) -> str:
 # ------------------------------------------------------------------ demo, host-demo
 def demo(args, say=_quiet) -> Outcome:
     """The main job: the directmap-policies notebook on the measured configurations, its
-    report, and a short modelled-vs-measured table."""
+    report, and a short modelled-vs-measured table. The run folder (``directmap-policies/``
+    beside the report) is written as ``kit run`` writes its own: whole or not at all
+    (:func:`kit.lab.batch.run_checked`)."""
     try:
         policies = [p for p in args.policies.split(",") if p] if args.policies else None
         params = check(**({"policies": policies} if policies is not None else {}), steps=args.steps, seed=args.seed)
-        out = Path(args.out)
-        if out.suffix != ".html":
-            raise ValueError(f"out: expected an .html path, got {args.out!r}")
+        out = writable_file(args.out, "out", suffix=".html")
+        rundir = out.parent / "directmap-policies"
+        writable_folder(rundir, "out")
+        nb, params = prepare("directmap-policies", params)
     except ValueError as e:
         raise ArgError(str(e)) from None
     t0 = time.time()
-    rundir = out.parent / "directmap-policies"
     say(f"kit {__version__}: running notebooks/directmap-policies.ipynb "
         f"({'all policies' if policies is None else ', '.join(params['policies'])}, every measured configuration) ...")
-    nb, docs = run_notebook("directmap-policies", rundir, **params)
+    done = _pipeline(nb, params, rundir, 900)
+    docs = done["results"]
+    if not docs:
+        raise RunFailed(f"{nb.name} recorded no result in {done['notebook']}")
     rows = [r for r in docs[-1]["results"]["policy_table"] if r["measured_gbps"] is not None]
     again = " ".join(["kit", "demo", *(["--policies", ",".join(params["policies"])] if policies is not None else []),
                       "--steps", str(args.steps), "--seed", str(args.seed), "--out", shlex.quote(str(args.out))])
-    path = build_report([nb], out, title="Direct-map policies on SEV-SNP hosts: modelled vs measured", command=again)
+    path = build_report([done["notebook"]], out, title="Direct-map policies on SEV-SNP hosts: modelled vs measured", command=again)
     lines = [text_table([{"configuration": r["config"], "policy": r["policy"],
                           "measured GB/s": f"{r['measured_gbps']:.2f}", "+-": f"{r['spread']:.2f}",
                           "model GB/s": f"{r['model_gbps']:.2f}", "error %": f"{r['error_pct']:+.1f}",
                           "within": "yes" if r["within"] else "NO"} for r in rows],
                         ["configuration", "policy", "measured GB/s", "+-", "model GB/s", "error %", "within"]),
-             f"{sum(r['within'] for r in rows)}/{len(rows)} measured rows reproduced within their spread; "
-             f"{time.time() - t0:.0f} s",
-             f"executed notebook: {nb.resolve()}",
+             (f"{sum(r['within'] for r in rows)}/{len(rows)} measured rows reproduced within their spread"
+              if rows else f"no measured row for {', '.join(params['policies'])}: data/measurements.csv "
+                           "measures other policies (the report has the model's figures)")
+             + f"; {time.time() - t0:.0f} s",
+             f"executed notebook: {done['notebook'].resolve()}",
              f"report: {path.resolve()}"]
     return Outcome(0, lines, path)
 
@@ -142,12 +284,19 @@ HOST_DEMO_COLUMNS = ["policy", "DirectMap4k", "DirectMap2M", "DirectMap1G", "Dir
                      "state_mib", "wall_s"]
 
 
+#: ``kit host-demo --guest-mem``: the SNP guest's memory, 2M folios (whole 2MiB, not rounded)
+HOST_DEMO_GUEST_MEM = Param("guest_mem", "size", PAGE_2M, HOST_MEM.max, multiple=PAGE_2M, unit="bytes",
+                            default=host_demo_model.GUEST_MEM, help="SNP guest memory, on 2M folios",
+                            why="the host's bound (kit.host.limits)")
+
+
 def host_demo(args, say=_quiet) -> Outcome:
     """The host-model demonstration on every direct-map policy -> table and HTML report."""
     try:
-        mem, guest = (parse_size(getattr(args, n), name=n) for n in ("mem", "guest_mem"))
-        if args.cores < 1:
-            raise ValueError(f"cores: must be at least 1, got {args.cores}")
+        mem = HOST_MEM.check(args.mem, "mem")
+        guest = HOST_DEMO_GUEST_MEM.check(args.guest_mem, "guest_mem")
+        HOST_CORES.check(args.cores, "cores")
+        out = writable_file(args.out, "out")
         need = guest + host_demo_model.EXTRA_MEMORY
         if need > mem:
             raise ValueError(f"guest_mem: {args.guest_mem} plus the demo's {host_demo_model.SMALL_GUEST_MEM} guest "
@@ -168,13 +317,13 @@ def host_demo(args, say=_quiet) -> Outcome:
             bar.update(1)
     finally:
         bar.close()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     params = {"kit_version": __version__, "mem": args.mem, "cores": args.cores,
               "guest_mem": args.guest_mem, "seed": args.seed,
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0))}
-    with open(args.out, "w") as f:
+    with open(out, "w") as f:
         f.write(host_demo_model.html_report(rows, HOST_DEMO_COLUMNS, params))
-    return Outcome(0, [text_table(rows, HOST_DEMO_COLUMNS), f"report: {os.path.abspath(args.out)}"], rows)
+    return Outcome(0, [text_table(rows, HOST_DEMO_COLUMNS), f"report: {out.resolve()}"], rows)
 
 
 # ------------------------------------------------------------------ simulate, calibrate
@@ -188,12 +337,12 @@ def simulate_args(args):
         specs = []
         for g in args.guest:
             v, sep, m = g.partition(":")
-            if not sep or not v.isdigit():
+            if not sep or not v.isascii() or not v.isdigit() or len(v) > 40:
                 raise ValueError(f"--guest: expected VCPUS:MEM (e.g. 64:32GiB), got {g!r}")
-            specs.append((int(v), m))
+            specs.append((parse_int(v, name="--guest"), m))
         kw["guest_specs"] = specs
     scenario(**kw)
-    params = CostParams.load(args.params) if args.params else CostParams.load()
+    params = CostParams.load(args.params) if args.params is not None else CostParams.load()
     return kw, params
 
 
@@ -263,11 +412,15 @@ def calibrate(args, say=_quiet) -> Outcome:
     within its spread. The fitted set is written only where asked: ``-o FILE``, or ``--write``
     for the kit's own ``data/cost_params.json``."""
     try:
-        base = CostParams.load(args.start) if args.start else CostParams()
+        base = CostParams.load(args.start) if args.start is not None else CostParams()
         data = Path(args.data) if args.data else MEASUREMENTS
         check_measurements(data)
         if args.write and args.out:
             raise ValueError("--write and -o/--out: give one (--write is -o data/cost_params.json)")
+        if args.out is not None:
+            writable_file(args.out, "out")
+        if args.residuals is not None:
+            writable_file(args.residuals, "residuals")
     except (ValueError, OSError) as e:
         raise ArgError(str(e)) from None
     out = str(DEFAULT_PATH) if args.write else args.out
@@ -283,11 +436,13 @@ def calibrate(args, say=_quiet) -> Outcome:
              f"{info['measured_configurations']} measured configurations of {data}; {info['status']}",
              "fitted: " + ", ".join(f"{n}={fitted[n]:.4g}" for n in info["names"])]
     if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         fitted.save(out)
         lines.append(f"parameter set: {os.path.abspath(out)}")
     else:
         lines.append("parameter set: not written (-o FILE writes it; --write replaces data/cost_params.json)")
-    if args.residuals:
+    if args.residuals is not None:
+        Path(args.residuals).parent.mkdir(parents=True, exist_ok=True)
         with open(args.residuals, "w") as f:
             json.dump({"rows": rows, "info": info, "params": fitted.to_json()}, f, indent=1)
         lines.append(f"residual table: {os.path.abspath(args.residuals)}")
@@ -336,29 +491,50 @@ def _error_bars(base, fitted, info, targets, ev) -> list[str]:
 def report(args, say=_quiet) -> Outcome:
     """One self-contained HTML report from recorded results."""
     try:
+        writable_file(args.out, "out")
         path = build_report(args.results, args.out, title=args.title)
     except (ValueError, OSError) as e:
         raise ArgError(str(e)) from None
     return Outcome(0, [f"report: {path.resolve()}"], path)
 
 
+def _pipeline(nb, params: dict, out, timeout: int, progress: bool = False) -> dict:
+    """:func:`kit.lab.batch.run_checked` with its failures as the commands report them: an
+    output folder refused before a kernel starts is an :class:`ArgError`; a cell that raised,
+    timed out, or a kernel that died or does not exist is a :class:`RunFailed` naming the
+    notebook (the executed notebook and the failure are kept: docs/lab.md)."""
+    # papermill's and nbclient's error classes: loaded with the run itself (about a second)
+    import papermill
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    notes = lambda e: "".join(f"; {n}" for n in getattr(e, "__notes__", []))   # noqa: E731
+    try:
+        return run_checked(nb, params, out, timeout=timeout, progress=progress)
+    except ValueError as e:                 # the output folder, refused before a kernel starts
+        raise ArgError(str(e)) from None
+    except papermill.PapermillExecutionError as e:
+        raise RunFailed(f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}" + notes(e)) from None
+    except CellTimeoutError as e:
+        raise RunFailed(f"{nb.name}: a cell ran longer than {timeout} s (--timeout)" + notes(e)) from None
+    except DeadKernelError as e:
+        raise RunFailed(f"{nb.name}: the kernel died ({str(e).splitlines()[0] if str(e) else 'no reason given'})"
+                        + notes(e)) from None
+    except NoSuchKernel as e:
+        raise ArgError(f"notebook: {nb.name} needs the kernel {e.name!r}, which is not installed") from None
+
+
 def run(args, say=_quiet) -> Outcome:
     """``kit run NOTEBOOK [-p NAME VALUE]... [-o OUTDIR]``: the pipeline once (inspect, check,
     execute, record and report)."""
-    # papermill's error class: loaded with the run itself (about a second)
-    import papermill
     try:
+        if args.out is not None:
+            writable_folder(args.out, "out")
         nb = inspect(args.notebook)
         nb, params = prepare(nb, parse_pairs(nb, args.param))
     except ValueError as e:
         raise ArgError(str(e)) from None
-    try:
-        out = run_checked(nb, params, args.out, timeout=args.timeout, progress=show_progress(args))
-    except ValueError as e:                 # the output folder, refused before a kernel starts
-        raise ArgError(str(e)) from None
-    except papermill.PapermillExecutionError as e:
-        raise RunFailed(f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
-                        + "".join(f"; {n}" for n in getattr(e, "__notes__", []))) from None
+    out = _pipeline(nb, params, args.out, args.timeout, progress=show_progress(args))
     lines = [f"executed notebook: {out['notebook'].resolve()}"]
     lines += [f"result: {doc.get('name')} ({len(json.dumps(doc))} bytes)" for doc in out["results"]]
     if out["report"]:
@@ -388,8 +564,9 @@ def sweep(args, say=_quiet) -> Outcome:
     """``kit sweep NOTEBOOK --grid NAME=V1,V2 ... [--seeds N] [-o OUTDIR] [--scheduler ADDR]
     [--workers N]``: every combination as one run; status 1 if any run failed."""
     try:
+        writable_folder(args.out, "out")
         df = run_sweep(args.notebook, args.grid, seeds=args.seeds, outdir=args.out, scheduler=args.scheduler,
-                       workers=args.workers, timeout=args.timeout)
+                       workers=args.workers, timeout=args.timeout, yes=args.yes)
     except ValueError as e:
         raise ArgError(str(e)) from None
     cols = [c for c in df.columns if c.startswith("p.")] + ["state", "seconds", "error"]
@@ -413,7 +590,9 @@ def _number(text, param, name: str):
     """A command-line number checked by ``param`` (a ``ValueError`` naming ``name``)."""
     kind = int if param.kind == "int" else float
     try:
-        value = kind(text)
+        if not isinstance(text, str) or not text.isascii():     # int() and float() read other scripts' digits
+            raise ValueError
+        value = parse_int(text) if kind is int else float(text)
     except (TypeError, ValueError):
         what = "an integer" if kind is int else "a number"
         raise ValueError(f"{name}: expected {what} {param.bounds_text()}, got {text!r}") from None
@@ -539,6 +718,9 @@ class DefaultsHelp(argparse.HelpFormatter):
         return f"{text} (default {default})" if text else f"default {default}"
 
 
+_NAMED = re.compile(r"^argument ([^:\s]+): (?=[A-Za-z_][\w-]*: )")
+
+
 class Parser(argparse.ArgumentParser):
     """One line for a bad argument and exit status 2, or :class:`ArgError` with
     ``raise_errors`` (``%kit``: a kernel must not exit)."""
@@ -549,6 +731,11 @@ class Parser(argparse.ArgumentParser):
         self.raise_errors = raise_errors
 
     def error(self, message):
+        # "argument --cores: cores: expected ..." (the value's own message names it) ->
+        # "cores: expected ... (option --cores)"
+        m = _NAMED.match(message)
+        if m:
+            message = f"{message[m.end():]} (option {m.group(1)})"
         if self.raise_errors:
             raise ArgError(message)
         self.exit(2, f"{self.prog}: {message}\n")
@@ -557,6 +744,19 @@ class Parser(argparse.ArgumentParser):
         if self.raise_errors and status == 0 and not message:
             raise HelpShown()
         super().exit(status, message)
+
+
+def int_option(param: Param, name: str | None = None):
+    """The argparse ``type`` of every integer option: ASCII digits only (:func:`kit.units.parse_int`;
+    argparse's ``int`` would take '١٢'), then ``param``'s bounds; a bad value is one line."""
+    name = name or param.name
+
+    def integer(text):
+        try:
+            return param.check(parse_int(text, name=name), name)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return integer
 
 
 def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
@@ -574,17 +774,19 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
 
     d = add("demo", help="the main job: directmap-policies on the measured configurations -> HTML report")
     d.add_argument("--policies", default=None, help="comma-separated direct-map policies (default: all)")
-    d.add_argument("--steps", type=int, default=2000, help="conversions per guest in the fragmentation workload")
-    d.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    d.add_argument("--steps", type=int_option(RULES["steps"]), default=2000,
+                   help="conversions in the fragmentation workload")
+    d.add_argument("--seed", type=int_option(RULES["seed"]), default=0, help="seed of every random choice")
     d.add_argument("--out", default="reports/index.html", help="HTML report path")
     d.set_defaults(command=demo)
     h = add("host-demo", help="the host-model demonstration on every direct-map policy (no timing)",
             epilog=SIZE_UNITS[0].upper() + SIZE_UNITS[1:] + ".")
     h.add_argument("--mem", default=host_demo_model.HOST_MEM, help="host memory, a size (e.g. 1.5TiB)")
-    h.add_argument("--cores", type=int, default=host_demo_model.HOST_CORES, help="host cores")
+    h.add_argument("--cores", type=int_option(HOST_CORES), default=host_demo_model.HOST_CORES,
+                   help="host cores")
     h.add_argument("--guest-mem", dest="guest_mem", default=host_demo_model.GUEST_MEM,
                    help="SNP guest memory, a size (e.g. 160GiB)")
-    h.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    h.add_argument("--seed", type=int_option(HOST_SEED), default=0, help="seed of every random choice")
     h.add_argument("--out", default="reports/host-demo.html", help="HTML report path")
     quiet(h)
     h.set_defaults(command=host_demo)
@@ -596,7 +798,7 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     for name in ("workload", "guests", "vcpus", "guest_mem", "host_cores", "host_mem", "policy", "engine", "seed"):
         sp = SCENARIO_PARAMS[name]
         m.add_argument("--" + name.replace("_", "-"), dest=name, default=sp.default, help=sp.describe(),
-                       **({"type": int} if sp.kind == "int" else {}))
+                       **({"type": int_option(sp)} if sp.kind == "int" else {}))
         if name == "vcpus":
             m.add_argument("--guest", action="append", default=[], metavar="VCPUS:MEM",
                            help="one guest of its own size (repeat for guests of different sizes; "
@@ -630,7 +832,7 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     n.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help=f"a parameter (repeat; kit params NOTEBOOK lists them); {LIST_SYNTAX}")
     n.add_argument("-o", "--out", default=None, help="output folder (default runs/NOTEBOOK)")
-    n.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    n.add_argument("--timeout", type=int_option(CELL_TIMEOUT), default=900, help=CELL_TIMEOUT.describe())
     quiet(n)
     n.set_defaults(command=run)
     q = add("params", help="a notebook's parameters: types, defaults, allowed values and help")
@@ -641,11 +843,14 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     w.add_argument("notebook", help="a notebook in notebooks/ (e.g. lazy-acceptance-scaling) or a path")
     w.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
                    help=f"one axis of the grid (repeat); {LIST_SYNTAX}")
-    w.add_argument("--seeds", type=int, default=None, help="also run each combination with seed 0..N-1")
+    w.add_argument("--seeds", type=int_option(SWEEP_SEEDS), default=None,
+                   help="also run each combination with seed 0..N-1")
     w.add_argument("-o", "--out", default="sweeps", help="result store and outputs (default sweeps/)")
     w.add_argument("--scheduler", default=None, help="an existing dask scheduler (tcp://HOST:PORT)")
-    w.add_argument("--workers", type=int, default=2, help="local workers, one kernel each (default 2)")
-    w.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    w.add_argument("--workers", type=int_option(SWEEP_WORKERS), default=2, help=SWEEP_WORKERS.describe())
+    w.add_argument("--timeout", type=int_option(CELL_TIMEOUT), default=900, help=CELL_TIMEOUT.describe())
+    w.add_argument("--yes", action="store_true",
+                   help=f"run a grid of more than {SWEEP_CONFIRM.max} runs (docs/lab.md, Bounds)")
     w.set_defaults(command=sweep)
     e = add("explore", help="every interleaving of a race scenario under a scheme -> invariants, counterexamples")
     e.add_argument("scenario", help=f"{EXPLORE_PARAMS['scenario'].help}: {', '.join(catalog.SCENARIOS)}")

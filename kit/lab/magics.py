@@ -19,7 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from .commands import SUBCOMMANDS as COMMANDS
-from .commands import ArgError, HelpShown, RunFailed, build_parser
+from .commands import ArgError, Crashed, HelpShown, RunFailed, crashed, dispatch
 
 SUBCOMMANDS = (*COMMANDS, "dashboard", "help")
 
@@ -45,12 +45,13 @@ class KitMagics(Magics):
 
 
 def _command(argv: list[str]):
-    """One of the command line's commands: the same parser, the same function."""
+    """One of the command line's commands: the same parser, the same function, the same error
+    rule (:func:`kit.lab.commands.dispatch`): every error is a one-line ``UsageError`` (a bug's
+    traceback is saved to a crash report the line names), never a traceback in the notebook."""
     cmd = argv[0]
     try:
-        args = build_parser(raise_errors=True).parse_args(argv)
-        done = args.command(args, say=print)
-    except (ArgError, RunFailed) as e:
+        done = dispatch(argv, say=print, raise_errors=True)
+    except (ArgError, RunFailed, Crashed) as e:
         raise UsageError(f"%kit {cmd}: {e}") from None
     except HelpShown:
         return None
@@ -79,6 +80,8 @@ def _dashboard(argv):
         return dashboard(name, **kw)
     except (ValueError, TypeError) as e:
         raise UsageError(f"%kit dashboard: {e}") from None
+    except Exception as e:
+        raise UsageError(f"%kit dashboard: {crashed(e, ['dashboard', *argv])}") from None
 
 
 def load_ipython_extension(ipython) -> None:

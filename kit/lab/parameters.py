@@ -29,6 +29,8 @@ import ast
 import itertools
 import math
 
+from ..units import parse_int
+from .limits import SWEEP_RUNS, SWEEP_SEEDS
 from .notebook import Notebook, canonical, inspect
 
 #: How deep lists and dicts may nest in a parameter value.
@@ -124,8 +126,10 @@ def _bool(text: str) -> bool:
 def _scalar(kind: str, text: str):
     """``text`` read as ``kind`` (int, float, bool, str; anything else: a literal or the text)."""
     if kind == "int":
-        return int(text)
+        return parse_int(text)                  # ASCII digits only: "cannot read '١٢' as int"
     if kind == "float":
+        if not text.isascii():                  # float() reads other scripts' digits too
+            raise ValueError
         return float(text)
     if kind == "bool":
         return _bool(text)
@@ -403,8 +407,7 @@ def parse_grid(specs, info: dict, seeds: int | None = None, notes: list | None =
             raise ValueError(f"grid: {name} given twice")
         axes[name] = dedupe(name, vals, notes)
     if seeds is not None:
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ValueError(f"seeds: expected an integer >= 1, got {seeds!r}")
+        SWEEP_SEEDS.check(seeds)
         if "seed" not in info:
             raise ValueError("seeds: the notebook has no 'seed' parameter")
         if "seed" in axes:
@@ -413,6 +416,10 @@ def parse_grid(specs, info: dict, seeds: int | None = None, notes: list | None =
     if not axes:
         raise ValueError("grid: empty; give at least one --grid NAME=V1,V2,... or --seeds N")
     names = list(axes)
+    runs = math.prod(len(v) for v in axes.values())
+    if runs > SWEEP_RUNS.max:
+        raise ValueError(f"grid: {runs} runs ({' x '.join(f'{len(v)} {n}' for n, v in axes.items())}); "
+                         f"at most {SWEEP_RUNS.max} (the limit: {SWEEP_RUNS.why})")
     return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,48 @@ KINDS = ("source", "assumed", "fitted")
 BAND_SIGMAS = 1.0
 #: the smallest value a fitted parameter takes in the fit's log space (a lower bound of 0)
 LOG_FLOOR = 1e-6
+
+
+#: The values a cost parameter may take, by its unit: ``(min, max, why)``, inclusive. The one
+#: definition of a cost parameter's allowed range (docs/cost-figures.md, "Allowed values"):
+#: :meth:`CostParams.load` refuses a file with a value outside it, :meth:`CostParams.with_values`
+#: a value, and a fitted parameter's fit bounds (``lower``, ``upper``) lie inside it.
+#:
+#: - a rate (GB/s) divides a byte count: it must be positive (0 would be an infinite time);
+#:   10,000 GB/s is past the memory bandwidth of any host;
+#: - a time (us) may be 0 (the event costs nothing: a what-if), at most a second per event;
+#: - a fraction is 0..1.
+VALUE_RANGES = {
+    "GB/s": (0.01, 10_000.0, "a rate divides bytes: positive, at most 10 TB/s"),
+    "us": (0.0, 1_000_000.0, "a time per event: 0 (free) up to one second"),
+    "fraction": (0.0, 1.0, "a fraction"),
+    "ns": (0.0, 1e9, "a time per event: 0 (free) up to one second"),
+    "0/1": (0.0, 1.0, "a switch: 0 off, 1 on"),
+    "threads": (1.0, 8.0, "hardware threads per core (SMT): 1 to 8"),
+    "CPUs": (1.0, 8192.0, "CPUs of one socket: at most a host's cores (kit.host.limits)"),
+    "x": (0.0, 1000.0, "a factor"),
+}
+#: The range of a parameter whose unit :data:`VALUE_RANGES` does not list.
+OTHER_RANGE = (0.0, 1e12, "a finite, non-negative figure")
+#: The largest cost-parameter file read (the kit's own is a few KiB).
+MAX_FILE_BYTES = 1 << 20
+
+
+def value_range(unit: str) -> tuple[float, float, str]:
+    """``(min, max, why)`` of a cost parameter in ``unit`` (:data:`VALUE_RANGES`)."""
+    return VALUE_RANGES.get(unit, OTHER_RANGE)
+
+
+def check_value(name: str, unit: str, value) -> float:
+    """``value`` as a float inside its unit's range, or a ``ValueError`` naming ``name``, the
+    allowed range and the value (a string, a bool, NaN and infinities included)."""
+    lo, hi, why = value_range(unit)
+    want = f"a number {lo:g}..{hi:g} {unit} ({why})"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: expected {want}, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ValueError(f"{name}: expected {want}, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -218,8 +260,7 @@ class CostParams:
         if bad:
             raise ValueError(f"params: unknown cost parameters {bad}; known: {', '.join(self._p)}")
         for k, v in values.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-                raise ValueError(f"params: {k} must be a non-negative number, got {v!r}")
+            check_value(f"params: {k}", self._p[k].unit, v)
         return CostParams([replace(p, value=float(values.get(p.name, p.value))) for p in self],
                           name=name or self.name, covariance=self._cov)
 
@@ -233,23 +274,65 @@ class CostParams:
         return out
 
     @classmethod
-    def from_json(cls, data: dict) -> "CostParams":
-        """A parameter set from its JSON form. A parameter of :data:`BASE` the file does not
-        name (a file written before the parameter existed) takes its base value."""
-        params = []
-        for d in data["params"]:
+    def from_json(cls, data, *, source: str = "params") -> "CostParams":
+        """A parameter set from its JSON form (:meth:`to_json`), every field checked: the
+        parameters are exactly the kit's (:data:`BASE`: none missing, none unknown, none twice),
+        each in the kit's unit, its value inside :func:`value_range`, a fitted parameter's fit
+        bounds inside it too. Anything else is a ``ValueError`` starting with ``source``."""
+        base = {p.name: p for p in BASE}
+        if not isinstance(data, dict) or not isinstance(data.get("params"), list):
+            raise ValueError(f"{source}: not a kit cost-parameter file (expected an object "
+                             '{"name": ..., "params": [{"name", "value", "unit", "kind", "source"}, ...]})')
+        name = data.get("name", "loaded")
+        if not isinstance(name, str):
+            raise ValueError(f"{source}: name: expected a string, got {name!r}")
+        known = {f.name for f in fields(Param)}
+        params, seen = [], set()
+        for i, d in enumerate(data["params"]):
+            if not isinstance(d, dict):
+                raise ValueError(f"{source}: params[{i}]: expected an object, got {d!r}")
+            n = d.get("name")
+            if not isinstance(n, str) or n not in base:
+                raise ValueError(f"{source}: params[{i}]: unknown cost parameter {n!r}; known: {', '.join(base)}")
+            if n in seen:
+                raise ValueError(f"{source}: {n}: given twice")
+            seen.add(n)
+            extra = sorted(set(d) - known)
+            if extra:
+                raise ValueError(f"{source}: {n}: unknown fields {extra}; allowed: {', '.join(sorted(known))}")
             if d.get("kind") not in KINDS:
-                raise ValueError(f"params: {d.get('name')}: kind must be one of {KINDS}")
-            params.append(Param(**d))
-        named = {p.name for p in params}
-        params += [p for p in BASE if p.name not in named]
-        out = cls(params, name=data.get("name", "loaded"))
+                raise ValueError(f"{source}: {n}: kind must be one of {', '.join(KINDS)}, got {d.get('kind')!r}")
+            for f in ("unit", "source", "doc"):
+                if f in d and not isinstance(d[f], str):
+                    raise ValueError(f"{source}: {n}: {f}: expected a string, got {d[f]!r}")
+            unit = d.get("unit", base[n].unit)
+            if unit != base[n].unit:
+                raise ValueError(f"{source}: {n}: unit {unit!r}; the kit reads {n} in {base[n].unit!r}")
+            if "value" not in d:
+                raise ValueError(f"{source}: {n}: no value")
+            value = check_value(f"{source}: {n}", unit, d["value"])
+            bounds = {}
+            for f in ("lower", "upper"):
+                v = d.get(f, 0.0)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"{source}: {n}: {f}: expected a finite number, got {v!r}")
+                bounds[f] = float(v)
+            if d["kind"] == "fitted":
+                lo, hi, _ = value_range(unit)
+                if not lo <= bounds["lower"] < bounds["upper"] <= hi:
+                    raise ValueError(f"{source}: {n}: fit bounds lower {bounds['lower']:g}, upper "
+                                     f"{bounds['upper']:g}: need {lo:g} <= lower < upper <= {hi:g} {unit}")
+            params.append(Param(**{**d, "unit": unit, "value": value, **bounds}))
+        missing = [n for n in base if n not in seen]
+        if missing:
+            raise ValueError(f"{source}: missing cost parameters: {', '.join(missing)}")
+        out = cls(params, name=name)
         cov = data.get("covariance")
         if cov is not None:
             try:
                 out = out.with_covariance(cov["names"], cov["matrix"], cov.get("method", ""))
             except (KeyError, TypeError) as e:
-                raise ValueError(f"params: covariance: expected names and matrix ({e})") from None
+                raise ValueError(f"{source}: covariance: expected names and matrix ({e})") from None
         return out
 
     def save(self, path) -> None:
@@ -257,10 +340,31 @@ class CostParams:
 
     @classmethod
     def load(cls, path=None) -> "CostParams":
-        """The default set (``data/cost_params.json``), or the base set if it is missing."""
-        path = Path(path) if path else DEFAULT_PATH
+        """The default set (``data/cost_params.json``), or the base set if it is missing. A
+        file that cannot be read, is not UTF-8 JSON of at most :data:`MAX_FILE_BYTES`, or holds
+        a value :meth:`from_json` refuses is a ``ValueError`` naming the file."""
+        if path is not None and not str(path).strip():
+            raise ValueError("params: empty path (give a cost-parameter file, or leave it out for the default)")
+        path = Path(path) if path is not None else DEFAULT_PATH
         if not path.exists():
             if path == DEFAULT_PATH:
                 return cls()
             raise ValueError(f"params: no parameter file {path}")
-        return cls.from_json(json.loads(path.read_text()))
+        where = f"params: {path}"
+        try:
+            if not path.is_file():
+                raise ValueError(f"{where}: not a file")
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ValueError(f"{where}: {path.stat().st_size} bytes; a cost-parameter file is at most "
+                                 f"{MAX_FILE_BYTES} bytes")
+            text = path.read_bytes().decode("utf-8")
+            data = json.loads(text)
+        except OSError as e:
+            raise ValueError(f"{where}: cannot read it: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except RecursionError:
+            raise ValueError(f"{where}: not a kit cost-parameter file (nested too deeply)") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        return cls.from_json(data, source=where)

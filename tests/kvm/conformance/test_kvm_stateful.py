@@ -159,7 +159,9 @@ class VmMemory(RuleBasedStateMachine):
     def fallocate(self, fidx, off, n, punch, mode_bad, skew):
         mode = U.FALLOC_FL_KEEP_SIZE | (U.FALLOC_FL_PUNCH_HOLE if punch else 0) | (0x10 if mode_bad else 0)
         offset, length = off * PS + skew, n * PS
-        if mode_bad:
+        if n == 0:                      # fs/open.c vfs_fallocate: len <= 0 is EINVAL, before the mode
+            expect = errno.EINVAL
+        elif mode_bad:
             expect = errno.EOPNOTSUPP
         elif skew:
             expect = errno.EINVAL
