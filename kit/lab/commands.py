@@ -10,6 +10,7 @@ before long work starts.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -17,25 +18,40 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .. import __version__
 from ..explore import catalog
 from ..explore.params import EXPLORE_PARAMS, check_schedule
 from ..sim.api import scenario
 from ..sim.scenario import SCENARIO_PARAMS
 from ..sim.api import simulate as run_simulation
-from ..sim.calibrate import calibrate as fit
 from ..sim.params import DEFAULT_PATH, CostParams
 from ..units import parse_size
 from . import demo as host_demo_model
-from .batch import prepare, run_checked, run_notebook
-from .batch import sweep as run_sweep
-from .notebook import inspect
-from .parameters import parse_pairs
 from ..viz.traces import STEP_COLUMNS, step_rows
-from .report import report as build_report
-from .validate import check
+
+#: Deferred loading (docs/architecture.md): what only some subcommands need -- the notebook
+#: pipeline, the calibration, tqdm -- is imported when one of them runs, so that ``kit
+#: simulate`` starts in about the time of ``import numpy``. Each name here is a function that
+#: imports ``module`` and calls ``module.function``; tests/test_layers.py checks the table.
+DEFERRED = {"check": "kit.lab.validate:check", "run_notebook": "kit.lab.batch:run_notebook",
+            "prepare": "kit.lab.batch:prepare", "run_checked": "kit.lab.batch:run_checked",
+            "run_sweep": "kit.lab.batch:sweep", "inspect": "kit.lab.notebook:inspect",
+            "parse_pairs": "kit.lab.parameters:parse_pairs", "build_report": "kit.lab.report:report",
+            "fit": "kit.sim.calibrate:calibrate", "tqdm": "tqdm:tqdm"}
+
+
+def _deferred(name: str):
+    module, _, function = DEFERRED[name].partition(":")
+
+    def call(*args, **kw):
+        return getattr(importlib.import_module(module), function)(*args, **kw)
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``{module}.{function}``, imported on first call."
+    return call
+
+
+check, run_notebook, prepare, run_checked, run_sweep, inspect, parse_pairs, build_report, fit, tqdm = (
+    _deferred(name) for name in DEFERRED)
 
 
 class ArgError(ValueError):
