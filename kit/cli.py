@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from .lab.commands import ArgError, Outcome, RunFailed, build_parser, simulate_args
+from .lab.commands import SUBCOMMANDS, ArgError, Outcome, RunFailed, build_parser, simulate_args
 
 __all__ = ["ArgError", "main", "parser", "run_command", "simulate_args"]
 
@@ -22,7 +22,11 @@ def _say(line: str) -> None:
 
 
 def main(argv=None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the parser of the subcommand named (the first word that is not an option) needs only
+    # that subcommand's modules (docs/architecture.md, "Deferred loading")
+    named = next((a for a in argv if not a.startswith("-")), None)
+    return run_command(build_parser(command=named if named in SUBCOMMANDS else None).parse_args(argv))
 
 
 def run_command(args) -> int:

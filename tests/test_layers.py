@@ -154,9 +154,10 @@ def deferred_edges():
     """(module, target) of the names a module loads on first use (``DEFERRED`` tables: the
     lab's public names, the commands' functions; docs/architecture.md, "Deferred loading").
     They are imports like any other for the layers, only later."""
-    from kit import lab
+    from kit import explore, lab
     from kit.lab import commands
     yield from (("kit.lab", f"kit.lab.{m}") for m in lab.DEFERRED.values())
+    yield from (("kit.explore", f"kit.explore.{m}") for m in explore.DEFERRED.values())
     yield from (("kit.lab.commands", t.partition(":")[0]) for t in commands.DEFERRED.values())
 
 
@@ -172,4 +173,8 @@ def test_deferred_loading_points_down_and_resolves():
         assert getattr(lab, name) is getattr(importlib.import_module(f"kit.lab.{lab.DEFERRED[name]}"), name)
     for target in commands.DEFERRED.values():
         module, _, function = target.partition(":")
-        assert callable(getattr(importlib.import_module(module), function))
+        assert not function or callable(getattr(importlib.import_module(module), function))
+    from kit import explore
+    for name, module in explore.DEFERRED.items():
+        assert getattr(explore, name) is getattr(importlib.import_module(f"kit.explore.{module}"), name)
+    assert set(explore.__all__) <= set(explore.DEFERRED) | {"SrcuScheme"}

@@ -301,6 +301,15 @@ class RangeStore:
         self._c: list[list] = []        # chunks (:func:`_chunk`)
         self._firsts: list[int] = []    # each chunk's first start
 
+    def __getstate__(self) -> dict:
+        """Pickled and deep-copied (snapshots) without the buffers, rebuilt on load."""
+        return {"chunks": [x[:4] for x in self._c], "firsts": self._firsts}
+
+    def __setstate__(self, state: dict) -> None:
+        self._c = [[s, e, v, pending, memoryview(s), memoryview(e), memoryview(v)]
+                   for s, e, v, pending in state["chunks"]]
+        self._firsts = state["firsts"]
+
     # whole-store views (for tests and reports; O(n))
     @property
     def _chunks(self) -> list:

@@ -38,11 +38,17 @@ sys.modules[__name__].__class__ = _Lab
 
 
 def __getattr__(name: str):
-    if name not in DEFERRED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{DEFERRED[name]}", __name__), name)
-    globals()[name] = value
-    return value
+    if name in DEFERRED:
+        value = getattr(importlib.import_module(f".{DEFERRED[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("_"):                  # a submodule, as when all were imported here
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():

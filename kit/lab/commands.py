@@ -19,29 +19,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..explore import catalog
 from ..explore.params import EXPLORE_PARAMS, check_schedule
 from ..sim.api import scenario
 from ..sim.scenario import SCENARIO_PARAMS
 from ..sim.api import simulate as run_simulation
 from ..sim.params import DEFAULT_PATH, CostParams
 from ..units import parse_size
-from . import demo as host_demo_model
 from ..viz.traces import STEP_COLUMNS, step_rows
 
 #: Deferred loading (docs/architecture.md): what only some subcommands need -- the notebook
 #: pipeline, the calibration, tqdm -- is imported when one of them runs, so that ``kit
 #: simulate`` starts in about the time of ``import numpy``. Each name here is a function that
-#: imports ``module`` and calls ``module.function``; tests/test_layers.py checks the table.
-DEFERRED = {"check": "kit.lab.validate:check", "run_notebook": "kit.lab.batch:run_notebook",
+#: imports ``module`` and calls ``module.function``, or (no ``:function``) the module itself,
+#: imported on first attribute access; tests/test_layers.py checks the table.
+DEFERRED = {"catalog": "kit.explore.catalog", "host_demo_model": "kit.lab.demo", "check": "kit.lab.validate:check", "run_notebook": "kit.lab.batch:run_notebook",
             "prepare": "kit.lab.batch:prepare", "run_checked": "kit.lab.batch:run_checked",
             "run_sweep": "kit.lab.batch:sweep", "inspect": "kit.lab.notebook:inspect",
             "parse_pairs": "kit.lab.parameters:parse_pairs", "build_report": "kit.lab.report:report",
             "fit": "kit.sim.calibrate:calibrate", "tqdm": "tqdm:tqdm"}
 
 
+class _Module:
+    """A module imported on first attribute access."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
 def _deferred(name: str):
     module, _, function = DEFERRED[name].partition(":")
+    if not function:
+        return _Module(module)
 
     def call(*args, **kw):
         return getattr(importlib.import_module(module), function)(*args, **kw)
@@ -50,8 +61,8 @@ def _deferred(name: str):
     return call
 
 
-check, run_notebook, prepare, run_checked, run_sweep, inspect, parse_pairs, build_report, fit, tqdm = (
-    _deferred(name) for name in DEFERRED)
+(catalog, host_demo_model, check, run_notebook, prepare, run_checked, run_sweep, inspect, parse_pairs,
+ build_report, fit, tqdm) = (_deferred(name) for name in DEFERRED)
 
 
 class ArgError(ValueError):
@@ -407,8 +418,12 @@ class Parser(argparse.ArgumentParser):
         super().exit(status, message)
 
 
-def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
-    """The ``kit`` argument parser; each subcommand's ``command`` default is its function here."""
+def build_parser(raise_errors: bool = False, command: str | None = None) -> argparse.ArgumentParser:
+    """The ``kit`` argument parser; each subcommand's ``command`` default is its function here.
+    ``command``: the subcommand the arguments name (the CLI looks first), whose arguments are
+    then the only ones that need their modules: ``host-demo``'s and ``explore``'s arguments
+    (defaults and help from :mod:`.demo` and :mod:`kit.explore.catalog`) are added only when
+    ``command`` is theirs or None."""
     p = Parser(prog="kit", description="confidential-VM memory research kit", raise_errors=raise_errors)
     p.add_argument("--version", action="version", version=f"kit {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -422,15 +437,17 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="reports/index.html", help="HTML report path")
     d.set_defaults(command=demo)
-    h = add("host-demo", help="the host-model demonstration on every direct-map policy (no timing)")
-    h.add_argument("--mem", default=host_demo_model.HOST_MEM, help=f"host memory (default {host_demo_model.HOST_MEM})")
-    h.add_argument("--cores", type=int, default=host_demo_model.HOST_CORES,
-                   help=f"host cores (default {host_demo_model.HOST_CORES})")
-    h.add_argument("--guest-mem", dest="guest_mem", default=host_demo_model.GUEST_MEM,
-                   help=f"SNP guest memory (default {host_demo_model.GUEST_MEM})")
-    h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--out", default="reports/host-demo.html", help="HTML report path")
-    h.set_defaults(command=host_demo)
+    if command in (None, "host-demo"):
+        h = add("host-demo", help="the host-model demonstration on every direct-map policy (no timing)")
+        h.add_argument("--mem", default=host_demo_model.HOST_MEM,
+                       help=f"host memory (default {host_demo_model.HOST_MEM})")
+        h.add_argument("--cores", type=int, default=host_demo_model.HOST_CORES,
+                       help=f"host cores (default {host_demo_model.HOST_CORES})")
+        h.add_argument("--guest-mem", dest="guest_mem", default=host_demo_model.GUEST_MEM,
+                       help=f"SNP guest memory (default {host_demo_model.GUEST_MEM})")
+        h.add_argument("--seed", type=int, default=0)
+        h.add_argument("--out", default="reports/host-demo.html", help="HTML report path")
+        h.set_defaults(command=host_demo)
     m = add("simulate", help="time a workload on the model (fault-in rate, where the time goes)")
     # defaults, bounds, units and help: the scenario table (kit.sim.scenario.SCENARIO_PARAMS)
     for name in ("workload", "guests", "vcpus", "guest_mem", "host_cores", "host_mem", "policy", "engine", "seed"):
@@ -471,26 +488,28 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     w.add_argument("--workers", type=int, default=2, help="local workers, one kernel each (default 2)")
     w.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     w.set_defaults(command=sweep)
-    e = add("explore", help="every interleaving of a race scenario under a scheme -> invariants, counterexamples")
-    e.add_argument("scenario", help=f"{EXPLORE_PARAMS['scenario'].help}: {', '.join(catalog.SCENARIOS)}")
-    e.add_argument("--scheme", default=None, help="how the kernel protects the race; "
-                   + "; ".join(f"{n}: {', '.join(catalog.schemes_for(n))}" for n in catalog.SCENARIOS))
-    e.add_argument("--mode", default=EXPLORE_PARAMS["mode"].default, help=EXPLORE_PARAMS["mode"].describe())
-    e.add_argument("--bound", default=None, metavar="K",
-                   help=f"{EXPLORE_PARAMS['bound'].help} (bounded: {BOUNDS['bounded'].bounds_text()}, default "
-                        f"{BOUNDS['bounded'].default}; random: {BOUNDS['random'].bounds_text()}, default "
-                        f"{BOUNDS['random'].default})")
-    e.add_argument("--seed", default=None, metavar="N", help=EXPLORE_PARAMS["seed"].describe())
-    e.add_argument("--schedule", default=None, metavar="T1,T2,...",
-                   help="replay: the thread that runs each step, in order")
-    e.add_argument("--max-schedules", dest="max_schedules", default=None, metavar="N",
-                   help=EXPLORE_PARAMS["max_schedules"].describe())
-    e.add_argument("--time-budget", dest="time_budget", default=None, metavar="SECONDS",
-                   help=EXPLORE_PARAMS["time_budget"].describe())
-    e.add_argument("--json", action="store_true",
-                   help='one JSON object: {"complete", "schedules", "invariants": {name: {"violations", "example"}}}')
-    e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
-    e.set_defaults(command=explore)
+    if command in (None, "explore"):
+        e = add("explore", help="every interleaving of a race scenario under a scheme -> invariants, counterexamples")
+        e.add_argument("scenario", help=f"{EXPLORE_PARAMS['scenario'].help}: {', '.join(catalog.SCENARIOS)}")
+        e.add_argument("--scheme", default=None, help="how the kernel protects the race; "
+                       + "; ".join(f"{n}: {', '.join(catalog.schemes_for(n))}" for n in catalog.SCENARIOS))
+        e.add_argument("--mode", default=EXPLORE_PARAMS["mode"].default, help=EXPLORE_PARAMS["mode"].describe())
+        e.add_argument("--bound", default=None, metavar="K",
+                       help=f"{EXPLORE_PARAMS['bound'].help} (bounded: {BOUNDS['bounded'].bounds_text()}, default "
+                            f"{BOUNDS['bounded'].default}; random: {BOUNDS['random'].bounds_text()}, default "
+                            f"{BOUNDS['random'].default})")
+        e.add_argument("--seed", default=None, metavar="N", help=EXPLORE_PARAMS["seed"].describe())
+        e.add_argument("--schedule", default=None, metavar="T1,T2,...",
+                       help="replay: the thread that runs each step, in order")
+        e.add_argument("--max-schedules", dest="max_schedules", default=None, metavar="N",
+                       help=EXPLORE_PARAMS["max_schedules"].describe())
+        e.add_argument("--time-budget", dest="time_budget", default=None, metavar="SECONDS",
+                       help=EXPLORE_PARAMS["time_budget"].describe())
+        e.add_argument("--json", action="store_true",
+                       help='one JSON object: {"complete", "schedules", '
+                            '"invariants": {name: {"violations", "example"}}}')
+        e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
+        e.set_defaults(command=explore)
     return p
 
 

@@ -137,3 +137,16 @@ def test_a_range_change_over_many_pending_pages_keeps_those_outside():
         assert len(store) == 51 + 1 + 50                  # 0, 2, ..., 100; [101, 299); 300, ..., 398
     finally:
         attributes.CHUNK = saved
+
+
+def test_a_copy_is_equal_and_independent():
+    """Snapshots (copy.deepcopy, pickle) carry the pending pages and share nothing."""
+    import copy
+    import pickle
+    store = AttributeRanges()
+    store.set(0, 100, 8)
+    store.set(50, 51, 0)                               # pending
+    for twin in (copy.deepcopy(store), pickle.loads(pickle.dumps(store))):
+        assert twin.get(50) == 0 and twin.get(49) == 8 and len(twin) == 2
+        twin.set(10, 11, 16)
+        assert twin.get(10) == 16 and store.get(10) == 8

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: top-level packages and kit modules that ``kit simulate`` must not import
 NOT_FOR_SIMULATE = ("papermill", "nbformat", "nbclient", "bokeh", "dask", "distributed", "pandas", "scipy",
                     "ipywidgets", "IPython", "tqdm", "kit.lab.batch", "kit.lab.execute", "kit.lab.store",
+                    "kit.explore.search",
                     "kit.viz.figures", "kit.viz.dashboards")
 
 
