@@ -209,7 +209,7 @@ class LazyIndex:
 
 CHUNK = 4096   # ranges per chunk before it is split in two
 #: single-page changes a chunk holds as pending pages before they are merged into its arrays
-PENDING = 512
+PENDING = 1024
 # searchsorted keys as the arrays' own dtype: a Python int against uint64 arrays makes numpy
 # convert the whole array to a common type on every call
 _U64 = np.uint64

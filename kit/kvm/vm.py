@@ -324,7 +324,8 @@ class VM:
         if address % PAGE_4K or size % PAGE_4K:
             raise KvmError(errno.EINVAL, "address and size must be page aligned")
         start, end = address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT
-        if self.attributes.has(start, end, attributes):
+        if (self.attributes.get(start) == attributes if end == start + 1
+                else self.attributes.has(start, end, attributes)):
             return 0
         if self.fault_injection.xa_reserve_fails or self.kvm.fault_injection.xa_reserve_fails:
             raise KvmError(errno.ENOMEM, "xa_reserve failed")
