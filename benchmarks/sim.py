@@ -4,13 +4,21 @@
   sampled semantic trace included), on every measured configuration; target <= 50 ms;
 - discrete-event engine at full semantic fidelity, 1 guest x 128 vCPUs x 1 TiB on 512 cores,
   one policy: wall time (trace + engine), peak memory of the process, and simulated/wall
-  time; target <= 30 s and <= 2 GiB (the real experiment takes about 70 s).
+  time; target <= 30 s and <= 2 GiB (the real experiment takes about 70 s);
+- the discrete-event engine beside the same model in SimPy (benchmarks/des_simpy.py), on
+  ``--guests`` x 128 vCPUs x ``--guest-mem`` (default 64 x 160 GiB) on 512 cores: each in a
+  process of its own, from the same semantic trace; both results must be the same (every
+  completion time), then the wall times, the events per second and their ratio, and each
+  process's peak memory (targets: within 10 s and 2 GiB, >= 3x the SimPy model's events/s).
+  Needs SimPy (``pip install -e .[bench]``); skipped with a note without it.
 
-Run: python benchmarks/sim.py [--policy split-on-demand]
+Run: python benchmarks/sim.py [--policy split-on-demand] [--guests 64 --guest-mem 160GiB] [--skip-des1]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
 import json
 import resource
 import subprocess
@@ -36,13 +44,89 @@ def des_child(policy: str) -> None:
                       "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def touched_per_guest(guests: int, guest_mem: str) -> int:
+    """What each guest faults in: its stress workers' 128 x 5 GiB, at most its memory and its
+    share of what one DES run may trace (:data:`kit.sim.scenario.TOTAL_TOUCHED`)."""
+    from kit.sim.scenario import TOTAL_TOUCHED
+    from kit.sim.trace import ACCEPT_CHUNK, STRESS_BYTES
+    from kit.units import parse_size
+    most = min(128 * STRESS_BYTES, parse_size(guest_mem), TOTAL_TOUCHED.max // guests)
+    return most // ACCEPT_CHUNK * ACCEPT_CHUNK
+
+
+def engine_child(engine: str, guests: int, guest_mem: str, policy: str) -> None:
+    """One engine on the scenario's semantic trace: timings, events, peak memory and a digest
+    of the result (every completion time, latency and lock wait), as JSON."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from kit.sim import api, des
+    from kit.sim.params import CostParams
+    from kit.units import GiB, parse_size
+    run = des.run
+    if engine == "simpy":
+        import des_simpy
+        run = des_simpy.run
+    p = CostParams.load()
+    t0 = time.perf_counter()
+    host_mem = guests * parse_size(guest_mem) + 512 * GiB        # the guests and room for the host
+    s = api.scenario(guests=guests, vcpus=128, guest_mem=guest_mem, host_cores=512, host_mem=host_mem,
+                     policy=policy, engine="des", touched=touched_per_guest(guests, guest_mem))
+    tr = api.run_trace(s)
+    per, _ = api._batch_demands(tr, s, p)
+    t1 = time.perf_counter()
+    r = run([(s.specs[g][0], per[g]) for g in range(s.guests)], s.host_cores, p)
+    t2 = time.perf_counter()
+    h = hashlib.sha256()
+    for a in (r.completions, r.latency, r.guest, *(r.waits[k] for k in sorted(r.waits))):
+        h.update(a.tobytes())
+    print(json.dumps({"trace_s": t1 - t0, "engine_s": t2 - t1, "wall_s": t2 - t0, "events": r.events,
+                      "sim_us": r.sim_us, "digest": h.hexdigest(),
+                      "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def compare_simpy(guests: int, guest_mem: str, policy: str) -> None:
+    from kit.units import format_size
+    print(f"discrete-event engine vs the same model in SimPy, {guests} x 128 vCPUs x {guest_mem}, each faulting "
+          f"in {format_size(touched_per_guest(guests, guest_mem))} (a DES run's bound), 512 cores, {policy} "
+          f"(targets: <= 10 s, <= 2048 MiB, >= 3x SimPy's events/s)")
+    if importlib.util.find_spec("simpy") is None:
+        print("  skipped: SimPy is not installed (pip install -e .[bench])")
+        return
+    out = {}
+    for engine in ("kit", "simpy"):
+        done = subprocess.run([sys.executable, __file__, "--engine-child", engine, "--guests", str(guests),
+                               "--guest-mem", guest_mem, "--policy", policy],
+                              capture_output=True, text=True, check=True)
+        out[engine] = json.loads(done.stdout)
+    k, m = out["kit"], out["simpy"]
+    same = k["digest"] == m["digest"] and k["sim_us"] == m["sim_us"] and k["events"] == m["events"]
+    print(f"  same simulated result: {'yes' if same else 'NO'} ({k['events']:,} events, "
+          f"{k['sim_us'] / 1e6:.2f} simulated s)")
+    for name, d in (("kit des", k), ("SimPy", m)):
+        print(f"  {name:8s} engine {d['engine_s']:6.1f} s ({d['events'] / d['engine_s']:>10,.0f} events/s), "
+              f"semantic trace {d['trace_s']:5.1f} s, wall {d['wall_s']:6.1f} s, peak {d['maxrss_mib']:6.0f} MiB")
+    ratio = (k["events"] / k["engine_s"]) / (m["events"] / m["engine_s"])
+    print(f"  events/s kit / SimPy: {ratio:.2f}x (target >= 3: {'met' if ratio >= 3 else 'MISSED'}); "
+          f"kit wall {k['wall_s']:.1f} s (target <= 10 s: {'met' if k['wall_s'] <= 10 else 'MISSED'}), "
+          f"peak {k['maxrss_mib']:.0f} MiB (target <= 2048: {'met' if k['maxrss_mib'] <= 2048 else 'MISSED'})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--policy", default="split-on-demand")
     ap.add_argument("--child", action="store_true")
+    ap.add_argument("--engine-child", choices=("kit", "simpy"), default=None)
+    ap.add_argument("--guests", type=int, default=64, help="guests of the SimPy comparison (default 64)")
+    ap.add_argument("--guest-mem", default="160GiB", help="memory of each (default 160GiB)")
+    ap.add_argument("--skip-des1", action="store_true", help="only the SimPy comparison")
     a = ap.parse_args()
     if a.child:
         des_child(a.policy)
+        return
+    if a.engine_child:
+        engine_child(a.engine_child, a.guests, a.guest_mem, a.policy)
+        return
+    if a.skip_des1:
+        compare_simpy(a.guests, a.guest_mem, a.policy)
         return
     from kit.sim import api, mva
     from kit.sim.calibrate import load_measurements
@@ -75,6 +159,8 @@ def main() -> None:
     print(f"  peak memory {d['maxrss_mib']:.0f} MiB ({d['maxrss_mib'] / 2048:.2f} of 2 GiB)")
     print(f"  simulated {d['sim_s']:.1f} s at {d['gbps']:.2f} GB/s; simulated/wall = {d['sim_s'] / d['wall_s']:.2f}")
     print(f"  vs the real experiment (about 70 s): wall/real = {d['wall_s'] / 70:.2f}")
+    print()
+    compare_simpy(a.guests, a.guest_mem, a.policy)
 
 
 if __name__ == "__main__":

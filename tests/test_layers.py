@@ -148,3 +148,33 @@ def test_the_reader_resolves_relative_imports(tmp_path, src, expect, monkeypatch
     f.write_text(src)
     monkeypatch.setattr(sys.modules[__name__], "KIT", tmp_path / "kit")
     assert [t for _, t, _ in imports(f)] == [expect]
+
+
+def deferred_edges():
+    """(module, target) of the names a module loads on first use (``DEFERRED`` tables: the
+    lab's public names, the commands' functions; docs/architecture.md, "Deferred loading").
+    They are imports like any other for the layers, only later."""
+    from kit import explore, lab
+    from kit.lab import commands
+    yield from (("kit.lab", f"kit.lab.{m}") for m in lab.DEFERRED.values())
+    yield from (("kit.explore", f"kit.explore.{m}") for m in explore.DEFERRED.values())
+    yield from (("kit.lab.commands", t.partition(":")[0]) for t in commands.DEFERRED.values())
+
+
+def test_deferred_loading_points_down_and_resolves():
+    import importlib
+    from kit import lab
+    from kit.lab import commands
+    edges = list(deferred_edges())
+    upward = [f"{m} defers {t}" for m, t in edges
+              if layer_of(t) in RANK and RANK[layer_of(t)] > RANK[layer_of(m)]]
+    assert upward == []
+    for name in lab.DEFERRED:
+        assert getattr(lab, name) is getattr(importlib.import_module(f"kit.lab.{lab.DEFERRED[name]}"), name)
+    for target in commands.DEFERRED.values():
+        module, _, function = target.partition(":")
+        assert not function or callable(getattr(importlib.import_module(module), function))
+    from kit import explore
+    for name, module in explore.DEFERRED.items():
+        assert getattr(explore, name) is getattr(importlib.import_module(f"kit.explore.{module}"), name)
+    assert set(explore.__all__) <= set(explore.DEFERRED) | {"SrcuScheme"}

@@ -11,21 +11,48 @@ The domain on the kit's model: the thread library (:mod:`kit.explore.threads`), 
 (:mod:`kit.explore.scenarios`) and their catalog (:mod:`kit.explore.catalog`:
 :data:`SCENARIOS`, :data:`SCHEMES`, :func:`schemes_for`, :func:`explore_named`).
 """
-from .engine import Execution, freeze
-from .params import EXPLORE_PARAMS, MODES
-from .primitives import Counter, Lock, LockUsageError, Srcu
-from .result import (Counterexample, ExploreResult, InvariantResult, LockGraph, Progress, TraceStep,
-                     context_switches)
-from .scenario import (BUILTIN_INVARIANTS, DEADLOCK, EXCEPTION, STEP_BOUND, Invariant, Scenario, as_invariant,
-                       invariant)
-from .search import explore, lock_graph
-from .step import Step
-from .params import SCENARIO_PARAMS
-from .schemes import (ConversionScheme, FlipBackSplit, FlipBackUnmap, HostWriteTrack, HostWriteTrackLocked,
-                      Mirror2021, MirrorMerged, MirrorScheme, Scheme, Srcu as SrcuScheme, Upstream)
-from .invariants import CONVERSION_INVARIANTS, MIRROR_INVARIANTS
-from .scenarios import HostWriteVsConversion, MirrorSetup
-from .catalog import SCENARIOS, SCHEMES, ScenarioSpec, build, explore_named, schemes_for, state_views
+import importlib
+
+#: public names loaded on first use (PEP 562), and the submodule each comes from: the CLI's
+#: parser reads :mod:`.params` without loading the engine (docs/architecture.md, "Deferred
+#: loading")
+DEFERRED = {name: module for module, names in {
+    "engine": ("Execution", "freeze"),
+    "params": ("EXPLORE_PARAMS", "MODES", "SCENARIO_PARAMS"),
+    "primitives": ("Counter", "Lock", "LockUsageError", "Srcu"),
+    "result": ("Counterexample", "ExploreResult", "InvariantResult", "LockGraph", "Progress", "TraceStep",
+               "context_switches"),
+    "scenario": ("BUILTIN_INVARIANTS", "DEADLOCK", "EXCEPTION", "STEP_BOUND", "Invariant", "Scenario",
+                 "as_invariant", "invariant"),
+    "search": ("explore", "lock_graph"),
+    "step": ("Step",),
+    "schemes": ("ConversionScheme", "FlipBackSplit", "FlipBackUnmap", "HostWriteTrack", "HostWriteTrackLocked",
+                "Mirror2021", "MirrorMerged", "MirrorScheme", "Scheme", "Upstream"),
+    "invariants": ("CONVERSION_INVARIANTS", "MIRROR_INVARIANTS"),
+    "scenarios": ("HostWriteVsConversion", "MirrorSetup"),
+    "catalog": ("SCENARIOS", "SCHEMES", "ScenarioSpec", "build", "explore_named", "schemes_for", "state_views"),
+}.items() for name in names}
+_RENAMED = {"SrcuScheme": ("schemes", "Srcu")}
+
+
+def __getattr__(name: str):
+    if name in DEFERRED or name in _RENAMED:
+        module, attr = _RENAMED.get(name, (DEFERRED.get(name), name))
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    if not name.startswith("_"):                  # a submodule, as when all were imported here
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(DEFERRED) | set(_RENAMED))
+
 
 __all__ = ["explore", "Scenario", "Step", "Invariant", "invariant", "as_invariant", "Lock", "Srcu", "Counter",
            "LockUsageError", "ExploreResult", "InvariantResult", "Counterexample", "TraceStep", "LockGraph",

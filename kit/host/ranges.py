@@ -13,6 +13,9 @@ old names (see CHANGELOG.md).
 """
 from __future__ import annotations
 
+import sys
+from bisect import bisect_right
+
 import numpy as np
 
 from ..units import PAGES_PER_1G, PAGES_PER_2M  # noqa: F401  (old import path of both)
@@ -90,10 +93,17 @@ def region_span(pfn: int, npages: int) -> tuple[int, int, int, int]:
     return r0, r1, pfn % PAGES_PER_2M, (end - 1) % PAGES_PER_2M + 1
 
 
+def distinct(a: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a 1-d array: ``np.unique`` without its first-call import
+    of ``numpy.ma`` (about 10 ms of a short command's start-up)."""
+    a = np.sort(a, kind="stable") if len(a) > 1 and np.any(a[1:] < a[:-1]) else a
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) > 1 else a
+
+
 def pfn_runs(pfns) -> list[tuple[int, int]]:
     """(start, npages) runs of consecutive frames (or any indices) covering the distinct
     ``pfns``, in order: a per-page operation that does not depend on order, done once per run."""
-    p = np.unique(np.asarray(pfns, dtype=np.int64))
+    p = distinct(np.asarray(pfns, dtype=np.int64))
     if not len(p):
         return []
     cut = np.flatnonzero(np.diff(p) != 1) + 1
@@ -197,10 +207,13 @@ class LazyIndex:
         return self._a.nbytes if self._a.flags.writeable else 0
 
 
-CHUNK = 1024   # ranges per chunk before it is split in two
+CHUNK = 4096   # ranges per chunk before it is split in two
+#: single-page changes a chunk holds as pending pages before they are merged into its arrays
+PENDING = 1024
 # searchsorted keys as the arrays' own dtype: a Python int against uint64 arrays makes numpy
 # convert the whole array to a common type on every call
 _U64 = np.uint64
+_ABSENT = object()
 
 
 def _flat_set(s, e, v, start: int, end: int, value: int):
@@ -226,48 +239,156 @@ def _flat_set(s, e, v, start: int, end: int, value: int):
             np.concatenate([v[:i0], arr[:, 2], v[i1:]]))
 
 
+def _set_pages(s, e, v, pages: dict):
+    """Store each ``{gfn: value}`` of ``pages`` over one sorted run of ranges at once: the
+    ranges holding a page are cut around it, each page with a value becomes a range of its
+    own, then the run is sorted (one merge of two sorted runs) and equal neighbours merged.
+    A few numpy passes over the run, whatever the number of pages."""
+    g = np.fromiter(pages, dtype=np.uint64, count=len(pages))
+    w = np.fromiter(pages.values(), dtype=np.uint64, count=len(pages))
+    order = np.argsort(g, kind="stable")
+    g, w = g[order], w[order]
+    r = e.searchsorted(g, "right")                      # the first range ending after each page
+    inside = r < len(s)
+    inside[inside] = s[r[inside]] <= g[inside]
+    gi, ri = g[inside], r[inside]
+    cut = np.zeros(len(s), dtype=bool)
+    cut[ri] = True
+    # pieces of the cut ranges: before each page (from the range's start or the previous
+    # page of the same range) and after the last page of each range
+    same = np.concatenate(([False], ri[1:] == ri[:-1]))
+    last = np.concatenate((ri[1:] != ri[:-1], [True])) if len(ri) else np.zeros(0, dtype=bool)
+    one = _U64(1)
+    ps = np.concatenate([np.where(same, np.concatenate(([0], gi[:-1])).astype(np.uint64) + one, s[ri]),
+                         gi[last] + one])
+    pe = np.concatenate([gi, e[ri[last]]])
+    pv = np.concatenate([v[ri], v[ri[last]]])
+    keep, set_ = ps < pe, w != 0
+    S = np.concatenate([s[~cut], ps[keep], g[set_]])
+    E = np.concatenate([e[~cut], pe[keep], g[set_] + one])
+    V = np.concatenate([v[~cut], pv[keep], w[set_]])
+    order = np.argsort(S, kind="stable")
+    S, E, V = S[order], E[order], V[order]
+    if not len(S):
+        return S, E, V
+    first = np.concatenate(([True], (S[1:] != E[:-1]) | (V[1:] != V[:-1])))
+    return S[first], E[np.concatenate((first[1:], [True]))], V[first]
+
+
+def _chunk(s, e, v) -> list:
+    """One chunk of a :class:`RangeStore`: its starts, ends and values (numpy arrays), its
+    pending pages ``{gfn: value}``, and the three arrays' buffers (``memoryview``: a one-page
+    lookup bisects them with no numpy call)."""
+    return [s, e, v, {}, memoryview(s), memoryview(e), memoryview(v)]
+
+
 class RangeStore:
     """Sorted non-overlapping ranges, held in chunks of at most ``2 * CHUNK`` ranges with an
     index of each chunk's first start, so that a one-page change copies one or two chunks and
-    a change over a huge range drops the chunks inside it whole."""
+    a change over a huge range drops the chunks inside it whole.
+
+    A one-page :meth:`set` costs a dict store: the page waits in its chunk's pending pages
+    (``{gfn: value}``, the chunk's span being from its first start to the next chunk's) and
+    :meth:`get` looks there first; the pending pages are merged into the chunk's arrays in one
+    vectorised pass (:func:`_set_pages`) when there are ``PENDING`` of them, or when a range
+    operation or a whole-store view reads the chunk. A range change drops the pending pages of
+    the chunks it covers whole. Like the kernel's ``mem_attr_array``, an xarray whose stores
+    of single entries cost no more than a lookup (virt/kvm/kvm_main.c
+    ``kvm_vm_set_mem_attributes``, ``kvm_range_has_memory_attributes``), while a 1 TiB
+    range stays one entry."""
 
     def __init__(self):
-        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._firsts = np.zeros(0, dtype=np.uint64)
+        self._c: list[list] = []        # chunks (:func:`_chunk`)
+        self._firsts: list[int] = []    # each chunk's first start
+
+    def __getstate__(self) -> dict:
+        """Pickled and deep-copied (snapshots) without the buffers, rebuilt on load."""
+        return {"chunks": [x[:4] for x in self._c], "firsts": self._firsts}
+
+    def __setstate__(self, state: dict) -> None:
+        self._c = [[s, e, v, pending, memoryview(s), memoryview(e), memoryview(v)]
+                   for s, e, v, pending in state["chunks"]]
+        self._firsts = state["firsts"]
 
     # whole-store views (for tests and reports; O(n))
     @property
+    def _chunks(self) -> list:
+        """The chunks (:func:`_chunk`) with every pending page merged."""
+        self._settle(0, None)
+        return self._c
+
+    @property
     def starts(self) -> np.ndarray:
-        return np.concatenate([c[0] for c in self._chunks]) if self._chunks else np.zeros(0, np.uint64)
+        c = self._chunks
+        return np.concatenate([x[0] for x in c]) if c else np.zeros(0, np.uint64)
 
     @property
     def ends(self) -> np.ndarray:
-        return np.concatenate([c[1] for c in self._chunks]) if self._chunks else np.zeros(0, np.uint64)
+        c = self._chunks
+        return np.concatenate([x[1] for x in c]) if c else np.zeros(0, np.uint64)
 
     @property
     def values(self) -> np.ndarray:
-        return np.concatenate([c[2] for c in self._chunks]) if self._chunks else np.zeros(0, np.uint64)
+        c = self._chunks
+        return np.concatenate([x[2] for x in c]) if c else np.zeros(0, np.uint64)
 
     def __len__(self) -> int:
-        return sum(len(c[0]) for c in self._chunks)
+        return sum(len(x[0]) for x in self._chunks)
 
     def _chunk_at(self, gfn: int) -> int:
         """Index of the last chunk starting at or before ``gfn`` (0 if none)."""
-        return max(int(self._firsts.searchsorted(_U64(gfn), "right")) - 1, 0)
+        return max(bisect_right(self._firsts, gfn) - 1, 0)
 
     def get(self, gfn: int) -> int:
         """``kvm_get_memory_attributes``: the value at ``gfn`` (0 when nothing is stored)."""
-        if not self._chunks:
+        if not self._c:
             return 0
-        s, e, v = self._chunks[self._chunk_at(gfn)]
-        i = int(e.searchsorted(_U64(gfn), "right"))
-        return int(v[i]) if i < len(s) and s[i] <= gfn else 0
+        c = bisect_right(self._firsts, gfn) - 1
+        x = self._c[c if c > 0 else 0]
+        if x[3]:
+            value = x[3].get(gfn, _ABSENT)
+            if value is not _ABSENT:
+                return value
+        e = x[5]                          # the arrays' buffers: a lookup with no numpy call
+        i = bisect_right(e, gfn)
+        return x[6][i] if i < len(e) and x[4][i] <= gfn else 0
+
+    def _flush(self, c: int) -> None:
+        """Merge chunk ``c``'s pending pages into its arrays. A chunk beside it is rebuilt with
+        it when a page lies at the edge of the span (it may merge with the neighbour's range
+        there), keeping its own pending pages."""
+        pending = self._c[c][3]
+        lo = c - 1 if c > 0 and self._firsts[c] in pending else c
+        hi = c + 1 if c + 1 < len(self._c) and self._firsts[c + 1] - 1 in pending else c
+        kept = {}
+        for k in range(lo, hi + 1):
+            if k != c:
+                kept.update(self._c[k][3])
+        s, e, v = (np.concatenate([self._c[k][i] for k in range(lo, hi + 1)]) for i in range(3))
+        s, e, v = _set_pages(s, e, v, self._c[c][3])
+        self._replace(lo, hi, s, e, v)
+        for g, value in kept.items():
+            self._c[self._chunk_at(g)][3][g] = value
+
+    def _settle(self, start: int, end: int | None) -> None:
+        """Merge the pending pages of every chunk whose span meets ``[start, end]`` (``end``
+        None: to the last chunk)."""
+        pos = start
+        while self._c:
+            c = self._chunk_at(pos)
+            if self._c[c][3]:
+                self._flush(c)
+                continue
+            if c + 1 >= len(self._c) or (end is not None and self._firsts[c + 1] > end):
+                return
+            pos = self._firsts[c + 1]
 
     def _overlapping(self, start: int, end: int):
         """Per chunk touching ``[start, end)``: its arrays and the slice ``[i0, i1)`` of ranges
-        that overlap the query, in order."""
-        for c in range(self._chunk_at(start), len(self._chunks)):
-            s, e, v = self._chunks[c]
+        that overlap the query, in order (pending pages merged first)."""
+        self._settle(start, end)
+        for c in range(self._chunk_at(start), len(self._c)):
+            s, e, v = self._c[c][:3]
             if s[0] >= end:
                 return
             i0, i1 = int(e.searchsorted(_U64(start), "right")), int(s.searchsorted(_U64(end), "left"))
@@ -281,47 +402,81 @@ class RangeStore:
 
     def has(self, start: int, end: int, value: int) -> bool:
         """``kvm_range_has_memory_attributes(kvm, start, end, ~0, value)``: does every gfn of
-        ``[start, end)`` hold exactly ``value``? Stops at the first chunk that says no."""
-        pos = start
-        for s, e, v, i0, i1 in self._overlapping(start, end):
-            if value == 0:
+        ``[start, end)`` hold exactly ``value``? Stops at the first chunk that says no
+        (merging the pending pages of each chunk it reads, no further)."""
+        if end == start + 1:
+            return self.get(start) == value
+        cur = start                         # for a non-zero value: [start, cur) holds it
+        while self._c and cur < end:
+            c = self._chunk_at(cur)
+            if self._c[c][3]:
+                self._flush(c)
+                continue
+            s, e, v = self._c[c][:3]
+            i0, i1 = int(e.searchsorted(_U64(cur), "right")), int(s.searchsorted(_U64(end), "left"))
+            if i0 < i1:
+                if (value == 0 or int(s[i0]) > cur or not np.all(v[i0:i1] == value)
+                        or not np.all(s[i0 + 1:i1] == e[i0:i1 - 1])):
+                    return False
+                cur = int(e[i1 - 1])
+            elif value:
                 return False
-            if (int(s[i0]) > pos or not np.all(v[i0:i1] == value)
-                    or not np.all(s[i0 + 1:i1] == e[i0:i1 - 1])):
+            if cur >= end or c + 1 >= len(self._c) or self._firsts[c + 1] >= end:
+                break
+            if value and cur < self._firsts[c + 1]:
                 return False
-            pos = int(e[i1 - 1])
-        return value == 0 or pos >= end
+            cur = self._firsts[c + 1]
+        return value == 0 or cur >= end
 
     def set(self, start: int, end: int, value: int) -> None:
         """Store ``value`` over ``[start, end)`` (0 erases), merging equal neighbours.
-        ``CHUNK`` is read at call time (tests shrink it to exercise chunk boundaries)."""
-        CHUNK = globals()["CHUNK"]
-        if not self._chunks:
+        ``CHUNK`` and ``PENDING`` are read at call time (tests shrink them to exercise chunk
+        boundaries and merges)."""
+        if not self._c:
             if value:
                 one = np.asarray([start], np.uint64), np.asarray([end], np.uint64), np.asarray([value], np.uint64)
-                self._chunks, self._firsts = [one], one[0].copy()
+                self._c, self._firsts = [_chunk(*one)], [start]
             return
+        if end == start + 1:                            # one page: pending in its chunk
+            c = bisect_right(self._firsts, start) - 1
+            c = c if c > 0 else 0
+            pending = self._c[c][3]
+            pending[start] = value
+            if len(pending) >= PENDING:
+                self._flush(c)
+            return
+        for g in (start - 1, start, end):               # the edge chunks keep pages outside the range
+            c = self._chunk_at(g)
+            if self._c and self._c[c][3]:
+                self._flush(c)
+        if not self._c:                                 # the pending pages erased everything
+            return self.set(start, end, value)
         c0 = self._chunk_at(start)
-        if c0 > 0 and int(self._chunks[c0 - 1][1][-1]) >= start:
+        if c0 > 0 and int(self._c[c0 - 1][1][-1]) >= start:
             c0 -= 1                                     # a touching range just before
-        c1 = max(int(self._firsts.searchsorted(_U64(end), "right")) - 1, c0)
-        # chunks strictly between c0 and c1 lie inside [start, end]: dropped whole
+        c1 = max(bisect_right(self._firsts, end) - 1, c0)
+        # chunks strictly between c0 and c1 lie inside [start, end]: dropped whole, with
+        # their pending pages
         if c1 == c0:
-            s, e, v = self._chunks[c0]
+            s, e, v = self._c[c0][:3]
         else:
-            s, e, v = (np.concatenate([self._chunks[c0][k], self._chunks[c1][k]]) for k in range(3))
-        s, e, v = _flat_set(s, e, v, start, end, value)
-        new = [(s[i:i + CHUNK], e[i:i + CHUNK], v[i:i + CHUNK]) for i in range(0, len(s), CHUNK)] \
-            if len(s) > 2 * CHUNK else ([(s, e, v)] if len(s) else [])
+            s, e, v = (np.concatenate([self._c[c0][k], self._c[c1][k]]) for k in range(3))
+        self._replace(c0, c1, *_flat_set(s, e, v, start, end, value))
+
+    def _replace(self, c0: int, c1: int, s, e, v) -> None:
+        """Chunks ``c0..c1`` := the run ``s, e, v``, cut into chunks of ``CHUNK`` ranges if it
+        is longer than ``2 * CHUNK``; their pending pages are gone (merged or overwritten)."""
+        CHUNK = globals()["CHUNK"]
+        new = [_chunk(s[i:i + CHUNK], e[i:i + CHUNK], v[i:i + CHUNK]) for i in range(0, len(s), CHUNK)] \
+            if len(s) > 2 * CHUNK else ([_chunk(s, e, v)] if len(s) else [])
         if c1 == c0 and len(new) == 1:            # the common case: one chunk rewritten
-            self._chunks[c0] = new[0]
-            self._firsts[c0] = new[0][0][0]
+            self._c[c0] = new[0]
+            self._firsts[c0] = int(s[0])
             return
-        self._chunks[c0:c1 + 1] = new
-        self._firsts = np.concatenate([self._firsts[:c0],
-                                       np.asarray([c[0][0] for c in new], dtype=np.uint64),
-                                       self._firsts[c1 + 1:]])
+        self._c[c0:c1 + 1] = new
+        self._firsts[c0:c1 + 1] = [int(x[0][0]) for x in new]
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for c in self._chunks for a in c) + self._firsts.nbytes
+        """Bytes of the arrays and the pending pages' dicts."""
+        return sum(a.nbytes for x in self._c for a in x[:3]) + sum(sys.getsizeof(x[3]) for x in self._c if x[3])

@@ -110,6 +110,8 @@ TASK_SIZE_MAX = (1 << 47) - PAGE_4K         # arch/x86/include/asm/page_64_types
 def check_field(value, name: str, bits: int = 64) -> int:
     """A uAPI integer field: ints only, and it must fit the field's unsigned width (a negative or
     too-wide value is the caller's error, so a ``ValueError`` naming ``name``, not an errno)."""
+    if type(value) is int and 0 <= value and not value >> bits:      # the common case, at once
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
     value = int(value)

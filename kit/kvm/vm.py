@@ -147,6 +147,16 @@ class Kvm:
         return vm
 
 
+def _u64_fields(*values) -> bool:
+    """Whether every value is a plain int that fits a u64 uAPI field: an ioctl's fields in the
+    common case, checked at once (otherwise :func:`check_field`, field by field, names the
+    first that does not)."""
+    for x in values:
+        if type(x) is not int or x < 0 or x > U64:
+            return False
+    return True
+
+
 def _is_vm_type(t) -> bool:
     return isinstance(t, int) and not isinstance(t, bool) and t in U.VM_TYPE_NAMES
 
@@ -283,11 +293,12 @@ class VM:
         EPERM where the guest owns the attributes (the pKVM model option), otherwise
         :meth:`kvm_vm_set_mem_attributes`."""
         self.check_alive()
-        address, size = check_field(address, "address"), check_field(size, "size")
-        attributes, flags = check_field(attributes, "attributes"), check_field(flags, "flags")
+        if not _u64_fields(address, size, attributes, flags):
+            address, size = check_field(address, "address"), check_field(size, "size")
+            attributes, flags = check_field(attributes, "attributes"), check_field(flags, "flags")
         if self.attribute_owner == "guest":
             raise KvmError(errno.EPERM, "attributes are owned by the guest on this VM (pKVM style)")
-        return self.kvm_vm_set_mem_attributes(address, size, attributes, flags)
+        return self._set_mem_attributes(address, size, attributes, flags)
 
     def kvm_vm_set_mem_attributes(self, address: int, size: int, attributes: int, flags: int = 0) -> int:
         """The checks of ``kvm_vm_ioctl_set_mem_attributes`` and ``kvm_vm_set_mem_attributes``:
@@ -300,16 +311,21 @@ class VM:
         all or nothing; ``xa_reserve`` failing is -ENOMEM)."""
         address, size = check_field(address, "address"), check_field(size, "size")
         attributes, flags = check_field(attributes, "attributes"), check_field(flags, "flags")
+        return self._set_mem_attributes(address, size, attributes, flags)
+
+    def _set_mem_attributes(self, address: int, size: int, attributes: int, flags: int) -> int:
+        """:meth:`kvm_vm_set_mem_attributes` on fields already checked as uAPI integers."""
         if flags:
             raise KvmError(errno.EINVAL, "flags must be 0")
-        if attributes & ~self.supported_mem_attributes():
+        if attributes and attributes & ~self.supported_mem_attributes():
             raise KvmError(errno.EINVAL, f"attributes {attributes:#x} not supported by this VM")
         if size == 0 or address + size > U64:
             raise KvmError(errno.EINVAL, "size is 0 or address+size wraps")
         if address % PAGE_4K or size % PAGE_4K:
             raise KvmError(errno.EINVAL, "address and size must be page aligned")
         start, end = address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT
-        if self.attributes.has(start, end, attributes):
+        if (self.attributes.get(start) == attributes if end == start + 1
+                else self.attributes.has(start, end, attributes)):
             return 0
         if self.fault_injection.xa_reserve_fails or self.kvm.fault_injection.xa_reserve_fails:
             raise KvmError(errno.ENOMEM, "xa_reserve failed")

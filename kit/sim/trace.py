@@ -38,6 +38,7 @@ from ..errors import HostOops
 from ..guest import Guest
 from ..host import Host
 from ..host.ledger import EVENTS
+from ..host.ranges import distinct
 from ..kvm import snp
 from ..kvm import uapi as U
 from ..kvm.vm import Kvm
@@ -166,7 +167,7 @@ def _background(host, rng, live: list, npages: int) -> tuple[int, int]:
         return 0, 0
     live.extend(int(p) for p in new)
     before = len(host.faults)
-    for pfn in np.unique(np.asarray(live[-4 * npages:]) // PAGES_PER_2M):
+    for pfn in distinct(np.asarray(live[-4 * npages:]) // PAGES_PER_2M):
         # one write per touched 2M region of kernel pages (the write checks the whole region)
         mine = [p for p in live[-4 * npages:] if p // PAGES_PER_2M == pfn]
         try:

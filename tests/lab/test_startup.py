@@ -1,0 +1,43 @@
+"""Start-up of ``kit simulate``: it loads what it uses (benchmarks/startup.py times it).
+
+The notebook pipeline, the sweep scheduler, the plotting library and the progress bar load
+only with the subcommands that use them (docs/architecture.md, "Deferred loading")."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+#: top-level packages and kit modules that ``kit simulate`` must not import
+NOT_FOR_SIMULATE = ("papermill", "nbformat", "nbclient", "bokeh", "dask", "distributed", "pandas", "scipy",
+                    "ipywidgets", "IPython", "tqdm", "kit.lab.batch", "kit.lab.execute", "kit.lab.store",
+                    "kit.explore.search",
+                    "kit.viz.figures", "kit.viz.dashboards")
+
+
+def imported_by(*argv: str) -> set[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "kit", *argv], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines()
+            if line.startswith("import time:") and line.count("|") == 2}
+
+
+def test_simulate_loads_no_notebook_pipeline_plotting_or_scheduler():
+    mods = imported_by("simulate", "--json")
+    loaded = sorted(m for m in mods for name in NOT_FOR_SIMULATE if m == name or m.startswith(name + "."))
+    assert loaded == []
+    assert "kit.sim.api" in mods                     # the check sees the imports at all
+
+
+def test_the_lab_names_still_resolve_when_asked_for():
+    import kit.lab
+    from kit.lab import check, inspect, record, report, run, sweep
+    assert callable(record) and callable(report)
+    import kit.lab.record                            # a submodule import keeps the function's name
+    import kit.lab.report
+    assert kit.lab.record is record and kit.lab.report is report
+    assert {run, sweep, check, inspect} <= {getattr(kit.lab, n) for n in ("run", "sweep", "check", "inspect")}
