@@ -199,31 +199,36 @@ def from_mva(trace, index: list[int], m, demands: list[ChunkDemand], params, cor
 
 def from_des(trace, index: list[int], r, params, cores: int, accept: bool, membw_util: float,
              vcpus: int = 0) -> dict[str, float]:
-    """:func:`time_per_chunk` of a discrete-event run (:class:`kit.sim.des.DesResult`): lock
-    waits and hand-off delays summed over the run per completed chunk; the scheduling of the
-    run's mean runnable threads (``r.runnable_mean``, of which the flush IPIs' load is what the
-    completed chunks' demands put on the CPUs over the run) for the stretch and the interrupt
-    stretch; zeroing core-bound; and the rest of the measured mean latency as waiting for memory
-    bandwidth (``zeroing``) when the run saturated it (``membw_util`` at least
+    """:func:`time_per_chunk` of a discrete-event run (:class:`kit.sim.des.DesResult`): each
+    guest's lock waits and hand-off delays over the run per chunk it completed
+    (``r.guest_waits``, ``r.guest_handoffs``); the scheduling of the run's mean runnable threads
+    (``r.runnable_mean``, of which the flush IPIs' load is what the completed chunks' demands put
+    on the CPUs over the run) for the stretch and the interrupt stretch; zeroing core-bound; and
+    the rest of the guest's measured mean latency, over the chunks completed while every guest
+    still had work (the window the run's rate is measured over, kit.sim.api), as waiting for
+    memory bandwidth (``zeroing``) when the run saturated it (``membw_util`` at least
     :data:`SATURATED`), else as ``core_contention``. ``vcpus``: all guests' vCPUs."""
-    done = max(len(r.completions), 1)
-    waits = {k: float(v[:, 1].sum()) / done if len(v) else 0.0 for k, v in r.waits.items()}
-    handoffs = {k: float(t) / done for k, (_, t) in (getattr(r, "handoffs", None) or {}).items()}
+    ends = [r.completions[r.guest == g].max() for g in range(len(index)) if np.any(r.guest == g)]
+    t_all = min(ends) if ends else r.sim_us
+    window = r.completions <= t_all
     rows = []
     for g in range(len(index)):
         ev, n, frac, nbytes = guest_events(trace, index[g])
         d = demand(ev, n, params, cores, frac, nbytes if accept else 0.0, accept, vcpus)
-        mine = r.guest == g
-        rows.append((ev, n, d, mine, int(mine.sum())))
-    ipi = sum(k * d.ipi_load_us for _, _, d, _, k in rows) / r.sim_us if r.sim_us > 0 else 0.0
+        rows.append((ev, n, d, int((r.guest == g).sum())))
+    ipi = sum(k * d.ipi_load_us for _, _, d, k in rows) / r.sim_us if r.sim_us > 0 else 0.0
     sc = schedule(max(r.runnable_mean - ipi, 0.0), cores, params, ipi)
     share = ipi / sc.runnable if sc.stretch > 1.0 and sc.runnable > 0 else 0.0
     parts, weights = [], []
-    for ev, n, d, mine, k in rows:
-        lat = float(r.latency[mine].mean()) if k else None
+    for g, (ev, n, d, k) in enumerate(rows):
+        per = 1.0 / max(k, 1)
+        waits = {lock: v[g] * per for lock, v in r.guest_waits.items() if g < len(v)}
+        handoffs = {lock: v[g] * per for lock, v in r.guest_handoffs.items() if g < len(v)}
+        mine = (r.guest == g) & window
+        lat = float(r.latency[mine].mean()) if np.any(mine) else None
         parts.append(parts_of(d, _per_chunk(ev, n), params, waits=waits, sigma=sc.stretch, ipi_share=share,
                               irq=sc.irq, handoffs=handoffs,
                               zeroing_us=zero_us(d.zero_bytes, params, 1.0, sc.stretch), total_us=lat,
                               rest="zeroing" if membw_util >= SATURATED else "core_contention"))
-        weights.append(k)
+        weights.append(int(mine.sum()))
     return mean_parts(parts, weights)

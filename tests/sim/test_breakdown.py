@@ -105,3 +105,14 @@ def test_kit_simulate_names_units_and_denominators(capsys):
     assert "cpa_lock wait, us per 4 MiB chunk" in out and "cpa_lock acquisitions (whole run)" in out
     assert "us per 4 MiB chunk" in out and "share %" in out and "cpa_lock_wait" in out
     assert "mean wait us" not in out
+
+
+@pytest.mark.parametrize("engine,rel", [("analytic", 1e-6), ("des", 0.02)])
+def test_parts_add_up_for_guests_of_different_sizes(engine, rel):
+    """Each guest's waits are its own (a 4-vCPU guest beside two 12-vCPU ones waits less for
+    its VM's lock), so the weighted parts still add up to vCPUs / chunk rate."""
+    r = simulate(policy="invalidate-4k", engine=engine, guest_specs=[(4, "2GiB"), (12, "4GiB"), (12, "4GiB")],
+                 host_cores=16, host_mem="64GiB")
+    vcpus = sum(v for v, _ in r.scenario.specs)
+    assert sum(r.time_per_chunk.values()) == pytest.approx(vcpus / (r.fault_in_gbps * 1e3 / ACCEPT_CHUNK), rel=rel)
+    assert all(v >= 0 for v in r.time_per_chunk.values())
