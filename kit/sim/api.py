@@ -231,7 +231,8 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         sched = {"runnable": sc.runnable, "smt_speed": sc.speed, "cpu_share": sc.share,
                  "stretch": sc.stretch, "handoff_us": sc.handoff_us, "irq_stretch": sc.irq}
         per_chunk = breakdown.from_mva(tr, _trace_index(tr, s), m, [means[g][1] for g in range(s.guests)], p,
-                                       s.host_cores, tr.workload == "lazy-accept")
+                                       s.host_cores, tr.workload == "lazy-accept",
+                                       [s.specs[g][0] for g in range(s.guests)])
     else:
         snap = None
         if monitor is not None:
@@ -251,7 +252,7 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
                  "stretch": sc.stretch, "handoff_us": sum(t for _, t in r.handoffs.values()) / max(delayed, 1),
                  "irq_stretch": sc.irq, "handoffs_delayed": int(delayed)}
         per_chunk = breakdown.from_des(tr, _trace_index(tr, s), r, p, s.host_cores, tr.workload == "lazy-accept",
-                                       util["membw"])
+                                       util["membw"], sum(v for v, _ in s.specs))
     worst = max(util, key=util.get)
     return SimResult(
         scenario=s,

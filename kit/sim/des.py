@@ -44,14 +44,19 @@ class DesResult:
     events: int
     handoffs: dict = field(default_factory=dict)   # lock -> (hand-offs delayed, total delay us)
     runnable_mean: float = 0.0   # time-averaged runnable threads (IPI load included)
+    #: lock -> total wait (us) of each guest's vCPUs, per guest (the waits above, by guest)
+    guest_waits: dict = field(default_factory=dict)
+    #: lock -> total hand-off delay (us) of each guest's lock, per guest (guest and VM locks)
+    guest_handoffs: dict = field(default_factory=dict)
 
 
 class _Lock:
-    __slots__ = ("busy", "queue", "hold", "waits", "delayed", "delay")
+    __slots__ = ("busy", "queue", "hold", "waits", "delayed", "delay", "by_guest")
 
     def __init__(self):
         self.busy, self.queue, self.hold, self.waits = False, deque(), 0.0, []
         self.delayed, self.delay = 0, 0.0
+        self.by_guest = {}       # guest -> total wait (us)
 
 
 def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: int, p, *,
@@ -201,6 +206,8 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
             return
         w, since, slept = lk.queue.popleft()
         lk.waits.append((t, t - since))
+        gw = state[w][0]
+        lk.by_guest[gw] = lk.by_guest.get(gw, 0.0) + (t - since)
         if slept:
             sleeping -= 1
         d = state[w][3]
@@ -275,5 +282,11 @@ def _result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa,
     handoffs = {"guest_lock": (sum(lk.delayed for lk in guest_locks), sum(lk.delay for lk in guest_locks)),
                 "vm_lock": (sum(lk.delayed for lk in vm_locks), sum(lk.delay for lk in vm_locks))}
     mean_run = (run_area + ipi_total) / now if now > 0 else 0.0
+    G = len(guest_locks)
+    by_guest = {"guest_lock": [lk.by_guest.get(g, 0.0) for g, lk in enumerate(guest_locks)],
+                "vm_lock": [lk.by_guest.get(g, 0.0) for g, lk in enumerate(vm_locks)],
+                "cpa_lock": [cpa.by_guest.get(g, 0.0) for g in range(G)],
+                "pgd_lock": [pgd.by_guest.get(g, 0.0) for g in range(G)]}
     return DesResult(now, done_t[:ndone], done_g[:ndone], done_b[:ndone], lat[:ndone], waits,
-                     holds, stopped, events, handoffs, mean_run)
+                     holds, stopped, events, handoffs, mean_run, by_guest,
+                     {"guest_lock": [lk.delay for lk in guest_locks], "vm_lock": [lk.delay for lk in vm_locks]})

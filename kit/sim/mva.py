@@ -19,7 +19,7 @@ by the interrupts they take. Milliseconds per configuration.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .demands import ChunkDemand, Sched, dram_gbps, schedule, zero_us
 
@@ -33,6 +33,9 @@ class MvaResult:
     sigma: float              # stretch of a thread's own work (scheduling)
     iterations: int
     sched: Sched | None = None    # the host's scheduling state at the fixed point
+    #: per guest: the mean hand-off delay per chunk (us) in the service of its preemptible
+    #: locks, {"guest": ..., "vm": ...} (a lock handed to a descheduled waiter)
+    handoff: list = field(default_factory=list)
 
 
 def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int = 2000,
@@ -103,7 +106,7 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
         "vm_lock": sum(X[g] * (R[g]["vm"] - vm_svc[g]) for g in range(G)) / tot,
         "guest_lock": sum(X[g] * (R[g]["guest"] - gl_svc[g]) for g in range(G)) / tot,
     }
-    return MvaResult(X, R, util, waits, sc.stretch, it, sc)
+    return MvaResult(X, R, util, waits, sc.stretch, it, sc, [{"guest": hg[g], "vm": hv[g]} for g in range(G)])
 
 
 #: A class of at most this many vCPUs is solved by the MVA recursion over its own population

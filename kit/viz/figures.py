@@ -785,10 +785,11 @@ def assumption_figure(rows: list[dict], *, title: str | None = None):
 #: colours of the parts of :attr:`kit.sim.SimResult.time_per_chunk` (kit.sim.breakdown.PARTS),
 #: distinct hues for neighbouring parts
 PART_COLOURS = {"zeroing": "#457b9d", "rmpupdate": "#1d3557", "pvalidate": "#a8dadc", "psmash_rmpadjust": "#6d597a",
-                "exits": "#b5838d", "guest_write": "#8ecae6", "guest_lock_hold": "#8ab17d", "guest_lock_wait": "#cfe1b9",
-                "vmm_conversion": "#e9c46a", "vmm_conversion_wait": "#f6e3a1", "cpa_lock_hold": "#e63946",
-                "cpa_lock_wait": "#f4a3a8", "pgd_lock_hold": "#7b2cbf", "pgd_lock_wait": "#c8b6ff",
-                "tlb_flush_ipis": "#fb8500", "core_contention": "#adb5bd", "other_cpu": "#343a40"}
+                "exits": "#b5838d", "guest_write": "#8ecae6", "dm4k_walks": "#2a9d8f", "guest_lock_hold": "#8ab17d",
+                "guest_lock_wait": "#cfe1b9", "vmm_conversion": "#e9c46a", "vmm_conversion_wait": "#f6e3a1",
+                "cpa_lock_hold": "#e63946", "cpa_lock_wait": "#f4a3a8", "pgd_lock_hold": "#7b2cbf",
+                "pgd_lock_wait": "#c8b6ff", "tlb_flush_wait": "#bc6c25", "tlb_flush_ipis": "#fb8500",
+                "lock_handoff": "#6c757d", "core_contention": "#adb5bd", "other_cpu": "#343a40"}
 FULL_WIDTH = 900
 
 
