@@ -470,7 +470,10 @@ def _error_bars(base, fitted, info, targets, ev) -> list[str]:
     lines += ["sensitivity of each row's rate, d ln(rate) / d ln(param), fitted parameters:",
               text_table(sens["rows"], ["config", *names]),
               "other parameters, largest |d ln(rate) / d ln(param)| over the rows: " + ", ".join(
-                  f"{n} ({sens['kinds'][n]}) {sens['max_abs'][n]:g}" for n in sens["names"] if n not in names)]
+                  f"{n} ({sens['kinds'][n]}) {sens['max_abs'][n]:g}" for n in sens["names"] if n not in names),
+              "counts and switches, the rows' rate change at the next whole value: " + ", ".join(
+                  f"{n} {c['from']:g} -> {c['to']:g} {c['unit']} {100 * min(c['change']):+.1f}% to "
+                  f"{100 * max(c['change']):+.1f}%" for n, c in sens["counts"].items())]
     val = validate(fitted)
     lines += ["validation rows (data/validation.csv, never fitted):",
               text_table([{**r, "allowed": f"{r['low']:g} - {r['high']:g}",

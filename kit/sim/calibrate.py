@@ -16,7 +16,8 @@ How good the fit is beyond its own rows (docs/sim-model.md, "Error bars and vali
   re-fit per row, from the same start as the full fit), and whether the remaining rows still
   determine every fitted parameter.
 - :func:`sensitivities`: elasticities ``d ln(rate) / d ln(param)`` of every row's modelled
-  rate, for every parameter the fit reads from the parameter table.
+  rate, for every parameter the fit reads from the parameter table; a count (CPUs per socket,
+  threads per core) or a 0/1 switch by the step to its next whole value instead.
 - :func:`covariance`: the fitted parameters' uncertainty, linearised at the optimum from
   the Jacobian of the residuals (residuals are in units of the rows' spreads, so
   ``(J^T J)^-1``), inflated by the reduced chi-square when the rows scatter more than their
@@ -165,34 +166,68 @@ def _fit(base: CostParams, ev: Evaluator, targets, rows=None):
 def elasticities(params: CostParams, ev: Evaluator, names, *, step: float = 1e-2, rows=None) -> np.ndarray:
     """``d ln(rate) / d ln(param)`` (rows x names) by central differences in log space: the
     rate's relative change per relative change of the parameter. A parameter at 0 has
-    elasticity 0 (a relative change of it is no change)."""
+    elasticity 0 (a relative change of it is no change). A parameter at the largest value its
+    unit admits (:attr:`kit.sim.params.Param.limit`: a share of 1) is differentiated from
+    below only: above it the model clamps it, and a central difference would halve the slope."""
     rows = list(range(len(ev.items))) if rows is None else list(rows)
+    limit = {p.name: p.limit for p in params}
     out = np.zeros((len(rows), len(names)))
     for j, n in enumerate(names):
         v = params[n]
         if v <= 0:
             continue
-        up = ev.predict(params.with_values(**{n: v * np.exp(step)}), rows)
         down = ev.predict(params.with_values(**{n: v * np.exp(-step)}), rows)
-        out[:, j] = (np.log(np.maximum(up, 1e-300)) - np.log(np.maximum(down, 1e-300))) / (2 * step)
+        if v * np.exp(step) > limit[n]:
+            up, width = ev.predict(params, rows), step
+        else:
+            up, width = ev.predict(params.with_values(**{n: v * np.exp(step)}), rows), 2 * step
+        out[:, j] = (np.log(np.maximum(up, 1e-300)) - np.log(np.maximum(down, 1e-300))) / width
     return out
+
+
+def count_step(value: float, unit: str) -> float:
+    """The whole value a count parameter is compared with: a 0/1 switch flipped, any other
+    count one less (one more when it is 1 or less)."""
+    if unit == "0/1":
+        return 0.0 if value >= 0.5 else 1.0
+    return value - 1.0 if value > 1.0 else value + 1.0
 
 
 def sensitivities(params: CostParams, ev: Evaluator, *, names=None, step: float = 1e-2) -> dict:
     """Every configuration's elasticity to every parameter in ``names`` (default: every
     parameter of the table with a nonzero value, fitted ones first): ``{"names", "kinds",
-    "rows": [{"config", name: elasticity, ...}], "max_abs": {name: largest |elasticity|}}``.
-    1.0 means a 1% larger parameter gives a 1% larger rate; -1.0 a 1% smaller one."""
+    "rows": [{"config", name: elasticity, ...}], "max_abs": {name: largest |elasticity|},
+    "counts"}``. 1.0 means a 1% larger parameter gives a 1% larger rate; -1.0 a 1% smaller one.
+
+    A count or a 0/1 switch (:attr:`kit.sim.params.Param.is_count`, read from its unit: CPUs
+    per socket, threads per core) has no elasticity: it takes whole values only and the model
+    may step at them (a host's sockets are ``ceil(CPUs / cpus_per_socket)``), so a derivative
+    there depends on the side it is taken from. It is left out of ``names`` and reported in
+    ``counts`` instead: ``{name: {"from", "to", "unit", "change": [per row, rate(to) / rate(from)
+    - 1]}}``, the rate's relative change when it moves to the next whole value
+    (:func:`count_step`)."""
+    table = {p.name: p for p in params}
     if names is None:
         order = {"fitted": 0, "assumed": 1, "source": 2}
-        names = [p.name for p in sorted(params, key=lambda p: order.get(p.kind, 3)) if p.value > 0]
-    kinds = {p.name: p.kind for p in params}
+        names = [p.name for p in sorted(params, key=lambda p: order.get(p.kind, 3))
+                 if p.value > 0 or p.is_count]
+    counts = [n for n in names if table[n].is_count]
+    names = [n for n in names if not table[n].is_count]
     e = elasticities(params, ev, names, step=step)
     rows = [{"config": t.config.label, **{n: round(float(e[i, j]), 4) + 0.0 for j, n in enumerate(names)}}
             for i, t in enumerate(ev.targets)]
-    return {"names": list(names), "kinds": {n: kinds[n] for n in names}, "rows": rows,
+    steps = {}
+    if counts:
+        r0 = ev.predict(params)
+        for n in counts:
+            to = count_step(params[n], table[n].unit)
+            r1 = ev.predict(params.with_values(**{n: to}))
+            steps[n] = {"from": params[n], "to": to, "unit": table[n].unit,
+                        "change": [round(float(v), 4) + 0.0 for v in r1 / np.maximum(r0, 1e-300) - 1.0]}
+    return {"names": list(names), "kinds": {n: table[n].kind for n in names}, "rows": rows,
             "max_abs": {n: round(float(np.max(np.abs(e[:, j]))) if len(e) else 0.0, 4)
-                        for j, n in enumerate(names)}}
+                        for j, n in enumerate(names)},
+            "counts": steps}
 
 
 def covariance(params: CostParams, ev: Evaluator, targets, *, rows=None) -> tuple[np.ndarray, dict]:

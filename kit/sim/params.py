@@ -21,6 +21,11 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[2] / "data"
 DEFAULT_PATH = DATA / "cost_params.json"
 KINDS = ("source", "assumed", "fitted")
+#: units of parameters that are counts (CPUs, threads per core) or 0/1 switches: whole numbers,
+#: whose influence on a rate is a step to another whole value, not a derivative
+COUNT_UNITS = ("CPUs", "threads", "0/1")
+#: the largest value a parameter of these units means anything at (the model clamps a share)
+UNIT_LIMITS = {"fraction": 1.0, "0/1": 1.0}
 #: width of a modelled rate's band, in standard deviations of the fitted parameters
 BAND_SIGMAS = 1.0
 #: the smallest value a fitted parameter takes in the fit's log space (a lower bound of 0)
@@ -79,6 +84,16 @@ class Param:
     doc: str = ""
     lower: float = 0.0     # fit bounds (fitted parameters)
     upper: float = 0.0
+
+    @property
+    def is_count(self) -> bool:
+        """A count or a 0/1 switch (its unit is one of :data:`COUNT_UNITS`)."""
+        return self.unit in COUNT_UNITS
+
+    @property
+    def limit(self) -> float:
+        """The largest value the parameter's unit admits (:data:`UNIT_LIMITS`; else infinite)."""
+        return UNIT_LIMITS.get(self.unit, math.inf)
 
 
 # the parameter set as the kit ships it before any fit; ``kit calibrate`` fits the "fitted" ones
@@ -254,6 +269,11 @@ class CostParams:
     @property
     def fitted(self) -> list[str]:
         return [p.name for p in self if p.kind == "fitted"]
+
+    @property
+    def counts(self) -> list[str]:
+        """The parameters that are counts or 0/1 switches (:attr:`Param.is_count`)."""
+        return [p.name for p in self if p.is_count]
 
     def with_values(self, name: str | None = None, **values) -> "CostParams":
         bad = [k for k in values if k not in self._p]

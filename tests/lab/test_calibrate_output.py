@@ -16,6 +16,9 @@ def test_calibrate_prints_leave_one_out_sensitivities_and_validation(tmp_path):
     assert "leave-one-out: each row predicted by a fit of the other 7 (8 fits" in text
     assert "predicted" in text and "undetermined" in text and "jackknife 1 sd" in text
     assert "d ln(rate) / d ln(param)" in text and "(assumed)" in text
+    # a count is stepped, not differentiated: threads per core 2 -> 1
+    assert "counts and switches, the rows' rate change at the next whole value" in text
+    assert "smt_threads 2 -> 1 threads" in text
     assert "validation rows (data/validation.csv, never fitted)" in text and "map-exits-4k-gmem" in text
     assert "not modelled" in text
     assert "held back (8 x 128 vCPUs x 160 GiB" in text and "presplit-4k" in text

@@ -9,13 +9,17 @@ import pytest
 from kit.sim import api
 from kit.sim.calibrate import (Config, Evaluator, Target, band, calibrate, covariance, leave_one_out,
                                load_measurements, sensitivities)
-from kit.sim.params import CostParams
+from kit.sim.params import COUNT_UNITS, CostParams
 from kit.sim import validation as V
 
 SMALL = dict(guests=1, vcpus=8, guest_mem="8GiB", host_cores=16, host_mem="64GiB")
 
 # configurations where every fitted parameter is determined by at least two rows, so that any
-# one of them can be left out
+# one of them can be left out (test_every_fitted_parameter_moves_at_least_two_synthetic_rows).
+# Elasticities d ln(rate) / d ln(param) at the known answer (convert_us, cpa_hold_us, smt_yield,
+# dm4k_walk_ns): split-on-demand -1, 0, 0, 0; presplit-4k -0.66, 0, 0, -0.34; invalidate-4k 0,
+# -0.95, 0, 0; and the 4-guest rows, whose 512 vCPU threads share every core's two threads,
+# carry smt_yield with +1 (a 1-guest row uses one thread per core and never reads it).
 SYNTHETIC = [
     Config("S", 512, 1536, 1, 128, 512, "unpinned", "split-on-demand"),
     Config("S", 512, 1536, 1, 96, 512, "unpinned", "split-on-demand"),
@@ -28,9 +32,18 @@ SYNTHETIC = [
 ]
 
 
+#: how far each fitted parameter's known value sits from its base value (in the table's order)
+TRUTH_FACTORS = [1.2, 1.4, 1.3, 3.0, 1.1, 0.9]
+
+
 def _truth(base):
-    """Known parameters: every fitted one moved from the base set (names from the table)."""
-    return base.with_values(**{n: base[n] * f for n, f in zip(base.fitted, [1.2, 1.4, 0.8, 3.0, 1.1, 0.9])})
+    """Known parameters: every fitted one moved from the base set (names from the table),
+    each inside its fit bounds (an answer outside them could not be recovered)."""
+    truth = base.with_values(**{n: base[n] * f for n, f in zip(base.fitted, TRUTH_FACTORS)})
+    for n in base.fitted:
+        lo, hi = base.log_bounds(n)
+        assert lo < np.log(truth[n]) < hi and truth[n] != base[n], n
+    return truth
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +84,29 @@ def test_the_fit_recovers_the_known_parameters(synthetic):
     assert info["undetermined"] == [] and all(r["within"] for r in rows)
 
 
+def test_every_fitted_parameter_moves_at_least_two_synthetic_rows(synthetic):
+    """The claim the known-answer tests rest on, checked: at the known answer each fitted
+    parameter has an elasticity of at least 0.1 on two or more rows."""
+    base, truth, targets, ev = synthetic
+    s = sensitivities(truth, ev, names=truth.fitted)
+    for n in truth.fitted:
+        assert sum(abs(r[n]) >= 0.1 for r in s["rows"]) >= 2, (n, [r[n] for r in s["rows"]])
+
+
+def test_a_parameter_no_row_reads_is_named_undetermined(synthetic):
+    """Without the rows that share cores (one guest only), the parameter only they read
+    (found from the elasticities, not by name) is reported undetermined, not fitted silently."""
+    base, truth, targets, ev = synthetic
+    one = [i for i, t in enumerate(targets) if t.config.guests == 1]
+    sub = [targets[i] for i in one]
+    sev = Evaluator(sub)
+    s = sensitivities(truth, sev, names=truth.fitted)
+    unread = [n for n in truth.fitted if all(r[n] == 0 for r in s["rows"])]
+    assert len(unread) == 1
+    _, rows, info = calibrate(base, targets=sub, evaluator=sev)
+    assert info["undetermined"] == unread and all(r["within"] for r in rows)
+
+
 def test_leave_one_out_on_the_measurements_names_what_the_others_leave_undetermined(measured):
     targets, ev = measured
     rows, info = leave_one_out(targets=targets, evaluator=ev)
@@ -100,15 +136,43 @@ def test_sensitivities_match_finite_differences(measured):
     p = CostParams.load()
     s = sensitivities(p, ev)
     assert s["names"][:len(p.fitted)] == p.fitted          # fitted first, read from the table
-    assert set(s["names"]) == {q.name for q in p if q.value > 0}
+    # counts and 0/1 switches have no derivative (their unit says so): stepped, not differentiated
+    assert set(s["names"]) == {q.name for q in p if q.value > 0 and not q.is_count}
+    assert set(s["counts"]) == set(p.counts)
     r0 = ev.predict(p)
-    h = 1e-4
     for n in s["names"]:
+        # inside the values the parameter's unit admits: from below at its limit (a share of 1)
+        q = next(x for x in p if x.name == n)
+        h = 1e-4 if p[n] * (1 + 1e-4) <= q.limit else -1e-4
         r1 = ev.predict(p.with_values(**{n: p[n] * (1 + h)}))
         fd = (r1 - r0) / r0 / h
         got = np.asarray([row[n] for row in s["rows"]])
         assert np.allclose(got, fd, atol=0.02), (n, got, fd)
         assert s["max_abs"][n] == pytest.approx(np.max(np.abs(got)), abs=1e-3)
+
+
+def test_a_count_is_stepped_to_its_next_whole_value_not_differentiated(measured):
+    """Threads per core, CPUs per socket, a 0/1 switch: whole values only, and the model steps
+    at them (a derivative there depends on its side), so each is reported as the rate's change
+    when it moves to its next whole value, read from the table's units."""
+    targets, ev = measured
+    p = CostParams.load()
+    counts = [q for q in p if q.is_count]
+    assert {q.unit for q in counts} <= set(COUNT_UNITS) and "smt_threads" in p.counts
+    assert not any(q.is_count for q in p if q.name in p.fitted)
+    s = sensitivities(p, ev)
+    r0 = ev.predict(p)
+    for q in counts:
+        step = s["counts"][q.name]
+        assert step["from"] == q.value and step["to"] == round(step["to"]) and step["to"] != q.value
+        assert step["to"] == (1 - q.value if q.unit == "0/1" else q.value - 1 if q.value > 1 else q.value + 1)
+        r1 = ev.predict(p.with_values(**{q.name: step["to"]}))
+        assert np.allclose(step["change"], r1 / r0 - 1, atol=1e-4), q.name
+    # one thread per core: no core is shared, so no measured row is slower
+    assert min(s["counts"]["smt_threads"]["change"]) >= -1e-9
+    # a count named explicitly is stepped too
+    s2 = sensitivities(p, ev, names=["smt_threads", "convert_us"])
+    assert s2["names"] == ["convert_us"] and list(s2["counts"]) == ["smt_threads"]
 
 
 def test_a_parameter_at_zero_has_no_elasticity(measured):
@@ -166,7 +230,9 @@ def test_the_covariance_travels_with_the_parameter_set(tmp_path):
     assert q.without_covariance().covariance is None and q.without_covariance().band_sets() == []
     # a covariance of other parameters than the set's fitted ones is stale: no band
     stale = json.loads((tmp_path / "p.json").read_text())
-    stale["covariance"]["names"] = ["convert_us", "cpa_hold_us", "zero_bw_gbps", "ipi_us"]
+    # the fitted names with one of them swapped for a parameter the table does not fit
+    other = next(q.name for q in p if q.kind != "fitted")
+    stale["covariance"]["names"] = p.fitted[:-1] + [other]
     assert CostParams.from_json(stale).band_sets() == []
     stale["covariance"]["matrix"] = [[1.0]]
     with pytest.raises(ValueError, match="covariance"):
