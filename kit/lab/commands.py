@@ -19,6 +19,7 @@ saying where it is and how to report it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -32,34 +33,70 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .. import __version__
 from ..errors import KernelError, KitError
-from ..explore import catalog
 from ..explore.params import EXPLORE_PARAMS, check_schedule
 from ..sim.api import scenario
 from ..sim.scenario import SCENARIO_PARAMS
 from ..sim.api import simulate as run_simulation
-from ..sim.calibrate import MEASUREMENTS, HELD_BACK, Evaluator, held_back, leave_one_out, load_measurements, sensitivities
-from ..sim.calibrate import calibrate as fit
-from ..sim.measurements import check_measurements
-from ..sim.validation import validate
 from ..sim.params import DEFAULT_PATH, CostParams
 from ..host.limits import HOST_CORES, HOST_MEM, HOST_SEED
 from ..units import PAGE_2M, SIZE_UNITS, Param, format_size, parse_int, parse_size
-from . import demo as host_demo_model
-from .batch import prepare, run_checked
-from .batch import sweep as run_sweep
 from .limits import CELL_TIMEOUT, SWEEP_CONFIRM, SWEEP_SEEDS, SWEEP_WORKERS
-from .notebook import inspect
-from .parameters import LIST_SYNTAX, parse_pairs, parameter_rows
-from .validate import NOTEBOOKS
-from .validate import rule as _rule
 from .paths import writable_file, writable_folder
 from ..viz.traces import STEP_COLUMNS, step_rows
-from .report import report as build_report
-from .validate import RULES, check
+
+#: Deferred loading (docs/architecture.md): what only some subcommands need -- the notebook
+#: pipeline, the calibration and its error bars, tqdm, the explorer's catalog, the host demo --
+#: is imported when one of them runs, so that ``kit simulate`` starts in about the time of
+#: ``import numpy``. Each name here is a function that imports ``module`` and calls
+#: ``module.function``, or (no ``:function``) the module itself, imported on first attribute
+#: access; tests/test_layers.py checks the table.
+DEFERRED = {"tqdm": "tqdm:tqdm", "catalog": "kit.explore.catalog", "host_demo_model": "kit.lab.demo",
+            "prepare": "kit.lab.batch:prepare", "run_checked": "kit.lab.batch:run_checked",
+            "run_sweep": "kit.lab.batch:sweep", "inspect": "kit.lab.notebook:inspect",
+            "lab_parameters": "kit.lab.parameters", "parse_pairs": "kit.lab.parameters:parse_pairs",
+            "parameter_rows": "kit.lab.parameters:parameter_rows", "lab_rules": "kit.lab.validate",
+            "check": "kit.lab.validate:check", "_rule": "kit.lab.validate:rule",
+            "build_report": "kit.lab.report:report", "calibration": "kit.sim.calibrate",
+            "fit": "kit.sim.calibrate:calibrate", "leave_one_out": "kit.sim.calibrate:leave_one_out",
+            "load_measurements": "kit.sim.calibrate:load_measurements",
+            "sensitivities": "kit.sim.calibrate:sensitivities", "held_back": "kit.sim.calibrate:held_back",
+            "check_measurements": "kit.sim.measurements:check_measurements",
+            "validate": "kit.sim.validation:validate"}
+
+
+class _Module:
+    """A module imported on first attribute access (setting an attribute sets the module's)."""
+
+    def __init__(self, name: str):
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __setattr__(self, attr: str, value) -> None:
+        setattr(importlib.import_module(self._name), attr, value)
+
+    def __repr__(self) -> str:
+        return f"<module {self._name!r}, imported on first use>"
+
+
+def _deferred(name: str):
+    module, _, function = DEFERRED[name].partition(":")
+    if not function:
+        return _Module(module)
+
+    def call(*args, **kw):
+        return getattr(importlib.import_module(module), function)(*args, **kw)
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``{module}.{function}``, imported on first call."
+    return call
+
+
+(tqdm, catalog, host_demo_model, prepare, run_checked, run_sweep, inspect, lab_parameters, parse_pairs,
+ parameter_rows, lab_rules, check, _rule, build_report, calibration, fit, leave_one_out, load_measurements,
+ sensitivities, held_back, check_measurements, validate) = (_deferred(name) for name in DEFERRED)
 
 
 class ArgError(ValueError):
@@ -180,11 +217,13 @@ def call(args, argv=(), say=None) -> Outcome:
 def dispatch(argv, *, say=None, raise_errors: bool = True) -> Outcome:
     """argv -> :func:`check_argv` -> the one parser -> :func:`call`. Raises :class:`ArgError`,
     :class:`RunFailed`, :class:`Crashed` (never another exception) or :class:`HelpShown`
-    (``raise_errors``; else argparse exits as the command line does)."""
+    (``raise_errors``; else argparse exits as the command line does). When argv starts with a
+    subcommand the parser holds only that one's arguments (:func:`build_parser`'s ``command``;
+    what it parses is the same, and options before a subcommand get the whole parser)."""
     argv = list(argv)
     try:
         argv = check_argv(argv)
-        args = build_parser(raise_errors).parse_args(argv)
+        args = build_parser(raise_errors, command_name(argv) or None).parse_args(argv)
     except (ArgError, HelpShown):
         raise
     except Exception as e:
@@ -284,17 +323,26 @@ HOST_DEMO_COLUMNS = ["policy", "DirectMap4k", "DirectMap2M", "DirectMap1G", "Dir
                      "state_mib", "wall_s"]
 
 
-#: ``kit host-demo --guest-mem``: the SNP guest's memory, 2M folios (whole 2MiB, not rounded)
-HOST_DEMO_GUEST_MEM = Param("guest_mem", "size", PAGE_2M, HOST_MEM.max, multiple=PAGE_2M, unit="bytes",
-                            default=host_demo_model.GUEST_MEM, help="SNP guest memory, on 2M folios",
-                            why="the host's bound (kit.host.limits)")
+def host_demo_guest_mem() -> Param:
+    """``kit host-demo --guest-mem``: the SNP guest's memory, 2M folios (whole 2MiB, not rounded);
+    its default is the demo's (:mod:`.demo`, loaded with it). Also ``HOST_DEMO_GUEST_MEM``."""
+    return Param("guest_mem", "size", PAGE_2M, HOST_MEM.max, multiple=PAGE_2M, unit="bytes",
+                 default=host_demo_model.GUEST_MEM, help="SNP guest memory, on 2M folios",
+                 why="the host's bound (kit.host.limits)")
+
+
+def __getattr__(name: str):
+    # HOST_DEMO_GUEST_MEM: built with the demo module (deferred loading, DEFERRED above)
+    if name == "HOST_DEMO_GUEST_MEM":
+        return host_demo_guest_mem()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def host_demo(args, say=_quiet) -> Outcome:
     """The host-model demonstration on every direct-map policy -> table and HTML report."""
     try:
         mem = HOST_MEM.check(args.mem, "mem")
-        guest = HOST_DEMO_GUEST_MEM.check(args.guest_mem, "guest_mem")
+        guest = host_demo_guest_mem().check(args.guest_mem, "guest_mem")
         HOST_CORES.check(args.cores, "cores")
         out = writable_file(args.out, "out")
         need = guest + host_demo_model.EXTRA_MEMORY
@@ -384,16 +432,15 @@ def scenario_line(s) -> str:
             f"direct-map policy {s.policy}, {s.engine} engine, seed {s.seed}")
 
 
-class _CountedEvaluator(Evaluator):
-    """The calibration's evaluator, moving a progress bar at each evaluation of the model."""
+def _counted_evaluator(targets, bar):
+    """The calibration's evaluator (:class:`kit.sim.calibrate.Evaluator`, loaded with the
+    calibration), moving a progress bar at each evaluation of the model."""
 
-    def __init__(self, targets, bar):
-        super().__init__(targets)
-        self.bar = bar
-
-    def predict(self, params, rows=None):
-        self.bar.update(1)
-        return super().predict(params, rows)
+    class _CountedEvaluator(calibration.Evaluator):
+        def predict(self, params, rows=None):
+            bar.update(1)
+            return super().predict(params, rows)
+    return _CountedEvaluator(targets)
 
 
 def time_table(r) -> str:
@@ -413,7 +460,7 @@ def calibrate(args, say=_quiet) -> Outcome:
     for the kit's own ``data/cost_params.json``."""
     try:
         base = CostParams.load(args.start) if args.start is not None else CostParams()
-        data = Path(args.data) if args.data else MEASUREMENTS
+        data = Path(args.data) if args.data else calibration.MEASUREMENTS
         check_measurements(data)
         if args.write and args.out:
             raise ValueError("--write and -o/--out: give one (--write is -o data/cost_params.json)")
@@ -427,10 +474,10 @@ def calibrate(args, say=_quiet) -> Outcome:
     targets = load_measurements(data)
     bar = progress_bar(None, "calibrate: model evaluations", unit=" evaluations", quiet=args.quiet)
     try:
-        fitted, rows, info = fit(base, targets=targets, evaluator=_CountedEvaluator(targets, bar))
+        fitted, rows, info = fit(base, targets=targets, evaluator=_counted_evaluator(targets, bar))
     finally:
         bar.close()
-    ev = Evaluator(targets)
+    ev = calibration.Evaluator(targets)
     lines = [text_table(rows, ["config", "measured", "spread", "model", "error_pct", "residual", "within"]),
              f"free parameters: {info['free_parameters']} ({', '.join(info['names'])}); "
              f"{info['measured_configurations']} measured configurations of {data}; {info['status']}",
@@ -481,7 +528,7 @@ def _error_bars(base, fitted, info, targets, ev) -> list[str]:
                            "model": "" if r["model"] is None else f"{r['model']:g}"} for r in val],
                          ["id", "config", "measured", "allowed", "model", "status"]),
               f"validation: {sum(r['within'] for r in val)}/{len(val)} rows within"]
-    h = HELD_BACK
+    h = calibration.HELD_BACK
     lines.append(f"held back ({h['guests']} x {h['vcpus']} vCPUs x {h['guest_mem_gib']} GiB, measured, not fitted), "
                  "predicted with its band: " + ", ".join(
                      f"{r['policy']} {r['model_gbps']:.2f}"
@@ -556,10 +603,10 @@ def params(args, say=_quiet) -> Outcome:
         nb = inspect(args.notebook)
     except ValueError as e:
         raise ArgError(str(e)) from None
-    rows = parameter_rows(nb, lambda name, notebook: _rule(name, notebook if notebook in NOTEBOOKS else None))
+    rows = parameter_rows(nb, lambda name, notebook: _rule(name, notebook if notebook in lab_rules.NOTEBOOKS else None))
     if args.json:
         return Outcome(0, [json.dumps(rows)], rows)
-    return Outcome(0, [f"{nb.name} ({nb.path.name}): {len(rows)} parameters; lists: {LIST_SYNTAX}",
+    return Outcome(0, [f"{nb.name} ({nb.path.name}): {len(rows)} parameters; lists: {lab_parameters.LIST_SYNTAX}",
                        text_table(rows, PARAMS_COLUMNS)], rows)
 
 
@@ -762,8 +809,13 @@ def int_option(param: Param, name: str | None = None):
     return integer
 
 
-def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
-    """The ``kit`` argument parser; each subcommand's ``command`` default is its function here."""
+def build_parser(raise_errors: bool = False, command: str | None = None) -> argparse.ArgumentParser:
+    """The ``kit`` argument parser; each subcommand's ``command`` default is its function here.
+    ``command``: the subcommand the arguments name (:func:`dispatch` looks first), whose
+    arguments are then the only ones that need their modules: ``demo``'s, ``host-demo``'s,
+    ``run``'s, ``sweep``'s and ``explore``'s arguments (bounds, defaults and help from
+    :mod:`.validate`, :mod:`.demo`, :mod:`.parameters` and :mod:`kit.explore.catalog`) are added
+    only when ``command`` is theirs or None (docs/architecture.md, "Deferred loading")."""
     p = Parser(prog="kit", description="confidential-VM memory research kit", raise_errors=raise_errors)
     p.add_argument("--version", action="version", version=f"kit {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -775,24 +827,27 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
         parser.add_argument("-q", "--quiet", action="store_true",
                             help="no progress bar (it is shown on stderr only when that is a terminal)")
 
-    d = add("demo", help="the main job: directmap-policies on the measured configurations -> HTML report")
-    d.add_argument("--policies", default=None, help="comma-separated direct-map policies (default: all)")
-    d.add_argument("--steps", type=int_option(RULES["steps"]), default=2000,
-                   help="conversions in the fragmentation workload")
-    d.add_argument("--seed", type=int_option(RULES["seed"]), default=0, help="seed of every random choice")
-    d.add_argument("--out", default="reports/index.html", help="HTML report path")
-    d.set_defaults(command=demo)
-    h = add("host-demo", help="the host-model demonstration on every direct-map policy (no timing)",
-            epilog=SIZE_UNITS[0].upper() + SIZE_UNITS[1:] + ".")
-    h.add_argument("--mem", default=host_demo_model.HOST_MEM, help="host memory, a size (e.g. 1.5TiB)")
-    h.add_argument("--cores", type=int_option(HOST_CORES), default=host_demo_model.HOST_CORES,
-                   help="host cores")
-    h.add_argument("--guest-mem", dest="guest_mem", default=host_demo_model.GUEST_MEM,
-                   help="SNP guest memory, a size (e.g. 160GiB)")
-    h.add_argument("--seed", type=int_option(HOST_SEED), default=0, help="seed of every random choice")
-    h.add_argument("--out", default="reports/host-demo.html", help="HTML report path")
-    quiet(h)
-    h.set_defaults(command=host_demo)
+    if command in (None, "demo"):
+        d = add("demo", help="the main job: directmap-policies on the measured configurations -> HTML report")
+        d.add_argument("--policies", default=None, help="comma-separated direct-map policies (default: all)")
+        d.add_argument("--steps", type=int_option(lab_rules.RULES["steps"]), default=2000,
+                       help="conversions in the fragmentation workload")
+        d.add_argument("--seed", type=int_option(lab_rules.RULES["seed"]), default=0,
+                       help="seed of every random choice")
+        d.add_argument("--out", default="reports/index.html", help="HTML report path")
+        d.set_defaults(command=demo)
+    if command in (None, "host-demo"):
+        h = add("host-demo", help="the host-model demonstration on every direct-map policy (no timing)",
+                epilog=SIZE_UNITS[0].upper() + SIZE_UNITS[1:] + ".")
+        h.add_argument("--mem", default=host_demo_model.HOST_MEM, help="host memory, a size (e.g. 1.5TiB)")
+        h.add_argument("--cores", type=int_option(HOST_CORES), default=host_demo_model.HOST_CORES,
+                       help="host cores")
+        h.add_argument("--guest-mem", dest="guest_mem", default=host_demo_model.GUEST_MEM,
+                       help="SNP guest memory, a size (e.g. 160GiB)")
+        h.add_argument("--seed", type=int_option(HOST_SEED), default=0, help="seed of every random choice")
+        h.add_argument("--out", default="reports/host-demo.html", help="HTML report path")
+        quiet(h)
+        h.set_defaults(command=host_demo)
     m = add("simulate", help="time a workload on the model (fault-in rate, where the time goes)",
             description="Time a workload on the model. With no option: the default scenario, said in the "
                         "first line of the output.",
@@ -830,51 +885,55 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     r.add_argument("-o", "--out", required=True, help="the HTML file to write")
     r.add_argument("--title", default="cvm-memkit report", help="the report's title")
     r.set_defaults(command=report)
-    n = add("run", help="run one notebook (parameters checked first) -> executed notebook, result, report")
-    n.add_argument("notebook", help="a notebook in notebooks/ (e.g. directmap-policies) or a path")
-    n.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help=f"a parameter (repeat; kit params NOTEBOOK lists them); {LIST_SYNTAX}")
-    n.add_argument("-o", "--out", default=None, help="output folder (default runs/NOTEBOOK)")
-    n.add_argument("--timeout", type=int_option(CELL_TIMEOUT), default=900, help=CELL_TIMEOUT.describe())
-    quiet(n)
-    n.set_defaults(command=run)
+    if command in (None, "run"):
+        n = add("run", help="run one notebook (parameters checked first) -> executed notebook, result, report")
+        n.add_argument("notebook", help="a notebook in notebooks/ (e.g. directmap-policies) or a path")
+        n.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                       help=f"a parameter (repeat; kit params NOTEBOOK lists them); {lab_parameters.LIST_SYNTAX}")
+        n.add_argument("-o", "--out", default=None, help="output folder (default runs/NOTEBOOK)")
+        n.add_argument("--timeout", type=int_option(CELL_TIMEOUT), default=900, help=CELL_TIMEOUT.describe())
+        quiet(n)
+        n.set_defaults(command=run)
     q = add("params", help="a notebook's parameters: types, defaults, allowed values and help")
     q.add_argument("notebook", help="a notebook in notebooks/ (e.g. directmap-policies) or a path")
     q.add_argument("--json", action="store_true", help="a JSON list of rows instead of a table")
     q.set_defaults(command=params)
-    w = add("sweep", help="every combination of a grid as one run each, on dask.distributed")
-    w.add_argument("notebook", help="a notebook in notebooks/ (e.g. lazy-acceptance-scaling) or a path")
-    w.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help=f"one axis of the grid (repeat); {LIST_SYNTAX}")
-    w.add_argument("--seeds", type=int_option(SWEEP_SEEDS), default=None,
-                   help="also run each combination with seed 0..N-1")
-    w.add_argument("-o", "--out", default="sweeps", help="result store and outputs (default sweeps/)")
-    w.add_argument("--scheduler", default=None, help="an existing dask scheduler (tcp://HOST:PORT)")
-    w.add_argument("--workers", type=int_option(SWEEP_WORKERS), default=2, help=SWEEP_WORKERS.describe())
-    w.add_argument("--timeout", type=int_option(CELL_TIMEOUT), default=900, help=CELL_TIMEOUT.describe())
-    w.add_argument("--yes", action="store_true",
-                   help=f"run a grid of more than {SWEEP_CONFIRM.max} runs (docs/lab.md, Bounds)")
-    w.set_defaults(command=sweep)
-    e = add("explore", help="every interleaving of a race scenario under a scheme -> invariants, counterexamples")
-    e.add_argument("scenario", help=f"{EXPLORE_PARAMS['scenario'].help}: {', '.join(catalog.SCENARIOS)}")
-    e.add_argument("--scheme", default=None, help="how the kernel protects the race; "
-                   + "; ".join(f"{n}: {', '.join(catalog.schemes_for(n))}" for n in catalog.SCENARIOS))
-    e.add_argument("--mode", default=EXPLORE_PARAMS["mode"].default, help=EXPLORE_PARAMS["mode"].describe())
-    e.add_argument("--bound", default=None, metavar="K",
-                   help=f"{EXPLORE_PARAMS['bound'].help} (bounded: {BOUNDS['bounded'].bounds_text()}, default "
-                        f"{BOUNDS['bounded'].default}; random: {BOUNDS['random'].bounds_text()}, default "
-                        f"{BOUNDS['random'].default})")
-    e.add_argument("--seed", default=None, metavar="N", help=EXPLORE_PARAMS["seed"].describe())
-    e.add_argument("--schedule", default=None, metavar="T1,T2,...",
-                   help="replay: the thread that runs each step, in order")
-    e.add_argument("--max-schedules", dest="max_schedules", default=None, metavar="N",
-                   help=EXPLORE_PARAMS["max_schedules"].describe())
-    e.add_argument("--time-budget", dest="time_budget", default=None, metavar="SECONDS",
-                   help=EXPLORE_PARAMS["time_budget"].describe())
-    e.add_argument("--json", action="store_true",
-                   help='one JSON object: {"complete", "schedules", "invariants": {name: {"violations", "example"}}}')
-    e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
-    e.set_defaults(command=explore)
+    if command in (None, "sweep"):
+        w = add("sweep", help="every combination of a grid as one run each, on dask.distributed")
+        w.add_argument("notebook", help="a notebook in notebooks/ (e.g. lazy-acceptance-scaling) or a path")
+        w.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
+                       help=f"one axis of the grid (repeat); {lab_parameters.LIST_SYNTAX}")
+        w.add_argument("--seeds", type=int_option(SWEEP_SEEDS), default=None,
+                       help="also run each combination with seed 0..N-1")
+        w.add_argument("-o", "--out", default="sweeps", help="result store and outputs (default sweeps/)")
+        w.add_argument("--scheduler", default=None, help="an existing dask scheduler (tcp://HOST:PORT)")
+        w.add_argument("--workers", type=int_option(SWEEP_WORKERS), default=2, help=SWEEP_WORKERS.describe())
+        w.add_argument("--timeout", type=int_option(CELL_TIMEOUT), default=900, help=CELL_TIMEOUT.describe())
+        w.add_argument("--yes", action="store_true",
+                       help=f"run a grid of more than {SWEEP_CONFIRM.max} runs (docs/lab.md, Bounds)")
+        w.set_defaults(command=sweep)
+    if command in (None, "explore"):
+        e = add("explore", help="every interleaving of a race scenario under a scheme -> invariants, counterexamples")
+        e.add_argument("scenario", help=f"{EXPLORE_PARAMS['scenario'].help}: {', '.join(catalog.SCENARIOS)}")
+        e.add_argument("--scheme", default=None, help="how the kernel protects the race; "
+                       + "; ".join(f"{n}: {', '.join(catalog.schemes_for(n))}" for n in catalog.SCENARIOS))
+        e.add_argument("--mode", default=EXPLORE_PARAMS["mode"].default, help=EXPLORE_PARAMS["mode"].describe())
+        e.add_argument("--bound", default=None, metavar="K",
+                       help=f"{EXPLORE_PARAMS['bound'].help} (bounded: {BOUNDS['bounded'].bounds_text()}, default "
+                            f"{BOUNDS['bounded'].default}; random: {BOUNDS['random'].bounds_text()}, default "
+                            f"{BOUNDS['random'].default})")
+        e.add_argument("--seed", default=None, metavar="N", help=EXPLORE_PARAMS["seed"].describe())
+        e.add_argument("--schedule", default=None, metavar="T1,T2,...",
+                       help="replay: the thread that runs each step, in order")
+        e.add_argument("--max-schedules", dest="max_schedules", default=None, metavar="N",
+                       help=EXPLORE_PARAMS["max_schedules"].describe())
+        e.add_argument("--time-budget", dest="time_budget", default=None, metavar="SECONDS",
+                       help=EXPLORE_PARAMS["time_budget"].describe())
+        e.add_argument("--json", action="store_true",
+                       help='one JSON object: {"complete", "schedules", '
+                            '"invariants": {name: {"violations", "example"}}}')
+        e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
+        e.set_defaults(command=explore)
     return p
 
 

@@ -49,7 +49,8 @@ from pathlib import Path
 from .. import __version__
 from .execute import execute
 from .notebook import canonical, inspect, notebook_hash
-from . import record as _record
+# the names, not the submodule: the package's ``record`` is the function (kit/lab/__init__.py)
+from .record import DATA_FILES as _DATA_FILES, data_digests as _data_digests
 from .parameters import check_params
 from .record import load_result, timestamp, write_atomic
 
@@ -66,7 +67,7 @@ LEASE_STALE = 600.0
 LEASE_POLL = 0.2
 
 #: the data files every notebook may read, whose digests are part of each run's key
-DATA_FILES = _record.DATA_FILES
+DATA_FILES = _DATA_FILES
 
 HOST = socket.gethostname()
 _KIT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def code_digest() -> str:
 
 def data_digests() -> dict:
     """``{file name: SHA-256}`` of :data:`DATA_FILES` (:func:`kit.lab.record.data_digests`)."""
-    return _record.data_digests(DATA_FILES)
+    return _data_digests(DATA_FILES)
 
 
 def environment() -> dict:

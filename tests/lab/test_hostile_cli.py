@@ -45,7 +45,8 @@ def work(*a, **kw):
     raise ReachedTheWork()
 
 
-batch.execute = batch._execute_all = commands.fit = commands.host_demo_model.run_all = work
+batch.execute = batch._execute_all = commands.fit = work
+commands.host_demo_model.run_all = commands.host_demo_model.run_policy = work     # host-demo runs one policy at a time
 for line in sys.stdin:
     argv = json.loads(line)
     out, err = io.StringIO(), io.StringIO()
