@@ -205,9 +205,9 @@ def cli_fixtures(folder) -> None:
 
     def setv(pname, v):
         return lambda d: [p.update(value=v) for p in d["params"] if p["name"] == pname]
-    params("p_nan.json", setv("zero_bw_gbps", float("nan")))
-    params("p_str.json", setv("zero_bw_gbps", "fast"))
-    params("p_zero.json", setv("zero_bw_gbps", 0))
+    params("p_nan.json", setv("dram_gbps_per_socket", float("nan")))
+    params("p_str.json", setv("dram_gbps_per_socket", "fast"))
+    params("p_zero.json", setv("dram_gbps_per_socket", 0))
     params("p_neg.json", setv("zero_gbps_core", -1))
     params("p_missing.json", lambda d: d["params"].pop(0))
     (folder / "nonkit.json").write_text('{"a": 1}')

@@ -159,19 +159,19 @@ def _set(pname, value):
 
 
 COST_FILES = {
-    "a string value": (lambda t: _params(t, _set("zero_bw_gbps", "fast")), "zero_bw_gbps"),
-    "NaN": (lambda t: _params(t, _set("zero_bw_gbps", float("nan"))), "zero_bw_gbps"),
+    "a string value": (lambda t: _params(t, _set("dram_gbps_per_socket", "fast")), "dram_gbps_per_socket"),
+    "NaN": (lambda t: _params(t, _set("dram_gbps_per_socket", float("nan"))), "dram_gbps_per_socket"),
     "infinity": (lambda t: _params(t, _set("convert_us", float("inf"))), "convert_us"),
-    "a zero rate": (lambda t: _params(t, _set("zero_bw_gbps", 0)), "zero_bw_gbps"),
+    "a zero rate": (lambda t: _params(t, _set("dram_gbps_per_socket", 0)), "dram_gbps_per_socket"),
     "a negative rate": (lambda t: _params(t, _set("zero_gbps_core", -1)), "zero_gbps_core"),
     "a negative time": (lambda t: _params(t, _set("exit_us", -2.0)), "exit_us"),
-    "a fraction past 1": (lambda t: _params(t, _set("dm4k_slowdown", 1.5)), "dm4k_slowdown"),
+    "a fraction past 1": (lambda t: _params(t, _set("accept_spin_share", 1.5)), "accept_spin_share"),
     "a bool": (lambda t: _params(t, _set("split_us", True)), "split_us"),
     "a missing parameter": (lambda t: _params(t, lambda d: d["params"].pop(0)), "zero_gbps_core"),
     "an unknown parameter": (lambda t: _params(t, lambda d: d["params"].append({**d["params"][0], "name": "bogus"})),
                              "bogus"),
     "a parameter twice": (lambda t: _params(t, lambda d: d["params"].append(d["params"][0])), "twice"),
-    "another unit": (lambda t: _params(t, lambda d: d["params"][2].update(unit="ms")), "invlpg_us"),
+    "another unit": (lambda t: _params(t, lambda d: next(q for q in d["params"] if q["name"] == "invlpg_us").update(unit="ms")), "invlpg_us"),
     "fit bounds outside the range": (lambda t: _params(t, lambda d: [p.update(lower=-5) for p in d["params"]
                                                                       if p["kind"] == "fitted"]), "lower"),
     "a directory": (lambda t: (t / "d.json").mkdir() or "d.json", "not a file"),
@@ -202,8 +202,8 @@ def test_cost_parameter_bounds_are_one_table():
         assert p.unit in VALUE_RANGES and lo <= p.value <= hi, p.name
         if p.kind == "fitted":
             assert lo <= p.lower < p.upper <= hi, p.name
-    with pytest.raises(ValueError, match=r"zero_bw_gbps: expected a number 0.01..10000 GB/s"):
-        CostParams().with_values(zero_bw_gbps=0)
+    with pytest.raises(ValueError, match=r"dram_gbps_per_socket: expected a number 0.01..10000 GB/s"):
+        CostParams().with_values(dram_gbps_per_socket=0)
     assert CostParams().with_values(exit_us=0)["exit_us"] == 0        # a free event: a what-if
 
 
