@@ -38,8 +38,14 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _quiet_streams()
     prefix = " ".join(["kit", command_name(argv)]).strip()
+    return _status(lambda: dispatch(argv, say=_say), prefix, argv)
+
+
+def _status(work, prefix: str, argv) -> int:
+    """Run ``work`` (a command) and turn what happened into the exit status, printing the
+    output or one line (docs/cli-errors.md)."""
     try:
-        done: Outcome = dispatch(argv, say=_say)
+        done: Outcome = work()
     except HelpShown:                       # --help, --version: printed
         return 0
     except ArgError as e:
@@ -70,16 +76,7 @@ def _show(done: Outcome, prefix: str, argv) -> int:
 
 def run_command(args) -> int:
     """Run parsed arguments' command and print what it did; returns the exit status."""
-    prefix = f"kit {args.cmd}"
-    try:
-        done: Outcome = call(args, [args.cmd], say=_say)
-    except ArgError as e:
-        return _fail(prefix, e, 2)
-    except RunFailed as e:
-        return _fail(prefix, e, 1)
-    except Crashed as e:
-        return _fail(prefix, e, CRASH_STATUS)
-    return _show(done, prefix, [args.cmd])
+    return _status(lambda: call(args, [args.cmd], say=_say), f"kit {args.cmd}", [args.cmd])
 
 
 # the former per-command entry points (kit.lab.commands has the commands), for one release
