@@ -295,7 +295,7 @@ def demo(args, say=_quiet) -> Outcome:
     t0 = time.time()
     say(f"kit {__version__}: running notebooks/directmap-policies.ipynb "
         f"({'all policies' if policies is None else ', '.join(params['policies'])}, every measured configuration) ...")
-    done = _pipeline(nb, params, rundir, 900)
+    done = _pipeline(nb, params, rundir, 900, progress=show_progress(args))
     docs = done["results"]
     if not docs:
         raise RunFailed(f"{nb.name} recorded no result in {done['notebook']}")
@@ -835,6 +835,7 @@ def build_parser(raise_errors: bool = False, command: str | None = None) -> argp
         d.add_argument("--seed", type=int_option(lab_rules.RULES["seed"]), default=0,
                        help="seed of every random choice")
         d.add_argument("--out", default="reports/index.html", help="HTML report path")
+        quiet(d)
         d.set_defaults(command=demo)
     if command in (None, "host-demo"):
         h = add("host-demo", help="the host-model demonstration on every direct-map policy (no timing)",

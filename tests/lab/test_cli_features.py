@@ -168,3 +168,22 @@ def test_docs_data_shows_the_schema_table():
     text = (ROOT / "docs" / "data.md").read_text()
     assert schema_table() in text
     assert ",".join(COLUMN_NAMES) in text
+
+
+def test_demo_shows_the_notebook_run_cell_by_cell_unless_quiet(monkeypatch, tmp_path):
+    """``kit demo`` (tens of seconds) passes papermill's progress bar on a terminal; ``-q`` stops it."""
+    seen = []
+
+    def pipeline(nb, params, out, timeout, progress=False):
+        seen.append(progress)
+        raise C.RunFailed("stopped here")
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(C, "_pipeline", pipeline)
+    monkeypatch.setattr(C.sys, "stderr", Tty())
+    out = str(tmp_path / "r" / "index.html")
+    assert main(["demo", "--policies", "presplit-4k", "--out", out]) == 1
+    assert main(["demo", "--policies", "presplit-4k", "--out", out, "-q"]) == 1
+    assert seen == [True, False]
