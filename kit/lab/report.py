@@ -121,24 +121,6 @@ def _counterexamples(doc: dict, divs: list) -> str:
     return "".join(out)
 
 
-def _tables(doc: dict) -> str:
-    res = doc.get("results", {})
-    out = []
-    if _explorations(doc):
-        out.append(table(invariant_table(res["explorations"]), caption="invariants by scheme"))
-        out.append(table(exploration_rows(res["explorations"]), caption="searches"))
-    items = res.items() if isinstance(res, dict) else [("results", res)]
-    for key, val in items:
-        if key == "explorations":
-            continue
-        if isinstance(val, list) and val and all(isinstance(r, dict) for r in val):
-            flat = [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in val]
-            out.append(table(flat[:200], caption=str(key)))
-        elif isinstance(val, dict) and val and all(not isinstance(v, (dict, list)) for v in val.values()):
-            out.append(table([val], caption=str(key)))
-    return "".join(out)
-
-
 #: the page's own style: readable tables, numbers right-aligned, unsafe rows and differences marked
 PAGE_STYLE = ("<style>body{font-family:sans-serif;margin:1em 2em;max-width:1300px}"
               "h2{border-top:1px solid #ccc;padding-top:.5em}"
