@@ -114,26 +114,44 @@ class Invalidate4K(DirectMapPolicy):
             if self.flush:
                 self._flush(host, npages, level)
 
-    @staticmethod
-    def _flush(host, npages, level):
-        per_entry = PAGES_PER_2M if level == PAGE_2M else 1
-        entries = npages // per_entry
-        # one cpa_flush per RMP entry, of that entry's pages
-        if per_entry > host.directmap.tlb_single_page_flush_ceiling:
-            host.ledger.record("cpa_flush", flush_tlb_all=entries)
+    #: what one flush covers when ``flush`` is set: ``"page"``, each page's change is flushed
+    #: on its own (``flush_tlb_kernel_range`` of one page: an IPI to every online CPU running
+    #: INVLPG); ``"entry"``, one ``cpa_flush`` of the RMP entry's pages after the loop (a
+    #: 2M entry's 512 pages exceed ``tlb_single_page_flush_ceiling``: ``flush_tlb_all``).
+    flush_unit = "page"
+
+    def _flush(self, host, npages, level):
+        """Record the flushes of one RMP entry's change (arch/x86/mm/tlb.c
+        ``flush_tlb_kernel_range``; arch/x86/mm/pat/set_memory.c ``cpa_flush``): a range of at
+        most ``tlb_single_page_flush_ceiling`` pages is one IPI to every CPU running one INVLPG
+        per page, a longer one is ``flush_tlb_all``."""
+        per_flush = PAGES_PER_2M if (self.flush_unit == "entry" and level == PAGE_2M) else 1
+        flushes = npages // per_flush
+        if per_flush > host.directmap.tlb_single_page_flush_ceiling:
+            host.ledger.record("cpa_flush", flush_tlb_all=flushes)
         else:
-            host.ledger.record("cpa_flush", flush_tlb_range=entries, invlpg=entries * per_entry)
+            host.ledger.record("cpa_flush", flush_tlb_range=flushes, invlpg=flushes * per_flush)
 
 
 class Invalidate4KFlush(Invalidate4K):
-    """``invalidate-4k`` plus a ``cpa_flush`` of each RMP entry's pages after each change (what
-    an earlier revision did with ``set_memory_np``/``set_memory_p``): "completely cratered
-    performance" (M. Roth, 2024-01-16, in the review of the v1 patch above, pointing at
-    lore.kernel.org/linux-mm/20221219150026.bltiyk72pmdc2ic3@amd.com), no figures published."""
+    """``invalidate-4k`` with the TLB flush its ``_noflush`` helpers leave to the caller, after
+    each change: what the review asked for ("where _is_ the TLB flushing here?", D. Hansen,
+    2024-01-16, on "[PATCH v1 11/26] x86/sev: Invalidate pages from the direct map when adding
+    them to the RMP table") and what an earlier revision did, which "completely cratered
+    performance" (M. Roth's reply, 20240116161909.msbdwiyux7wsxw2i@amd.com, pointing at
+    20221219150026.bltiyk72pmdc2ic3@amd.com; no figures published).
+
+    That revision (SNP hypervisor series v7, arch/x86/kernel/sev.c ``invalidate_direct_map``)
+    called ``set_memory_np(pfn_to_kaddr(pfn), npages)`` per RMP entry, whose ``cpa_flush``
+    flushes the entry's pages. Guests of that time asked for 4K page-state changes only (2M
+    requests came with commit 15d9088779b8 "x86/sev: Use large PSC requests if applicable",
+    v6.5), so every entry was one 4K page and every page changed cost one IPI to every online
+    CPU: ``flush_unit = "page"`` (the default). ``flush_unit = "entry"`` is the same code with
+    today's 2M entries: one ``flush_tlb_all`` per 2M entry, 512 times fewer flushes."""
 
     name = "invalidate-4k-flush"
     flush = True
-    description = "invalidate-4k plus a TLB flush after each change"
+    description = "invalidate-4k plus a TLB flush (an IPI to every CPU) after each page's change"
 
 
 class SplitOnDemandCollapse(SplitOnDemand):

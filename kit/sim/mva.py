@@ -52,6 +52,7 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
     sc = schedule(runnable, cores, p)
     it = 0
     hv, hg = [0.0] * G, [0.0] * G      # hand-off delay per acquisition (a waiter was there)
+    alpha, last_delta = 0.5, float("inf")
     for it in range(1, iters + 1):
         n_zero = sum(q["zero"])
         wv = [max(q["vm"][g] - X[g] * (d[g].vm_hold_us * sc.stretch + hv[g]), 0.0) for g in range(G)]
@@ -85,10 +86,20 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
             if u > 1.0:
                 X_new = [x / u if getattr(d[g], hold) > 0 else x for g, x in enumerate(X_new)]
         delta = max(abs(a - b) / max(b, 1e-30) for a, b in zip(X, X_new)) if it > 1 else 1.0
-        X = [0.5 * a + 0.5 * b for a, b in zip(X, X_new)] if it > 1 else X_new
+        if delta > last_delta:
+            # the fixed point is overshot (e.g. flush interrupts that grow with the rate slow
+            # the lock that sets the rate): smaller steps
+            alpha = max(alpha * 0.5, 1e-3)
+        last_delta = delta
+        X = [(1.0 - alpha) * a + alpha * b for a, b in zip(X, X_new)] if it > 1 else X_new
         for g in range(G):
             for k in q:
                 q[k][g] = X[g] * R[g][k]
+            # Little's law: a class never has more customers queued than it has vCPUs
+            total_q = sum(q[k][g] for k in q)
+            if total_q > n[g]:
+                for k in q:
+                    q[k][g] *= n[g] / total_q
         if delta < tol:
             break
     vm_svc = [d[g].vm_hold_us * sc.stretch + hv[g] for g in range(G)]

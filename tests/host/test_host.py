@@ -5,7 +5,7 @@ import pytest
 
 from kit.errors import X86_PF_RMP, HostOops, KernelError, RmpUpdateLivelock
 from kit.host import DIRECTMAP_POLICIES, DirectMapPolicy, Host
-from kit.units import PAGE_1G, PAGE_2M, PAGE_4K
+from kit.units import PAGE_1G, PAGE_2M, PAGE_4K, PAGES_PER_2M
 
 R = 512
 
@@ -185,8 +185,24 @@ def test_collapse_policy_remerges_when_last_private_page_goes():
     assert h.directmap.level(R) == PAGE_1G
 
 
-def test_invalidate_flush_costs_a_flush_per_entry():
+def test_invalidate_flush_costs_a_flush_per_page():
     h = Host(mem="2GiB", cores=4, directmap_policy="invalidate-4k-flush")
+    h.rmp_make_private(0, 0, PAGE_4K, 1, False, npages=4)
+    h.rmp_make_private(R, 0, PAGE_2M, 1, False)
+    t = h.ledger.totals
+    assert t["flush_tlb_range"] == 4 + PAGES_PER_2M and t["invlpg"] == 4 + PAGES_PER_2M
+    assert t["flush_tlb_all"] == 2 + 1         # 1G+2M split, 2M split of region 1 (their own flushes)
+
+
+def test_invalidate_flush_per_entry_costs_a_flush_per_entry():
+    """``flush_unit = "entry"``: one cpa_flush of each RMP entry's pages (a 2M entry's 512 pages
+    are past the single-page ceiling: flush_tlb_all)."""
+    from kit.host.policies import Invalidate4KFlush
+
+    class PerEntry(Invalidate4KFlush):
+        flush_unit = "entry"
+
+    h = Host(mem="2GiB", cores=4, directmap_policy=PerEntry())
     h.rmp_make_private(0, 0, PAGE_4K, 1, False, npages=4)
     h.rmp_make_private(R, 0, PAGE_2M, 1, False)
     t = h.ledger.totals

@@ -555,8 +555,8 @@ class DenseHost:
             for p in range(pfn, pfn + npages):        # every page (2M entries: 512 pages)
                 self.set_direct_map_invalid_noflush(p, 1)
             if pol == "invalidate-4k-flush":
-                for _ in entries:                     # per RMP entry a cpa_flush of its pages
-                    self._cpa_flush(level // PAGE_4K)
+                for _ in range(npages):               # a flush of each page changed: cpa_flush(1)
+                    self._cpa_flush(1)
         return 0
 
     def _policy_after(self, pfn, level, npages, entries, private):
@@ -565,8 +565,8 @@ class DenseHost:
             for p in range(pfn, pfn + npages):
                 self.set_direct_map_default_noflush(p, 1)
             if pol == "invalidate-4k-flush":
-                for _ in entries:
-                    self._cpa_flush(level // PAGE_4K)
+                for _ in range(npages):
+                    self._cpa_flush(1)
         elif pol == "split-on-demand-collapse" and not private:
             # collapse every split region of the range with no assigned page left
             self.collapse([r for r in self._regions_of(pfn, npages)
