@@ -85,6 +85,12 @@ class Param:
     lower: float = 0.0     # fit bounds (fitted parameters)
     upper: float = 0.0
 
+    def __post_init__(self):
+        if self.kind == "fitted" and self.unit in COUNT_UNITS:
+            raise ValueError(f"{self.name}: a count or 0/1 switch ({self.unit}) cannot be fitted: a least-squares "
+                             "fit moves a value continuously; give it as source or assumed (kit calibrate prints "
+                             "the rate at its next whole value)")
+
     @property
     def is_count(self) -> bool:
         """A count or a 0/1 switch (its unit is one of :data:`COUNT_UNITS`)."""
@@ -342,7 +348,10 @@ class CostParams:
                 if not lo <= bounds["lower"] < bounds["upper"] <= hi:
                     raise ValueError(f"{source}: {n}: fit bounds lower {bounds['lower']:g}, upper "
                                      f"{bounds['upper']:g}: need {lo:g} <= lower < upper <= {hi:g} {unit}")
-            params.append(Param(**{**d, "unit": unit, "value": value, **bounds}))
+            try:
+                params.append(Param(**{**d, "unit": unit, "value": value, **bounds}))
+            except ValueError as e:
+                raise ValueError(f"{source}: {e}") from None
         missing = [n for n in base if n not in seen]
         if missing:
             raise ValueError(f"{source}: missing cost parameters: {', '.join(missing)}")
