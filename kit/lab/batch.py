@@ -46,7 +46,7 @@ from .paths import writable_folder
 from .parameters import check_names, check_params, grid_specs, parse_grid, parse_value, validate
 from .record import load_result, read_notebook_results, timestamp, write_atomic
 from .report import report as build_report
-from .store import COMPLETE, LEASE_POLL, LEASED, Lease, Store, environment, run_key
+from .store import COMPLETE, LEASE_POLL, LEASED, Lease, Store, environment, replace_folder, run_key
 
 __all__ = ["RUN_RECORD", "csv_safe", "merge_tables", "prepare", "run", "run_checked", "run_notebook", "sweep",
            "table", "parse_grid", "parse_value", "validate", "validation_source"]
@@ -116,12 +116,7 @@ def _swap_in(tmp: Path, final: Path, token: str) -> None:
         for old in final.glob("failed-*"):
             if old.is_dir() and not (tmp / old.name).exists():
                 os.rename(old, tmp / old.name)
-        trash = final.parent / f".{final.name}.old-{token}"
-        os.rename(final, trash)
-        os.rename(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+    replace_folder(tmp, final, final.parent / f".{final.name}.old-{token}")
 
 
 def run_checked(nb: Notebook, params: dict, outdir=None, *, timeout: int = 900, progress: bool = False) -> dict:

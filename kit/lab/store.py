@@ -298,6 +298,19 @@ class Lease:
 
 
 # ------------------------------------------------------------------ the store
+
+def replace_folder(tmp: Path, final: Path, trash: Path) -> None:
+    """``tmp`` (a finished folder beside ``final``) becomes ``final`` by renames, so a reader
+    sees the old folder or the new one, never a mix; an earlier ``final`` is renamed to
+    ``trash`` first and removed after (a crash in between leaves it as ``trash``, never lost
+    in place of the new one)."""
+    if final.exists() or final.is_symlink():
+        os.rename(final, trash)
+        os.rename(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+
 class Store:
     """Runs under ``root`` (created if missing)."""
 
@@ -435,13 +448,7 @@ class Store:
                   "host": HOST, "pid": os.getpid(), "env": env, "outdir": str(final.resolve()),
                   "files": run_files(tmp)}
         write_atomic(tmp / STATUS, json.dumps(status, sort_keys=True, default=str))
-        if final.exists() or final.is_symlink():      # a failed or corrupted earlier run: replace it
-            trash = self.runs / f".old-{key}-{token}"
-            os.rename(final, trash)
-            os.rename(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
+        replace_folder(tmp, final, self.runs / f".old-{key}-{token}")   # a failed or corrupted earlier run goes
         return status
 
     def results(self, key: str) -> list[dict]:
