@@ -23,6 +23,7 @@ State for the search (docs/explore.md, "Getting back to an earlier state"):
 """
 from __future__ import annotations
 
+import abc
 import copy
 import pickle
 
@@ -228,7 +229,53 @@ def _dm_text(host, pfn: int) -> str:
     return text
 
 
-class HostWriteVsConversion(Scenario):
+class _SchemeScenario(Scenario):
+    """A scenario on a world of the kit's model under a scheme: the shared part of the
+    built-in scenarios (scheme and parameter checks, a world built once and copied for each
+    run, the state hooks of :class:`~kit.explore.scenario.Scenario`). A subclass names its
+    ``scheme_type``, ``invariant_classes``, :meth:`world` and ``threads``."""
+
+    scheme_type: type = Scheme
+    invariant_classes: tuple = ()
+
+    def __init__(self, scheme, **params):
+        self.scheme = _scheme_named(scheme)
+        if not isinstance(self.scheme, self.scheme_type) or self.name not in self.scheme.scenarios:
+            raise ValueError(f"scheme: {self.scheme.name!r} does not apply to scenario {self.name}")
+        self.params = check_scenario_params(self.name, params)
+        self.invariants = [cls() for cls in self.invariant_classes]
+        self.w = None
+        self._first: tuple | None = None
+
+    @abc.abstractmethod
+    def world(self):
+        """A new world for this scenario's scheme and parameters."""
+
+    def setup(self):
+        if self._first is None:
+            self.w = self.world()
+            self._first = (self.w, self.w.snapshot())
+        else:
+            self.w = self._first[0].fresh(self._first[1])
+        return self.threads()
+
+    def state_key(self):
+        return self.w.key()
+
+    def state_view(self):
+        return self.w.view()
+
+    def snapshot(self):
+        return self.w.snapshot()
+
+    def restore(self, snap):
+        self.w.restore(snap)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.scheme.name!r})"
+
+
+class HostWriteVsConversion(_SchemeScenario):
     """``host-write-vs-conversion``: the races of "[PATCH Part2 v5 39/45] KVM: SVM: Introduce
     ops for the post gfn map and unmap" (October 2021) on the kit's model, under a
     :class:`~kit.explore.schemes.ConversionScheme`.
@@ -251,25 +298,17 @@ class HostWriteVsConversion(Scenario):
 
     name = "host-write-vs-conversion"
 
+    scheme_type = ConversionScheme
+    invariant_classes = CONVERSION_INVARIANTS
+
     def __init__(self, scheme="srcu", **params):
-        self.scheme = _scheme_named(scheme)
-        if not isinstance(self.scheme, ConversionScheme) or self.name not in self.scheme.scenarios:
-            raise ValueError(f"scheme: {self.scheme.name!r} does not apply to scenario {self.name}")
-        self.params = check_scenario_params(self.name, params)
+        super().__init__(scheme, **params)
         if self.params["punch_hole"] and self.scheme.in_place:
             raise ValueError(f"punch_hole: scheme {self.scheme.name!r} has no guest_memfd private memory "
                              f"(its pages convert in place)")
-        self.invariants = [cls() for cls in CONVERSION_INVARIANTS]
-        self.w: ConversionWorld | None = None
-        self._first: tuple | None = None
 
-    def setup(self):
-        if self._first is None:
-            self.w = ConversionWorld(self.scheme, self.params)
-            self._first = (self.w, self.w.snapshot())
-        else:
-            self.w = self._first[0].fresh(self._first[1])
-        return self.threads()
+    def world(self):
+        return ConversionWorld(self.scheme, self.params)
 
     def threads(self):
         w, s, p = self.w, self.scheme, self.params
@@ -282,20 +321,6 @@ class HostWriteVsConversion(Scenario):
             out["punch-hole"] = T.gmem_punch_hole(w)
         return out
 
-    def state_key(self):
-        return self.w.key()
-
-    def state_view(self):
-        return self.w.view()
-
-    def snapshot(self):
-        return self.w.snapshot()
-
-    def restore(self, snap):
-        self.w.restore(snap)
-
-    def __repr__(self) -> str:
-        return f"HostWriteVsConversion({self.scheme.name!r})"
 
 
 # ===================================================================== mirror-setup
@@ -359,7 +384,7 @@ class MirrorWorld(_World):
         return v
 
 
-class MirrorSetup(Scenario):
+class MirrorSetup(_SchemeScenario):
     """``mirror-setup``: two VMs' crossing ``KVM_CAP_VM_COPY_ENC_CONTEXT_FROM`` (or ``MOVE``)
     ioctls and a vCPU creation, under a :class:`~kit.explore.schemes.MirrorScheme` (the review
     of "[RFC] KVM: x86: Support KVM VMs sharing SEV context", 2021).
@@ -370,24 +395,16 @@ class MirrorSetup(Scenario):
 
     name = "mirror-setup"
 
+    scheme_type = MirrorScheme
+    invariant_classes = MIRROR_INVARIANTS
+
     def __init__(self, scheme="mirror-merged", **params):
-        self.scheme = _scheme_named(scheme)
-        if not isinstance(self.scheme, MirrorScheme) or self.name not in self.scheme.scenarios:
-            raise ValueError(f"scheme: {self.scheme.name!r} does not apply to scenario {self.name}")
-        self.params = check_scenario_params(self.name, params)
+        super().__init__(scheme, **params)
         if self.params["op"] == "move" and not self.scheme.has_move:
             raise ValueError(f"op: scheme {self.scheme.name!r} has no MOVE path")
-        self.invariants = [cls() for cls in MIRROR_INVARIANTS]
-        self.w: MirrorWorld | None = None
-        self._first: tuple | None = None
 
-    def setup(self):
-        if self._first is None:
-            self.w = MirrorWorld(self.scheme, self.params)
-            self._first = (self.w, self.w.snapshot())
-        else:
-            self.w = self._first[0].fresh(self._first[1])
-        return self.threads()
+    def world(self):
+        return MirrorWorld(self.scheme, self.params)
 
     def threads(self):
         w, s, op = self.w, self.scheme, self.params["op"]
@@ -397,20 +414,6 @@ class MirrorSetup(Scenario):
             out["vcpu"] = T.create_vcpu(w, "B", 0)
         return out
 
-    def state_key(self):
-        return self.w.key()
-
-    def state_view(self):
-        return self.w.view()
-
-    def snapshot(self):
-        return self.w.snapshot()
-
-    def restore(self, snap):
-        self.w.restore(snap)
-
-    def __repr__(self) -> str:
-        return f"MirrorSetup({self.scheme.name!r})"
 
 
 __all__ = ["Book", "ConversionWorld", "MirrorWorld", "HostWriteVsConversion", "MirrorSetup", "GUEST_PAGE_GFN",
