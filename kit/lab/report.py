@@ -26,6 +26,7 @@ from pathlib import Path
 import mistune
 
 from .. import __version__
+from ..sim.scope import NOT_MODELLED
 from ..viz.html import STYLE, cell_text, csv_link, kv, report_table, table
 from ..viz.narrative import (conclusion, dm4k_share, headline_numbers, policy_description, policy_rows,
                              scenario_text, unsafe_policies)
@@ -312,6 +313,15 @@ def reproduce_command(doc: dict) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _scope() -> str:
+    """What the timing model leaves out (:data:`kit.sim.scope.NOT_MODELLED`), once per report
+    with a timed result."""
+    rows = [{"left out": t, "what": w, "why": y} for t, w, y in NOT_MODELLED]
+    return ("<section id='scope'><h2>What the timing model leaves out</h2>"
+            + report_table(rows, ["left out", "what", "why"], caption="mechanisms not in the model (docs/sim-model.md)")
+            + "</section>")
+
+
 def _provenance(doc: dict, command: str | None) -> str:
     prov = doc.get("provenance", {})
     commit = prov.get("git_commit")
@@ -416,6 +426,8 @@ def build(docs: list[dict], *, title: str = "cvm-memkit report", command: str | 
         body.append(f"<details><summary>tables of {escape(_label(doc, swept))}</summary>{rest}</details>"
                     if sweep_only else rest)
         body.append(_provenance(doc, command if len(docs) == 1 else None) + "</section>")
+    if any(_engines(d.get("results", {})) for d in docs):
+        body.append(_scope())
     rows = [{k: ("not recorded" if v is None else v) for k, v in _summary_row(d).items()} for d in docs]
     summary = report_table(rows, caption="runs",
                            headers={"headline": "headline result", "cost params": "cost-parameter set"})

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+from pathlib import Path
 from html import unescape
 from urllib.parse import unquote
 
@@ -232,3 +233,17 @@ def test_kit_sweep_report_is_one_table_and_plots(tmp_path):
         assert f"probe (x={v})" in html
     stored = sorted((tmp_path / "runs").glob("*/probe.ipynb"))
     assert len(stored) == 3 and all(p.stat().st_size < 200_000 for p in stored)
+
+
+def test_a_timed_result_says_what_the_model_leaves_out(tmp_path, results):
+    """NUMA, encryption and the rest of :data:`kit.sim.scope.NOT_MODELLED`: in every report of
+    a timed result, and word for word in docs/sim-model.md."""
+    from kit.sim.scope import NOT_MODELLED
+    text = unescape(_text(build([_doc(tmp_path, results)])))
+    assert "What the timing model leaves out" in text
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "sim-model.md").read_text()
+    for topic, what, why in NOT_MODELLED:
+        assert what in text and why in text
+        assert f"**{topic}**: {what} ({why})." in doc
+    untimed = record("notes", {"summary": {"rows": 1}}, params={}, outdir=tmp_path / "u", display=False)
+    assert "What the timing model leaves out" not in build([untimed])
