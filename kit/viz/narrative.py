@@ -204,8 +204,24 @@ def conclusion(results) -> list[str]:
         faults = ", ".join(f"{r['policy']} {r['host_rmp_faults']}" for r in safety)
         out.append(f"Host RMP faults in the safety workload: {faults}.")
     out += scaling_sentences(results, unsafe)
+    out += band_sentences(results.get("bands") or [])
     note = band_note(out)
     return out + ([note] if note else [])
+
+
+def band_sentences(rows: list[dict]) -> list[str]:
+    """The measured configurations' modelled rates with their bands beside the measurements
+    (rows of :func:`kit.sim.calibrate.band_table`), and how many measurements lie within the
+    band widened by their spread."""
+    rows = [r for r in rows if isinstance(r, dict) and "model_gbps" in r]
+    if not rows:
+        return []
+    each = "; ".join(f"{r['config']}, {r['policy']}: {rate_of(r, 'model_gbps')}"
+                     + (f", measured {r['measured_gbps']:.2f} ± {r['spread']:.2f}" if r.get("measured_gbps") is not None else "")
+                     for r in rows)
+    within = sum(1 for r in rows if r.get("within"))
+    return [f"Modelled rates of the measured configurations: {each}.",
+            f"{within} of {len(rows)} measurements lie within the model's band widened by their spread."]
 
 
 def overlapping(best: dict, others: dict) -> list[str]:
