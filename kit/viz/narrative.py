@@ -243,17 +243,17 @@ def scaling_sentences(results: dict, unsafe: set = frozenset()) -> list[str]:
         return []
     sc = next((r["scenario"] for r in held if isinstance(r.get("scenario"), dict)), {})
     where = f" ({scenario_text(sc)})" if sc else ""
-    rates = ", ".join(f"{policy_label(r['policy'], unsafe)} {rate_of(r)}"
-                      + (f", {r['bottleneck']}-bound" if r.get("bottleneck") else "") for r in held)
+    rates = "; ".join(f"{policy_label(r['policy'], unsafe)} {rate_of(r)}"
+                      + (f", bound by {r['bottleneck']}" if r.get("bottleneck") else "") for r in held)
     best = max(held, key=lambda r: r["fault_in_gbps"])
     close = overlapping(best, {r["policy"]: r for r in held if r is not best})
     tie = (f"; within its band: {', '.join(close)} (the fit does not tell them apart)" if close else "")
-    out = [f"At the held-back configuration{where} the analytic engine gives {rates}; fastest: "
+    out = [f"At the held-back configuration{where} the analytic engine gives: {rates}. Fastest: "
            f"{policy_label(best['policy'], unsafe)}{tie}."]
     cores = [r for r in results.get("sweep") or [] if isinstance(r, dict) and "host_cores" in r]
     if cores:
         fewest = min(r["host_cores"] for r in cores)
-        out.append(f"On {fewest} host cores: " + ", ".join(
+        out.append(f"On {fewest} host cores: " + "; ".join(
             f"{policy_label(r['policy'], unsafe)} {rate_of(r)}" for r in cores if r["host_cores"] == fewest) + ".")
     return out
 

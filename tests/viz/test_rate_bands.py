@@ -171,7 +171,7 @@ def test_the_fit_may_not_tell_the_fastest_apart():
             {"policy": "b", "fault_in_gbps": 9.5, "rate_band_gbps": [8.8, 10.2]},
             {"policy": "c", "fault_in_gbps": 5.0, "rate_band_gbps": [4.5, 5.5]}]
     (line,) = [t for t in conclusion({"held_back": held}) if t.startswith("At the held-back")]
-    assert "fastest: a; within its band: b (the fit does not tell them apart)" in line
+    assert "Fastest: a; within its band: b (the fit does not tell them apart)" in line
 
 
 # ------------------------------------------------------------------ tables, sweeps, the diff view
