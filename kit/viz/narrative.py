@@ -8,7 +8,7 @@ and returns plain text (no markup: the caller escapes or renders it).
 from __future__ import annotations
 
 from ..host.policies import DIRECTMAP_POLICIES
-from ..units import BAND_MEANING, NO_BAND, band_fields, has_band, rate_text, format_size
+from ..units import BAND_MEANING, NO_BAND, band_fields, format_size, has_band, rate_text
 
 #: the lazy-acceptance chunk the time breakdown is per (kit.sim.trace.ACCEPT_CHUNK)
 CHUNK = "4 MiB chunk"
@@ -94,9 +94,10 @@ def with_band_columns(r: dict) -> dict:
     """A recorded row with each rate's band as two scalar columns right after the rate
     (``model_gbps_low``, ``model_gbps_high``: :func:`kit.units.band_fields`) and the band's
     list left out, for tables and CSV; a rate without a band gets empty band columns."""
+    rate_of_band = {b: k for k, b in BAND_KEYS.items()}
     out = {}
     for k, v in r.items():
-        if k in BAND_KEYS.values() and any(BAND_KEYS[rk] == k and rk in r for rk in BAND_KEYS):
+        if rate_of_band.get(k) in r:        # shown as the columns beside its rate
             continue
         out[k] = v
         if k in BAND_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -157,6 +158,9 @@ def headline_sentences(head: dict, unsafe: set) -> list[str]:
                    f"{rate_of(r)}, DirectMap4k {pct(dm4k_share(r['directmap']))} of host memory, "
                    f"no host RMP fault; one vCPU spends {micros(total)} per {CHUNK}, most of it {part} "
                    f"({micros(us)}).")
+        close = overlapping(r, {p: q for p, q in safe.items() if p != best})
+        if close:
+            out.append(f"The fit does not tell {best} apart from {', '.join(close)}: their bands overlap.")
         for p, r in safe.items():
             if p == best:
                 continue
