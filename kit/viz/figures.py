@@ -167,7 +167,8 @@ def draw_band(f, source, x: str, *, colour: str = "#264653", alpha: float = 0.18
     return f.varea(x=x, y1="band_lo", y2="band_hi", source=source, fill_color=colour, fill_alpha=alpha, **kw)
 
 
-def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in rate: modelled (bars), measured (points, +-spread)"):
+def rate_figure(source: ColumnDataSource, title: str = ("Guest memory fault-in rate: modelled (bars; grey: its band, "
+                                                         f"{BAND_MEANING}), measured (points, +-spread)")):
     factors = list(dict.fromkeys(tuple(x) for x in source.data["x"]))
     f = figure(title=title, x_range=FactorRange(*factors), y_range=Range1d(0, rate_top(source.data)),
                height=360, width=900, y_axis_label="GB/s", tools="hover,save,reset,xpan", toolbar_location=TOOLBAR)
@@ -770,7 +771,7 @@ def result_figures(results: dict) -> list:
         out.append(loo_figure(results["leave_one_out"]))
     if results.get("bands"):
         out.append(rate_figure(ColumnDataSource(rate_data(results["bands"])),
-                               title="Measured configurations: modelled (bars, grey: the fit's band), "
+                               title=f"Measured configurations: modelled (bars; grey: its band, {BAND_MEANING}), "
                                      "measured (points, +-spread)"))
     if results.get("matrix") and all("outcome" in r for r in results["matrix"]):
         out.append(outcome_matrix_figure(results["matrix"]))
