@@ -1,4 +1,5 @@
-"""Sizes, page levels and size parsing.
+"""Sizes, page levels and size parsing; how a modelled rate and its band are written
+(:func:`rate_text`, :func:`band_fields`: one way for every surface).
 
 Page levels are the byte sizes of the x86-64 mappings (``PAGE_4K``, ``PAGE_2M``, ``PAGE_1G``);
 the kernel names them ``PG_LEVEL_4K/2M/1G`` (arch/x86/include/asm/pgtable_types.h).
