@@ -1,4 +1,5 @@
-"""Sizes, page levels and size parsing.
+"""Sizes, page levels and size parsing; how a modelled rate and its band are written
+(:func:`rate_text`, :func:`band_fields`: one way for every surface).
 
 Page levels are the byte sizes of the x86-64 mappings (``PAGE_4K``, ``PAGE_2M``, ``PAGE_1G``);
 the kernel names them ``PG_LEVEL_4K/2M/1G`` (arch/x86/include/asm/pgtable_types.h).
@@ -107,6 +108,64 @@ def format_size(nbytes: int) -> str:
         if nbytes >= unit:
             return f"{nbytes / unit:.2f}{suffix}"
     return f"{nbytes}B"
+
+
+#: What a modelled rate's band is, said once wherever a band is shown: the lowest and highest
+#: rate over the fitted parameters moved one standard deviation of the fit's covariance along
+#: each principal axis (``kit.sim.params.BAND_SIGMAS``; docs/sim-model.md, "Error bars and
+#: validation"). It covers the fit's uncertainty only, the assumed parameters held as they are.
+BAND_MEANING = "fit, 1 sd"
+#: What stands where a rate has no band: a parameter set without the fit's covariance (a file a
+#: user wrote, or one whose covariance is not of its fitted parameters) gives none, and no
+#: band is made up for it.
+NO_BAND = "no band: the cost parameters carry no fit covariance"
+#: :data:`NO_BAND` in a table's band cell (the table's caption or heading says why)
+NO_BAND_CELL = "no band"
+#: The suffixes of a rate column's band columns in tables and CSV: a field name gets
+#: ``_low``/``_high`` (``model_gbps`` -> ``model_gbps_low``), a heading a person reads (it has a
+#: space) `` band low``/`` band high`` (``presplit-4k: fault-in GB/s band low``).
+BAND_SUFFIXES = ("_low", "_high")
+BAND_HEADING_SUFFIXES = (" band low", " band high")
+
+
+def has_band(band) -> bool:
+    """Whether ``band`` is a band: two finite numbers ``[low, high]``."""
+    if band is None or isinstance(band, (str, bytes)) or len(band) != 2:
+        return False
+    return all(isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+               for v in band)
+
+
+def band_text(band, digits: int = 2) -> str:
+    """A band as ``low - high`` (``digits`` decimals), or :data:`NO_BAND`."""
+    if not has_band(band):
+        return NO_BAND
+    return f"{band[0]:.{digits}f} - {band[1]:.{digits}f}"
+
+
+def rate_text(gbps: float, band, digits: int = 2) -> str:
+    """A modelled rate with its band, the one way every surface writes it:
+    ``15.26 GB/s (band 14.19 - 16.42)``, or ``15.26 GB/s (no band: ...)``. What a band is
+    (:data:`BAND_MEANING`) is said once per page, table or figure, not after every number."""
+    if not has_band(band):
+        return f"{gbps:.{digits}f} GB/s ({NO_BAND})"
+    return f"{gbps:.{digits}f} GB/s (band {band_text(band, digits)})"
+
+
+def band_keys(key: str) -> tuple[str, str]:
+    """The names of a rate column's two band columns (:data:`BAND_SUFFIXES`)."""
+    suffixes = BAND_HEADING_SUFFIXES if " " in key else BAND_SUFFIXES
+    return key + suffixes[0], key + suffixes[1]
+
+
+def band_fields(key: str, band, digits: int | None = 3) -> dict:
+    """A rate column's band columns (:func:`band_keys`) with the band's low and high, rounded
+    to ``digits`` decimals (None: as they are); both None when ``band`` is none."""
+    lo, hi = (float(band[0]), float(band[1])) if has_band(band) else (None, None)
+    if lo is not None and digits is not None:
+        lo, hi = round(lo, digits), round(hi, digits)
+    k_lo, k_hi = band_keys(key)
+    return {k_lo: lo, k_hi: hi}
 
 
 #: an integer as the command line and notebook parameters take it: ASCII digits only (``int()``

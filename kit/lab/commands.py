@@ -41,7 +41,7 @@ from ..sim.scenario import SCENARIO_PARAMS
 from ..sim.api import simulate as run_simulation
 from ..sim.params import DEFAULT_PATH, CostParams
 from ..host.limits import HOST_CORES, HOST_MEM, HOST_SEED
-from ..units import PAGE_2M, SIZE_UNITS, Param, format_size, parse_int, parse_size
+from ..units import BAND_MEANING, PAGE_2M, SIZE_UNITS, Param, band_text, format_size, parse_int, parse_size, rate_text
 from .limits import CELL_TIMEOUT, SWEEP_CONFIRM, SWEEP_SEEDS, SWEEP_WORKERS
 from .paths import writable_file, writable_folder
 from ..viz.traces import STEP_COLUMNS, step_rows
@@ -305,9 +305,11 @@ def demo(args, say=_quiet) -> Outcome:
     path = build_report([done["notebook"]], out, title="Direct-map policies on SEV-SNP hosts: modelled vs measured", command=again)
     lines = [text_table([{"configuration": r["config"], "policy": r["policy"],
                           "measured GB/s": f"{r['measured_gbps']:.2f}", "+-": f"{r['spread']:.2f}",
-                          "model GB/s": f"{r['model_gbps']:.2f}", "error %": f"{r['error_pct']:+.1f}",
+                          "model GB/s": f"{r['model_gbps']:.2f}", f"model band ({BAND_MEANING})": band_text(r.get("model_band_gbps")),
+                          "error %": f"{r['error_pct']:+.1f}",
                           "within": "yes" if r["within"] else "NO"} for r in rows],
-                        ["configuration", "policy", "measured GB/s", "+-", "model GB/s", "error %", "within"]),
+                        ["configuration", "policy", "measured GB/s", "+-", "model GB/s", f"model band ({BAND_MEANING})",
+                         "error %", "within"]),
              (f"{sum(r['within'] for r in rows)}/{len(rows)} measured rows reproduced within their spread"
               if rows else f"no measured row for {', '.join(params['policies'])}: data/measurements.csv "
                            "measures other policies (the report has the model's figures)")
@@ -530,10 +532,8 @@ def _error_bars(base, fitted, info, targets, ev) -> list[str]:
               f"validation: {sum(r['within'] for r in val)}/{len(val)} rows within"]
     h = calibration.HELD_BACK
     lines.append(f"held back ({h['guests']} x {h['vcpus']} vCPUs x {h['guest_mem_gib']} GiB, measured, not fitted), "
-                 "predicted with its band: " + ", ".join(
-                     f"{r['policy']} {r['model_gbps']:.2f}"
-                     + ("" if r["model_band_gbps"] is None else " ({:.2f} - {:.2f})".format(*r["model_band_gbps"]))
-                     + " GB/s" for r in held_back(fitted)))
+                 f"predicted with its band ({BAND_MEANING}): " + ", ".join(
+                     f"{r['policy']} {rate_text(r['model_gbps'], r['model_band_gbps'])}" for r in held_back(fitted)))
     return lines
 
 

@@ -27,9 +27,10 @@ import mistune
 
 from .. import __version__
 from ..sim.scope import NOT_MODELLED
-from ..viz.html import STYLE, cell_text, csv_link, kv, report_table, table
-from ..viz.narrative import (conclusion, dm4k_share, headline_numbers, policy_description, policy_rows,
-                             scenario_text, unsafe_policies)
+from ..units import BAND_MEANING, NO_BAND, band_fields
+from ..viz.html import BAND_SUFFIX_ENDS, STYLE, cell_text, csv_link, kv, report_table, table
+from ..viz.narrative import (conclusion, dm4k_share, headline_numbers, policy_description, policy_rows, rate_of,
+                             scenario_text, unsafe_policies, with_band_columns)
 from ..viz.traces import counterexamples, exploration_rows, invariant_table, step_rows
 from .notebook import NOTEBOOKS, canonical
 from .record import MIME, load_result, read_notebook_results, timestamp, write_atomic
@@ -80,7 +81,7 @@ def _summary_row(doc: dict) -> dict:
             within = sum(1 for r in rows if r.get("within"))
             head = f"{within}/{len(rows)} measured rows within spread"
         elif "simulations" in res:
-            head = "; ".join(f"{s['policy']}: {s['fault_in_gbps']:.2f} GB/s" for s in res["simulations"][:4])
+            head = "; ".join(f"{s['policy']}: {rate_of(s)}" for s in res["simulations"][:4])
         elif "residuals" in res:
             head = f"{sum(r['within'] for r in res['residuals'])}/{len(res['residuals'])} rows within spread"
         elif "explorations" in res:
@@ -251,7 +252,8 @@ def _sim_rows(runs: dict) -> list[dict]:
     for p, r in runs.items():
         tp = r.get("time_per_chunk") or {}
         top = max(tp, key=tp.get) if tp else None
-        out.append({"policy": p, "fault_in_gbps": r.get("fault_in_gbps"), "safe": r.get("safe"),
+        out.append({"policy": p, "fault_in_gbps": r.get("fault_in_gbps"),
+                    **band_fields("fault_in_gbps", r.get("rate_band_gbps")), "safe": r.get("safe"),
                     "host_rmp_faults": r.get("host_rmp_faults"),
                     "dm4k_pct": dm4k_share(r.get("directmap") or {}) if r.get("directmap") else None,
                     "DirectMap4k": (r.get("directmap") or {}).get("DirectMap4k"),
@@ -298,7 +300,8 @@ def _tables(doc: dict, i: int = 0) -> str:
                                     f"{next(iter(val.values())).get('engine', '')} engine", csv_name=name,
                                     unsafe=unsafe, headers=heads, formats=SIM_FORMATS))
         elif isinstance(val, list) and val and all(isinstance(r, dict) for r in val):
-            flat = [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in val]
+            # a rate's band ([low, high]) as two columns beside it; other lists and dicts left out
+            flat = [{k: v for k, v in with_band_columns(r).items() if not isinstance(v, (dict, list))} for r in val]
             out.append(report_table(flat[:200], caption=str(key), csv_name=name, unsafe=unsafe))
         elif isinstance(val, dict) and val and all(not isinstance(v, (dict, list)) for v in val.values()):
             out.append(report_table([val], caption=str(key), csv_name=name, unsafe=unsafe))
@@ -366,6 +369,20 @@ def _sweep(docs: list[dict], swept: list[str]) -> tuple[list[dict], list[str]]:
     return rows, heads
 
 
+#: what the report's bands are, said once at the top of a report that shows any
+BANDS_TEXT = (f"Bands ({BAND_MEANING}): each modelled rate is given with the lowest and highest rate over "
+              "the fitted cost parameters' uncertainty (their covariance from kit calibrate, one standard "
+              "deviation along each principal axis; docs/sim-model.md, \"Error bars and validation\"), the "
+              f"assumed parameters held as they are. Where a run's cost parameters had no such covariance "
+              f"the page says \"no band\" ({NO_BAND}) instead of showing one.")
+
+
+def _has_bands(results) -> bool:
+    """Whether recorded results hold a modelled rate's band (or its absence)."""
+    text = json.dumps(results, default=str)
+    return '"rate_band_gbps"' in text or '"model_band_gbps"' in text
+
+
 def build(docs: list[dict], *, title: str = "cvm-memkit report", command: str | None = None) -> str:
     """The report page for result documents (HTML text, self-contained): what is compared and
     the conclusion of each run, its figures and tables (each downloadable as CSV), its
@@ -385,7 +402,7 @@ def build(docs: list[dict], *, title: str = "cvm-memkit report", command: str | 
     if len(docs) > 1:
         sweep_rows, sweep_heads = _sweep(docs, swept)
         for x in swept:
-            for y in sweep_heads[:8]:
+            for y in [h for h in sweep_heads if not h.endswith(BAND_SUFFIX_ENDS)][:8]:    # bands: whiskers
                 if sum(isinstance(r.get(y), (int, float)) for r in sweep_rows) >= 2:
                     sweep_figs.append(headline_vs_parameter_figure(sweep_rows, x, y))
         figs += sweep_figs
@@ -432,13 +449,14 @@ def build(docs: list[dict], *, title: str = "cvm-memkit report", command: str | 
     summary = report_table(rows, caption="runs",
                            headers={"headline": "headline result", "cost params": "cost-parameter set"})
     made = timestamp()
+    bands = f"<p id='bands'>{escape(BANDS_TEXT)}</p>" if any(_has_bands(d.get("results")) for d in docs) else ""
     again = (f"<p>Reproduce: <code>{escape(command)}</code></p>" if command else "")
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{escape(title)}</title>{resources}{STYLE}{PAGE_STYLE}"
             f"{script}</head><body><h1>{escape(title)}</h1>"
             f"<p>Built by kit {escape(__version__)} at {made} from {len(docs)} recorded run(s). "
             "Self-contained: no network needed. Tables download as CSV from the link under each.</p>"
-            f"{again}{summary}{''.join(body)}</body></html>")
+            f"{again}{bands}{summary}{''.join(body)}</body></html>")
 
 
 def diff_html(a: dict, b: dict, swept: list[str] | None = None) -> str:
@@ -475,9 +493,11 @@ def diff_html(a: dict, b: dict, swept: list[str] | None = None) -> str:
         add(key, na.get(key), nb.get(key))
     differ = sum(1 for _, same in rows if not same)
     head = "".join(f"<th>{escape(h)}</th>" for h in ("", la, lb, "change (B - A)"))
+    def fmt(what) -> str | None:            # a rate's band low/high: "no band" for none
+        return "band" if str(what).endswith(BAND_SUFFIX_ENDS[2:]) else None
     body = "".join(f"<tr{'' if same else ' class=diff'}><td class='txt'>{escape(str(r['what']))}</td>"
-                   f"<td class='{'num' if isinstance(r['A'], (int, float)) else 'txt'}'>{escape(cell_text(r['A']))}</td>"
-                   f"<td class='{'num' if isinstance(r['B'], (int, float)) else 'txt'}'>{escape(cell_text(r['B']))}</td>"
+                   f"<td class='{'num' if isinstance(r['A'], (int, float)) else 'txt'}'>{escape(cell_text(r['A'], fmt(r['what'])))}</td>"
+                   f"<td class='{'num' if isinstance(r['B'], (int, float)) else 'txt'}'>{escape(cell_text(r['B'], fmt(r['what'])))}</td>"
                    f"<td class='num'>{escape(r['change'])}</td></tr>" for r, same in rows)
     link = csv_link([r for r, _ in rows], ["what", "A", "B", "change"], "diff.csv", ["what", la, lb, "change (B - A)"])
     concl = "".join(f"<div><h4>{escape(lab)}</h4><ul>" + "".join(f"<li>{escape(t)}</li>" for t in conclusion(d.get("results", {})))

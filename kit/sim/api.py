@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import __version__
 from ..host.ledger import EVENTS
-from ..units import GiB, format_size
+from ..units import BAND_MEANING, NO_BAND, GiB, band_fields, band_text, format_size, has_band
 from . import breakdown, des, mva, trace as T
 from .demands import demand, dm4k_fraction, dram_gbps, schedule
 from .params import CostParams
@@ -58,6 +58,10 @@ class SimResult:
         out["scenario"] = self.scenario.to_json()
         out["engine"] = self.scenario.engine
         out["policy"] = self.scenario.policy
+        # the band beside the rate, as every table writes it (kit.units.band_fields), and what
+        # it is (or that there is none: no band is made up)
+        out.update(band_fields("fault_in_gbps", self.rate_band_gbps, None))
+        out["rate_band"] = BAND_MEANING if has_band(self.rate_band_gbps) else NO_BAND
         return out
 
     def _repr_html_(self) -> str:
@@ -71,8 +75,7 @@ class SimResult:
                                          if s.mixed else f"{s.guests} x {s.vcpus} x {format_size(s.guest_mem)}"),
                 "host": f"{s.host_cores} cores, {format_size(s.host_mem)}",
                 "fault-in GB/s (all guests)": round(self.fault_in_gbps, 2),
-                "fault-in GB/s band (fit, 1 sd)": ("none (no fit covariance)" if self.rate_band_gbps is None
-                                                   else "{:.2f} - {:.2f}".format(*self.rate_band_gbps)),
+                f"fault-in GB/s band ({BAND_MEANING})": band_text(self.rate_band_gbps),
                 "bottleneck (utilisation)": f"{self.bottleneck['resource']} ({self.bottleneck['utilisation']:.0%})",
                 f"time per {self.unit}, us (one vCPU)": round(sum(self.time_per_chunk.values()), 1),
                 "cpa_lock acquisitions (whole run)": self.cpa_lock["acquisitions"],

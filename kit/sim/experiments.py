@@ -77,7 +77,8 @@ def safety(policies, *, guest_mem="8GiB", vcpus: int = 8, host_cores: int = 32, 
         r = simulate("lazy-accept", 1, vcpus, guest_mem, host_cores, host_mem, p, "des", seed,
                      touched=guest_mem, params=params)
         rows.append({"policy": policy_label(p), "host_rmp_faults": r.host_rmp_faults, "safe": r.safe,
-                     "fault_in_gbps": round(r.fault_in_gbps, 3), **r.directmap, "engine": "des"})
+                     "fault_in_gbps": round(r.fault_in_gbps, 3), "rate_band_gbps": r.rate_band_gbps,
+                     **r.directmap, "engine": "des"})
     return rows
 
 
@@ -111,7 +112,7 @@ def assumption_sweep(name: str, values, *, configs=OVERSUBSCRIBED, policies=("sp
     """The fault-in rate (analytic engine) with one cost parameter set to each of ``values``,
     the others as shipped, on ``configs`` (default: table B's 4 x 128 vCPUs x 256 GiB and the
     2x over-subscribed 8 x 128 vCPUs x 160 GiB, on table B's host). Rows: param, value, config,
-    policy, fault_in_gbps, stretch, handoff_us. :func:`kit.viz.figures.assumption_figure`
+    policy, fault_in_gbps, rate_band_gbps (the fit's band, or None), stretch, handoff_us. :func:`kit.viz.figures.assumption_figure`
     draws them."""
     base = params if params is not None else CostParams.load()
     rows = []
@@ -123,6 +124,7 @@ def assumption_sweep(name: str, values, *, configs=OVERSUBSCRIBED, policies=("sp
                 rows.append({"param": name, "value": float(v),
                              "config": f"{cfg['guests']}x{cfg['vcpus']}x{cfg['guest_mem']} on {cfg['host_cores']}",
                              "policy": policy_label(pol), "fault_in_gbps": round(r.fault_in_gbps, 4),
+                             "rate_band_gbps": r.rate_band_gbps,
                              "stretch": round(r.scheduling["stretch"], 4),
                              "handoff_us": round(r.scheduling["handoff_us"], 3)})
     return rows

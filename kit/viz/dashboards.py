@@ -40,7 +40,7 @@ from ..sim.api import simulate
 from ..sim.scenario import HOST_RESERVED
 from ..sim.scenario import SCENARIO_PARAMS as SP
 from ..sim.scenario import is_builtin, policy_label, scenario
-from ..units import PAGES_PER_2M, GiB, Param, format_size, parse_size
+from ..units import BAND_MEANING, PAGES_PER_2M, GiB, Param, band_fields, format_size, parse_size, rate_text
 from . import figures as F
 from . import html as H
 from . import state as S
@@ -314,7 +314,8 @@ class HostMap(Dashboard):
             try:
                 r = simulate("lazy-accept", guests, vcpus, guest_mem, host_cores, host_mem, policy, "des",
                              seed, touched=guest_mem, monitor=monitor)
-                self._status(f"{policy_label(policy)}: {r.fault_in_gbps:.2f} GB/s, host RMP faults {r.host_rmp_faults}")
+                self._status(f"{policy_label(policy)}: {rate_text(r.fault_in_gbps, r.rate_band_gbps)} "
+                             f"(band: {BAND_MEANING}), host RMP faults {r.host_rmp_faults}")
                 return r
             except ValueError as e:
                 self._status(str(e), error=True)
@@ -363,8 +364,8 @@ class PolicyExplorer(Dashboard):
         # a configuration given here that cannot run is refused (ValueError naming why)
         scenario(**self.config(), policy=policies[0])
         self.src_rate = ColumnDataSource(F.rate_data([]))
-        self.fig_rate = F.rate_figure(self.src_rate, title="Fault-in rate (bars: model; points: measured +- spread; "
-                                                           "hatched: UNSAFE)")
+        self.fig_rate = F.rate_figure(self.src_rate, title="Fault-in rate (bars: model, grey: its band, "
+                                                           f"{BAND_MEANING}; points: measured +- spread; hatched: UNSAFE)")
         self.fig_rate.width, self.fig_rate.height = 620, 300
         self.src_util = ColumnDataSource(F.utilisation_data({}))
         self.fig_util = F.utilisation_figure(self.src_util)
@@ -422,7 +423,8 @@ class PolicyExplorer(Dashboard):
         for p, r in self.results.items():
             row = next((x for x in self.rows if x["policy"] == p), {})
             out.append({"policy": p, "safe": r.safe, "host_rmp_faults": r.host_rmp_faults,
-                        "model_gbps": round(r.fault_in_gbps, 3), "measured_gbps": row.get("measured_gbps"),
+                        "model_gbps": round(r.fault_in_gbps, 3), **band_fields("model_gbps", r.rate_band_gbps),
+                        "measured_gbps": row.get("measured_gbps"),
                         "spread_gbps": row.get("spread"), "bottleneck": row.get("bottleneck"),
                         **{f"utilisation {k}": round(v, 4) for k, v in _grouped_util(r.utilisation).items()},
                         **{f"{k} GiB": round(r.directmap.get(k, 0) / 2**20, 3)
@@ -465,7 +467,7 @@ class PolicyExplorer(Dashboard):
         results = {policy_label(p): simulate(**cfg, policy=p) for p in pols}
         meas = self._measured_for(cfg)
         label = f"{cfg['guests']}x{cfg['vcpus']}x{cfg['guest_mem']}"
-        rows = [{"config": label, "policy": p, "model_gbps": r.fault_in_gbps,
+        rows = [{"config": label, "policy": p, "model_gbps": r.fault_in_gbps, "model_band_gbps": r.rate_band_gbps,
                  "measured_gbps": meas[p].mean if p in meas else None,
                  "spread": meas[p].spread if p in meas else None,
                  "bottleneck": f"{r.bottleneck['resource']} ({r.bottleneck['utilisation']:.0%})",
@@ -491,7 +493,9 @@ class PolicyExplorer(Dashboard):
         unsafe = [p for p, r in results.items() if not r.safe]
         u = (f"; UNSAFE: {', '.join(unsafe)} (host RMP faults: a host write hits a private page)" if unsafe
              else "; every policy shown is safe")
-        self._status(f"{note}answered in {self.last_ms:.0f} ms (analytic engine){m}{u}")
+        rates = "; ".join(f"{p} {rate_text(r.fault_in_gbps, r.rate_band_gbps)}" for p, r in results.items())
+        self._status(f"{note}answered in {self.last_ms:.0f} ms (analytic engine){m}{u}; "
+                     f"{rates} (band: {BAND_MEANING})")
 
 
 def _grouped_util(util: dict) -> dict:
@@ -676,7 +680,7 @@ class SimulationRunner(Dashboard):
         else:
             self.src.data = F.series_data(data["series"])
             self.updates += 1
-            self._status(f"timing: {f:.0%} of chunks, {data['fault_in_gbps']:.2f} GB/s so far")
+            self._status(f"timing: {f:.0%} of chunks, {data['fault_in_gbps']:.2f} GB/s so far (its band when the run ends)")
 
     def _progress(self, f: float) -> None:
         self.progress.value = f
@@ -696,10 +700,11 @@ class SimulationRunner(Dashboard):
             try:
                 r = simulate(**kw, progress=self._progress, should_stop=self._stop.is_set, monitor=self._monitor)
                 self.result = r
-                self.src.data = F.series_data(r.series)
+                self.src.data = F.series_data(r.series, rate=r.fault_in_gbps, band=r.rate_band_gbps)
                 self.updates += 1
                 self.progress.value = 1.0
-                self._status(f"{'stopped' if r.stopped else 'done'}: {r.fault_in_gbps:.2f} GB/s over "
+                self._status(f"{'stopped' if r.stopped else 'done'}: {rate_text(r.fault_in_gbps, r.rate_band_gbps)} "
+                             f"(band: {BAND_MEANING}) over "
                              f"{r.sim_seconds:.2f} simulated s in {r.wall_seconds:.1f} s wall; "
                              f"bottleneck {r.bottleneck['resource']} ({r.bottleneck['utilisation']:.0%})")
             except Exception as e:      # shown, not lost in a thread

@@ -19,7 +19,7 @@ from bokeh.models import (ColumnDataSource, FactorRange, FixedTicker, HoverTool,
 from bokeh.plotting import figure
 
 from ..host.memory import OWNER_NAMES
-from ..units import GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M
+from ..units import BAND_MEANING, GiB, KiB, PAGE_1G, PAGE_2M, PAGE_SHIFT, PAGES_PER_1G, PAGES_PER_2M, band_keys, has_band
 from . import state as S
 from .narrative import UNSAFE, dm4k_share, policy_label, scenario_text, unsafe_policies
 from .traces import (changed_text, counterexamples, exploration_label, invariant_names, thread_order,
@@ -146,11 +146,29 @@ def band_data(rows: list[dict], key: str = "model_band_gbps") -> dict:
     """``band_lo``/``band_hi``: a modelled rate's band from the fit (``[lo, hi]`` under ``key``;
     NaN where a row has none)."""
     nan = float("nan")
-    bands = [r.get(key) or (nan, nan) for r in rows]
+    bands = [r.get(key) if has_band(r.get(key)) else (nan, nan) for r in rows]
     return {"band_lo": [float(b[0]) for b in bands], "band_hi": [float(b[1]) for b in bands]}
 
 
-def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in rate: modelled (bars), measured (points, +-spread)"):
+def scaled_band(values, rate: float, band) -> dict:
+    """``band_lo``/``band_hi`` of a series of rates (``values``) from one run's band: the run's
+    relative band (``band / rate``) applied to every point, as :func:`kit.sim.api._rate_band`
+    applies the analytic engine's relative band to the discrete-event rate; NaN without a band."""
+    n = len(values)
+    if not has_band(band) or not rate or rate != rate:
+        return {"band_lo": [float("nan")] * n, "band_hi": [float("nan")] * n}
+    lo, hi = band[0] / rate, band[1] / rate
+    return {"band_lo": [v * lo for v in values], "band_hi": [v * hi for v in values]}
+
+
+def draw_band(f, source, x: str, *, colour: str = "#264653", alpha: float = 0.18, **kw):
+    """The fit's band of a rate line as a shaded area between ``band_lo`` and ``band_hi`` of
+    ``source`` (NaN: no area there)."""
+    return f.varea(x=x, y1="band_lo", y2="band_hi", source=source, fill_color=colour, fill_alpha=alpha, **kw)
+
+
+def rate_figure(source: ColumnDataSource, title: str = ("Guest memory fault-in rate: modelled (bars; grey: its band, "
+                                                         f"{BAND_MEANING}), measured (points, +-spread)")):
     factors = list(dict.fromkeys(tuple(x) for x in source.data["x"]))
     f = figure(title=title, x_range=FactorRange(*factors), y_range=Range1d(0, rate_top(source.data)),
                height=360, width=900, y_axis_label="GB/s", tools="hover,save,reset,xpan", toolbar_location=TOOLBAR)
@@ -166,7 +184,7 @@ def rate_figure(source: ColumnDataSource, title: str = "Guest memory fault-in ra
         f.add_layout(Whisker(source=source, base="x", upper="band_hi", lower="band_lo", line_color="#8d99ae",
                              line_width=3, upper_head=None, lower_head=None))
     f.select_one(HoverTool).tooltips = [("", "@x"), ("model GB/s", "@model{0.00}"),
-                                        ("model band (fit, 1 sd)", "@band_lo{0.00} - @band_hi{0.00}"),
+                                        (f"model band ({BAND_MEANING})", "@band_lo{0.00} - @band_hi{0.00}"),
                                         ("measured GB/s", "@measured{0.00}"), ("bottleneck", "@bottleneck"),
                                         ("safety", "@safety")]
     f.xaxis.major_label_orientation = 1.0
@@ -229,16 +247,19 @@ def utilisation_figure(source: ColumnDataSource, title: str = "Where the time go
 
 # ------------------------------------------------------------------ time series
 KIB_PER_GIB = GiB // KiB            # the DirectMap lines of /proc/meminfo are in kB
-SERIES_COLS = ("t_s", "fault_in_gbps", "DirectMap4k", "DirectMap2M", "DirectMap1G",
+SERIES_COLS = ("t_s", "fault_in_gbps", "band_lo", "band_hi", "DirectMap4k", "DirectMap2M", "DirectMap1G",
                "wait_cpa_lock", "wait_pgd_lock", "wait_vm_lock", "wait_guest_lock")
 
 
-def series_data(series: dict) -> dict:
-    """Flatten a result's ``series`` (DES engine) into equal-length columns (GiB for DirectMap)."""
+def series_data(series: dict, *, rate: float | None = None, band=None) -> dict:
+    """Flatten a result's ``series`` (DES engine) into equal-length columns (GiB for DirectMap);
+    ``band_lo``/``band_hi``: the run's band (``band`` of its whole-run ``rate``) applied to the
+    rate of every bin (:func:`scaled_band`; NaN when the run has none, or is still running)."""
     if not series:
         return {c: [] for c in SERIES_COLS}
     n = len(series["t_s"])
-    out = {"t_s": list(series["t_s"]), "fault_in_gbps": list(series["fault_in_gbps"])}
+    out = {"t_s": list(series["t_s"]), "fault_in_gbps": list(series["fault_in_gbps"]),
+           **scaled_band(list(series["fault_in_gbps"]), rate, band)}
     for k in ("DirectMap4k", "DirectMap2M", "DirectMap1G"):
         out[k] = [v / KIB_PER_GIB for v in series.get(k, [0] * n)]
     for k in ("cpa_lock", "pgd_lock", "vm_lock", "guest_lock"):
@@ -250,9 +271,13 @@ def rate_series_figure(source: ColumnDataSource, title: str = "Fault-in rate ove
     """The fault-in rate over simulated time, its axis from 0 (a wobble of a few percent looks
     like one)."""
     top = max([v for v in source.data.get("fault_in_gbps", []) if v == v] or [1.0])
+    top = max([top] + [v for v in source.data.get("band_hi", []) if v == v])
     f = figure(title=title, height=240, width=440, x_axis_label="simulated time (s)", y_axis_label="fault-in rate (GB/s)",
                y_range=Range1d(0, 1.15 * top), tools="pan,wheel_zoom,reset,save,hover", toolbar_location=TOOLBAR)
+    if "band_lo" in source.data:        # the run's band from the fit, shaded (none while it runs)
+        draw_band(f, source, "t_s", legend_label=f"band ({BAND_MEANING})")
     f.line("t_s", "fault_in_gbps", source=source, line_width=2, color="#264653")
+    legend_outside(f)
     from_zero(f)
     return f
 
@@ -382,8 +407,9 @@ def sweep_figure(rows: list[dict], x: str | None = None, *, title: str | None = 
     :func:`kit.sim.experiments.sweep` (rows that vary another variable are left out)."""
     x = x or swept_variable(rows[0])
     pts = [r for r in rows if x in r]
+    banded = any(has_band(r.get("rate_band_gbps")) for r in pts)
     f = figure(title=title or f"fault-in rate vs {x}", width=440, height=280, x_axis_label=x,
-               y_axis_label="GB/s", x_axis_type="log", tools="hover,save,pan,wheel_zoom,reset")
+               y_axis_label=f"GB/s (whiskers: band, {BAND_MEANING})" if banded else "GB/s", x_axis_type="log", tools="hover,save,pan,wheel_zoom,reset")
     for p in dict.fromkeys(r["policy"] for r in pts):
         mine = [r for r in pts if r["policy"] == p]
         xs, ys = [r[x] for r in mine], [r["fault_in_gbps"] for r in mine]
@@ -429,7 +455,8 @@ def simulation_title(sim: dict) -> str:
 def simulation_figure(sim: dict):
     """A discrete-event run's time series side by side: fault-in rate, the direct map and
     lock waits, from a recorded :class:`kit.sim.SimResult` (``to_json()``)."""
-    src = ColumnDataSource(series_data(sim.get("series") or {}))
+    src = ColumnDataSource(series_data(sim.get("series") or {}, rate=sim.get("fault_in_gbps"),
+                                       band=sim.get("rate_band_gbps")))
     label = simulation_title(sim)
     return row(rate_series_figure(src, title=f"{label}: fault-in rate"),
                directmap_series_figure(src, title=f"{label}: direct map"),
@@ -744,7 +771,7 @@ def result_figures(results: dict) -> list:
         out.append(loo_figure(results["leave_one_out"]))
     if results.get("bands"):
         out.append(rate_figure(ColumnDataSource(rate_data(results["bands"])),
-                               title="Measured configurations: modelled (bars, grey: the fit's band), "
+                               title=f"Measured configurations: modelled (bars; grey: its band, {BAND_MEANING}), "
                                      "measured (points, +-spread)"))
     if results.get("matrix") and all("outcome" in r for r in results["matrix"]):
         out.append(outcome_matrix_figure(results["matrix"]))
@@ -777,6 +804,10 @@ def assumption_figure(rows: list[dict], *, title: str | None = None):
         f.line([r["value"] for r in mine], [r["fault_in_gbps"] for r in mine], legend_label=f"{cfg}, {pol}",
                color=colour, line_width=2)
         f.scatter([r["value"] for r in mine], [r["fault_in_gbps"] for r in mine], color=colour)
+        if any(has_band(r.get("rate_band_gbps")) for r in mine):     # the fit's band at each value
+            f.add_layout(Whisker(source=ColumnDataSource({"x": [r["value"] for r in mine],
+                                                          **band_data(mine, "rate_band_gbps")}),
+                                 base="x", upper="band_hi", lower="band_lo", line_color=colour))
     legend_outside(f)
     return f
 
@@ -864,6 +895,7 @@ def timeline_data(sim: dict) -> dict:
     total = sum((sim.get("directmap") or {}).values()) or 1
     n = len(ser.get("t_s", []))
     return {"t_s": list(ser.get("t_s", [])), "gbps": list(ser.get("fault_in_gbps", [])),
+            **scaled_band(list(ser.get("fault_in_gbps", [])), sim.get("fault_in_gbps"), sim.get("rate_band_gbps")),
             "dm4k_pct": [100.0 * v / total for v in ser.get("DirectMap4k", [0] * n)],
             "cpa_wait": list((ser.get("lock_wait_share") or {}).get("cpa_lock", [0.0] * n))}
 
@@ -882,10 +914,10 @@ def timeline_figures(runs: dict, *, unsafe: set = frozenset()) -> list:
         return []
     sc = scenario_text(next(iter(runs.values())).get("scenario", {}))
     data = {p: timeline_data(r) for p, r in runs.items()}
-    top_rate = max([max(d["gbps"], default=0.0) for d in data.values()] + [1e-9])
+    top_rate = max([max(d["gbps"] + [v for v in d["band_hi"] if v == v], default=0.0) for d in data.values()] + [1e-9])
     top_wait = max([max(d["cpa_wait"], default=0.0) for d in data.values()])
-    rate = _series_figure(f"Fault-in rate as the guests fault in: {sc}", "fault-in rate (GB/s, all guests)",
-                          Range1d(0, 1.15 * top_rate))
+    rate = _series_figure(f"Fault-in rate as the guests fault in: {sc} (shaded: each run's band, {BAND_MEANING})",
+                          "fault-in rate (GB/s, all guests)", Range1d(0, 1.15 * top_rate))
     dm = _series_figure(f"Fragmentation as the guests fault in: DirectMap4k, {sc}", "DirectMap4k (% of host memory)",
                         Range1d(0, 105))
     figs = [rate, dm]
@@ -899,6 +931,7 @@ def timeline_figures(runs: dict, *, unsafe: set = frozenset()) -> list:
         src = ColumnDataSource(d)
         label = policy_label(p, unsafe)
         style = dict(color=_colour(p), line_width=2.5 if p not in unsafe else 1.5, line_dash=dashes[i % len(dashes)])
+        draw_band(rate, src, "t_s", colour=_colour(p), alpha=0.15)
         rate.line("t_s", "gbps", source=src, legend_label=label, **style)
         dm.line("t_s", "dm4k_pct", source=src, legend_label=label, **style)
         if wait is not None:
@@ -963,12 +996,21 @@ def headline_vs_parameter_figure(rows: list[dict], x: str, y: str, *, label: str
                    tools="hover,save,reset", toolbar_location="below")
         f.xaxis.major_label_orientation = 0.8
     ys = [float(r[y]) for r in pts]
-    src = ColumnDataSource({"x": xs, "y": ys, "run": [str(r.get(label, "")) for r in pts]})
+    k_lo, k_hi = band_keys(y)
+    bands = [(r.get(k_lo), r.get(k_hi)) for r in pts]
+    banded = any(has_band(b) for b in bands)
+    src = ColumnDataSource({"x": xs, "y": ys, "run": [str(r.get(label, "")) for r in pts],
+                            **band_data([{"b": list(b)} for b in bands], "b")})
     if numeric:
         f.line("x", "y", source=src, line_width=2, color="#264653")
+    if banded:                          # a rate recorded with its band (fit, 1 sd): whiskers
+        f.add_layout(Whisker(source=src, base="x", upper="band_hi", lower="band_lo", line_color="#264653"))
+        f.yaxis.axis_label = f"{y} (whiskers: band, {BAND_MEANING})"
     f.scatter("x", "y", source=src, size=9, color="#e76f51")
+    ys = ys + [v for b in bands if has_band(b) for v in b]
     lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
     pad = max(abs(hi) * 0.05, (hi - lo) * 0.1, 1e-9)
     f.y_range = Range1d(min(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)   # from 0 when positive
-    f.select_one(HoverTool).tooltips = [("run", "@run"), (x, "@x"), (y, "@y{0,0.000}")]
+    f.select_one(HoverTool).tooltips = [("run", "@run"), (x, "@x"), (y, "@y{0,0.000}")] + (
+        [(f"band ({BAND_MEANING})", "@band_lo{0,0.000} - @band_hi{0,0.000}")] if banded else [])
     return f

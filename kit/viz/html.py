@@ -8,7 +8,11 @@ import numpy as np
 
 from ..host.views import summary
 from ..kvm import uapi as U
-from ..units import PAGE_SHIFT, format_size
+from ..units import BAND_MEANING, NO_BAND, NO_BAND_CELL, PAGE_SHIFT, band_keys, format_size
+from .narrative import BAND_KEYS, with_band_columns
+
+#: the endings of band columns' names (:func:`kit.units.band_keys`)
+BAND_SUFFIX_ENDS = ("_low", "_high", " band low", " band high")
 from .state import gpa_layout
 
 STYLE = ("<style>.kit-t{border-collapse:collapse;font:12px monospace}"
@@ -24,6 +28,37 @@ def table(rows: list[dict], cols: list[str] | None = None, caption: str = "") ->
                    for r in rows)
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
     return f"<table class='kit-t'>{cap}<tr>{head}</tr>{body}</table>"
+
+
+def rate_columns(cols) -> list[str]:
+    """``cols`` with each rate column (:data:`kit.viz.narrative.BAND_KEYS`) followed by its
+    band's low and high columns (:func:`kit.units.band_keys`)."""
+    out = []
+    for c in cols:
+        out.append(c)
+        if c in BAND_KEYS:
+            out += list(band_keys(c))
+    return out
+
+
+def band_caption(caption: str = "") -> str:
+    """A caption that says once what the table's bands are."""
+    what = f"band: {BAND_MEANING}; {NO_BAND_CELL}: {NO_BAND.split(': ', 1)[1]}"
+    return f"{caption} ({what})" if caption else what
+
+
+def band_column(name: str, cols) -> bool:
+    """Whether column ``name`` is the band's low or high of another column of ``cols``."""
+    return any(name.endswith(e) and name[:-len(e)] in cols for e in BAND_SUFFIX_ENDS)
+
+
+def rate_table(rows: list[dict], cols: list[str], caption: str = "") -> str:
+    """:func:`table` of recorded rows whose modelled rates (``model_gbps``, ``fault_in_gbps``)
+    each carry their band's low and high in the next two columns (``no band`` where the run had
+    none), the caption saying what a band is."""
+    data = [{k: (NO_BAND_CELL if v is None and k.endswith(BAND_SUFFIX_ENDS) else v)
+             for k, v in with_band_columns(r).items()} for r in rows]
+    return table(data, rate_columns(cols), caption=band_caption(caption))
 
 
 def kv(pairs: dict, caption: str = "") -> str:
@@ -112,12 +147,18 @@ KB_PER_GIB = 1 << 20            # the DirectMap lines of /proc/meminfo are in kB
 #: known result keys: (header with its unit, how a value is written)
 COLUMNS = {
     "config": ("configuration", None), "policy": ("policy", None),
-    "model_gbps": ("model (GB/s)", "{:,.2f}"), "measured_gbps": ("measured (GB/s)", "{:,.2f}"),
+    "model_gbps": ("model (GB/s)", "{:,.2f}"),
+    "model_gbps_low": (f"model band low (GB/s, {BAND_MEANING})", "band"),
+    "model_gbps_high": (f"model band high (GB/s, {BAND_MEANING})", "band"),
+    "measured_gbps": ("measured (GB/s)", "{:,.2f}"),
     "spread": ("spread ± (GB/s)", "{:,.2f}"), "error_pct": ("error (%)", "{:+.1f}"),
     "within": ("within spread", None), "bottleneck": ("bottleneck (utilisation)", None),
     "splits": ("direct-map splits (whole run)", "{:,}"), "cpa_lock": ("cpa_lock acquisitions (whole run)", "{:,}"),
     "host_rmp_faults": ("host RMP faults", "{:,}"), "sim_seconds": ("simulated time (s)", "{:,.3f}"),
-    "fault_in_gbps": ("fault-in (GB/s)", "{:,.2f}"), "safe": ("safe", None),
+    "fault_in_gbps": ("fault-in (GB/s)", "{:,.2f}"),
+    "fault_in_gbps_low": (f"fault-in band low (GB/s, {BAND_MEANING})", "band"),
+    "fault_in_gbps_high": (f"fault-in band high (GB/s, {BAND_MEANING})", "band"),
+    "safe": ("safe", None),
     "DirectMap4k": ("DirectMap4k (GiB)", "gib"), "DirectMap2M": ("DirectMap2M (GiB)", "gib"),
     "DirectMap1G": ("DirectMap1G (GiB)", "gib"), "vcpus": ("vCPUs per guest", "{:,}"),
     "guests": ("guests", "{:,}"), "host_cores": ("host cores", "{:,}"),
@@ -126,7 +167,12 @@ COLUMNS = {
 
 def cell_text(v, fmt=None) -> str:
     """A value as a person reads it: ``not measured`` for none, yes/no, grouped digits,
-    kB -> GiB where ``fmt`` says ``gib``."""
+    kB -> GiB where ``fmt`` says ``gib``; a band's low or high (``fmt`` ``band``) with two
+    decimals, ``no band`` for none (:data:`kit.units.NO_BAND`)."""
+    if fmt == "band":
+        if v is None or (isinstance(v, float) and v != v):
+            return NO_BAND_CELL
+        fmt = "{:,.2f}"
     if v is None or (isinstance(v, float) and v != v):
         return NOT_MEASURED
     if isinstance(v, (bool, np.bool_)):
@@ -180,7 +226,8 @@ def report_table(rows: list[dict], cols: list[str] | None = None, *, caption: st
         order = list(COLUMNS)                   # known columns in a reading order, the rest after
         cols = sorted(seen, key=lambda c: (order.index(c) if c in order else len(order), seen.index(c)))
     heads = [(headers or {}).get(c) or COLUMNS.get(c, (c, None))[0] for c in cols]
-    fmts = {c: (formats or {}).get(c, COLUMNS.get(c, (None, None))[1]) for c in cols}
+    fmts = {c: (formats or {}).get(c, COLUMNS.get(c, (None, None))[1] or ("band" if band_column(c, cols) else None))
+            for c in cols}
     head = "".join(f"<th>{escape(h)}</th>" for h in heads)
     body = []
     for r in rows:

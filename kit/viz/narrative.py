@@ -8,7 +8,7 @@ and returns plain text (no markup: the caller escapes or renders it).
 from __future__ import annotations
 
 from ..host.policies import DIRECTMAP_POLICIES
-from ..units import format_size
+from ..units import BAND_MEANING, NO_BAND, band_fields, format_size, has_band, rate_text
 
 #: the lazy-acceptance chunk the time breakdown is per (kit.sim.trace.ACCEPT_CHUNK)
 CHUNK = "4 MiB chunk"
@@ -79,6 +79,41 @@ def gbps(v: float) -> str:
     return f"{v:.2f} GB/s"
 
 
+#: where a recorded row keeps each rate's band (``[low, high]`` or None): the band key of a
+#: rate key (:func:`kit.sim.experiments.policy_table` rows, a SimResult's JSON, sweep rows)
+BAND_KEYS = {"model_gbps": "model_band_gbps", "fault_in_gbps": "rate_band_gbps"}
+
+
+def rate_of(r: dict, key: str = "fault_in_gbps") -> str:
+    """A recorded row's modelled rate with its band (:func:`kit.units.rate_text`; a row that
+    carries no band says so)."""
+    return rate_text(float(r[key]), r.get(BAND_KEYS.get(key, "")))
+
+
+def with_band_columns(r: dict) -> dict:
+    """A recorded row with each rate's band as two scalar columns right after the rate
+    (``model_gbps_low``, ``model_gbps_high``: :func:`kit.units.band_fields`) and the band's
+    list left out, for tables and CSV; a rate without a band gets empty band columns."""
+    rate_of_band = {b: k for k, b in BAND_KEYS.items()}
+    out = {}
+    for k, v in r.items():
+        if rate_of_band.get(k) in r:        # shown as the columns beside its rate
+            continue
+        out[k] = v
+        if k in BAND_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.update(band_fields(k, r.get(BAND_KEYS[k])))
+    return out
+
+
+def band_note(lines) -> str:
+    """What a band is, said once after sentences that show rates (empty when none does)."""
+    text = " ".join(lines)
+    if "(band " in text or NO_BAND in text:
+        return (f"Each modelled rate is followed by its band ({BAND_MEANING}): the lowest and highest rate "
+                "over the fitted cost parameters' uncertainty, with the assumed parameters as they are.")
+    return ""
+
+
 def pct(v: float) -> str:
     """A percentage with the digits it needs: 83.5%, 0.13%, 0.0001%."""
     if v == 0:
@@ -120,21 +155,24 @@ def headline_sentences(head: dict, unsafe: set) -> list[str]:
         part, us = _largest(r.get("time_per_chunk") or {"?": 0.0})
         total = sum((r.get("time_per_chunk") or {}).values())
         out.append(f"At {where} ({engine} engine), the fastest safe policy is {best}: "
-                   f"{gbps(r['fault_in_gbps'])}, DirectMap4k {pct(dm4k_share(r['directmap']))} of host memory, "
+                   f"{rate_of(r)}, DirectMap4k {pct(dm4k_share(r['directmap']))} of host memory, "
                    f"no host RMP fault; one vCPU spends {micros(total)} per {CHUNK}, most of it {part} "
                    f"({micros(us)}).")
+        close = overlapping(r, {p: q for p, q in safe.items() if p != best})
+        if close:
+            out.append(f"The fit does not tell {best} apart from {', '.join(close)}: their bands overlap.")
         for p, r in safe.items():
             if p == best:
                 continue
             tp = r.get("time_per_chunk") or {}
             part, us = _largest(tp) if tp else ("?", 0.0)
-            out.append(f"{p}: {gbps(r['fault_in_gbps'])} ({r['fault_in_gbps'] / max(safe[best]['fault_in_gbps'], 1e-12):.0%} "
+            out.append(f"{p}: {rate_of(r)} ({r['fault_in_gbps'] / max(safe[best]['fault_in_gbps'], 1e-12):.0%} "
                        f"of {best}), DirectMap4k {pct(dm4k_share(r['directmap']))}; of its {micros(sum(tp.values()))} "
                        f"per {CHUNK}, {part} takes {micros(us)} ({us / max(sum(tp.values()), 1e-12):.0%}).")
     for p in head:
         if p in unsafe:
             r = head[p]
-            out.append(f"{p} is {UNSAFE}: {gbps(r['fault_in_gbps'])} here, but the host kernel takes RMP faults "
+            out.append(f"{p} is {UNSAFE}: {rate_of(r)} here, but the host kernel takes RMP faults "
                        "writing its own pages (see the safety section); it is no option.")
     return out
 
@@ -169,6 +207,58 @@ def conclusion(results) -> list[str]:
     if safety:
         faults = ", ".join(f"{r['policy']} {r['host_rmp_faults']}" for r in safety)
         out.append(f"Host RMP faults in the safety workload: {faults}.")
+    out += scaling_sentences(results, unsafe)
+    out += band_sentences(results.get("bands") or [])
+    note = band_note(out)
+    return out + ([note] if note else [])
+
+
+def band_sentences(rows: list[dict]) -> list[str]:
+    """The measured configurations' modelled rates with their bands beside the measurements
+    (rows of :func:`kit.sim.calibrate.band_table`), and how many measurements lie within the
+    band widened by their spread."""
+    rows = [r for r in rows if isinstance(r, dict) and "model_gbps" in r]
+    if not rows:
+        return []
+    each = "; ".join(f"{r['config']}, {r['policy']}: {rate_of(r, 'model_gbps')}"
+                     + (f", measured {r['measured_gbps']:.2f} ± {r['spread']:.2f}" if r.get("measured_gbps") is not None else "")
+                     for r in rows)
+    within = sum(1 for r in rows if r.get("within"))
+    return [f"Modelled rates of the measured configurations: {each}.",
+            f"{within} of {len(rows)} measurements lie within the model's band widened by their spread."]
+
+
+def overlapping(best: dict, others: dict) -> list[str]:
+    """The names in ``others`` ({name: row}) whose rate's band overlaps ``best``'s: the fit
+    does not tell them apart from it."""
+    lo = (best.get("rate_band_gbps") or [None])[0]
+    if not has_band(best.get("rate_band_gbps")):
+        return []
+    return [n for n, r in others.items() if has_band(r.get("rate_band_gbps")) and r["rate_band_gbps"][1] >= lo]
+
+
+def scaling_sentences(results: dict, unsafe: set = frozenset()) -> list[str]:
+    """The conclusion of a scaling study (notebooks/lazy-acceptance-scaling.ipynb): each
+    policy's rate with its band at the held-back configuration (``held_back`` rows, their
+    ``scenario``), the fastest and the policies the fit does not tell apart from it, and the
+    rates on the fewest host cores of the ``sweep``."""
+    held = [r for r in results.get("held_back") or [] if isinstance(r, dict) and "fault_in_gbps" in r]
+    if not held:
+        return []
+    sc = next((r["scenario"] for r in held if isinstance(r.get("scenario"), dict)), {})
+    where = f" ({scenario_text(sc)})" if sc else ""
+    rates = "; ".join(f"{policy_label(r['policy'], unsafe)} {rate_of(r)}"
+                      + (f", bound by {r['bottleneck']}" if r.get("bottleneck") else "") for r in held)
+    best = max(held, key=lambda r: r["fault_in_gbps"])
+    close = overlapping(best, {r["policy"]: r for r in held if r is not best})
+    tie = (f"; within its band: {', '.join(close)} (the fit does not tell them apart)" if close else "")
+    out = [f"At the held-back configuration{where} the analytic engine gives: {rates}. Fastest: "
+           f"{policy_label(best['policy'], unsafe)}{tie}."]
+    cores = [r for r in results.get("sweep") or [] if isinstance(r, dict) and "host_cores" in r]
+    if cores:
+        fewest = min(r["host_cores"] for r in cores)
+        out.append(f"On {fewest} host cores: " + "; ".join(
+            f"{policy_label(r['policy'], unsafe)} {rate_of(r)}" for r in cores if r["host_cores"] == fewest) + ".")
     return out
 
 
@@ -190,15 +280,21 @@ def headline_numbers(results) -> dict:
     for k, v in (results.get("summary") or {}).items() if isinstance(results.get("summary"), dict) else []:
         if isinstance(v, (int, float, str)) and not isinstance(v, bool):
             out[f"summary.{k}"] = v
+    def rate(key: str, value, r: dict) -> None:
+        # the rate, then its band's low and high beside it when the row records a band
+        # (None: the run had none); a row from before bands were recorded gets no band columns
+        out[key] = value
+        if "rate_band_gbps" in r:
+            out.update(band_fields(key, r.get("rate_band_gbps")))
     for p, r in (results.get("headline") or {}).items():
-        out[f"{name(p)}: fault-in GB/s"] = round(float(r["fault_in_gbps"]), 3)
+        rate(f"{name(p)}: fault-in GB/s", round(float(r["fault_in_gbps"]), 3), r)
         out[f"{name(p)}: DirectMap4k % of memory"] = round(dm4k_share(r.get("directmap", {})), 4)
     for r in results.get("held_back") or []:
         if "policy" in r and "fault_in_gbps" in r:
-            out[f"{name(r['policy'])}: fault-in GB/s (held-back configuration)"] = r["fault_in_gbps"]
+            rate(f"{name(r['policy'])}: fault-in GB/s (held-back configuration)", r["fault_in_gbps"], r)
     for r in results.get("simulations") or []:
         if isinstance(r, dict) and "policy" in r:
-            out[f"{name(r['policy'])}: fault-in GB/s ({r.get('engine', '?')})"] = round(float(r["fault_in_gbps"]), 3)
+            rate(f"{name(r['policy'])}: fault-in GB/s ({r.get('engine', '?')})", round(float(r["fault_in_gbps"]), 3), r)
     for d in results.get("explorations") or []:
         if isinstance(d, dict) and "scheme" in d:
             out[f"{d['scheme']}: invariants broken"] = sum(1 for i in (d.get("invariants") or {}).values()

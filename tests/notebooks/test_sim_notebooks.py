@@ -8,6 +8,7 @@ import pytest
 
 from kit.lab.record import load_result
 from kit.lab.notebook import NOTEBOOKS, parameter_names
+from kit.units import BAND_MEANING
 
 ALL = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
 
@@ -46,6 +47,8 @@ def test_directmap_policies(run_nb):
     assert frag["split-on-demand"]["directmap"]["DirectMap4k"] < frag["presplit-4k"]["directmap"]["DirectMap4k"]
     assert len(frag["split-on-demand"]["series"]["DirectMap4k"]) == 100
     assert doc["provenance"]["parameters"]["steps"] == 300
+    text = _markdown_outputs(path)              # the conclusion: each modelled rate with its band
+    assert "fastest safe policy is" in text and "GB/s (band " in text and f"({BAND_MEANING})" in text
     # the notebook ends with an INLINE Bokeh layout: BokehJS is in the saved notebook
     nb = nbformat.read(path, as_version=4)
     last = nb.cells[-1].outputs
@@ -53,8 +56,15 @@ def test_directmap_policies(run_nb):
     assert not any("cdn.bokeh.org" in json.dumps(o) for c in nb.cells for o in c.get("outputs", []))
 
 
+def _markdown_outputs(path) -> str:
+    """The text/markdown outputs of an executed notebook (its conclusions)."""
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []))
+
+
 def test_lazy_acceptance_scaling(run_nb):
-    _, (doc,) = run_nb("lazy-acceptance-scaling", policies=["presplit-4k", "invalidate-4k"],
+    path, (doc,) = run_nb("lazy-acceptance-scaling", policies=["presplit-4k", "invalidate-4k"],
                        vcpu_sweep=[8, 128], guest_sweep=[1, 4], core_sweep=[4, 512],
                        guest_mem="64GiB", des_policies=[])
     res = doc["results"]
@@ -68,10 +78,14 @@ def test_lazy_acceptance_scaling(run_nb):
     held = {r["policy"]: r for r in res["held_back"]}
     assert held["invalidate-4k"]["cpa_lock"] > 0.9 and held["presplit-4k"]["cpa_lock"] == 0
     assert res["simulations"] == []
+    # issue 17: the conclusion gives every modelled rate with its band from the fit
+    text = _markdown_outputs(path)
+    assert "At the held-back configuration" in text and text.count("GB/s (band ") >= 4
+    assert f"({BAND_MEANING})" in text
 
 
 def test_calibration(run_nb):
-    _, (doc,) = run_nb("calibration")
+    path, (doc,) = run_nb("calibration")
     res = doc["results"]
     assert len(res["residuals"]) == 8 and all(r["within"] for r in res["residuals"])
     assert res["free_parameters"] == ["convert_us", "cpa_hold_us", "smt_yield", "dm4k_walk_ns"]
@@ -87,6 +101,8 @@ def test_calibration(run_nb):
         assert lo <= r["model_gbps"] <= hi
     assert {r["id"] for r in res["validation"]} >= {"map-exits-4k-gmem", "map-exits-prefault"}
     assert [u["name"] for u in res["uncertainty"]] == res["free_parameters"]
+    text = _markdown_outputs(path)
+    assert text.count("GB/s (band ") == len(res["bands"]) and f"({BAND_MEANING})" in text
 
 
 @pytest.mark.parametrize("name,params,msg", [
