@@ -86,3 +86,11 @@ def test_kit_simulate_takes_vmm(capsys):
     assert main(["simulate", "--help"]) == 0
     assert "prefault" in " ".join(capsys.readouterr().out.split())
     assert main(["simulate", "--vmm", "qemu"]) != 0
+
+
+def test_the_simulation_runner_offers_the_vmm_from_the_table():
+    from kit.viz import dashboards as D
+    sr = D.SimulationRunner(guests=1, vcpus=8, guest_mem="8GiB", host_cores=16, host_mem="64GiB", vmm="prefault")
+    assert tuple(sr.vmm.options) == T.VMMS and sr.kwargs()["vmm"] == "prefault" and sr.check() is None
+    with pytest.raises(ValueError, match="vmm"):
+        D.SimulationRunner(vmm="qemu")
