@@ -18,6 +18,10 @@ chunk is one of its ``accept_memory`` calls (:meth:`kit.guest.Guest.accept` with
    it 2M in the NPT;
 4. PVALIDATE (2M) succeeds; the worker writes the memory.
 
+With ``vmm="prefault"`` (:func:`build`) the VMM maps the range right after step 2 with
+``KVM_PRE_FAULT_MEMORY`` (QEMU commit 4cdc489eb9c2, :class:`kit.kvm.vmm.Vmm`): step 3's folio,
+prepare and mapping happen there, without the #NPF's ``vm_exit``.
+
 The guest runs these steps on the real model objects, as range operations over batches of
 consecutive chunks (the state and the event counts equal those of chunk-by-chunk calls; a
 batch's events are shared evenly by its chunks). Between batches the host kernel allocates
