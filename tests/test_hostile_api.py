@@ -290,6 +290,8 @@ CASES = [
       names={"gpa": "args[0]", "npages": "args[1]", "attrs": "args[2]"},
       nr=INT, gpa=INT, npages=INT, attrs=INT, cpl=INT, long_mode=BOOL),
     C("Vcpu.complete_hypercall", lambda w, ret=0: w.vcpu.complete_hypercall(ret), ret=INT),
+    C("Vcpu.pre_fault_memory", lambda w, gpa=0, size=PAGE_4K, flags=0: w.vcpu.pre_fault_memory(gpa, size, flags),
+      gpa=INT, size=INT, flags=INT),
     C("Vcpu.vmgexit_psc", lambda w, desc=None: w.svcpu.vmgexit_psc(
         PscDesc([PscEntry(4 * R, SNP_PAGE_STATE_PRIVATE, PAGE_4K)]) if desc is None else desc), desc=OPT_INT),
     C("Vcpu.vmgexit_msr", lambda w, msr=None: w.svcpu.vmgexit_msr(
@@ -302,6 +304,9 @@ CASES = [
     C("Vmm", lambda w, vm=None, fallocate=True, max_exits=8: Vmm(w.sw if vm is None else vm, fallocate=fallocate,
                                                                  max_exits=max_exits),
       vm=OPT_INT, fallocate=BOOL, max_exits=INT),
+    C("Vmm(prefault)", lambda w, prefault=True: Vmm(w.sw, prefault=prefault), prefault=BOOL),
+    C("Vmm.pre_fault", lambda w, gpa=GiB, size=PAGE_4K, vcpu=None: w.vmm.pre_fault(gpa, size, vcpu),
+      gpa=INT, size=INT, vcpu=OPT_INT),
     C("Vmm.convert", lambda w, gpa=2 * MiB, size=PAGE_4K, private=True: w.vmm.convert(gpa, size, private),
       gpa=INT, size=INT, private=BOOL),
     C("Vmm.handle", lambda w, exit=None: w.vmm.handle(exit) if exit is not None else None, exit=OPT_INT),

@@ -45,6 +45,7 @@ from ..kvm import uapi as U
 from ..kvm.ghcb import (GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_RESP, SNP_PAGE_STATE_PRIVATE, SNP_PAGE_STATE_SHARED,
                         PscDesc, PscEntry, ghcb_msr_psc_req, ghcb_msr_term_req)
 from ..kvm.gmem import PMD_ORDER, folio_order
+from ..kvm.mmu import MAP_PRIVATE
 from ..kvm.snp import SnpX86Ops
 from ..kvm.uapi import Exit
 from ..kvm.vmm import Vmm
@@ -130,6 +131,16 @@ def _runs(mask: np.ndarray):
         return []
     d = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+def _unmapped_units(vm, gfn: int, units: int) -> list[tuple[int, int]]:
+    """(first gfn, units) runs of the 2M units from ``gfn`` that the NPT does not map private
+    (all of them unless the VMM pre-faulted the range), from the VM's SPTE ranges."""
+    mapped = np.zeros(units, dtype=bool)
+    for s, e, v in vm.sptes.ranges(gfn, gfn + units * PAGES_PER_2M):
+        if v == MAP_PRIVATE:
+            mapped[-(-(s - gfn) // PAGES_PER_2M):(e - gfn) // PAGES_PER_2M] = True
+    return [(gfn + a * PAGES_PER_2M, b - a) for a, b in _runs(~mapped)]
 
 
 class Guest:
@@ -690,7 +701,7 @@ class Guest:
         """The ``accept_memory`` calls of :meth:`accept` as range operations, when their
         outcome is known in advance; None otherwise (the calls then run one by one).
 
-        Conditions: the Linux behaviour itself, the stock VMM and SNP arch ops, userspace-owned
+        Conditions: the Linux behaviour itself, the stock VMM (pre-faulting or not) and SNP arch ops, userspace-owned
         attributes with the hypercall exit enabled, the GHCB protocol; ``gpa`` and ``step`` whole
         units, ``size`` whole steps inside the bitmap, one descriptor per call; every unit the
         calls reach unaccepted but for at most the first call's worth at the start (a previous
@@ -740,8 +751,13 @@ class Guest:
         self.vmm.ioctls += ncalls - 1
         ledger.record("psc", **{e: ncalls - (ledger.totals.get(e, 0) - v) for e, v in before.items()})
         self.note("psc", first, units * unit, f"op {SNP_PAGE_STATE_PRIVATE}, {ncalls} requests answered 0/0")
-        # PVALIDATE (2M) of every unit: its #NPF faults the folio in, then the instruction succeeds
-        snp.snp_fault_in_private_2m(vm, gfn, units)
+        if self.vmm.prefault:              # the VMM pre-faults each call's range after converting it
+            self.vmm.pre_fault(first, units * unit, self._vcpu(cpu))
+            self.vmm.pre_faults += ncalls - 1
+        # PVALIDATE (2M) of every unit: its #NPF faults the folio in (unless the VMM pre-faulted
+        # it), then the instruction succeeds
+        for g, n in _unmapped_units(vm, gfn, units):
+            snp.snp_fault_in_private_2m(vm, g, n)
         codes = snp.guest_pvalidate_2m_run(vm, first, units)
         self.note("pvalidate", first, units * unit, f"validate=1, {units} entries")
         if not any(codes):                                 # the common case: every unit validated

@@ -33,6 +33,9 @@ Event vocabulary (the name is the resource or the piece of work, the value a cou
 ``user_exit``          exits to the userspace VMM (``KVM_EXIT_HYPERCALL``/``MEMORY_FAULT``)
 ``set_attributes``     ``KVM_SET_MEMORY_ATTRIBUTES`` ioctls (per-VM ``slots_lock``)
 ``npt_map``            NPT mappings installed by KVM faults
+``pre_fault``          mappings ``KVM_PRE_FAULT_MEMORY`` installed (``kvm_arch_vcpu_pre_fault_memory``
+                       steps): the fault path without a VM exit, run by the VMM's thread
+``pre_fault_bytes``    bytes of folios ``KVM_PRE_FAULT_MEMORY`` cleared (a part of ``bytes_zeroed``)
 =====================  =============================================================================
 """
 from __future__ import annotations
@@ -47,6 +50,7 @@ EVENTS = (
     "pgtable_alloc", "flush_tlb_all", "flush_tlb_range", "invlpg", "adjust_direct_map", "rmpupdate", "psmash",
     "pvalidate", "rmpadjust", "bytes_zeroed", "host_rmp_fault", "host_np_fault", "wbinvd",
     "df_flush", "vm_exit", "user_exit", "set_attributes", "npt_map",
+    "pre_fault", "pre_fault_bytes",
 )
 
 

@@ -25,12 +25,17 @@ class FaultInjection:
     - ``launch_fw_errors``: gfn -> the firmware error SNP_LAUNCH_UPDATE returns for that page
       (``sev_gmem_post_populate``), e.g. ``SEV_RET_INVALID_PARAM`` for a CPUID page the
       firmware corrects.
+    - ``signal_after``: a signal is pending for the calling thread after this many mappings of
+      one ``KVM_PRE_FAULT_MEMORY`` call (``signal_pending`` in virt/kvm/kvm_main.c
+      ``kvm_vcpu_pre_fault_memory``): at 0 the call fails with -EINTR, later it returns with
+      the rest of the range left. None: no signal.
     """
 
     xa_reserve_fails: bool = False
     snp_decommission_fails: bool = False
     page_reclaim_fails: bool = False
     launch_fw_errors: dict[int, int] = field(default_factory=dict)
+    signal_after: int | None = None
 
 
 def injected(vm, knob: str) -> bool:
@@ -41,3 +46,10 @@ def injected(vm, knob: str) -> bool:
 def launch_fw_error(vm, gfn: int) -> int:
     """The firmware error injected for SNP_LAUNCH_UPDATE of ``gfn`` (the VM's knob first), or 0."""
     return vm.fault_injection.launch_fw_errors.get(gfn) or vm.kvm.fault_injection.launch_fw_errors.get(gfn, 0)
+
+
+def signal_after(vm) -> int | None:
+    """Mappings of a ``KVM_PRE_FAULT_MEMORY`` call before a signal is pending (the VM's knob
+    first, then its Kvm's), or None."""
+    n = vm.fault_injection.signal_after
+    return n if n is not None else vm.kvm.fault_injection.signal_after

@@ -26,6 +26,7 @@ from . import uapi as U
 from .content import check_byte, check_span
 from .ghcb import GHCB_MSR_INFO_MASK, GHCB_MSR_PSC_REQ, ghcb_msr_term_req
 from .gmem import max_level_for_order
+from .injection import signal_after
 from .limits import MAX_GPA_BITS, PAGE_BY_PAGE
 from .uapi import check_field
 # the exit structures and the hypercall's attribute bits live in .uapi (re-exported here)
@@ -304,6 +305,106 @@ class Vcpu:
             if base >= slot.base_gfn and base + n <= slot.end_gfn and not self.vm.lpage_mixed(gfn, n):
                 return level
         return PAGE_4K
+
+    # ------------------------------------------------------------------ KVM_PRE_FAULT_MEMORY
+    def pre_fault_memory(self, gpa: int, size: int, flags: int = 0) -> U.PreFaultMemory:
+        """The ``KVM_PRE_FAULT_MEMORY`` vCPU ioctl (virt/kvm/kvm_main.c
+        ``kvm_vcpu_pre_fault_memory``, arch/x86/kvm/mmu/mmu.c ``kvm_arch_vcpu_pre_fault_memory``
+        and ``kvm_tdp_map_page``; Documentation/virt/kvm/api.rst 4.143): map
+        ``[gpa, gpa + size)`` into the NPT as a read fault of the vCPU would, one mapping at a
+        time, each advancing past the page it installed (a huge mapping to its end). Private
+        exactly where the attribute is (``kvm_mem_is_private`` of each step's gfn): the
+        folio from guest_memfd, prepared once by the arch (SNP: ``rmp_make_private``), mapped at
+        its level. No VM exit and no ``KVM_RUN``: the calling thread does the work.
+
+        Returns the range left (:class:`~kit.kvm.uapi.PreFaultMemory`): ``size`` 0 when all
+        was mapped. A step that fails after at least one mapping ends the call with success
+        and the rest left (the kernel: "Return success if at least one page was mapped
+        successfully"); a failure of the first step raises :class:`~kit.errors.KvmError`,
+        in the kernel's order:
+
+        - EIO: the VM is dead (``kvm_vcpu_ioctl``);
+        - EINVAL: ``flags`` not 0; ``gpa`` or ``size`` not page aligned, ``size`` 0, or
+          ``gpa + size`` wraps;
+        - EINTR: a signal is pending (:attr:`~kit.kvm.injection.FaultInjection.signal_after`);
+        - EOPNOTSUPP: the VM's ``pre_fault_allowed`` is false (an SNP VM before
+          ``snp_launch_finish``, a TDX VM before ``KVM_TDX_FINALIZE_VM``);
+        - EINVAL: ``gpa`` is an alias (``kvm_is_gfn_alias``: it carries TDX's shared bit);
+        - ENOENT: no memslot at a shared gfn (``RET_PF_EMULATE``, emulated MMIO);
+        - EFAULT: a private gfn with no memslot, in a slot without guest_memfd, or whose
+          guest_memfd is closed (``kvm_mmu_faultin_pfn_gmem``: a memory-fault exit is
+          prepared, and ``-EFAULT`` returned);
+        - EINVAL: the arch's ``gmem_prepare`` failed (``kvm_gmem_get_pfn``); the folio stays
+          in the file, as ``kvm_gmem_get_pfn`` leaves it.
+
+        Every check of the first step comes before any change, so a failed call changes
+        nothing (the ``gmem_prepare`` failure aside, as in the kernel). ``padding`` is not
+        read by the kernel. Not modelled: shadow paging (EOPNOTSUPP), MMU cache allocation
+        (ENOMEM), a memslot changed by another thread during the call.
+
+        Ledger: per mapping the fault path's own events (``bytes_zeroed`` of a new folio,
+        the prepare's ``rmpupdate`` and direct-map work, ``npt_map``), never ``vm_exit``; then
+        once per call ``pre_fault`` (mappings installed) and ``pre_fault_bytes`` (bytes of
+        folios the call cleared, a part of ``bytes_zeroed``)."""
+        vm = self.vm
+        vm.check_alive()
+        gpa, size, flags = check_field(gpa, "gpa"), check_field(size, "size"), check_field(flags, "flags")
+        if flags:
+            raise KvmError(errno.EINVAL, f"flags {flags:#x}: must be 0")
+        if gpa % PAGE_4K or size % PAGE_4K or size == 0 or gpa + size > U.U64:
+            raise KvmError(errno.EINVAL, f"gpa {gpa:#x}, size {size:#x}: not page aligned, empty, or wrapping")
+        signal = signal_after(vm)
+        if signal is not None:
+            signal = check_int(signal, "fault_injection.signal_after", 0, U.U64)
+        ledger = vm.kvm.host.ledger
+        zeroed = ledger.totals.get("bytes_zeroed", 0)
+        steps, at, left = 0, gpa, size
+        while left:
+            if signal is not None and steps >= signal:
+                error = KvmError(errno.EINTR, "a signal is pending")
+                break
+            try:
+                done = self._pre_fault_one(at, left)
+            except KvmError as e:
+                error = e
+                break
+            steps, at, left = steps + 1, at + done, left - done
+        if steps:
+            ledger.record("KVM_PRE_FAULT_MEMORY", pre_fault=steps,
+                          pre_fault_bytes=ledger.totals.get("bytes_zeroed", 0) - zeroed)
+        elif left:
+            raise error
+        return U.PreFaultMemory(at, left, flags)
+
+    def _pre_fault_one(self, gpa: int, size: int) -> int:
+        """``kvm_arch_vcpu_pre_fault_memory``: one mapping at ``gpa`` through the fault path
+        (``kvm_tdp_map_page``); returns the bytes it covers from ``gpa`` (at most ``size``)."""
+        vm = self.vm
+        if not vm.pre_fault_allowed:
+            raise KvmError(errno.EOPNOTSUPP, "KVM_PRE_FAULT_MEMORY is not allowed on this VM yet (pre_fault_allowed)")
+        gfn = gpa >> PAGE_SHIFT
+        if gfn & vm.x86_ops.gfn_direct_bits(vm):
+            raise KvmError(errno.EINVAL, f"gpa {gpa:#x} is an alias (kvm_is_gfn_alias)")
+        private = vm.has_private_mem and bool(vm.memory_attributes(gfn) & U.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        slot = vm.slot_for_gfn(gfn)
+        if slot is None:
+            if private:
+                raise KvmError(errno.EFAULT, f"private gfn {gfn:#x} has no memslot")
+            raise KvmError(errno.ENOENT, f"gpa {gpa:#x} is outside the memslots (RET_PF_EMULATE)")
+        if private or slot.gmem_only:
+            if not slot.flags & U.KVM_MEM_GUEST_MEMFD or slot.gmem is None:
+                raise KvmError(errno.EFAULT, f"gfn {gfn:#x}: no open guest_memfd backs its slot")
+            index = slot.gmem_index(gfn)
+            if private:
+                level = self._private_level(gfn, slot, index)
+            else:                                   # shared, served from guest_memfd
+                slot.gmem.mark_allocated(index, index + 1)
+                level = PAGE_4K
+        else:
+            level = self.max_level(gfn, slot, False)
+        self._map(gfn, level, private)
+        end = (gpa & ~(level - 1)) + level
+        return min(size, end - gpa)
 
     # ------------------------------------------------------------------ hypercalls
     def hypercall(self, nr: int, *args: int, cpl: int = 0, long_mode: bool = True):

@@ -337,10 +337,13 @@ class SevX86Ops(KvmX86Ops):
 
     def vm_init(self, vm) -> None:
         """``svm_vm_init`` for an SEV type: SEV state; protected state for SEV-ES and SNP;
-        private memory for SNP."""
+        private memory for SNP; ``KVM_PRE_FAULT_MEMORY`` allowed unless the VM has private
+        memory (``pre_fault_allowed = !has_private_mem``: an SNP VM gets it at
+        ``snp_launch_finish``)."""
         vm.sev = SevInfo()
         vm.has_protected_state = vm.type in (U.KVM_X86_SEV_ES_VM, U.KVM_X86_SNP_VM)
         vm.has_private_mem = vm.type == U.KVM_X86_SNP_VM
+        vm.pre_fault_allowed = not vm.has_private_mem
 
     def vm_destroy(self, vm) -> None:
         """``svm_vm_destroy`` -> :func:`sev_vm_destroy`."""

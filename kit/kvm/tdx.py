@@ -249,6 +249,11 @@ class TdxX86Ops(KvmX86Ops):
         """``tdx_gmem_private_max_mapping_level``: 4K."""
         return PAGE_4K
 
+    def gfn_direct_bits(self, vm) -> int:
+        """``kvm_gfn_direct_bits``: the shared bit as a gfn bit (``kvm->arch.gfn_direct_bits``,
+        set by ``tdx_td_init``)."""
+        return vm.tdx.shared_gpa_mask >> PAGE_SHIFT
+
     def fault_gpa(self, vm, gpa: int, private: bool | None) -> tuple[int, bool]:
         """An EPT violation at ``gpa``: the GPA without the shared bit, private exactly when
         the bit is clear (``tdx_is_private_gpa``). ``private=False`` with the bit clear is

@@ -52,6 +52,7 @@ KVM_CAP_MEMORY_FAULT_INFO = 232
 KVM_CAP_MEMORY_ATTRIBUTES = 233
 KVM_CAP_GUEST_MEMFD = 234
 KVM_CAP_VM_TYPES = 235
+KVM_CAP_PRE_FAULT_MEMORY = 236
 KVM_CAP_GUEST_MEMFD_FLAGS = 244
 
 # KVM_MEMORY_ENCRYPT_OP sub-commands (arch/x86/include/uapi/asm/kvm.h ``enum sev_cmd_id``)
@@ -118,6 +119,20 @@ def check_field(value, name: str, bits: int = 64) -> int:
     if value < 0 or value >> bits:
         raise ValueError(f"{name}: must fit an unsigned {bits}-bit field, got {value!r}")
     return value
+
+
+# ----------------------------------------------------------------- ioctl structures
+@dataclass(frozen=True)
+class PreFaultMemory:
+    """``struct kvm_pre_fault_memory`` as ``KVM_PRE_FAULT_MEMORY`` hands it back: ``gpa`` and
+    ``size`` of the range still to do (in/out), ``flags`` as given (in). ``size`` 0: the whole
+    range was mapped. The struct's ``padding[5]`` is not read by the kernel
+    (virt/kvm/kvm_main.c ``kvm_vcpu_pre_fault_memory`` checks only ``flags``), so it is not
+    modelled."""
+
+    gpa: int
+    size: int
+    flags: int = 0
 
 
 # ----------------------------------------------------------------- struct kvm_run exits

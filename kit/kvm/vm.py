@@ -188,6 +188,8 @@ def _check_extension(kvm: Kvm, vm: "VM | None", cap: int) -> int:
         return flags
     if cap == U.KVM_CAP_VM_TYPES:
         return sum(1 << t for t in kvm.vm_types)
+    if cap == U.KVM_CAP_PRE_FAULT_MEMORY:        # x86.c: tdp_enabled (the model's MMU is TDP)
+        return 1
     if cap in (U.KVM_CAP_USER_MEMORY2, U.KVM_CAP_MEMORY_FAULT_INFO, U.KVM_CAP_EXIT_HYPERCALL,
                U.KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, U.KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM):
         return 1
@@ -221,7 +223,10 @@ class VM:
         # memory and protected state are set by the arch's vm_init, svm_vm_init)
         self.has_private_mem = type == U.KVM_X86_SW_PROTECTED_VM
         self.has_protected_state = False
-        self.pre_fault_allowed = type == U.KVM_X86_SW_PROTECTED_VM
+        # kvm_arch_init_vm: KVM_PRE_FAULT_MEMORY is allowed at once for the default and
+        # SW_PROTECTED types; the vendor decides for the others (svm_vm_init; SNP at
+        # snp_launch_finish, TDX at KVM_TDX_FINALIZE_VM)
+        self.pre_fault_allowed = type in (U.KVM_X86_DEFAULT_VM, U.KVM_X86_SW_PROTECTED_VM)
         self.attributes = RangeStore()
         self.memslots: dict[tuple[int, int], Memslot] = {}
         self.gmem_files: set[GuestMemfd] = set()

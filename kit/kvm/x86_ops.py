@@ -34,6 +34,8 @@ Members, and where the generic code calls each (kernel caller in parentheses):
 ``fault_gpa(vm, gpa, private)`` the fault path, :meth:`~kit.kvm.mmu.Vcpu.access`: the GPA and
                               kind of the access as KVM's fault path derives them (TDX strips
                               the shared bit, ``kvm_mmu_page_fault``/``tdx_is_private_gpa``)
+``gfn_direct_bits(vm)``        :meth:`~kit.kvm.mmu.Vcpu.pre_fault_memory` (``kvm_gfn_direct_bits``:
+                              TDX's shared bit as a gfn bit; ``kvm_is_gfn_alias``)
 ``check_private_access(...)`` (model) the hardware's RMP check of a guest access with the C-bit
                               set, after KVM's fault-in [APM2 15.36.10]: SNP raises #VC
 ``vmgexit_msr(vcpu, msr)``    a VMGEXIT with the GHCB MSR protocol (``sev_handle_vmgexit`` ->
@@ -105,6 +107,13 @@ class KvmX86Ops:
         path masks ``kvm_gfn_direct_bits`` off the faulting gfn and TDX's EPT-violation
         handler marks the access private when the bit is clear."""
         return gpa, private
+
+    def gfn_direct_bits(self, vm) -> int:
+        """``kvm_gfn_direct_bits``: the gfn bits that make a shared alias of a private gfn
+        (``kvm->arch.gfn_direct_bits``); 0 here. A gfn carrying them is an alias
+        (``kvm_is_gfn_alias``), which ``KVM_PRE_FAULT_MEMORY`` refuses."""
+        return 0
+
     def check_private_access(self, vcpu, gpa: int) -> None:
         """The hardware's check of a guest access with the C-bit set to ``gpa``, after KVM
         mapped it: nothing without an RMP."""

@@ -382,7 +382,7 @@ def simulate_args(args):
     every argument checked (``ValueError`` naming it) before any work."""
     kw = dict(workload=args.workload, guests=args.guests, vcpus=args.vcpus, guest_mem=args.guest_mem,
               host_cores=args.host_cores, host_mem=args.host_mem, policy=args.policy,
-              engine=args.engine, seed=args.seed)
+              engine=args.engine, seed=args.seed, vmm=args.vmm)
     if args.guest:
         specs = []
         for g in args.guest:
@@ -431,7 +431,8 @@ def scenario_line(s) -> str:
     guests = (" + ".join(f"1 x {v} vCPUs x {format_size(m)}" for v, m in s.specs) if s.mixed
               else f"{s.guests} guest{'s' if s.guests != 1 else ''} x {s.vcpus} vCPUs x {format_size(s.guest_mem)}")
     return (f"simulated {s.workload}: {guests} on a host of {s.host_cores} cores / {format_size(s.host_mem)}, "
-            f"direct-map policy {s.policy}, {s.engine} engine, seed {s.seed}")
+            f"direct-map policy {s.policy}, {s.engine} engine, seed {s.seed}"
+            + (f", VMM {s.vmm}" if s.vmm != "default" else ""))
 
 
 def _counted_evaluator(targets, bar):
@@ -854,7 +855,8 @@ def build_parser(raise_errors: bool = False, command: str | None = None) -> argp
                         "first line of the output.",
             epilog=SIZE_UNITS[0].upper() + SIZE_UNITS[1:] + ".")
     # defaults, bounds, units and help: the scenario table (kit.sim.scenario.SCENARIO_PARAMS)
-    for name in ("workload", "guests", "vcpus", "guest_mem", "host_cores", "host_mem", "policy", "engine", "seed"):
+    for name in ("workload", "guests", "vcpus", "guest_mem", "host_cores", "host_mem", "policy", "engine", "seed",
+                 "vmm"):
         sp = SCENARIO_PARAMS[name]
         m.add_argument("--" + name.replace("_", "-"), dest=name, default=sp.default, help=sp.describe(),
                        **({"type": int_option(sp)} if sp.kind == "int" else {}))

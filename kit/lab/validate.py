@@ -60,7 +60,7 @@ def _bool(name):
 RULES: dict = {
     # the scenario table, and sweeps over it
     **{n: SP[n] for n in ("policy", "engine", "workload", "guests", "vcpus", "host_cores",
-                          "guest_mem", "host_mem", "touched", "seed", "steps", "p4k")},
+                          "guest_mem", "host_mem", "touched", "seed", "steps", "p4k", "vmm")},
     "policies": SP["policy"].list_of("policies", help="direct-map policies to compare"),
     "des_policies": SP["policy"].list_of("des_policies", min=0,
                                          help="policies also timed by the discrete-event engine"),

@@ -106,7 +106,7 @@ def run_trace(s: Scenario, *, progress=None, chunks=None, should_stop=None, moni
     """The workload of ``s`` on a freshly built host (``chunks``: per guest, fewer chunks).
     ``monitor(host, fraction)`` is called as the trace advances (live host maps)."""
     host, kvm, gs = T.build(s.host_mem, s.host_cores, s.directmap_policy, list(s.specs), s.seed,
-                            gmem_hugepages=s.workload == "lazy-accept")
+                            gmem_hugepages=s.workload == "lazy-accept", vmm=s.vmm)
     if monitor is not None:
         inner = progress
 
@@ -190,7 +190,7 @@ def _batch_demands(tr, s, p):
 def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], guest_mem=_D["guest_mem"],
              host_cores=_D["host_cores"], host_mem=_D["host_mem"], policy=_D["policy"],
              engine=_D["engine"], seed=_D["seed"], *, params: CostParams | None = None,
-             steps=_D["steps"], p4k=_D["p4k"], touched=_D["touched"], guest_specs=None,
+             steps=_D["steps"], p4k=_D["p4k"], touched=_D["touched"], guest_specs=None, vmm=_D["vmm"],
              progress=None, should_stop=None, trace=None, monitor=None) -> SimResult:
     """Run one configuration. Every argument is validated first through the scenario table
     (:func:`~kit.sim.scenario.scenario`; ``ValueError`` naming it). ``policy``: a built-in's
@@ -204,7 +204,7 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
     or ``"timing"`` (data: a partial result's ``series`` dict and rate)."""
     t0 = time.perf_counter()
     s = scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, engine, seed,
-                 steps=steps, p4k=p4k, touched=touched, guest_specs=guest_specs)
+                 steps=steps, p4k=p4k, touched=touched, guest_specs=guest_specs, vmm=vmm)
     p = params if params is not None else CostParams.load()
     if not isinstance(p, CostParams):
         raise ValueError(f"params: expected a CostParams, got {type(p).__name__}")

@@ -68,6 +68,9 @@ SCENARIO_PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("touched", "size", T.ACCEPT_CHUNK, GUEST_MEM_MAX, unit="bytes",
           help="bytes each guest faults in (default: its stress workers' 5 GiB each)",
           why="at most the largest guest"),
+    Param("vmm", "choice", choices=T.VMMS, default="default",
+          help="how the guests' VMM answers a page-state change (prefault: it then maps the range "
+               "with KVM_PRE_FAULT_MEMORY, as QEMU since commit 4cdc489eb9c2)"),
 )}
 
 #: All vCPUs of a scenario together (checked by :func:`scenario`, not an argument).
@@ -162,6 +165,7 @@ class Scenario:
     p4k: float = _D["p4k"]
     touched: int | None = None   # bytes each guest faults in (default: the stress workers' 5G each)
     specs: tuple = ()            # (vcpus, guest_mem bytes) per guest
+    vmm: str = _D["vmm"]         # how the VMM answers a page-state change (trace.VMMS)
 
     def __post_init__(self):
         object.__setattr__(self, "directmap_policy", get_directmap_policy(self.directmap_policy))
@@ -214,12 +218,13 @@ def _check(name: str, value, label: str | None = None):
 def scenario(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], guest_mem=_D["guest_mem"],
              host_cores=_D["host_cores"], host_mem=_D["host_mem"], policy=_D["policy"],
              engine=_D["engine"], seed=_D["seed"], *, steps=_D["steps"], p4k=_D["p4k"],
-             touched=_D["touched"], guest_specs=None) -> Scenario:
+             touched=_D["touched"], guest_specs=None, vmm=_D["vmm"]) -> Scenario:
     """Validate every parameter through :data:`SCENARIO_PARAMS` (one ``ValueError`` naming it
     and what is allowed) before any work. ``policy``: a built-in's name, or a
     :class:`~kit.host.policies.DirectMapPolicy` instance or subclass (kept as it is).
     ``guest_specs``: guests of different sizes, a list of (vcpus, guest_mem) pairs; it replaces
-    ``guests``, ``vcpus`` and ``guest_mem`` (which then describe the first guest)."""
+    ``guests``, ``vcpus`` and ``guest_mem`` (which then describe the first guest). ``vmm``:
+    ``default`` or ``prefault`` (:data:`kit.sim.trace.VMMS`)."""
     workload = _check("workload", workload)
     policy = get_directmap_policy(_check("policy", policy))
     engine = _check("engine", engine)
@@ -250,7 +255,7 @@ def scenario(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
     if need > host_mem:
         raise ValueError(f"guests: {guests} guests of {format_size(need - HOST_RESERVED)} in all do not fit "
                          f"in host_mem {format_size(host_mem)} ({format_size(HOST_RESERVED)} kept for the host)")
-    p4k = _check("p4k", p4k)
+    p4k, vmm = _check("p4k", p4k), _check("vmm", vmm)
     if touched is not None:
         touched = _check("touched", touched)
         if touched > min(m for _, m in specs):
@@ -260,7 +265,7 @@ def scenario(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         raise ValueError(f"guest_specs: {kinds} different (vcpus, guest_mem) pairs; at most {GUEST_KINDS.max} "
                          f"(the limit: {GUEST_KINDS.why})")
     s = Scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, engine,
-                 seed, steps, p4k, touched, specs)
+                 seed, steps, p4k, touched, specs, vmm=vmm)
     if engine == "des":
         _check_des_work(s)
     return s

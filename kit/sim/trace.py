@@ -18,6 +18,10 @@ chunk is one of its ``accept_memory`` calls (:meth:`kit.guest.Guest.accept` with
    it 2M in the NPT;
 4. PVALIDATE (2M) succeeds; the worker writes the memory.
 
+With ``vmm="prefault"`` (:func:`build`) the VMM maps the range right after step 2 with
+``KVM_PRE_FAULT_MEMORY`` (QEMU commit 4cdc489eb9c2, :class:`kit.kvm.vmm.Vmm`): step 3's folio,
+prepare and mapping happen there, without the #NPF's ``vm_exit``.
+
 The guest runs these steps on the real model objects, as range operations over batches of
 consecutive chunks (the state and the event counts equal those of chunk-by-chunk calls; a
 batch's events are shared evenly by its chunks). Between batches the host kernel allocates
@@ -52,6 +56,10 @@ BATCH_CHUNKS = 64               # chunks per semantic batch (256 MiB)
 GUEST_BASE_GPA = 4 * GiB        # guest RAM above the 32-bit hole
 UADDR = 0x100000000000          # the VMM's mapping of guest RAM (16 TiB)
 WORKLOADS = ("lazy-accept", "conversions")
+#: How the guests' VMM answers a page-state change: ``default`` converts the range
+#: (``KVM_SET_MEMORY_ATTRIBUTES``); ``prefault`` then maps it with ``KVM_PRE_FAULT_MEMORY``, as
+#: QEMU does since commit 4cdc489eb9c2 (:class:`kit.kvm.vmm.Vmm`, ``prefault=True``).
+VMMS = ("default", "prefault")
 
 
 @dataclass
@@ -116,7 +124,7 @@ def touched_bytes(vcpus: int, guest_mem: int) -> int:
 
 
 class _Guest:
-    def __init__(self, kvm: Kvm, vcpus: int, mem: int, gmem_hugepages: bool):
+    def __init__(self, kvm: Kvm, vcpus: int, mem: int, gmem_hugepages: bool, prefault: bool = False):
         before = dict(kvm.host.ledger.totals)
         self.vm = kvm.create_vm(U.KVM_X86_SNP_VM)
         self.vm.sev_init()
@@ -125,7 +133,7 @@ class _Guest:
         self.vm.enable_cap(U.KVM_CAP_EXIT_HYPERCALL, 1 << U.KVM_HC_MAP_GPA_RANGE)
         self.vcpus = [self.vm.create_vcpu(i) for i in range(vcpus)]
         snp.snp_launch_finish(self.vm)          # VMSAs become private 4K pages (kernel frames)
-        self.vmm = Vmm(self.vm, fallocate=False)
+        self.vmm = Vmm(self.vm, fallocate=False, prefault=prefault)
         self.guest = Guest(self.vm, vcpus=self.vcpus, vmm=self.vmm)
         self.mem = mem
         self.next_chunk = 0
@@ -149,10 +157,15 @@ def _setup(host, guests) -> tuple[dict, dict]:
     return {k: v for k, v in boot.items() if v}, launch
 
 
-def build(host_mem: int, host_cores: int, policy, guests, seed: int, *, gmem_hugepages=True):
+def build(host_mem: int, host_cores: int, policy, guests, seed: int, *, gmem_hugepages=True,
+          vmm: str = "default"):
+    """The host, KVM and the guests (``(vcpus, bytes)`` each), launched. ``vmm``: one of
+    :data:`VMMS`, how the guests' VMM answers a page-state change."""
+    if vmm not in VMMS:
+        raise ValueError(f"vmm: expected one of {', '.join(VMMS)}, got {vmm!r}")
     host = Host(mem=host_mem, cores=host_cores, directmap_policy=policy, seed=seed)
     kvm = Kvm(host, gmem_hugepages=gmem_hugepages, min_sev_asid=max(len(guests) + 1, 100))
-    return host, kvm, [_Guest(kvm, v, m, gmem_hugepages) for v, m in guests]
+    return host, kvm, [_Guest(kvm, v, m, gmem_hugepages, vmm == "prefault") for v, m in guests]
 
 
 def _background(host, rng, live: list, npages: int) -> tuple[int, int]:

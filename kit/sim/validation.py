@@ -11,8 +11,9 @@ Quantities the model produces (:data:`QUANTITIES`):
 - ``map_exits_per_chunk``: exits that map guest_memfd pages (#NPF, ``vm_exit`` less the
   page-state-change exits, ``user_exit``) per 4 MiB accepted chunk, from the semantic
   model's event ledger (:mod:`kit.host.ledger`) on a lazy-acceptance trace with 4K or 2M
-  guest_memfd folios (``gmem``). ``vmm=prefault`` (QEMU pre-faulting on a page-state change,
-  ``KVM_PRE_FAULT_MEMORY``) is not in the model: such a row's model value is None.
+  guest_memfd folios (``gmem``), with the row's VMM (``vmm``: ``default``, or ``prefault``:
+  QEMU pre-faulting the range of each page-state change with ``KVM_PRE_FAULT_MEMORY``,
+  :class:`kit.kvm.vmm.Vmm`).
 - ``cpa_lock_per_chunk``: ``cpa_lock`` acquisitions per accepted chunk (the same trace).
 - ``cpa_lock_per_guest``: ``cpa_lock`` acquisitions per guest, its launch and its whole run
   (the analytic engine's events, scaled to the run).
@@ -35,7 +36,7 @@ VALIDATION = DATA / "validation.csv"
 COLUMNS = ("id", "quantity", "workload", "guests", "vcpus", "guest_mem_gib", "host_cores", "host_mem_gib",
            "policy", "baseline_policy", "gmem", "vmm", "measured", "low", "high", "unit", "source", "note")
 GMEM = ("4k", "2m")
-VMMS = ("default", "prefault")
+VMMS = T.VMMS
 #: chunks the per-chunk quantities are counted over (1 GiB), and on 4K guest_memfd
 CHUNKS = GiB // T.ACCEPT_CHUNK
 CHUNKS_4K = 1
@@ -78,7 +79,7 @@ def _events(row: ValidationRow, chunks: int) -> dict:
     """Event totals of a lazy-acceptance run of ``chunks`` chunks per guest of ``row``."""
     host, _, gs = T.build(row.host_mem_gib * GiB, row.host_cores, row.policy,
                           [(row.vcpus, row.guest_mem_gib * GiB)] * row.guests, 0,
-                          gmem_hugepages=row.gmem == "2m")
+                          gmem_hugepages=row.gmem == "2m", vmm=row.vmm)
     return T.lazy_accept(host, gs, touched=[chunks] * row.guests).totals()
 
 
@@ -94,8 +95,6 @@ def per_chunk(row: ValidationRow, chunks: int = CHUNKS) -> dict:
 
 
 def map_exits_per_chunk(row: ValidationRow, params: CostParams, *, chunks: int = CHUNKS):
-    if row.vmm != "default":
-        return None
     ev = per_chunk(row, chunks)
     return ev["vm_exit"] - ev["user_exit"]
 
@@ -125,7 +124,8 @@ QUANTITIES = {
     "cpa_lock_per_guest": ("cpa_lock acquisitions per guest, launch and run", cpa_lock_per_guest),
     "rate_ratio": ("fault-in rate under policy / under baseline_policy", rate_ratio),
 }
-NOT_MODELLED = {"prefault": "the model's VMM does not pre-fault (KVM_PRE_FAULT_MEMORY) on a page-state change"}
+#: vmm -> why rows with that VMM are outside the model (every VMM of :data:`VMMS` is modelled)
+NOT_MODELLED: dict[str, str] = {}
 
 
 def _number(v: str, what: str, where: str, *, integer: bool = False, optional: bool = False):

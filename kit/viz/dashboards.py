@@ -585,8 +585,8 @@ class SimulationRunner(Dashboard):
 
     def __init__(self, *, workload=SP["workload"].default, guests: int = SP["guests"].default, vcpus: int = 16,
                  guest_mem="32GiB", host_cores: int = 64, host_mem="128GiB", policy=SP["policy"].default,
-                 seed: int = SP["seed"].default):
-        scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, "des", seed)
+                 seed: int = SP["seed"].default, vmm=SP["vmm"].default):
+        scenario(workload, guests, vcpus, guest_mem, host_cores, host_mem, policy, "des", seed, vmm=vmm)
         policy = _policy_value(policy)
         self.workload = W.Dropdown(options=list(SP["workload"].choices), value=workload, description="workload")
         self.guests = _int_box(SP["guests"], guests, "guests")
@@ -596,6 +596,8 @@ class SimulationRunner(Dashboard):
         self.host_mem = W.Text(value=str(host_mem), description="host mem", tooltip=SP["host_mem"].describe())
         self.policy = W.Dropdown(options=_policy_options([policy]), value=policy, description="policy")
         self.seed = _int_box(SP["seed"], seed, "seed")
+        self.vmm = W.Dropdown(options=list(SP["vmm"].choices), value=vmm, description="VMM",
+                              tooltip=SP["vmm"].describe())
         self.start_button = W.Button(description="run", button_style="primary")
         self.stop_button = W.Button(description="stop", button_style="danger", disabled=True)
         self.start_button.on_click(lambda _: self.start())
@@ -609,7 +611,8 @@ class SimulationRunner(Dashboard):
         self.status_text, self.status_error = "", False
         self.export_button = self._export_button()
         self.widget = W.VBox([W.HBox([W.VBox([self.workload, self.guests, self.vcpus, self.guest_mem]),
-                                      W.VBox([self.host_cores, self.host_mem, self.policy, self.seed])]),
+                                      W.VBox([self.host_cores, self.host_mem, self.policy, self.seed]),
+                                      W.VBox([self.vmm])]),
                               W.HBox([self.start_button, self.stop_button, self.progress, self.export_button]),
                               self.status, self.plot])
         for w in self._controls().values():
@@ -622,11 +625,13 @@ class SimulationRunner(Dashboard):
     def kwargs(self) -> dict:
         return dict(workload=self.workload.value, guests=self.guests.value, vcpus=self.vcpus.value,
                     guest_mem=self.guest_mem.value, host_cores=self.host_cores.value,
-                    host_mem=self.host_mem.value, policy=self.policy.value, engine="des", seed=self.seed.value)
+                    host_mem=self.host_mem.value, policy=self.policy.value, engine="des", seed=self.seed.value,
+                    vmm=self.vmm.value)
 
     def _controls(self) -> dict:
         return {"workload": self.workload, "guests": self.guests, "vcpus": self.vcpus, "guest_mem": self.guest_mem,
-                "host_cores": self.host_cores, "host_mem": self.host_mem, "policy": self.policy, "seed": self.seed}
+                "host_cores": self.host_cores, "host_mem": self.host_mem, "policy": self.policy, "seed": self.seed,
+                "vmm": self.vmm}
 
     def check(self) -> str | None:
         """Check the controls as a run would: an invalid one is outlined, the status says why and

@@ -63,6 +63,7 @@ class VmMemory(RuleBasedStateMachine):
         self.slot_of: dict[int, int] = {}         # gfn -> slot id
         self.bound: list[dict[int, int]] = [{}, {}]    # per file: page -> slot id
         self.allocated: list[set[int]] = [set(), set()]
+        self.vcpu = self.vm.create_vcpu(0)
 
     # ------------------------------------------------------------ helpers
     def _snapshot(self):
@@ -172,6 +173,33 @@ class VmMemory(RuleBasedStateMachine):
         if self._both(lambda: self.files[fidx].fallocate(mode, offset, length), expect):
             pages = set(range(off, min(off + n, FILE_PAGES)))
             self.allocated[fidx] = self.allocated[fidx] - pages if punch else self.allocated[fidx] | pages
+
+    # ------------------------------------------------------------ KVM_PRE_FAULT_MEMORY (kvm_vcpu_pre_fault_memory)
+    def _pre_fault_errno(self, g: int) -> int:
+        """What mapping gfn ``g`` fails with (``kvm_arch_vcpu_pre_fault_memory``), or 0. Slots
+        here are at most 8 pages and the files' folios 4K, so every mapping is one page."""
+        sid, private = self.slot_of.get(g), self.attrs.get(g) == P
+        if sid is None:
+            return errno.EFAULT if private else errno.ENOENT
+        return errno.EFAULT if private and self.slots[sid]["file"] is None else 0
+
+    @rule(start=st.integers(0, WINDOW - 1), n=st.integers(1, 12))
+    def pre_fault(self, start, n):
+        """Map pages in; the first page that fails ends the call (its errno when it is the
+        first page, else success with the rest left); a private page allocates its file page."""
+        bad = next((g for g in range(start, start + n) if self._pre_fault_errno(g)), None)
+        before = self._snapshot()
+        got = call(lambda: self.vcpu.pre_fault_memory(start * PS, n * PS))
+        if bad == start:
+            assert got == -self._pre_fault_errno(start)
+            assert self._snapshot() == before, "a failed call changed the VM"
+            return
+        end = start + n if bad is None else bad
+        assert got == U.PreFaultMemory(end * PS, (start + n - end) * PS, 0)
+        for g in range(start, end):
+            if self.attrs.get(g) == P:
+                s = self.slots[self.slot_of[g]]
+                self.allocated[s["file"]].add(s["pgoff"] + g - s["base"])
 
     @rule(fidx=st.integers(0, 1))
     def fill_file(self, fidx):
