@@ -31,6 +31,8 @@ PARTS = {
     "pvalidate": "PVALIDATE instructions in the guest x instr_us",
     "psmash_rmpadjust": "PSMASH and RMPADJUST instructions x instr_us",
     "exits": "guest exits handled inside KVM (#NPF, VMGEXIT) x exit_us",
+    "prefault": "mappings installed by KVM_PRE_FAULT_MEMORY when the VMM pre-faults each converted range "
+                "(vmm=prefault) x map_us; their clearing is zeroing",
     "guest_write": "the stress worker writing the memory it was given (guest_write_gbps_core)",
     "dm4k_walks": "page walks through a 4K direct map (dm4k_walk_ns per 4K page of the share mapped 4K): "
                   "clearing the folios, and the conversion exit visiting the chunk's gfns under the "
@@ -116,8 +118,10 @@ def parts_of(d: ChunkDemand, e: np.ndarray, params, *, waits: dict | None = None
     out["pvalidate"] = e[E["pvalidate"]] * instr
     out["psmash_rmpadjust"] = (e[E["psmash"]] + e[E["rmpadjust"]]) * instr
     out["exits"] = e[E["vm_exit"]] * params["exit_us"]
+    out["prefault"] = e[E["pre_fault"]] * params["map_us"]
     out["guest_write"] = d.write_bytes / (params["guest_write_gbps_core"] * 1e3)
-    itemised = out["rmpupdate"] + out["pvalidate"] + out["psmash_rmpadjust"] + out["exits"] + out["guest_write"]
+    itemised = (out["rmpupdate"] + out["pvalidate"] + out["psmash_rmpadjust"] + out["exits"] + out["prefault"]
+                + out["guest_write"])
     out["other_cpu"] = max(d.cpu_us - itemised, 0.0)
     out["dm4k_walks"] = d.dm4k_zero_us + d.dm4k_convert_us
     out["guest_lock_hold"] = d.guest_lock_us

@@ -44,6 +44,13 @@ Mechanisms and where their cost sits (each a named field of :class:`ChunkDemand`
   ``dm4k_zero_us``) and in the conversion exit, which visits the chunk's range one gfn at a
   time (``kvm_vm_set_mem_attributes`` stores each gfn's attribute; under the VM's lock:
   ``dm4k_convert_us``). Counted in 4K pages of the share of the direct map mapped 4K.
+- **Pre-faulting** (a VMM that calls ``KVM_PRE_FAULT_MEMORY`` on each converted range, QEMU
+  commit 4cdc489eb9c2): each mapping it installs costs ``map_us`` of the vCPU thread's own time
+  instead of an #NPF exit's ``exit_us``; its clearing is zeroing as before. KVM runs the ioctl
+  under the vCPU's mutex and ``mmu_lock`` for read (virt/kvm/kvm_main.c
+  ``kvm_vcpu_pre_fault_memory``, arch/x86/kvm/mmu/mmu.c ``kvm_tdp_map_page``), so it is not
+  serialised per VM; a VMM that held a lock of its own around it would serialise it (not
+  modelled).
 - **vCPU scheduling** (:func:`schedule`): applied by the engines to the core-time fields and
   to the holds of the preemptible locks.
 """
@@ -135,7 +142,9 @@ def demand(events: np.ndarray, chunks: int, p, cores: int, dm4k_fraction: float,
     walk_us = p["dm4k_walk_ns"] / 1e3 * dm4k_fraction
     # the gfns a conversion exit visits: the chunk's pages (lazy-accept), else one per exit
     chunk_pages = max(e[E["bytes_zeroed"]], work_bytes) / PAGE_4K or e[E["user_exit"]]
-    cpu = (e[E["vm_exit"]] * p["exit_us"] + instr * p["instr_us"]
+    # a pre-faulting VMM's KVM_PRE_FAULT_MEMORY maps pages in the vCPU's thread without an exit
+    # each (its clearing is in bytes_zeroed, its RMPUPDATEs in instr)
+    cpu = (e[E["vm_exit"]] * p["exit_us"] + instr * p["instr_us"] + e[E["pre_fault"]] * p["map_us"]
            + work_bytes / (p["guest_write_gbps_core"] * 1e3))
     return ChunkDemand(
         cpu_us=cpu,

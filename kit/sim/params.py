@@ -179,6 +179,11 @@ BASE = (
     Param("exit_us", 2.0, "us", "assumed",
           "no published figure; a VMGEXIT/#NPF round trip through KVM",
           "one guest exit handled inside KVM (also what a flush IPI costs a running vCPU)"),
+    Param("map_us", 1.0, "us", "assumed",
+          "no published figure for KVM's fault path without the VM exit around it "
+          "(arch/x86/kvm/mmu/mmu.c kvm_tdp_map_page: guest_memfd get_pfn, prepare, map); "
+          "taken as half of exit_us",
+          "KVM's work to map one page outside a VM exit: each mapping of KVM_PRE_FAULT_MEMORY"),
     Param("guest_lock_us", 1.0, "us", "assumed",
           "no published figure; drivers/firmware/efi/unaccepted_memory.c accept_memory "
           "takes unaccepted_memory_lock twice per range (mark it accepting, clear its bits)",
