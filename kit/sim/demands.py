@@ -9,9 +9,10 @@ Resources (what they are in the kernel; how each engine treats them):
 ``guest_lock``  per guest: the guest kernel's ``unaccepted_memory_lock`` (a spinlock around the
                 bitmap bookkeeping of each accepted range): waiters spin on their vCPU, so on
                 a host CPU; a holder whose vCPU thread is preempted keeps it until it runs again
-``vm_lock``     per VM: the VMM's serialisation of conversion exits (QEMU handles the
-                page-state-change hypercall under its big lock, then ``KVM_SET_MEMORY_ATTRIBUTES``
-                takes ``kvm->slots_lock``); its holder can be preempted; a share
+``vm_lock``     per VM: the serialisation of conversion exits (``KVM_SET_MEMORY_ATTRIBUTES``
+                takes ``kvm->slots_lock`` and ``mmu_lock`` for write, virt/kvm/kvm_main.c
+                ``kvm_vm_set_mem_attributes``; a VMM may hold a lock of its own around the
+                exit too); its holder can be preempted; a share
                 ``accept_spin_share`` of the vCPUs waiting for it spin in the guest (below)
 ``cpa_lock``    global spinlock around each ``__change_page_attr`` (set_memory.c); holders run
                 with preemption off (never descheduled) but take interrupts: flush IPIs from
