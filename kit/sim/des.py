@@ -17,6 +17,20 @@ starts; a guest or VM lock handed to a waiter whose vCPU thread is off its CPU (
 probability ``1 - cores/runnable``) stays unused until the waiter's turn comes (drawn uniformly
 over the ``runnable/cores - 1`` slices it waits for): lock-holder and lock-waiter preemption.
 The draws come from a ``numpy.random.Generator`` seeded by ``seed``.
+
+Identical guests (``copies``): a guest given with ``copies = k`` stands for ``k`` guests of the
+same trace that move in step. Its vCPU threads count ``k`` times among the runnable threads
+(and its sleeping waiters), its zeroing ``k`` times among the threads zeroing, its flushes'
+IPI load ``k`` times; its guest and VM locks are each copy's own (their holds count ``k``
+times in the totals); a ``cpa_lock`` or ``pgd_lock`` it takes is held for the ``k`` copies'
+holds back to back. :func:`expand` turns the result into one row per copy. A replicated DES
+run (:func:`kit.sim.scenario.des_groups`) times a few guests of each kind this way; a test
+compares it with timing every guest.
+
+The engine is one loop over a heap of ``(time, push order, vCPU, stage)`` tuples, each chunk's
+demand terms plain floats (docs/sim-model.md, "Scenario parameters and their bounds", gives
+its speed); ``benchmarks/des_simpy.py`` is the same model in SimPy, checked to give the same
+result bit for bit.
 """
 from __future__ import annotations
 
@@ -26,9 +40,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .demands import ChunkDemand, dram_gbps, schedule, slice_us, zero_us
+from .demands import ChunkDemand, dram_gbps, schedule, slice_us
 
-GUEST, VM, ZERO, CPA, PGD, CPU, DONE = range(7)
+GUEST, VM, ZERO, CPA, PGD, CPU, START = range(7)
 
 
 @dataclass
@@ -104,6 +118,7 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
     sleep_share = 1.0 - min(max(p["accept_spin_share"], 0.0), 1.0)
     sleep_acc = 0.0
     bw = dram_gbps(p, cores)
+    zero_core = p["zero_gbps_core"]
     turn = slice_us(p, cores)
     rng = np.random.default_rng(seed)
     draws = rng.random(4096).tolist()
@@ -120,111 +135,15 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
     events = 0
     stopped = False
 
-    def sched():
-        ipi = ipi_total / now if now > 0 else 0.0
-        key = (alive - sleeping, round(ipi, 2))
-        sc = cache.get(key)
-        if sc is None:
-            if len(cache) > 4096:
-                cache.clear()
-            sc = cache[key] = schedule(key[0], cores, p, key[1])
+    def sched_of(key):
+        if len(cache) > 4096:
+            cache.clear()
+        sc = cache[key] = schedule(key[0], cores, p, key[1])
         return sc
 
-    def start_chunk(v, g, t):
-        nonlocal alive, seq
-        i = next_chunk[g]
-        sq = seqs[g]
-        if i >= len(sq):
-            alive -= copies[g]
-            return
-        next_chunk[g] = i + 1
-        d = sq[i]
-        state[v] = (g, t, d)
-        if d[0] > 0:
-            lk = guest_locks[g]
-            if lk.busy:
-                lk.queue.append((v, t, 0))
-                return
-            lk.busy = True
-            hold = d[0] * sched().stretch
-            lk.hold += hold * copies[g]
-            seq += 1
-            heappush(heap, (t + hold, seq, v, GUEST))
-            return
-        request(v, VM, t)
-
-    def request(v, stage, t):
-        """Enter ``stage`` at time ``t`` (acquiring its lock if it has one)."""
-        nonlocal sleeping, zeroing, sleep_acc, seq
-        g, t0, d = state[v]
-        while stage != DONE:
-            if stage == GUEST:
-                if d[0] <= 0:
-                    stage = VM
-                    continue
-                lk = guest_locks[g]
-                if lk.busy:
-                    lk.queue.append((v, t, 0))
-                    return
-                lk.busy = True
-                hold = d[0] * sched().stretch
-                lk.hold += hold * copies[g]
-                seq += 1
-                heappush(heap, (t + hold, seq, v, GUEST))
-                return
-            if stage == VM:
-                if d[1] <= 0:
-                    stage = ZERO
-                    continue
-                lk = vm_locks[g]
-                if lk.busy:
-                    sleep_acc += sleep_share * copies[g]
-                    slept = int(sleep_acc)
-                    if slept:
-                        sleep_acc -= slept
-                        sleeping += slept
-                    lk.queue.append((v, t, slept))
-                    return
-                lk.busy = True
-                hold = d[1] * sched().stretch
-                lk.hold += hold * copies[g]
-                seq += 1
-                heappush(heap, (t + hold, seq, v, VM))
-                return
-            if stage == ZERO:
-                if d[2] <= 0:
-                    stage = CPA
-                    continue
-                zeroing += copies[g]
-                seq += 1
-                heappush(heap, (t + zero_us(d[2], p, zeroing, sched().stretch, bw), seq, v, ZERO))
-                return
-            if stage == CPA or stage == PGD:
-                lk, hold = (cpa, d[3]) if stage == CPA else (pgd, d[4])
-                if hold <= 0:
-                    stage += 1
-                    continue
-                if lk.busy:
-                    lk.queue.append((v, t, 0))
-                    return
-                lk.busy = True
-                hold *= sched().irq
-                if copies[g] > 1:
-                    hold *= copies[g]
-                lk.hold += hold
-                seq += 1
-                heappush(heap, (t + hold, seq, v, stage))
-                return
-            seq += 1
-            heappush(heap, (t + d[5] * sched().stretch, seq, v, CPU))
-            return
-
     def release(lk, t, stage):
-        """The lock is free at ``t``: hand it to the first waiter."""
+        """The lock is free at ``t`` and has a waiter: hand it over."""
         nonlocal sleeping, seq, di, draws
-        if not lk.queue:
-            lk.busy = False
-            return
         w, since, slept = lk.queue.popleft()
         lk.waits.append((t, t - since))
         gw, _, d = state[w]
@@ -234,7 +153,8 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
         lk.by_guest[gw] = lk.by_guest.get(gw, 0.0) + (t - since)
         if slept:
             sleeping -= slept
-        sc = sched()
+        key = (alive - sleeping, round(ipi_total / now, 2) if ipi_total and now > 0 else 0.0)
+        sc = cache.get(key) or sched_of(key)
         if stage == VM or stage == GUEST:
             hold = (d[1] if stage == VM else d[0]) * sc.stretch
             if sc.share < 1.0:
@@ -259,49 +179,154 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
         seq += 1
         heappush(heap, (t + hold, seq, w, stage))
 
+    # every vCPU thread starts its first chunk at 0, in order (START events, not counted)
     v = 0
     for g, (n, _) in enumerate(guests):
         for _ in range(n):
-            state[v] = None
-            start_chunk(v, g, 0.0)
+            seq += 1
+            heappush(heap, (0.0, seq, v, START))
+            state[v] = (g, 0.0, None)
             v += 1
     report = max(total // 100, 1)
     while heap:
         now, _, v, stage = heappop(heap)
-        run_area += (alive - sleeping) * (now - last_t)
-        last_t = now
-        events += 1
         g, t0, d = state[v]
+        c = copies[g]
+        # the stage that ended; then ``stage`` becomes the next one to enter
         if stage == GUEST:
-            release(guest_locks[g], now, GUEST)
-            request(v, VM, now)
+            run_area += (alive - sleeping) * (now - last_t)
+            last_t = now
+            events += 1
+            lk = guest_locks[g]
+            if lk.queue:
+                release(lk, now, GUEST)
+            else:
+                lk.busy = False
+            stage = VM
         elif stage == VM:
-            release(vm_locks[g], now, VM)
-            request(v, ZERO, now)
+            run_area += (alive - sleeping) * (now - last_t)
+            last_t = now
+            events += 1
+            lk = vm_locks[g]
+            if lk.queue:
+                release(lk, now, VM)
+            else:
+                lk.busy = False
+            stage = ZERO
         elif stage == ZERO:
-            zeroing -= copies[g]
-            request(v, CPA, now)
-        elif stage == CPA:
-            release(cpa, now, CPA)
-            request(v, PGD, now)
-        elif stage == PGD:
-            release(pgd, now, PGD)
-            request(v, CPU, now)
+            run_area += (alive - sleeping) * (now - last_t)
+            last_t = now
+            events += 1
+            zeroing -= c
+            stage = CPA
         else:
-            ipi_total += d[6] * copies[g]
-            done_t[ndone], done_g[ndone], done_b[ndone], lat[ndone] = now, g, d[7], now - t0
-            ndone += 1
-            if ndone % report == 0:
-                if progress:
-                    progress(ndone / total)
-                if should_stop and should_stop():
-                    stopped = True
+            if stage != START:
+                run_area += (alive - sleeping) * (now - last_t)
+                last_t = now
+                events += 1
+            if stage == CPA or stage == PGD:
+                lk = cpa if stage == CPA else pgd
+                if lk.queue:
+                    release(lk, now, stage)
+                else:
+                    lk.busy = False
+                stage += 1
+            else:
+                if stage == CPU:
+                    ipi_total += d[6] * c
+                    done_t[ndone], done_g[ndone], done_b[ndone], lat[ndone] = now, g, d[7], now - t0
+                    ndone += 1
+                    if ndone % report == 0:
+                        if progress:
+                            progress(ndone / total)
+                        if should_stop and should_stop():
+                            stopped = True
+                            break
+                        if snapshot and _time.perf_counter() - last_snap >= snapshot_every_s:
+                            snapshot(_result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa,
+                                             pgd, False, events, run_area, ipi_total, copies))
+                            last_snap = _time.perf_counter()
+                # the next chunk of the guest, if it has one
+                i = next_chunk[g]
+                sq = seqs[g]
+                if i >= len(sq):
+                    alive -= c
+                    continue
+                next_chunk[g] = i + 1
+                d = sq[i]
+                state[v] = (g, now, d)
+                stage = GUEST
+        # enter ``stage`` at ``now`` (acquiring its lock if it has one)
+        while True:
+            if stage == GUEST:
+                if d[0] <= 0:
+                    stage = VM
+                    continue
+                lk = guest_locks[g]
+                if lk.busy:
+                    lk.queue.append((v, now, 0))
                     break
-                if snapshot and _time.perf_counter() - last_snap >= snapshot_every_s:
-                    snapshot(_result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd,
-                                     False, events, run_area, ipi_total, copies))
-                    last_snap = _time.perf_counter()
-            start_chunk(v, g, now)
+                lk.busy = True
+                key = (alive - sleeping, round(ipi_total / now, 2) if ipi_total and now > 0 else 0.0)
+                hold = d[0] * (cache.get(key) or sched_of(key)).stretch
+                lk.hold += hold * c
+                seq += 1
+                heappush(heap, (now + hold, seq, v, GUEST))
+                break
+            if stage == VM:
+                if d[1] <= 0:
+                    stage = ZERO
+                    continue
+                lk = vm_locks[g]
+                if lk.busy:
+                    sleep_acc += sleep_share * c
+                    slept = int(sleep_acc)
+                    if slept:
+                        sleep_acc -= slept
+                        sleeping += slept
+                    lk.queue.append((v, now, slept))
+                    break
+                lk.busy = True
+                key = (alive - sleeping, round(ipi_total / now, 2) if ipi_total and now > 0 else 0.0)
+                hold = d[1] * (cache.get(key) or sched_of(key)).stretch
+                lk.hold += hold * c
+                seq += 1
+                heappush(heap, (now + hold, seq, v, VM))
+                break
+            if stage == ZERO:
+                if d[2] <= 0:
+                    stage = CPA
+                    continue
+                zeroing += c
+                key = (alive - sleeping, round(ipi_total / now, 2) if ipi_total and now > 0 else 0.0)
+                # zero_us, inline: each thread at most zero_gbps_core, together at most bw
+                rate = zero_core / (cache.get(key) or sched_of(key)).stretch
+                if bw > 0:
+                    rate = min(rate, bw / max(zeroing, 1.0))
+                seq += 1
+                heappush(heap, (now + d[2] / (rate * 1e3), seq, v, ZERO))
+                break
+            if stage == CPA or stage == PGD:
+                lk, hold = (cpa, d[3]) if stage == CPA else (pgd, d[4])
+                if hold <= 0:
+                    stage += 1
+                    continue
+                if lk.busy:
+                    lk.queue.append((v, now, 0))
+                    break
+                lk.busy = True
+                key = (alive - sleeping, round(ipi_total / now, 2) if ipi_total and now > 0 else 0.0)
+                hold *= (cache.get(key) or sched_of(key)).irq
+                if c > 1:
+                    hold *= c
+                lk.hold += hold
+                seq += 1
+                heappush(heap, (now + hold, seq, v, stage))
+                break
+            key = (alive - sleeping, round(ipi_total / now, 2) if ipi_total and now > 0 else 0.0)
+            seq += 1
+            heappush(heap, (now + d[5] * (cache.get(key) or sched_of(key)).stretch, seq, v, CPU))
+            break
     return _result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa, pgd, stopped, events,
                    run_area, ipi_total, copies)
 
