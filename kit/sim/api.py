@@ -423,10 +423,13 @@ def _des_summary(r, s, tr, p, bins: int = 100):
     """Rates, utilisations, waits, time series and percentiles from a DES run."""
     T_end = max(r.sim_us, 1e-9)
     # the concurrent fault-in rate: bytes done while every guest still had work / that time
-    ends = [r.completions[r.guest == g].max() if np.any(r.guest == g) else T_end for g in range(s.guests)]
-    t_all = min(ends)
+    last = np.full(s.guests, -np.inf)
+    np.maximum.at(last, r.guest, r.completions)
+    ends = np.where(np.bincount(r.guest, minlength=s.guests) > 0, last, T_end)
+    t_all = float(ends.min())
     in_all = r.completions <= t_all
-    per_guest = [float(r.nbytes[in_all & (r.guest == g)].sum() / t_all / 1e3) for g in range(s.guests)]
+    done = np.bincount(r.guest[in_all], weights=r.nbytes[in_all], minlength=s.guests)
+    per_guest = [float(done[g] / t_all / 1e3) for g in range(s.guests)]
     rate = sum(per_guest)
     util = {"guest_lock": r.holds["guest_lock"] / s.guests / T_end,
             "vm_lock": r.holds["vm_lock"] / s.guests / T_end,

@@ -378,9 +378,7 @@ def expand(r: DesResult, groups: list[list[int]]) -> DesResult:
     rows = np.repeat(np.arange(len(r.guest)), k)
     # the j-th copy of each row: members[first[guest] + j]
     j = np.arange(len(rows)) - np.repeat(np.cumsum(k) - k, k)
-    guest = members[first[r.guest[rows]] + j]
-    order = np.argsort(r.completions[rows], kind="stable")
-    rows, guest = rows[order], guest[order]
+    guest = members[first[r.guest[rows]] + j]      # rows stay in completion order
     waits = {lock: np.repeat(w, r.wait_copies[lock], axis=0) if r.wait_copies else w
              for lock, w in r.waits.items()}
     n = int(members.max()) + 1
