@@ -46,10 +46,14 @@ class OutOfMemory(MemoryError):
 
 
 class PhysicalMemory:
+    """Who owns each physical frame, and the frame allocator. ``rng``: the generator of
+    ``"random"`` placement, or a function returning it (called at the first random placement)."""
+
     def __init__(self, nr_pages: int, *, rng: np.random.Generator, placement: str = "lowest"):
         nr_pages = check_nr_pages(nr_pages)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+        if not callable(rng) and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng: expected a numpy.random.Generator or a function returning one, "
+                            f"got {type(rng).__name__}")
         if placement not in PLACEMENTS:
             raise ValueError(f"placement: must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         self.nr_pages = nr_pages
@@ -128,7 +132,8 @@ class PhysicalMemory:
         nfree = self.free_regions()
         if nfree < count:
             return np.zeros(0, dtype=np.int64)
-        rank = np.sort(self._rng.choice(nfree, size=count, replace=False))
+        rng = self._rng() if callable(self._rng) else self._rng
+        rank = np.sort(rng.choice(nfree, size=count, replace=False))
         if count * _BLOCK >= self.nr_regions:          # many: one pass over memory is cheaper
             return np.flatnonzero(self.region_owner == FREE)[rank]
         ends = np.cumsum(self._free_in_block)

@@ -23,13 +23,9 @@ import importlib
 import json
 import math
 import os
-import platform
 import re
-import shlex
 import sys
-import tempfile
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +40,6 @@ from ..host.limits import HOST_CORES, HOST_MEM, HOST_SEED
 from ..units import PAGE_2M, SIZE_UNITS, Param, format_size, parse_int, parse_size
 from .limits import CELL_TIMEOUT, SWEEP_CONFIRM, SWEEP_SEEDS, SWEEP_WORKERS
 from .paths import writable_file, writable_folder
-from ..viz.traces import STEP_COLUMNS, step_rows
 
 #: Deferred loading (docs/architecture.md): what only some subcommands need -- the notebook
 #: pipeline, the calibration and its error bars, tqdm, the explorer's catalog, the host demo --
@@ -63,7 +58,10 @@ DEFERRED = {"tqdm": "tqdm:tqdm", "catalog": "kit.explore.catalog", "host_demo_mo
             "load_measurements": "kit.sim.calibrate:load_measurements",
             "sensitivities": "kit.sim.calibrate:sensitivities", "held_back": "kit.sim.calibrate:held_back",
             "check_measurements": "kit.sim.measurements:check_measurements",
-            "validate": "kit.sim.validation:validate"}
+            "validate": "kit.sim.validation:validate",
+            # the explorer's step table, and what only a crash report or a sweep's command line use
+            "traces": "kit.viz.traces", "platform": "platform", "shlex": "shlex", "tempfile": "tempfile",
+            "traceback": "traceback"}
 
 
 class _Module:
@@ -96,7 +94,8 @@ def _deferred(name: str):
 
 (tqdm, catalog, host_demo_model, prepare, run_checked, run_sweep, inspect, lab_parameters, parse_pairs,
  parameter_rows, lab_rules, check, _rule, build_report, calibration, fit, leave_one_out, load_measurements,
- sensitivities, held_back, check_measurements, validate) = (_deferred(name) for name in DEFERRED)
+ sensitivities, held_back, check_measurements, validate, traces, platform, shlex, tempfile,
+ traceback) = (_deferred(name) for name in DEFERRED)
 
 
 class ArgError(ValueError):
@@ -725,7 +724,7 @@ def explore_lines(result, kw: dict) -> list[str]:
                      f"{_count(ex.switches, 'context switch')}"
                      if ex.steps else f"{name}: broken in the initial state")
         if ex.steps:
-            lines.append(text_table(step_rows(ex), STEP_COLUMNS))
+            lines.append(text_table(traces.step_rows(ex), traces.STEP_COLUMNS))
         if ex.lock_graph is not None:
             lines.append(str(ex.lock_graph))
     broken = result.violated
