@@ -138,8 +138,10 @@ def replicate(tr, s: Scenario):
     by round (each guest's next batch, guests in order, as :func:`kit.sim.trace.lazy_accept`
     interleaves them), each guest takes its kind's batch; the DirectMap lines after a round
     are the boot lines plus every guest's change so far (each guest changes them as its kind's
-    sample did; clipped to the host), shared by the round's batches. Launch events, RMP faults
-    and oopses scale with the guests (launch by vCPUs: a VMSA per vCPU)."""
+    sample did; clipped to the host), shared by the round's batches. RMP faults and oopses
+    scale with the guests. The setup before the run (boot, launch: its events and the boot
+    DirectMap lines) stays the traced guests': how the other guests' VMSAs would share 2M
+    regions with theirs is not traced."""
     kinds = [spec for spec in dict.fromkeys(s.specs)]
     per_kind = [[b for b in tr.batches if b.guest == k] for k in range(len(kinds))]
     kind_of = [kinds.index(spec) for spec in s.specs]
@@ -165,11 +167,9 @@ def replicate(tr, s: Scenario):
         if "DirectMap1G" in boot:
             dm["DirectMap1G"] = dm1g
         batches.extend(T.Batch(g, b.chunks, b.bytes, b.events, dm) for g, b in row)
-    vcpus = sum(v for v, _ in s.specs) / max(sum(v for v, _ in kinds), 1)
     scale = s.guests / max(len(kinds), 1)
     return replace(tr, guests=list(s.specs), batches=batches, vmsa_pages=sum(v for v, _ in s.specs),
-                   host_rmp_faults=int(round(tr.host_rmp_faults * scale)), oopses=int(round(tr.oopses * scale)),
-                   launch={k: int(round(v * vcpus)) for k, v in tr.launch.items()})
+                   host_rmp_faults=int(round(tr.host_rmp_faults * scale)), oopses=int(round(tr.oopses * scale)))
 
 
 TRACE_CORES = 512               # core count of the host the analytic engine's trace is built on
@@ -282,8 +282,9 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         totals, directmap, note = _extrapolate(tr, s)
     elif s.engine == "des" and des_groups(s) is not None:
         kinds, timed = len(set(s.specs)), len(des_groups(s))
-        note = (f"one guest of each kind traced ({kinds} kind{'s' if kinds > 1 else ''}), replicated to "
-                f"{s.guests} guests; {timed} of them timed, each for {s.guests / timed:.1f} on average")
+        note = (f"one guest of each kind traced ({kinds} kind{'s' if kinds > 1 else ''}; the setup before the "
+                f"run is theirs), replicated to {s.guests} guests; {timed} of them timed, each for "
+                f"{s.guests / timed:.1f} on average")
     if s.engine == "analytic":
         m = mva.solve([(s.specs[g][0], means[g][1]) for g in range(s.guests)], s.host_cores, p)
         per_guest = [m.throughput[g] * means[g][2] / 1e3 for g in range(s.guests)]   # GB/s
