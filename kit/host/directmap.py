@@ -54,12 +54,12 @@ class DirectMap:
         self.tlb_single_page_flush_ceiling = TLB_FLUSH_CEILING.check(tlb_single_page_flush_ceiling)
         self.ledger = ledger
         self.lvl = np.full(self.nr_regions, LVL_2M, dtype=np.uint8)
-        if self.gbpages:
-            full = (self.nr_regions // REGIONS_PER_1G) * REGIONS_PER_1G
-            self.lvl[:full] = LVL_1G
+        full = (self.nr_regions // REGIONS_PER_1G) * REGIONS_PER_1G if self.gbpages else 0
+        self.lvl[:full] = LVL_1G
         # 2M regions mapped at each level, kept up to date as the kernel keeps
         # ``direct_pages_count[]`` (set_memory.c ``update_page_count``/``split_page_count``)
-        self._nregions = [int(n) for n in np.bincount(self.lvl, minlength=len(LEVELS))]
+        self._nregions = [0] * len(LEVELS)
+        self._nregions[LVL_1G], self._nregions[LVL_2M] = full, self.nr_regions - full
         self._didx = LazyIndex(self.nr_regions)
         # 512 present bits (little-endian bit order, 1 = present) for each split region that has
         # a not-present page; a split region without a slot is all present

@@ -90,12 +90,12 @@ class Host:
         self.seed = seed
         self.snp = snp
         self.overlap_retries = overlap_retries
-        self.rng = np.random.default_rng(seed)
+        self._rng = None              # made on first use (the rng property)
         self.ledger = Ledger()
         self.rmp = Rmp(self.nr_pages, ledger=self.ledger, rules=rmp_rules)
         self.directmap = DirectMap(self.nr_pages, ledger=self.ledger, gbpages=direct_gbpages,
                                    tlb_single_page_flush_ceiling=tlb_single_page_flush_ceiling)
-        self.memory = PhysicalMemory(self.nr_pages, rng=self.rng, placement=placement)
+        self.memory = PhysicalMemory(self.nr_pages, rng=self._seeded_rng, placement=placement)
         self.host_fault_policy = fault_policy
         self.faults: list[HostFault] = []
         self.guest_notices: list[tuple] = []
@@ -103,6 +103,18 @@ class Host:
         self.snp_nr_leaked_pages = 0
         self._dm_policy = dm_policy
         dm_policy.boot(self)
+
+    @property
+    def rng(self):
+        """The host's random generator, ``numpy.random.default_rng(seed)``, made when first
+        asked for (the same draws as one made at boot: nothing draws before; a run that never
+        draws, ``kit simulate``'s, does not load ``numpy.random``)."""
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        return self._rng
+
+    def _seeded_rng(self):
+        return self.rng
 
     # ------------------------------------------------------------------ policies
     @property

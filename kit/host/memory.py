@@ -39,6 +39,7 @@ def owner_code(owner) -> int:
 #: frame placements of the allocator (``Host(placement=...)``)
 PLACEMENTS = ("lowest", "random")
 _BLOCK = 1024         # regions per block of the free-region counts
+_FEW_MIXED = 8        # MIXED regions a one-page allocation looks through one by one
 
 
 class OutOfMemory(MemoryError):
@@ -46,10 +47,14 @@ class OutOfMemory(MemoryError):
 
 
 class PhysicalMemory:
+    """Who owns each physical frame, and the frame allocator. ``rng``: the generator of
+    ``"random"`` placement, or a function returning it (called at the first random placement)."""
+
     def __init__(self, nr_pages: int, *, rng: np.random.Generator, placement: str = "lowest"):
         nr_pages = check_nr_pages(nr_pages)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+        if not callable(rng) and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng: expected a numpy.random.Generator or a function returning one, "
+                            f"got {type(rng).__name__}")
         if placement not in PLACEMENTS:
             raise ValueError(f"placement: must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         self.nr_pages = nr_pages
@@ -59,8 +64,9 @@ class PhysicalMemory:
         self.region_owner = np.zeros(self.nr_regions, dtype=np.uint8)
         # FREE regions per block of _BLOCK regions, kept as region_owner changes: "random"
         # placement finds the k-th free region without scanning all of memory
-        self._free_in_block = np.bincount(np.arange(self.nr_regions) // _BLOCK,
-                                          minlength=-(-self.nr_regions // _BLOCK)).astype(np.int64)
+        self._free_in_block = np.full(-(-self.nr_regions // _BLOCK), _BLOCK, dtype=np.int64)
+        if len(self._free_in_block):
+            self._free_in_block[-1] = self.nr_regions - (len(self._free_in_block) - 1) * _BLOCK
         self._didx = LazyIndex(self.nr_regions)
         self._pool = SlotPool(self.nr_regions, {"owner": (np.uint8, (PAGES_PER_2M,))})
         self._free_hint = 0   # no FREE region below this index (for "lowest" placement)
@@ -128,7 +134,8 @@ class PhysicalMemory:
         nfree = self.free_regions()
         if nfree < count:
             return np.zeros(0, dtype=np.int64)
-        rank = np.sort(self._rng.choice(nfree, size=count, replace=False))
+        rng = self._rng() if callable(self._rng) else self._rng
+        rank = np.sort(rng.choice(nfree, size=count, replace=False))
         if count * _BLOCK >= self.nr_regions:          # many: one pass over memory is cheaper
             return np.flatnonzero(self.region_owner == FREE)[rank]
         ends = np.cumsum(self._free_in_block)
@@ -170,6 +177,15 @@ class PhysicalMemory:
             free = self._free_regions(count)
             self._set_owner(free, code)
             return free.astype(np.int64) * PAGES_PER_2M
+        if count == 1 and len(self._mixed) <= _FEW_MIXED:
+            # one page (a VMSA, a page table): the first free page of the lowest MIXED region
+            # that has one, as below, without counting every MIXED region's free pages
+            for r in sorted(self._mixed):
+                own = self._pool.owner[self._didx[r]]
+                idx = np.flatnonzero(own == FREE)
+                if len(idx):
+                    own[idx[0]] = code
+                    return np.asarray([r * PAGES_PER_2M + int(idx[0])], dtype=np.int64)
         mixed = np.fromiter(sorted(self._mixed), dtype=np.int64, count=len(self._mixed))
         nfree = self._mixed_free(mixed)
         mixed = mixed[nfree > 0]

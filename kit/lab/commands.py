@@ -23,13 +23,9 @@ import importlib
 import json
 import math
 import os
-import platform
 import re
-import shlex
 import sys
-import tempfile
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +39,6 @@ from ..sim.params import DEFAULT_PATH, CostParams
 from ..host.limits import HOST_CORES, HOST_MEM, HOST_SEED
 from ..units import BAND_MEANING, PAGE_2M, SIZE_UNITS, Param, band_text, format_size, parse_int, parse_size, rate_text
 from .limits import CELL_TIMEOUT, SWEEP_CONFIRM, SWEEP_SEEDS, SWEEP_WORKERS
-from .paths import writable_file, writable_folder
-from ..viz.traces import STEP_COLUMNS, step_rows
 
 #: Deferred loading (docs/architecture.md): what only some subcommands need -- the notebook
 #: pipeline, the calibration and its error bars, tqdm, the explorer's catalog, the host demo --
@@ -63,7 +57,11 @@ DEFERRED = {"tqdm": "tqdm:tqdm", "catalog": "kit.explore.catalog", "host_demo_mo
             "load_measurements": "kit.sim.calibrate:load_measurements",
             "sensitivities": "kit.sim.calibrate:sensitivities", "held_back": "kit.sim.calibrate:held_back",
             "check_measurements": "kit.sim.measurements:check_measurements",
-            "validate": "kit.sim.validation:validate"}
+            "validate": "kit.sim.validation:validate",
+            # the explorer's step table, and what only a crash report or a sweep's command line use
+            "traces": "kit.viz.traces", "platform": "platform", "shlex": "shlex", "tempfile": "tempfile",
+            "traceback": "traceback", "writable_file": "kit.lab.paths:writable_file",
+            "writable_folder": "kit.lab.paths:writable_folder"}
 
 
 class _Module:
@@ -96,7 +94,8 @@ def _deferred(name: str):
 
 (tqdm, catalog, host_demo_model, prepare, run_checked, run_sweep, inspect, lab_parameters, parse_pairs,
  parameter_rows, lab_rules, check, _rule, build_report, calibration, fit, leave_one_out, load_measurements,
- sensitivities, held_back, check_measurements, validate) = (_deferred(name) for name in DEFERRED)
+ sensitivities, held_back, check_measurements, validate, traces, platform, shlex, tempfile,
+ traceback, writable_file, writable_folder) = (_deferred(name) for name in DEFERRED)
 
 
 class ArgError(ValueError):
@@ -726,7 +725,7 @@ def explore_lines(result, kw: dict) -> list[str]:
                      f"{_count(ex.switches, 'context switch')}"
                      if ex.steps else f"{name}: broken in the initial state")
         if ex.steps:
-            lines.append(text_table(step_rows(ex), STEP_COLUMNS))
+            lines.append(text_table(traces.step_rows(ex), traces.STEP_COLUMNS))
         if ex.lock_graph is not None:
             lines.append(str(ex.lock_graph))
     broken = result.violated
@@ -816,7 +815,8 @@ def build_parser(raise_errors: bool = False, command: str | None = None) -> argp
     arguments are then the only ones that need their modules: ``demo``'s, ``host-demo``'s,
     ``run``'s, ``sweep``'s and ``explore``'s arguments (bounds, defaults and help from
     :mod:`.validate`, :mod:`.demo`, :mod:`.parameters` and :mod:`kit.explore.catalog`) are added
-    only when ``command`` is theirs or None (docs/architecture.md, "Deferred loading")."""
+    only when ``command`` is theirs or None (docs/architecture.md, "Deferred loading"); so is
+    every other subcommand (argparse makes a help formatter for each argument it adds)."""
     p = Parser(prog="kit", description="confidential-VM memory research kit", raise_errors=raise_errors)
     p.add_argument("--version", action="version", version=f"kit {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -850,44 +850,47 @@ def build_parser(raise_errors: bool = False, command: str | None = None) -> argp
         h.add_argument("--out", default="reports/host-demo.html", help="HTML report path")
         quiet(h)
         h.set_defaults(command=host_demo)
-    m = add("simulate", help="time a workload on the model (fault-in rate, where the time goes)",
-            description="Time a workload on the model. With no option: the default scenario, said in the "
-                        "first line of the output.",
-            epilog=SIZE_UNITS[0].upper() + SIZE_UNITS[1:] + ".")
-    # defaults, bounds, units and help: the scenario table (kit.sim.scenario.SCENARIO_PARAMS)
-    for name in ("workload", "guests", "vcpus", "guest_mem", "host_cores", "host_mem", "policy", "engine", "seed",
-                 "vmm"):
-        sp = SCENARIO_PARAMS[name]
-        m.add_argument("--" + name.replace("_", "-"), dest=name, default=sp.default, help=sp.describe(),
-                       **({"type": int_option(sp)} if sp.kind == "int" else {}))
-        if name == "vcpus":
-            m.add_argument("--guest", action="append", default=[], metavar="VCPUS:MEM",
-                           help="one guest of its own size (repeat for guests of different sizes; "
-                                "replaces --guests/--vcpus/--guest-mem)")
-    m.add_argument("--params", default=None, help="cost-parameter file (default data/cost_params.json)")
-    m.add_argument("--json", action="store_true", help="one JSON object instead of tables")
-    m.add_argument("--series", action="store_true", help="with --json: include the time series")
-    quiet(m)
-    m.set_defaults(command=simulate)
-    c = add("calibrate", help="fit the free cost parameters to data/measurements.csv (or --data FILE)",
-            description="Fit the free cost parameters to measured fault-in rates and print the residuals. "
-                        "The fitted set is written only where asked (-o FILE, or --write).",
-            epilog="The measurements' CSV schema: docs/data.md.")
-    c.add_argument("--data", default=None, metavar="FILE",
-                   help="your own measurements, a CSV file of the schema in docs/data.md (default data/measurements.csv)")
-    c.add_argument("--start", default=None, help="parameter file to start from (default: the base set)")
-    c.add_argument("-o", "--out", default=None, help="write the fitted set to this file (default: not written)")
-    c.add_argument("--write", action="store_true", help="replace the kit's own data/cost_params.json with the fitted set")
-    c.add_argument("--residuals", default=None, help="also write the residual table as JSON here")
-    quiet(c)
-    c.set_defaults(command=calibrate)
-    r = add("report", help="one self-contained HTML report from recorded results")
-    r.add_argument("results", nargs="+", help="result files (*.json), executed notebooks or folders; "
-                   "two results: also side by side with their differences highlighted (policy A vs B, "
-                   "before vs after a change)")
-    r.add_argument("-o", "--out", required=True, help="the HTML file to write")
-    r.add_argument("--title", default="cvm-memkit report", help="the report's title")
-    r.set_defaults(command=report)
+    if command in (None, "simulate"):
+        m = add("simulate", help="time a workload on the model (fault-in rate, where the time goes)",
+                description="Time a workload on the model. With no option: the default scenario, said in the "
+                            "first line of the output.",
+                epilog=SIZE_UNITS[0].upper() + SIZE_UNITS[1:] + ".")
+        # defaults, bounds, units and help: the scenario table (kit.sim.scenario.SCENARIO_PARAMS)
+        for name in ("workload", "guests", "vcpus", "guest_mem", "host_cores", "host_mem", "policy", "engine", "seed",
+                     "vmm"):
+            sp = SCENARIO_PARAMS[name]
+            m.add_argument("--" + name.replace("_", "-"), dest=name, default=sp.default, help=sp.describe(),
+                           **({"type": int_option(sp)} if sp.kind == "int" else {}))
+            if name == "vcpus":
+                m.add_argument("--guest", action="append", default=[], metavar="VCPUS:MEM",
+                               help="one guest of its own size (repeat for guests of different sizes; "
+                                    "replaces --guests/--vcpus/--guest-mem)")
+        m.add_argument("--params", default=None, help="cost-parameter file (default data/cost_params.json)")
+        m.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+        m.add_argument("--series", action="store_true", help="with --json: include the time series")
+        quiet(m)
+        m.set_defaults(command=simulate)
+    if command in (None, "calibrate"):
+        c = add("calibrate", help="fit the free cost parameters to data/measurements.csv (or --data FILE)",
+                description="Fit the free cost parameters to measured fault-in rates and print the residuals. "
+                            "The fitted set is written only where asked (-o FILE, or --write).",
+                epilog="The measurements' CSV schema: docs/data.md.")
+        c.add_argument("--data", default=None, metavar="FILE",
+                       help="your own measurements, a CSV file of the schema in docs/data.md (default data/measurements.csv)")
+        c.add_argument("--start", default=None, help="parameter file to start from (default: the base set)")
+        c.add_argument("-o", "--out", default=None, help="write the fitted set to this file (default: not written)")
+        c.add_argument("--write", action="store_true", help="replace the kit's own data/cost_params.json with the fitted set")
+        c.add_argument("--residuals", default=None, help="also write the residual table as JSON here")
+        quiet(c)
+        c.set_defaults(command=calibrate)
+    if command in (None, "report"):
+        r = add("report", help="one self-contained HTML report from recorded results")
+        r.add_argument("results", nargs="+", help="result files (*.json), executed notebooks or folders; "
+                       "two results: also side by side with their differences highlighted (policy A vs B, "
+                       "before vs after a change)")
+        r.add_argument("-o", "--out", required=True, help="the HTML file to write")
+        r.add_argument("--title", default="cvm-memkit report", help="the report's title")
+        r.set_defaults(command=report)
     if command in (None, "run"):
         n = add("run", help="run one notebook (parameters checked first) -> executed notebook, result, report")
         n.add_argument("notebook", help="a notebook in notebooks/ (e.g. directmap-policies) or a path")
@@ -897,10 +900,11 @@ def build_parser(raise_errors: bool = False, command: str | None = None) -> argp
         n.add_argument("--timeout", type=int_option(CELL_TIMEOUT), default=900, help=CELL_TIMEOUT.describe())
         quiet(n)
         n.set_defaults(command=run)
-    q = add("params", help="a notebook's parameters: types, defaults, allowed values and help")
-    q.add_argument("notebook", help="a notebook in notebooks/ (e.g. directmap-policies) or a path")
-    q.add_argument("--json", action="store_true", help="a JSON list of rows instead of a table")
-    q.set_defaults(command=params)
+    if command in (None, "params"):
+        q = add("params", help="a notebook's parameters: types, defaults, allowed values and help")
+        q.add_argument("notebook", help="a notebook in notebooks/ (e.g. directmap-policies) or a path")
+        q.add_argument("--json", action="store_true", help="a JSON list of rows instead of a table")
+        q.set_defaults(command=params)
     if command in (None, "sweep"):
         w = add("sweep", help="every combination of a grid as one run each, on dask.distributed")
         w.add_argument("notebook", help="a notebook in notebooks/ (e.g. lazy-acceptance-scaling) or a path")

@@ -18,7 +18,7 @@ from . import breakdown, des, mva, trace as T
 from .demands import demand, dm4k_fraction, dram_gbps, schedule
 from .params import CostParams
 from .scenario import DEFAULTS as _D
-from .scenario import ENGINES, HOST_RESERVED, SCENARIO_PARAMS, Scenario, scenario  # noqa: F401 (kit.sim.api names)
+from .scenario import ENGINES, HOST_RESERVED, SCENARIO_PARAMS, Scenario, des_groups, scenario  # noqa: F401 (kit.sim.api names)
 
 
 @dataclass
@@ -123,6 +123,58 @@ def run_trace(s: Scenario, *, progress=None, chunks=None, should_stop=None, moni
                          should_stop=should_stop)
 
 
+def des_trace(s: Scenario, *, progress=None, should_stop=None, monitor=None):
+    """The trace a DES run of ``s`` times: the whole workload (:func:`run_trace`), or for a
+    replicated run (:func:`~kit.sim.scenario.des_groups`) one guest of each kind traced over its
+    whole work on the same host and replicated (:func:`replicate`)."""
+    if des_groups(s) is None:
+        return run_trace(s, progress=progress, should_stop=should_stop, monitor=monitor)
+    distinct = tuple(dict.fromkeys(s.specs))
+    sample = replace(s, guests=len(distinct), specs=distinct, vcpus=distinct[0][0], guest_mem=distinct[0][1])
+    chunks = [s.touched_chunks(s.specs.index(spec)) for spec in distinct]
+    return replicate(run_trace(sample, chunks=chunks, progress=progress, should_stop=should_stop,
+                               monitor=monitor), s)
+
+
+def replicate(tr, s: Scenario):
+    """A trace of one guest of each kind (``tr``) as the trace of all of ``s``'s guests: round
+    by round (each guest's next batch, guests in order, as :func:`kit.sim.trace.lazy_accept`
+    interleaves them), each guest takes its kind's batch; the DirectMap lines after a round
+    are the boot lines plus every guest's change so far (each guest changes them as its kind's
+    sample did; clipped to the host), shared by the round's batches. RMP faults and oopses
+    scale with the guests. The setup before the run (boot, launch: its events and the boot
+    DirectMap lines) stays the traced guests': how the other guests' VMSAs would share 2M
+    regions with theirs is not traced."""
+    kinds = [spec for spec in dict.fromkeys(s.specs)]
+    per_kind = [[b for b in tr.batches if b.guest == k] for k in range(len(kinds))]
+    kind_of = [kinds.index(spec) for spec in s.specs]
+    keys = ("DirectMap4k", "DirectMap2M", "DirectMap1G")
+    boot = tr.directmap_boot
+    # each sample batch's change of the lines (the sample's guests interleaved in trace order)
+    delta: dict = {}
+    prev = np.asarray([boot.get(k, 0) for k in keys], dtype=float)
+    for b in tr.batches:
+        cur = np.asarray([b.directmap.get(k, 0) for k in keys], dtype=float)
+        delta[id(b)] = cur - prev
+        prev = cur
+    total_kb = sum(boot.values())
+    line = np.asarray([boot.get(k, 0) for k in keys], dtype=float)
+    batches = []
+    for j in range(max((len(bs) for bs in per_kind), default=0)):
+        row = [(g, per_kind[kind_of[g]][j]) for g in range(s.guests) if j < len(per_kind[kind_of[g]])]
+        for _, b in row:
+            line = line + delta[id(b)]
+        dm4k = int(min(max(line[0], 0), total_kb))
+        dm1g = int(min(max(line[2], 0), total_kb - dm4k)) // (1 << 20) * (1 << 20)
+        dm = {"DirectMap4k": dm4k, "DirectMap2M": total_kb - dm4k - dm1g}
+        if "DirectMap1G" in boot:
+            dm["DirectMap1G"] = dm1g
+        batches.extend(T.Batch(g, b.chunks, b.bytes, b.events, dm) for g, b in row)
+    scale = s.guests / max(len(kinds), 1)
+    return replace(tr, guests=list(s.specs), batches=batches, vmsa_pages=sum(v for v, _ in s.specs),
+                   host_rmp_faults=int(round(tr.host_rmp_faults * scale)), oopses=int(round(tr.oopses * scale)))
+
+
 TRACE_CORES = 512               # core count of the host the analytic engine's trace is built on
 ANALYTIC_SAMPLE = 1 * GiB       # bytes of one guest the analytic engine's trace covers
 ANALYTIC_STEPS = 500            # conversions the analytic engine's trace covers
@@ -163,25 +215,34 @@ def _trace_index(tr, s) -> list[int]:
 
 
 def _batch_demands(tr, s, p):
-    """Per guest: [(chunks, ChunkDemand, bytes per chunk)] per batch, and the whole-run means."""
+    """Per guest: [(chunks, ChunkDemand, bytes per chunk)] per batch, and the whole-run means.
+    Batches that share their events and DirectMap lines (a replicated trace's copies,
+    :func:`replicate`) share one demand."""
     per, means = [], []
     work = T.ACCEPT_CHUNK if tr.workload == "lazy-accept" else 0
     index = _trace_index(tr, s)
     vcpus = sum(v for v, _ in s.specs)
+    by_guest: dict = {}
+    for b in tr.batches:
+        by_guest.setdefault(b.guest, []).append(b)
+    memo: dict = {}
     for g in range(s.guests):
-        rows, tot, n, frac = [], np.zeros(len(EVENTS)), 0, 0.0
-        for b in tr.batches:
-            if b.guest != index[g]:
-                continue
-            ev = np.asarray([b.events.get(k, 0) for k in EVENTS], dtype=float)
-            f4k = dm4k_fraction(b.directmap)
-            rows.append((b.chunks, demand(ev, b.chunks, p, s.host_cores, f4k, work, bool(work), vcpus),
-                         b.bytes / max(b.chunks, 1)))
+        rows, tot, n, frac, nbytes = [], np.zeros(len(EVENTS)), 0, 0.0, 0
+        for b in by_guest.get(index[g], ()):
+            key = (id(b.events), id(b.directmap), b.chunks, b.bytes)
+            hit = memo.get(key)
+            if hit is None:
+                ev = np.asarray([b.events.get(k, 0) for k in EVENTS], dtype=float)
+                f4k = dm4k_fraction(b.directmap)
+                hit = memo[key] = (ev, f4k, (b.chunks, demand(ev, b.chunks, p, s.host_cores, f4k, work, bool(work),
+                                                              vcpus), b.bytes / max(b.chunks, 1)), b)
+            ev, f4k, row, _ = hit
+            rows.append(row)
             tot += ev
             n += b.chunks
             frac += f4k * b.chunks
+            nbytes += b.bytes
         per.append(rows)
-        nbytes = sum(b.bytes for b in tr.batches if b.guest == index[g])
         means.append((n, demand(tot, n, p, s.host_cores, frac / max(n, 1), work, bool(work), vcpus),
                       nbytes / max(n, 1)))
     return per, means
@@ -213,7 +274,7 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
     elif s.engine == "analytic":
         tr = analytic_trace(s)
     else:
-        tr = run_trace(s, progress=(lambda f: progress(0.9 * f)) if progress else None,
+        tr = des_trace(s, progress=(lambda f: progress(0.9 * f)) if progress else None,
                        should_stop=should_stop,
                        monitor=(lambda h, f: monitor("trace", f, h)) if monitor else None)
     per, means = _batch_demands(tr, s, p)
@@ -222,6 +283,11 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
     note = "full trace"
     if s.engine == "analytic" and trace is None:
         totals, directmap, note = _extrapolate(tr, s)
+    elif s.engine == "des" and des_groups(s) is not None:
+        kinds, timed = len(set(s.specs)), len(des_groups(s))
+        note = (f"one guest of each kind traced ({kinds} kind{'s' if kinds > 1 else ''}; the setup before the "
+                f"run is theirs), replicated to {s.guests} guests; {timed} of them timed, each for "
+                f"{s.guests / timed:.1f} on average")
     if s.engine == "analytic":
         m = mva.solve([(s.specs[g][0], means[g][1]) for g in range(s.guests)], s.host_cores, p)
         per_guest = [m.throughput[g] * means[g][2] / 1e3 for g in range(s.guests)]   # GB/s
@@ -237,16 +303,19 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
                                        s.host_cores, tr.workload == "lazy-accept",
                                        [s.specs[g][0] for g in range(s.guests)])
     else:
+        groups = des_groups(s) or [[g] for g in range(s.guests)]
         snap = None
         if monitor is not None:
             def snap(partial):
                 if len(partial.completions):
+                    partial = des.expand(partial, groups)
                     _, rate_, _, _, ser, _ = _des_summary(partial, s, tr, p)
                     monitor("timing", len(partial.completions) / max(1, sum(c for c, _, _ in sum(per, []))),
                             {"series": ser, "fault_in_gbps": rate_})
-        r = des.run([(s.specs[g][0], per[g]) for g in range(s.guests)], s.host_cores, p,
+        r = des.run([(s.specs[m[0]][0], per[m[0]]) for m in groups], s.host_cores, p,
                     progress=(lambda f: progress(0.9 + 0.1 * f)) if progress else None,
-                    should_stop=should_stop, snapshot=snap, seed=s.seed)
+                    should_stop=should_stop, snapshot=snap, seed=s.seed, copies=[len(m) for m in groups])
+        r = des.expand(r, groups)
         sim_us = r.sim_us
         per_guest, rate, util, waits, series, pct = _des_summary(r, s, tr, p)
         sc = schedule(r.runnable_mean, s.host_cores, p)
@@ -358,10 +427,13 @@ def _des_summary(r, s, tr, p, bins: int = 100):
     """Rates, utilisations, waits, time series and percentiles from a DES run."""
     T_end = max(r.sim_us, 1e-9)
     # the concurrent fault-in rate: bytes done while every guest still had work / that time
-    ends = [r.completions[r.guest == g].max() if np.any(r.guest == g) else T_end for g in range(s.guests)]
-    t_all = min(ends)
+    last = np.full(s.guests, -np.inf)
+    np.maximum.at(last, r.guest, r.completions)
+    ends = np.where(np.bincount(r.guest, minlength=s.guests) > 0, last, T_end)
+    t_all = float(ends.min())
     in_all = r.completions <= t_all
-    per_guest = [float(r.nbytes[in_all & (r.guest == g)].sum() / t_all / 1e3) for g in range(s.guests)]
+    done = np.bincount(r.guest[in_all], weights=r.nbytes[in_all], minlength=s.guests)
+    per_guest = [float(done[g] / t_all / 1e3) for g in range(s.guests)]
     rate = sum(per_guest)
     util = {"guest_lock": r.holds["guest_lock"] / s.guests / T_end,
             "vm_lock": r.holds["vm_lock"] / s.guests / T_end,

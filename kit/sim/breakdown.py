@@ -149,11 +149,12 @@ def parts_of(d: ChunkDemand, e: np.ndarray, params, *, waits: dict | None = None
     return {k: float(v) for k, v in out.items()}
 
 
-def guest_events(trace, trace_guest: int):
+def guest_events(trace, trace_guest: int, batches=None):
     """(event vector, chunks, mean DirectMap4k share, bytes per chunk) of one guest of a trace
-    (:class:`kit.sim.trace.Trace`), over all its batches."""
+    (:class:`kit.sim.trace.Trace`), over all its batches (``batches``: that guest's, if the
+    caller has them grouped already)."""
     tot, n, frac, nbytes = np.zeros(len(EVENTS)), 0, 0.0, 0
-    for b in trace.batches:
+    for b in (trace.batches if batches is None else batches):
         if b.guest != trace_guest:
             continue
         tot += np.asarray([b.events.get(k, 0) for k in EVENTS], dtype=float)
@@ -212,14 +213,25 @@ def from_des(trace, index: list[int], r, params, cores: int, accept: bool, membw
     still had work (the window the run's rate is measured over, kit.sim.api), as waiting for
     memory bandwidth (``zeroing``) when the run saturated it (``membw_util`` at least
     :data:`SATURATED`), else as ``core_contention``. ``vcpus``: all guests' vCPUs."""
-    ends = [r.completions[r.guest == g].max() for g in range(len(index)) if np.any(r.guest == g)]
-    t_all = min(ends) if ends else r.sim_us
+    G = len(index)
+    done = np.bincount(r.guest, minlength=G)[:G]
+    last = np.full(G, -np.inf)
+    np.maximum.at(last, r.guest, r.completions)
+    ends = last[done > 0]
+    t_all = ends.min() if len(ends) else r.sim_us
     window = r.completions <= t_all
-    rows = []
-    for g in range(len(index)):
-        ev, n, frac, nbytes = guest_events(trace, index[g])
+    in_window = np.bincount(r.guest[window], minlength=G)[:G]
+    lat_sum = np.bincount(r.guest[window], weights=r.latency[window], minlength=G)[:G]
+    by_guest: dict = {}
+    for b in trace.batches:
+        by_guest.setdefault(b.guest, []).append(b)
+    rows, memo = [], {}
+    for g in range(G):
+        if index[g] not in memo:     # guests of the same trace guest share its events
+            memo[index[g]] = guest_events(trace, index[g], by_guest.get(index[g], ()))
+        ev, n, frac, nbytes = memo[index[g]]
         d = demand(ev, n, params, cores, frac, nbytes if accept else 0.0, accept, vcpus)
-        rows.append((ev, n, d, int((r.guest == g).sum())))
+        rows.append((ev, n, d, int(done[g])))
     ipi = sum(k * d.ipi_load_us for _, _, d, k in rows) / r.sim_us if r.sim_us > 0 else 0.0
     sc = schedule(max(r.runnable_mean - ipi, 0.0), cores, params, ipi)
     share = ipi / sc.runnable if sc.stretch > 1.0 and sc.runnable > 0 else 0.0
@@ -228,11 +240,10 @@ def from_des(trace, index: list[int], r, params, cores: int, accept: bool, membw
         per = 1.0 / max(k, 1)
         waits = {lock: v[g] * per for lock, v in r.guest_waits.items() if g < len(v)}
         handoffs = {lock: v[g] * per for lock, v in r.guest_handoffs.items() if g < len(v)}
-        mine = (r.guest == g) & window
-        lat = float(r.latency[mine].mean()) if np.any(mine) else None
+        lat = float(lat_sum[g] / in_window[g]) if in_window[g] else None
         parts.append(parts_of(d, _per_chunk(ev, n), params, waits=waits, sigma=sc.stretch, ipi_share=share,
                               irq=sc.irq, handoffs=handoffs,
                               zeroing_us=zero_us(d.zero_bytes, params, 1.0, sc.stretch), total_us=lat,
                               rest="zeroing" if membw_util >= SATURATED else "core_contention"))
-        weights.append(int(mine.sum()))
+        weights.append(int(in_window[g]))
     return mean_parts(parts, weights)

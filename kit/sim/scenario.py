@@ -83,9 +83,23 @@ TOTAL_VCPUS = Param("total_vcpus", "int", 1, 16 * KVM_MAX_VCPUS, unit="vCPUs",
 #: and timing state, a conversion about 1 ms. The analytic engine traces a sample of each
 #: kind of guest and scales it, so these do not limit it.
 TOTAL_TOUCHED = Param("total_touched", "size", T.ACCEPT_CHUNK, 2 * TiB, unit="bytes",
-                      help="bytes all guests fault in together in a DES run (lazy-accept)",
+                      help="bytes a DES run traces on the semantic model (lazy-accept): all guests "
+                           "together, or one guest of each kind when the guests are replicated",
                       why="a DES run traces every 4 MiB chunk, about 30 us and 300 bytes each: "
                           "under a minute and 300 MiB")
+#: Representative guests per kind of guest a replicated DES run times (:func:`des_groups`).
+DES_REPLICAS = 8
+#: The work a replicated DES run (more than :data:`TOTAL_TOUCHED` in all) times chunk by chunk:
+#: its representative guests' (:func:`des_groups`).
+TOTAL_TIMED = Param("total_timed", "size", T.ACCEPT_CHUNK, 2 * TiB, unit="bytes",
+                    help="bytes a replicated DES run times chunk by chunk (its representative guests)",
+                    why="the engine handles about 4 events per 4 MiB chunk, 2 to 3 us each: "
+                        "under half a minute")
+#: All guests' work in a replicated DES run: the result still has every chunk's completion.
+TOTAL_REPLICATED = Param("total_replicated", "size", T.ACCEPT_CHUNK, 16 * TiB, unit="bytes",
+                         help="bytes all guests fault in together in a replicated DES run",
+                         why="the result keeps each chunk's completion, latency and lock waits, "
+                             "about 100 bytes a chunk: 400 MiB at the bound")
 TOTAL_STEPS = Param("total_steps", "int", 1, 30_000, unit="conversions",
                     help="conversions of all guests together in a DES run (conversions workload)",
                     why="a DES run traces every conversion on the semantic model, about 1 ms each: "
@@ -98,7 +112,7 @@ GUEST_KINDS = Param("guest_kinds", "int", 1, 64, unit="kinds",
                         "up to 0.4 s each): under half a minute")
 
 #: The bounds that span several parameters, in the order of the docs' table.
-CROSS_PARAMS = (TOTAL_VCPUS, TOTAL_TOUCHED, TOTAL_STEPS, GUEST_KINDS)
+CROSS_PARAMS = (TOTAL_VCPUS, TOTAL_TOUCHED, TOTAL_STEPS, GUEST_KINDS, TOTAL_TIMED, TOTAL_REPLICATED)
 
 #: The table's defaults (``simulate()``'s and ``scenario()``'s keyword defaults).
 DEFAULTS = {name: p.default for name, p in SCENARIO_PARAMS.items()}
@@ -273,18 +287,69 @@ def scenario(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
 
 def _check_des_work(s: "Scenario") -> None:
     """A DES run traces all its work on the semantic model: :data:`TOTAL_TOUCHED` bytes of
-    acceptance or :data:`TOTAL_STEPS` conversions at most, all guests together."""
+    acceptance or :data:`TOTAL_STEPS` conversions at most, all guests together. Past
+    :data:`TOTAL_TOUCHED` in all, identical guests are replicated (:func:`des_groups`): one
+    guest of each kind is traced (at most :data:`TOTAL_TOUCHED`), its representatives are timed
+    (at most :data:`TOTAL_TIMED`), and all guests together fault in at most
+    :data:`TOTAL_REPLICATED`."""
     if s.workload == "lazy-accept":
         total = sum(s.touched_chunks(g) for g in range(s.guests)) * T.ACCEPT_CHUNK
-        if total > TOTAL_TOUCHED.max:
+        if total <= TOTAL_TOUCHED.max:
+            return
+        kinds = _kinds(s)
+        traced = sum(s.touched_chunks(m[0]) for m in kinds) * T.ACCEPT_CHUNK
+        if traced > TOTAL_TOUCHED.max:
+            who = f"{s.guests} guests fault" if len(kinds) == s.guests else f"one guest of each of {len(kinds)} kinds faults"
             raise ValueError(
-                f"touched: {s.guests} guests fault in {format_size(total)} in all; a DES run traces at most "
+                f"touched: {who} in {format_size(traced)} in all; a DES run traces at most "
                 f"{format_size(TOTAL_TOUCHED.max)} (the limit: {TOTAL_TOUCHED.why}); use the analytic engine "
+                "or a smaller touched")
+        if total > TOTAL_REPLICATED.max:
+            raise ValueError(
+                f"touched: {s.guests} guests fault in {format_size(total)} in all; a replicated DES run takes at "
+                f"most {format_size(TOTAL_REPLICATED.max)} (the limit: {TOTAL_REPLICATED.why}); use the analytic "
+                "engine or a smaller touched")
+        timed = sum(len(grp) and s.touched_chunks(grp[0]) for grp in des_groups(s)) * T.ACCEPT_CHUNK
+        if timed > TOTAL_TIMED.max:
+            raise ValueError(
+                f"touched: the representative guests of a replicated DES run fault in {format_size(timed)}; at "
+                f"most {format_size(TOTAL_TIMED.max)} (the limit: {TOTAL_TIMED.why}); use the analytic engine "
                 "or a smaller touched")
     elif s.guests * s.steps > TOTAL_STEPS.max:
         raise ValueError(
             f"steps: {s.guests} guests x {s.steps} conversions; a DES run traces at most {TOTAL_STEPS.max} "
             f"(the limit: {TOTAL_STEPS.why}); use the analytic engine or fewer steps")
+
+
+def _kinds(s: "Scenario") -> list[list[int]]:
+    """The guests of each kind (same vCPUs and memory), kinds in order of first appearance."""
+    out: dict = {}
+    for g, spec in enumerate(s.specs):
+        out.setdefault(spec, []).append(g)
+    return list(out.values())
+
+
+def des_groups(s: "Scenario", replicas: int | None = None) -> list[list[int]] | None:
+    """How a DES run times the guests: None when every guest is timed (a lazy-accept run of at
+    most :data:`TOTAL_TOUCHED` in all, or conversions), else the replicated run's groups of
+    identical guests, at most ``replicas`` per kind, as even as can be, in guest order: the
+    first guest of each group is timed and stands for the group (:func:`kit.sim.des.run`,
+    ``copies``). ``replicas``: default :data:`DES_REPLICAS`."""
+    if s.workload != "lazy-accept" or s.engine != "des":
+        return None
+    if sum(s.touched_chunks(g) for g in range(s.guests)) * T.ACCEPT_CHUNK <= TOTAL_TOUCHED.max:
+        return None
+    groups = []
+    replicas = DES_REPLICAS if replicas is None else replicas
+    for members in _kinds(s):
+        r = min(len(members), max(replicas, 1))
+        q, extra = divmod(len(members), r)
+        at = 0
+        for i in range(r):
+            n = q + (1 if i < extra else 0)
+            groups.append(members[at:at + n])
+            at += n
+    return groups
 
 
 def check(**values) -> dict:

@@ -200,7 +200,7 @@ def lazy_accept(host, guests, *, seed: int = 0, bg_kernel_pages: int = 8,
                 should_stop=None) -> Trace:
     """Run lazy acceptance of every guest's touched memory (guests interleaved batch by batch,
     as they run concurrently) and return the trace."""
-    rng = np.random.default_rng(seed)
+    rng = _SeededRng(seed)
     boot, launch = _setup(host, guests)
     trace = Trace("lazy-accept", [(len(g.vcpus), g.mem) for g in guests],
                   directmap_boot=host.directmap.counts(),
@@ -237,6 +237,21 @@ def lazy_accept(host, guests, *, seed: int = 0, bg_kernel_pages: int = 8,
                 trace.stopped = True
                 return trace
     return trace
+
+
+class _SeededRng:
+    """``numpy.random.default_rng(seed)``, made at the first draw: a batch of full size never
+    draws (its background pages are a whole number), so most runs do not load ``numpy.random``."""
+
+    def __init__(self, seed: int):
+        self.seed, self._rng = seed, None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        return getattr(self._rng, name)
 
 
 def _accept(g: _Guest, gpa: int, nchunks: int) -> None:

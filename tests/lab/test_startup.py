@@ -41,3 +41,11 @@ def test_the_lab_names_still_resolve_when_asked_for():
     import kit.lab.report
     assert kit.lab.record is record and kit.lab.report is report
     assert {run, sweep, check, inspect} <= {getattr(kit.lab, n) for n in ("run", "sweep", "check", "inspect")}
+
+
+def test_simulate_draws_nothing_so_loads_no_random_generator():
+    """The host's generator and the lazy-accept trace's are made at their first draw; the
+    default run never draws (numpy.random costs about a tenth of ``import numpy``)."""
+    mods = imported_by("simulate", "-q")
+    assert "kit.sim.api" in mods and not any(m == "numpy.random" or m.startswith("numpy.random.") for m in mods)
+    assert not {"tempfile", "traceback", "kit.lab.paths", "kit.viz.traces"} & mods
