@@ -19,7 +19,7 @@ from .ranges import check_pfn_range, region_span
 from .directmap import LVL_4K, DirectMap
 from .ledger import Ledger
 from .limits import HOST_CORES, HOST_MEM, HOST_SEED, OVERLAP_RETRIES, RMP_RANGES_LIMIT, TLB_FLUSH_CEILING
-from .memory import PLACEMENTS, PhysicalMemory
+from .memory import PLACEMENTS, PhysicalMemory, SeededRng
 from .policies import get_directmap_policy, get_host_fault_policy
 from .rmp import F_ASSIGNED, F_IMMUTABLE, RMPUPDATE_FAIL_OVERLAP, Rmp, RmpEntry, RmpRules
 from .views import RmpRanges, rmp_ranges
@@ -90,12 +90,12 @@ class Host:
         self.seed = seed
         self.snp = snp
         self.overlap_retries = overlap_retries
-        self._rng = None              # made on first use (the rng property)
+        self._rng = SeededRng(seed)   # made on first use (the rng property)
         self.ledger = Ledger()
         self.rmp = Rmp(self.nr_pages, ledger=self.ledger, rules=rmp_rules)
         self.directmap = DirectMap(self.nr_pages, ledger=self.ledger, gbpages=direct_gbpages,
                                    tlb_single_page_flush_ceiling=tlb_single_page_flush_ceiling)
-        self.memory = PhysicalMemory(self.nr_pages, rng=self._seeded_rng, placement=placement)
+        self.memory = PhysicalMemory(self.nr_pages, rng=self._rng, placement=placement)
         self.host_fault_policy = fault_policy
         self.faults: list[HostFault] = []
         self.guest_notices: list[tuple] = []
@@ -109,12 +109,7 @@ class Host:
         """The host's random generator, ``numpy.random.default_rng(seed)``, made when first
         asked for (the same draws as one made at boot: nothing draws before; a run that never
         draws, ``kit simulate``'s, does not load ``numpy.random``)."""
-        if self._rng is None:
-            self._rng = np.random.default_rng(self.seed)
-        return self._rng
-
-    def _seeded_rng(self):
-        return self.rng
+        return self._rng()
 
     # ------------------------------------------------------------------ policies
     @property

@@ -42,6 +42,26 @@ _BLOCK = 1024         # regions per block of the free-region counts
 _FEW_MIXED = 8        # MIXED regions a one-page allocation looks through one by one
 
 
+class SeededRng:
+    """``numpy.random.default_rng(seed)``, made at the first draw (a run that never draws does
+    not load ``numpy.random``): use it as the generator (``rng.choice(...)``) or call it for
+    the generator itself. It holds no reference to its owner, so a host and its allocator
+    sharing one form no reference cycle."""
+
+    def __init__(self, seed):
+        self.seed, self._rng = seed, None
+
+    def __call__(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        return self._rng
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self(), name)
+
+
 class OutOfMemory(MemoryError):
     """No free frames of the requested order (the allocator's -ENOMEM)."""
 

@@ -90,6 +90,8 @@ def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int =
             # the fixed point is overshot (e.g. flush interrupts that grow with the rate slow
             # the lock that sets the rate): smaller steps
             alpha = max(alpha * 0.5, 1e-3)
+        else:
+            alpha = min(alpha * 1.2, 0.5)     # steady progress: longer steps again
         last_delta = delta
         X = [(1.0 - alpha) * a + alpha * b for a, b in zip(X, X_new)] if it > 1 else X_new
         for g in range(G):

@@ -42,6 +42,7 @@ from ..errors import HostOops
 from ..guest import Guest
 from ..host import Host
 from ..host.ledger import EVENTS
+from ..host.memory import SeededRng
 from ..host.ranges import distinct
 from ..kvm import snp
 from ..kvm import uapi as U
@@ -200,7 +201,7 @@ def lazy_accept(host, guests, *, seed: int = 0, bg_kernel_pages: int = 8,
                 should_stop=None) -> Trace:
     """Run lazy acceptance of every guest's touched memory (guests interleaved batch by batch,
     as they run concurrently) and return the trace."""
-    rng = _SeededRng(seed)
+    rng = SeededRng(seed)
     boot, launch = _setup(host, guests)
     trace = Trace("lazy-accept", [(len(g.vcpus), g.mem) for g in guests],
                   directmap_boot=host.directmap.counts(),
@@ -237,21 +238,6 @@ def lazy_accept(host, guests, *, seed: int = 0, bg_kernel_pages: int = 8,
                 trace.stopped = True
                 return trace
     return trace
-
-
-class _SeededRng:
-    """``numpy.random.default_rng(seed)``, made at the first draw: a batch of full size never
-    draws (its background pages are a whole number), so most runs do not load ``numpy.random``."""
-
-    def __init__(self, seed: int):
-        self.seed, self._rng = seed, None
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if self._rng is None:
-            self._rng = np.random.default_rng(self.seed)
-        return getattr(self._rng, name)
 
 
 def _accept(g: _Guest, gpa: int, nchunks: int) -> None:

@@ -14,9 +14,26 @@ from kit.units import GiB, PAGES_PER_2M
 
 def test_the_host_generator_is_made_on_first_use_with_the_same_draws():
     h = Host(mem=4 * GiB, seed=7)
-    assert h._rng is None
+    assert h._rng._rng is None
     assert np.array_equal(h.rng.random(5), np.random.default_rng(7).random(5))
     assert h.rng is h.rng
+
+
+def test_the_host_and_its_allocator_share_a_generator_without_a_reference_cycle():
+    """A host is freed when its last reference goes, not at the next cyclic collection: the
+    allocator's lazy generator does not point back at the host (a 64 TiB host's arrays are GBs)."""
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        h = Host(mem=4 * GiB, seed=3, placement="random")
+        h.memory.alloc(9, "kernel", 4)
+        assert h.memory._rng is h._rng
+        gone = weakref.ref(h)
+        del h
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_random_placement_draws_as_with_a_generator_made_at_boot():
