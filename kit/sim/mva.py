@@ -39,7 +39,7 @@ class MvaResult:
 
 
 def solve(classes: list[tuple[int, ChunkDemand]], cores: int, p, *, iters: int = 2000,
-          tol: float = 1e-9) -> MvaResult:
+          tol: float = 1e-12) -> MvaResult:
     n = [c[0] for c in classes]
     d = [c[1] for c in classes]
     G = len(classes)
