@@ -756,8 +756,28 @@ def explore(args, say=_quiet) -> Outcome:
 
 
 # ------------------------------------------------------------------ the parser
+def terminal_columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` reads it (``COLUMNS``, else the
+    terminal of standard output, else 80), without loading ``shutil`` and the compression
+    modules it brings at every start."""
+    try:
+        cols = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        cols = 0
+    if cols <= 0:
+        try:
+            cols = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            cols = 0
+    return cols if cols > 0 else 80
+
+
 class DefaultsHelp(argparse.HelpFormatter):
     """Help that shows every option's default (unless its help already says it)."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position,
+                         terminal_columns() - 2 if width is None else width)
 
     def _get_help_string(self, action):
         text = action.help or ""

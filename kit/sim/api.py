@@ -390,14 +390,17 @@ def _rate_band(tr, s, p, rate):
         return None
     base = tr if s.engine == "analytic" else analytic_trace(s)
 
-    def analytic(q):
+    def analytic(q, start=None):
         _, means = _batch_demands(base, s, q)
-        m = mva.solve([(s.specs[g][0], means[g][1]) for g in range(s.guests)], s.host_cores, q)
-        return sum(m.throughput[g] * means[g][2] / 1e3 for g in range(s.guests))
-    ref = analytic(p)
+        m = mva.solve([(s.specs[g][0], means[g][1]) for g in range(s.guests)], s.host_cores, q, start=start)
+        return sum(m.throughput[g] * means[g][2] / 1e3 for g in range(s.guests)), m
+    ref, m0 = analytic(p)
     if not ref > 0:
         return None
-    rates = [rate * analytic(q) / ref for q in sets]
+    # a fixed point that took many iterations (a lock whose load feeds back on itself): each set
+    # begins from p's solution; one the recursion reaches at once begins afresh
+    start = m0 if m0.iterations > 5 else None
+    rates = [rate * analytic(q, start)[0] / ref for q in sets]
     return [float(min(rate, *rates)), float(max(rate, *rates))]
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 #: top-level packages and kit modules that ``kit simulate`` must not import
 NOT_FOR_SIMULATE = ("papermill", "nbformat", "nbclient", "bokeh", "dask", "distributed", "pandas", "scipy",
@@ -49,3 +51,14 @@ def test_simulate_draws_nothing_so_loads_no_random_generator():
     mods = imported_by("simulate", "-q")
     assert "kit.sim.api" in mods and not any(m == "numpy.random" or m.startswith("numpy.random.") for m in mods)
     assert not {"tempfile", "traceback", "kit.lab.paths", "kit.viz.traces"} & mods
+
+
+@pytest.mark.parametrize("columns", [None, "120", "0", "wide"])
+def test_help_width_is_the_terminal_width_shutil_reads(columns, monkeypatch):
+    import shutil
+    from kit.lab.commands import terminal_columns
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert terminal_columns() == shutil.get_terminal_size().columns

@@ -291,3 +291,21 @@ def test_the_analytic_engine_converges(guests, vcpus, cores, policy):
     assert m.iterations < 2000
     assert all(np.isfinite(x) and x > 0 for x in m.throughput)
     assert m.utilisation["cpa_lock"] <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("policy", ["split-on-demand", "invalidate-4k", "invalidate-4k-flush"])
+def test_a_solve_begun_from_a_nearby_solution_reaches_the_same_fixed_point(policy):
+    """The band's parameter sets begin from the shipped set's solution (``mva.solve(start=)``):
+    the same rates as a solve from nothing."""
+    from kit.sim import mva
+    p = CostParams.load()
+    s = api.scenario(**B4, policy=policy)
+    tr = api.analytic_trace(s)
+    _, means = api._batch_demands(tr, s, p)
+    m0 = mva.solve([(s.specs[g][0], means[g][1]) for g in range(s.guests)], s.host_cores, p)
+    for q in p.band_sets():
+        _, mq = api._batch_demands(tr, s, q)
+        cl = [(s.specs[g][0], mq[g][1]) for g in range(s.guests)]
+        cold, warm = mva.solve(cl, s.host_cores, q), mva.solve(cl, s.host_cores, q, start=m0)
+        assert warm.iterations < 2000
+        assert sum(warm.throughput) == pytest.approx(sum(cold.throughput), rel=1e-4)
