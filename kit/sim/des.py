@@ -193,69 +193,46 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
         g, t0, d = state[v]
         c = copies[g]
         # the stage that ended; then ``stage`` becomes the next one to enter
-        if stage == GUEST:
+        if stage != START:
             run_area += (alive - sleeping) * (now - last_t)
             last_t = now
             events += 1
-            lk = guest_locks[g]
-            if lk.queue:
-                release(lk, now, GUEST)
+        if stage <= PGD:                 # GUEST, VM, ZERO, CPA, PGD: on to the next stage
+            if stage == ZERO:
+                zeroing -= c
             else:
-                lk.busy = False
-            stage = VM
-        elif stage == VM:
-            run_area += (alive - sleeping) * (now - last_t)
-            last_t = now
-            events += 1
-            lk = vm_locks[g]
-            if lk.queue:
-                release(lk, now, VM)
-            else:
-                lk.busy = False
-            stage = ZERO
-        elif stage == ZERO:
-            run_area += (alive - sleeping) * (now - last_t)
-            last_t = now
-            events += 1
-            zeroing -= c
-            stage = CPA
-        else:
-            if stage != START:
-                run_area += (alive - sleeping) * (now - last_t)
-                last_t = now
-                events += 1
-            if stage == CPA or stage == PGD:
-                lk = cpa if stage == CPA else pgd
+                lk = (guest_locks[g] if stage == GUEST else vm_locks[g] if stage == VM
+                      else cpa if stage == CPA else pgd)
                 if lk.queue:
                     release(lk, now, stage)
                 else:
                     lk.busy = False
-                stage += 1
-            else:
-                if stage == CPU:
-                    ipi_total += d[6] * c
-                    done_t[ndone], done_g[ndone], done_b[ndone], lat[ndone] = now, g, d[7], now - t0
-                    ndone += 1
-                    if ndone % report == 0:
-                        if progress:
-                            progress(ndone / total)
-                        if should_stop and should_stop():
-                            stopped = True
-                            break
-                        if snapshot and _time.perf_counter() - last_snap >= snapshot_every_s:
-                            snapshot(_result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa,
-                                             pgd, False, events, run_area, ipi_total, copies))
-                            last_snap = _time.perf_counter()
-                # the next chunk of the guest, if it has one
-                i = next_chunk[g]
-                sq = seqs[g]
-                if i >= len(sq):
-                    alive -= c
-                    continue
-                next_chunk[g] = i + 1
-                d = sq[i]
-                state[v] = (g, now, d)
-                stage = GUEST
+            stage += 1
+        else:
+            if stage == CPU:
+                ipi_total += d[6] * c
+                done_t[ndone], done_g[ndone], done_b[ndone], lat[ndone] = now, g, d[7], now - t0
+                ndone += 1
+                if ndone % report == 0:
+                    if progress:
+                        progress(ndone / total)
+                    if should_stop and should_stop():
+                        stopped = True
+                        break
+                    if snapshot and _time.perf_counter() - last_snap >= snapshot_every_s:
+                        snapshot(_result(now, ndone, done_t, done_g, done_b, lat, guest_locks, vm_locks, cpa,
+                                         pgd, False, events, run_area, ipi_total, copies))
+                        last_snap = _time.perf_counter()
+            # the next chunk of the guest, if it has one
+            i = next_chunk[g]
+            sq = seqs[g]
+            if i >= len(sq):
+                alive -= c
+                continue
+            next_chunk[g] = i + 1
+            d = sq[i]
+            state[v] = (g, now, d)
+            stage = GUEST
         # enter ``stage`` at ``now`` (acquiring its lock if it has one)
         while True:
             if stage == GUEST:
