@@ -125,32 +125,43 @@ def run_trace(s: Scenario, *, progress=None, chunks=None, should_stop=None, moni
 
 def des_trace(s: Scenario, *, progress=None, should_stop=None, monitor=None):
     """The trace a DES run of ``s`` times: the whole workload (:func:`run_trace`), or for a
-    replicated run (:func:`~kit.sim.scenario.des_groups`) one guest of each kind traced over its
-    whole work on the same host and replicated (:func:`replicate`)."""
+    replicated run (:func:`~kit.sim.scenario.des_groups`) every guest built and launched on the
+    host, as :func:`kit.sim.trace.build` does them, the first guest of each kind traced over its
+    whole lazy-accept work (the others accept nothing), and that work replicated to every guest
+    (:func:`replicate`). The set-up before the run (the boot step, every guest's launch, the boot
+    DirectMap lines) is the whole scenario's, the same as a trace of every guest's."""
     if des_groups(s) is None:
         return run_trace(s, progress=progress, should_stop=should_stop, monitor=monitor)
-    distinct = tuple(dict.fromkeys(s.specs))
-    sample = replace(s, guests=len(distinct), specs=distinct, vcpus=distinct[0][0], guest_mem=distinct[0][1])
-    chunks = [s.touched_chunks(s.specs.index(spec)) for spec in distinct]
-    return replicate(run_trace(sample, chunks=chunks, progress=progress, should_stop=should_stop,
+    return replicate(run_trace(s, chunks=_sample_chunks(s), progress=progress, should_stop=should_stop,
                                monitor=monitor), s)
 
 
+def _sample_chunks(s: Scenario) -> list[int]:
+    """Per guest of ``s``, the chunks a replicated run traces (:func:`des_trace`): the first guest
+    of each kind all its touched chunks, every other guest none."""
+    first: dict = {}
+    for g, spec in enumerate(s.specs):
+        first.setdefault(spec, g)
+    return [s.touched_chunks(g) if first[s.specs[g]] == g else 0 for g in range(s.guests)]
+
+
 def replicate(tr, s: Scenario):
-    """A trace of one guest of each kind (``tr``) as the trace of all of ``s``'s guests: round
-    by round (each guest's next batch, guests in order, as :func:`kit.sim.trace.lazy_accept`
-    interleaves them), each guest takes its kind's batch; the DirectMap lines after a round
-    are the boot lines plus every guest's change so far (each guest changes them as its kind's
-    sample did; clipped to the host), shared by the round's batches. RMP faults and oopses
-    scale with the guests. The setup before the run (boot, launch: its events and the boot
-    DirectMap lines) stays the traced guests': how the other guests' VMSAs would share 2M
-    regions with theirs is not traced."""
+    """A trace in which one guest of each kind did its work (``tr``: the first guest of its kind
+    in ``tr.guests``, e.g. :func:`des_trace`'s) as the trace of all of ``s``'s guests: round by
+    round (each guest's next batch, guests in order, as :func:`kit.sim.trace.lazy_accept`
+    interleaves them), each guest takes its kind's batch; the DirectMap lines after a round are
+    the boot lines plus every guest's change so far (each guest changes them as its kind's
+    traced guest did; clipped to the host), shared by the round's batches. RMP faults and oopses
+    scale with the guests. The set-up before the run (boot, launch: its events and the boot
+    DirectMap lines) is ``tr``'s as it is: every guest's when ``tr`` was built with all of
+    ``s``'s guests (:func:`des_trace`), only the traced guests' when it holds those alone."""
     kinds = [spec for spec in dict.fromkeys(s.specs)]
-    per_kind = [[b for b in tr.batches if b.guest == k] for k in range(len(kinds))]
+    traced = [tr.guests.index(spec) for spec in kinds]    # the guest of each kind with work
+    per_kind = [[b for b in tr.batches if b.guest == t] for t in traced]
     kind_of = [kinds.index(spec) for spec in s.specs]
     keys = ("DirectMap4k", "DirectMap2M", "DirectMap1G")
     boot = tr.directmap_boot
-    # each sample batch's change of the lines (the sample's guests interleaved in trace order)
+    # each traced batch's change of the lines (the traced guests interleaved in trace order)
     delta: dict = {}
     prev = np.asarray([boot.get(k, 0) for k in keys], dtype=float)
     for b in tr.batches:
@@ -285,8 +296,8 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         totals, directmap, note = _extrapolate(tr, s)
     elif s.engine == "des" and des_groups(s) is not None:
         kinds, timed = len(set(s.specs)), len(des_groups(s))
-        note = (f"one guest of each kind traced ({kinds} kind{'s' if kinds > 1 else ''}; the setup before the "
-                f"run is theirs), replicated to {s.guests} guests; {timed} of them timed, each for "
+        note = (f"every guest's set-up traced, the work of one guest of each kind ({kinds} "
+                f"kind{'s' if kinds > 1 else ''}), replicated to {s.guests} guests; {timed} of them timed, each for "
                 f"{s.guests / timed:.1f} on average")
     if s.engine == "analytic":
         m = mva.solve([(s.specs[g][0], means[g][1]) for g in range(s.guests)], s.host_cores, p)

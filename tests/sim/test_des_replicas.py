@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kit.sim import api, des
 from kit.sim.params import CostParams
@@ -113,6 +115,9 @@ def test_a_replicated_run_gives_what_timing_every_guest_gives(kw, p, monkeypatch
     # made private 4K pages) are one guest's, at most one 2M region a guest apart
     assert sum(rep.directmap.values()) == sum(full.directmap.values())
     assert abs(rep.directmap["DirectMap4k"] - full.directmap["DirectMap4k"]) <= 2048 * kw["guests"]
+    # every guest's set-up is traced (its VMSAs' splits in the lines), the work replicated
+    assert rep.setup == full.setup
+    _check_final_lines(rep, full, kw["guests"])
 
 
 def test_guests_of_two_kinds_are_replicated_kind_by_kind(p, monkeypatch):
@@ -127,6 +132,92 @@ def test_guests_of_two_kinds_are_replicated_kind_by_kind(p, monkeypatch):
     r = api.simulate(guest_specs=specs, host_cores=64, host_mem="64GiB", engine="des", params=p)
     a = api.simulate(guest_specs=specs, host_cores=64, host_mem="64GiB", params=p)
     assert abs(a.fault_in_gbps - r.fault_in_gbps) <= 0.10 * r.fault_in_gbps
+
+
+# ---------------------------------------------------------------- the set-up of a replicated run
+#: Replicated runs (total_touched lowered to SETUP_TOUCHED): guest counts, two kinds of guests,
+#: the three policies whose set-up differs (VMSAs split over, the whole map split at boot, the
+#: 4K map of every private page).
+SETUP_TOUCHED = 3 * GiB
+SETUP_CASES = [
+    dict(guests=4, vcpus=8, guest_mem="2GiB", host_cores=64, host_mem="64GiB", policy="split-on-demand"),
+    dict(guests=12, vcpus=16, guest_mem="2GiB", host_cores=64, host_mem="64GiB", policy="presplit-4k"),
+    dict(guests=9, vcpus=8, guest_mem="2GiB", host_cores=128, host_mem="64GiB", policy="invalidate-4k"),
+    dict(guest_specs=[(8, "2GiB")] * 5 + [(4, "1GiB")] * 3, host_cores=64, host_mem="64GiB", policy="split-on-demand"),
+    dict(guest_specs=[(4, "1GiB"), (8, "2GiB")] * 3, host_cores=64, host_mem="64GiB", policy="presplit-4k"),
+    dict(guest_specs=[(8, "2GiB")] * 2 + [(16, "1GiB")] * 6, host_cores=64, host_mem="64GiB", policy="invalidate-4k"),
+]
+#: How far a replicated run's final DirectMap4k line may be from timing every guest's, per
+#: guest: one 2M region (its set-up is every guest's, and each guest's work changes the line as
+#: its kind's traced guest did). The 1G line differs by 1 GiB for each 1G split the replicated
+#: work counts beyond or short of the full run's (where the host's allocator placed each
+#: guest's folios decides which 1G mappings it splits first; a traced guest's splits are
+#: copied to its kind); the 2M line takes the rest (the total is the host's).
+LINE_4K_TOLERANCE_KB = 2048
+GIB_KB = GiB >> 10
+
+
+def _setup_of(tr) -> tuple:
+    return tr.boot, tr.launch, tr.setup_totals(), tr.directmap_boot, tr.vmsa_pages, tr.guests
+
+
+def _replicated_vs_full(kw, p, replicas: int):
+    """(replicated trace, full trace, replicated result, result timing every guest) of ``kw``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SCN, "TOTAL_TOUCHED", SCN.TOTAL_TOUCHED.derive(max=SETUP_TOUCHED))
+        mp.setattr(SCN, "DES_REPLICAS", replicas)
+        s = api.scenario(engine="des", **kw)
+        assert api.des_groups(s) is not None
+        rt, ft = api.des_trace(s), api.run_trace(s)
+        rep = api.simulate(engine="des", params=p, trace=rt, **kw)
+    full = api.simulate(engine="des", params=p, trace=ft, **kw)
+    assert "replicated" in rep.trace and full.trace == "full trace"
+    return rt, ft, rep, full
+
+
+def _check_setup_and_lines(rt, ft, rep, full):
+    # the set-up: every guest's boot and launch, exactly a trace of every guest's
+    assert _setup_of(rt) == _setup_of(ft)
+    assert rep.setup == full.setup and rep.setup["launch"]
+    # the work: every guest's chunks, as many batches
+    assert [rt.chunks_of(g) for g in range(len(ft.guests))] == [ft.chunks_of(g) for g in range(len(ft.guests))]
+    # the final lines: the host's total; the 4K line within LINE_4K_TOLERANCE_KB a guest, the
+    # 1G line off by 1 GiB per 1G split counted beyond or short of the full run's
+    _check_final_lines(rep, full, len(ft.guests))
+
+
+def _check_final_lines(rep, full, guests: int):
+    assert sum(rep.directmap.values()) == sum(full.directmap.values())
+    assert abs(rep.directmap["DirectMap4k"] - full.directmap["DirectMap4k"]) <= LINE_4K_TOLERANCE_KB * guests
+    extra = abs(rep.events["split_1g"] - full.events["split_1g"])
+    assert abs(rep.directmap.get("DirectMap1G", 0) - full.directmap.get("DirectMap1G", 0)) <= GIB_KB * extra
+
+
+@pytest.mark.parametrize("kw", SETUP_CASES, ids=lambda kw: f"{kw.get('guests', len(kw.get('guest_specs', ())))}"
+                         f"{'mixed' if 'guest_specs' in kw else ''}-{kw['policy']}")
+def test_a_replicated_run_sets_up_every_guest(kw, p):
+    """A replicated run builds and launches every guest on the host, as a trace of every guest
+    does, and traces the work of one guest of each kind: the boot and launch events, the boot
+    DirectMap lines and the VMSA pages are the whole scenario's, bit for bit."""
+    rt, ft, rep, full = _replicated_vs_full(kw, p, replicas=2)
+    _check_setup_and_lines(rt, ft, rep, full)
+    # every guest's VMSAs are launched: an RMPUPDATE per VMSA at least
+    assert rep.setup["launch"].get("rmpupdate", 0) >= rt.vmsa_pages
+
+
+@settings(max_examples=12, deadline=None)
+@given(a=st.integers(1, 8), b=st.integers(0, 4),
+       policy=st.sampled_from(["split-on-demand", "presplit-4k", "invalidate-4k"]),
+       replicas=st.integers(1, 3))
+def test_any_replicated_run_has_the_full_set_up(p, a, b, policy, replicas):
+    """Over guest counts (``a`` guests of 2 GiB, ``b`` of 1 GiB, past total_touched) and
+    policies: the replicated run's set-up equals the full trace's, its final lines are those of
+    timing every guest within LINE_4K_TOLERANCE_KB a guest and the 1G splits it counts apart."""
+    specs = [(8, "2GiB")] * a + [(4, "1GiB")] * b
+    if sum(2 if v == 8 else 1 for v, _ in specs) * GiB <= SETUP_TOUCHED:
+        specs += [(8, "2GiB")]                   # past total_touched: replicated
+    kw = dict(guest_specs=specs, host_cores=64, host_mem="64GiB", policy=policy)
+    _check_setup_and_lines(*_replicated_vs_full(kw, p, replicas))
 
 
 # ---------------------------------------------------------------- bounds, before any work
