@@ -7,18 +7,12 @@ every rule cites its kernel or hardware source. Start with ``kit.host.Host``; in
 from .errors import HostOops, KernelError, KvmError, NestedPageFault, RmpUpdateLivelock
 from .host import Host
 from .kvm import Kvm
-from .units import GiB, KiB, MiB, PAGE_1G, PAGE_2M, PAGE_4K, TiB, parse_size
+from .units import GiB, KiB, MiB, PAGE_1G, PAGE_2M, PAGE_4K, TiB, deferred_attributes, parse_size
 
 __version__ = "0.1.0"
 
-
-
-def __getattr__(name: str):
-    """``kit.lab``, ``kit.viz`` and ``kit.sim`` load on first use (keeps ``import kit`` light)."""
-    if name in ("lab", "viz", "sim"):
-        import importlib
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'kit' has no attribute {name!r}")
+#: ``kit.lab``, ``kit.viz`` and ``kit.sim`` load on first use (keeps ``import kit`` light)
+__getattr__ = deferred_attributes(globals(), {}, submodules=("lab", "viz", "sim"))[0]
 
 
 def load_ipython_extension(ipython) -> None:

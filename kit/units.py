@@ -1,11 +1,13 @@
 """Sizes, page levels and size parsing; how a modelled rate and its band are written
-(:func:`rate_text`, :func:`band_fields`: one way for every surface).
+(:func:`rate_text`, :func:`band_fields`: one way for every surface); the packages' names loaded
+on first use (:func:`deferred_attributes`).
 
 Page levels are the byte sizes of the x86-64 mappings (``PAGE_4K``, ``PAGE_2M``, ``PAGE_1G``);
 the kernel names them ``PG_LEVEL_4K/2M/1G`` (arch/x86/include/asm/pgtable_types.h).
 """
 from __future__ import annotations
 
+import importlib
 import numbers
 import re
 from dataclasses import dataclass, replace
@@ -423,3 +425,34 @@ class Param:
         else:
             out = [item.check(x, f"{name}[{i}]") for i, x in enumerate(value)]
         return list(dict.fromkeys(out)) if self.unique else out
+
+
+def deferred_attributes(namespace: dict, names: dict, *, renamed: dict | None = None, submodules=True):
+    """A package's module ``__getattr__`` and ``__dir__`` (PEP 562) that load its public names
+    on first use (docs/architecture.md, "Deferred loading"). ``namespace``: the package's
+    ``globals()``; ``names``: each public name and the submodule it comes from; ``renamed``: an
+    old name and the (submodule, name) it now is; ``submodules``: which other names are
+    submodules imported on first access: every public name (True), or only these names. A
+    name loaded is bound in ``namespace``, so it is looked up once; any other name raises the
+    ``AttributeError`` a module does."""
+    package = namespace["__name__"]
+    renamed = renamed or {}
+
+    def __getattr__(name: str):
+        if name in names or name in renamed:
+            module, attr = renamed.get(name, (names.get(name), name))
+            value = getattr(importlib.import_module(f".{module}", package), attr)
+            namespace[name] = value
+            return value
+        if (not name.startswith("_")) if submodules is True else name in submodules:
+            try:                                  # a submodule, as when all were imported at once
+                return importlib.import_module(f".{name}", package)
+            except ModuleNotFoundError as e:
+                if e.name != f"{package}.{name}":
+                    raise
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__():
+        return sorted(set(namespace) | set(names) | set(renamed))
+
+    return __getattr__, __dir__

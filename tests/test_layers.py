@@ -178,3 +178,37 @@ def test_deferred_loading_points_down_and_resolves():
     for name, module in explore.DEFERRED.items():
         assert getattr(explore, name) is getattr(importlib.import_module(f"kit.explore.{module}"), name)
     assert set(explore.__all__) <= set(explore.DEFERRED) | {"SrcuScheme"}
+
+
+def test_deferred_names_load_once_and_fail_like_a_module():
+    """``kit``, ``kit.lab`` and ``kit.explore`` build their PEP 562 ``__getattr__`` with one
+    helper (``kit.units.deferred_attributes``): a deferred name is loaded and then bound on
+    the package, a renamed one is its new name, a public name that is no deferred name is a
+    submodule (``kit``: only ``lab``, ``viz`` and ``sim``), anything else raises the
+    ``AttributeError`` a module raises."""
+    import kit
+    from kit import explore, lab
+    from kit.units import deferred_attributes
+    assert lab.__getattr__.__qualname__ == explore.__getattr__.__qualname__ == kit.__getattr__.__qualname__
+    for module in (kit, lab, explore):
+        with pytest.raises(AttributeError, match=rf"^module '{module.__name__}' has no attribute 'no_such_name'$"):
+            getattr(module, "no_such_name")
+        with pytest.raises(AttributeError, match=rf"^module '{module.__name__}' has no attribute '_private'$"):
+            getattr(module, "_private")
+    with pytest.raises(AttributeError, match=r"^module 'kit' has no attribute 'guest_side'$"):
+        getattr(kit, "guest_side")
+    assert kit.sim is sys.modules["kit.sim"]
+    assert explore.SrcuScheme is explore.schemes.Srcu and "SrcuScheme" in dir(explore)
+    assert lab.record is lab.__dict__["record"] and callable(lab.record)      # the function, bound
+    assert set(lab.DEFERRED) <= set(dir(lab))
+    # a deferred name's module that cannot load fails as the import does; a submodule that does
+    # not exist is an attribute that does not
+    space = {"__name__": "kit.lab"}
+    get, names = deferred_attributes(space, {"gone": "no_such_module"}, renamed={"old": ("commands", "dispatch")})
+    with pytest.raises(ModuleNotFoundError, match="kit.lab.no_such_module"):
+        get("gone")
+    with pytest.raises(AttributeError, match=r"^module 'kit.lab' has no attribute 'no_such_module'$"):
+        get("no_such_module")
+    assert get("commands") is sys.modules["kit.lab.commands"] and "commands" not in space
+    assert get("old") is sys.modules["kit.lab.commands"].dispatch and space["old"] is get("old")
+    assert names() == ["__name__", "gone", "old"]

@@ -11,7 +11,7 @@ The domain on the kit's model: the thread library (:mod:`kit.explore.threads`), 
 (:mod:`kit.explore.scenarios`) and their catalog (:mod:`kit.explore.catalog`:
 :data:`SCENARIOS`, :data:`SCHEMES`, :func:`schemes_for`, :func:`explore_named`).
 """
-import importlib
+from ..units import deferred_attributes
 
 #: public names loaded on first use (PEP 562), and the submodule each comes from: the CLI's
 #: parser reads :mod:`.params` without loading the engine (docs/architecture.md, "Deferred
@@ -35,23 +35,7 @@ DEFERRED = {name: module for module, names in {
 _RENAMED = {"SrcuScheme": ("schemes", "Srcu")}
 
 
-def __getattr__(name: str):
-    if name in DEFERRED or name in _RENAMED:
-        module, attr = _RENAMED.get(name, (DEFERRED.get(name), name))
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-        globals()[name] = value
-        return value
-    if not name.startswith("_"):                  # a submodule, as when all were imported here
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(DEFERRED) | set(_RENAMED))
+__getattr__, __dir__ = deferred_attributes(globals(), DEFERRED, renamed=_RENAMED)
 
 
 __all__ = ["explore", "Scenario", "Step", "Invariant", "invariant", "as_invariant", "Lock", "Srcu", "Counter",

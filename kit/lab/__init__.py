@@ -13,9 +13,10 @@ so that ``kit simulate``, which imports :mod:`.commands`, does not load the note
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import types
+
+from ..units import deferred_attributes
 
 #: public names loaded on first use, and the submodule each comes from
 DEFERRED = {"MIME": "record", "read_notebook_results": "record", "record": "record", "timestamp": "record",
@@ -37,22 +38,7 @@ class _Lab(types.ModuleType):
 sys.modules[__name__].__class__ = _Lab
 
 
-def __getattr__(name: str):
-    if name in DEFERRED:
-        value = getattr(importlib.import_module(f".{DEFERRED[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    if not name.startswith("_"):                  # a submodule, as when all were imported here
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(DEFERRED))
+__getattr__, __dir__ = deferred_attributes(globals(), DEFERRED)
 
 
 __all__ = ["MIME", "NOTEBOOKS", "Notebook", "check", "inspect", "read_notebook_results", "record", "report",
