@@ -9,7 +9,9 @@ and moves (:mod:`.sev`), SNP's guest_memfd hooks, RMP faults, GHCB page-state ch
 MapGPA conversions, with an Intel host's tables to pass to ``Kvm``: :mod:`.tdx`. A QEMU-style
 VMM: :mod:`.vmm`. Errors are ``KvmError`` with the kernel's errno.
 """
-from . import svm, tdx, uapi  # noqa: F401  (svm installs the vendor's arch ops)
+import importlib
+
+from . import svm, uapi  # noqa: F401  (svm installs the vendor's arch ops)
 from .gmem import GuestMemfd
 from .injection import FaultInjection
 from .memslot import Memslot
@@ -19,3 +21,12 @@ from .x86_ops import KvmX86Ops
 
 __all__ = ["Kvm", "VM", "GuestMemfd", "Memslot", "uapi", "KvmX86Ops", "SevInfo",
            "FaultInjection"]
+
+
+def __getattr__(name: str):
+    """``kit.kvm.tdx`` loads on first use: an AMD host (every simulation) never needs the Intel
+    vendor's tables, and ``kit simulate`` starts faster without them."""
+    if name == "tdx":
+        return importlib.import_module(".tdx", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

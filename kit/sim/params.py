@@ -76,6 +76,9 @@ def check_value(name: str, unit: str, value) -> float:
 
 @dataclass(frozen=True)
 class Param:
+    """One cost parameter: value and unit, its kind (``source``, ``assumed`` or ``fitted``), where
+    the figure comes from, what it means, and the fit's bounds (fitted parameters)."""
+
     name: str
     value: float
     unit: str
