@@ -23,10 +23,15 @@ __all__ = ["Kvm", "VM", "GuestMemfd", "Memslot", "uapi", "KvmX86Ops", "SevInfo",
            "FaultInjection"]
 
 
+#: submodules loaded on first use (docs/architecture.md, "Deferred loading"): an AMD host (every
+#: simulation) never needs the Intel vendor's tables, and ``kit simulate`` starts faster without
+#: them. ``from kit.kvm import tdx`` and ``kit.kvm.tdx`` both work.
+DEFERRED = {"tdx": "kit.kvm.tdx"}
+
+
 def __getattr__(name: str):
-    """``kit.kvm.tdx`` loads on first use: an AMD host (every simulation) never needs the Intel
-    vendor's tables, and ``kit simulate`` starts faster without them."""
-    if name == "tdx":
-        return importlib.import_module(".tdx", __name__)
+    """A :data:`DEFERRED` submodule, imported on first use (PEP 562)."""
+    if name in DEFERRED:
+        return importlib.import_module(DEFERRED[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

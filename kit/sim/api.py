@@ -22,11 +22,15 @@ from .scenario import DEFAULTS as _D
 from .scenario import ENGINES, HOST_RESERVED, SCENARIO_PARAMS, Scenario, des_groups, scenario  # noqa: F401 (kit.sim.api names)
 
 
+#: modules loaded when a run first asks for them (docs/architecture.md, "Deferred loading"): a
+#: run of the analytic engine (``kit simulate``'s default) never imports the discrete-event
+#: engine, which keeps the command's start-up short (benchmarks/startup.py)
+DEFERRED = {"des": "kit.sim.des"}
+
+
 def _des():
-    """The discrete-event engine (:mod:`kit.sim.des`), loaded when a run first asks for it: a
-    run of the analytic engine (``kit simulate``'s default) never imports it, which keeps the
-    command's start-up short (benchmarks/startup.py)."""
-    return importlib.import_module(".des", __package__)
+    """The discrete-event engine (:mod:`kit.sim.des`), through :data:`DEFERRED`."""
+    return importlib.import_module(DEFERRED["des"])
 
 
 @dataclass
