@@ -189,6 +189,8 @@ def check_int(value, name: str, min: int | None = None, max: int | None = None) 
     """``value`` as a plain int. A bool, a float, a string or any non-integer (numpy integers
     are integers) raises ``TypeError`` naming ``name``; a value outside ``min..max``
     (inclusive, None: open) raises ``ValueError`` naming it and the allowed range."""
+    if type(value) is int and (min is None or value >= min) and (max is None or value <= max):
+        return value                    # the common case, without the checks below
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
     value = int(value)
@@ -361,6 +363,8 @@ class Param:
         return f"{self.min}..{self.max}"
 
     def _check_int(self, value, name):
+        if type(value) is int and (self.min is None or value >= self.min) and (self.max is None or value <= self.max):
+            return value                # the common case, without the checks below
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ParamTypeError(f"{name}: expected an integer {self._range()}, got {value!r}")
         v = int(value)

@@ -159,6 +159,10 @@ def deferred_edges():
     yield from (("kit.lab", f"kit.lab.{m}") for m in lab.DEFERRED.values())
     yield from (("kit.explore", f"kit.explore.{m}") for m in explore.DEFERRED.values())
     yield from (("kit.lab.commands", t.partition(":")[0]) for t in commands.DEFERRED.values())
+    from kit import kvm
+    from kit.sim import api
+    yield from (("kit.kvm", t) for t in kvm.DEFERRED.values())
+    yield from (("kit.sim.api", t) for t in api.DEFERRED.values())
 
 
 def test_deferred_loading_points_down_and_resolves():
@@ -178,6 +182,12 @@ def test_deferred_loading_points_down_and_resolves():
     for name, module in explore.DEFERRED.items():
         assert getattr(explore, name) is getattr(importlib.import_module(f"kit.explore.{module}"), name)
     assert set(explore.__all__) <= set(explore.DEFERRED) | {"SrcuScheme"}
+    from kit import kvm
+    from kit.sim import api
+    for name, module in kvm.DEFERRED.items():
+        assert getattr(kvm, name) is importlib.import_module(module)
+    assert api._des() is importlib.import_module(api.DEFERRED["des"])
+    assert all(layer_of(t) == layer_of(m) for m, t in edges if m in ("kit.kvm", "kit.sim.api"))
 
 
 def test_deferred_names_load_once_and_fail_like_a_module():

@@ -299,9 +299,14 @@ class PhysicalMemory:
         pfn, _ = check_pfn_range(pfn, npages, self.nr_pages)
         if order == PMD_ORDER and pfn % PAGES_PER_2M:
             raise ValueError(f"pfn: a 2M folio must start 2M-aligned, got {pfn:#x}")
-        r0 = pfn // PAGES_PER_2M
-        own = self.owners(r0)[pfn % PAGES_PER_2M: pfn % PAGES_PER_2M + npages]
-        if np.any(own == FREE) or np.any(own == LEAKED):
+        r0, off = divmod(pfn, PAGES_PER_2M)
+        o = int(self.region_owner[r0])
+        if o == MIXED:
+            own = self._pool.owner[self._didx[r0], off:off + npages]
+            bad = bool(((own == FREE) | (own == LEAKED)).any())
+        else:
+            bad = o in (FREE, LEAKED)
+        if bad:
             raise ValueError(f"pfn: {pfn:#x} is free or leaked; it cannot be freed")
         self._write(pfn, npages, FREE)
 

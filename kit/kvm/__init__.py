@@ -9,7 +9,8 @@ and moves (:mod:`.sev`), SNP's guest_memfd hooks, RMP faults, GHCB page-state ch
 MapGPA conversions, with an Intel host's tables to pass to ``Kvm``: :mod:`.tdx`. A QEMU-style
 VMM: :mod:`.vmm`. Errors are ``KvmError`` with the kernel's errno.
 """
-from . import svm, tdx, uapi  # noqa: F401  (svm installs the vendor's arch ops)
+from ..units import deferred_attributes
+from . import svm, uapi  # noqa: F401  (svm installs the vendor's arch ops)
 from .gmem import GuestMemfd
 from .injection import FaultInjection
 from .memslot import Memslot
@@ -19,3 +20,13 @@ from .x86_ops import KvmX86Ops
 
 __all__ = ["Kvm", "VM", "GuestMemfd", "Memslot", "uapi", "KvmX86Ops", "SevInfo",
            "FaultInjection"]
+
+
+#: submodules loaded on first use (docs/architecture.md, "Deferred loading"): an AMD host (every
+#: simulation) never needs the Intel vendor's tables, and ``kit simulate`` starts faster without
+#: them. ``from kit.kvm import tdx`` and ``kit.kvm.tdx`` both work.
+DEFERRED = {"tdx": "kit.kvm.tdx"}
+
+
+__getattr__, __dir__ = deferred_attributes(globals(), {}, submodules=tuple(DEFERRED))
+

@@ -510,10 +510,13 @@ def _error_bars(base, fitted, info, targets, ev) -> list[str]:
     loo, li = leave_one_out(base, targets=targets, evaluator=ev)
     lines += [f"leave-one-out: each row predicted by a fit of the other {li['rows'] - 1} ({li['fits']} fits, "
               f"{li['seconds']:.1f} s):",
-              text_table([{**r, "within": "yes" if r["within"] else "NO"} for r in loo],
-                         ["config", "measured", "spread", "predicted", "error_pct", "residual", "within",
-                          "undetermined"]),
-              f"leave-one-out: {li['within']}/{li['rows']} rows within their spread; the left-out fits' "
+              text_table([{**r, "within": "yes" if r["within"] else "NO",
+                           "band": band_text(r["band"]), "overlaps": "yes" if r["overlaps"] else "NO"} for r in loo],
+                         ["config", "measured", "spread", "predicted", "band", "error_pct", "residual", "within",
+                          "overlaps", "undetermined"]),
+              f"leave-one-out: {li['within']}/{li['rows']} rows within their spread; {li['overlaps']}/{li['rows']} "
+              "within their spread of the prediction's band (from the left-out fit's covariance, "
+              f"{BAND_MEANING}; a weaker test); the left-out fits' "
               "jackknife 1 sd: " + ", ".join(f"{n} x{math.exp(v):.2f}" for n, v in li["jackknife_log_sd"].items())]
     sens = sensitivities(fitted, ev)
     lines += ["sensitivity of each row's rate, d ln(rate) / d ln(param), fitted parameters:",

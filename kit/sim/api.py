@@ -6,6 +6,7 @@ into time (:mod:`kit.sim.mva` or :mod:`kit.sim.des`) -> :class:`SimResult`.
 """
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -14,11 +15,22 @@ import numpy as np
 from .. import __version__
 from ..host.ledger import EVENTS
 from ..units import BAND_MEANING, NO_BAND, GiB, band_fields, band_text, format_size, has_band
-from . import breakdown, des, mva, trace as T
+from . import breakdown, mva, trace as T
 from .demands import demand, dm4k_fraction, dram_gbps, schedule
 from .params import CostParams
 from .scenario import DEFAULTS as _D
 from .scenario import ENGINES, HOST_RESERVED, SCENARIO_PARAMS, Scenario, des_groups, scenario  # noqa: F401 (kit.sim.api names)
+
+
+#: modules loaded when a run first asks for them (docs/architecture.md, "Deferred loading"): a
+#: run of the analytic engine (``kit simulate``'s default) never imports the discrete-event
+#: engine, which keeps the command's start-up short (benchmarks/startup.py)
+DEFERRED = {"des": "kit.sim.des"}
+
+
+def _des():
+    """The discrete-event engine (:mod:`kit.sim.des`), through :data:`DEFERRED`."""
+    return importlib.import_module(DEFERRED["des"])
 
 
 @dataclass
@@ -319,14 +331,14 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         if monitor is not None:
             def snap(partial):
                 if len(partial.completions):
-                    partial = des.expand(partial, groups)
+                    partial = _des().expand(partial, groups)
                     _, rate_, _, _, ser, _ = _des_summary(partial, s, tr, p)
                     monitor("timing", len(partial.completions) / max(1, sum(c for c, _, _ in sum(per, []))),
                             {"series": ser, "fault_in_gbps": rate_})
-        r = des.run([(s.specs[m[0]][0], per[m[0]]) for m in groups], s.host_cores, p,
+        r = _des().run([(s.specs[m[0]][0], per[m[0]]) for m in groups], s.host_cores, p,
                     progress=(lambda f: progress(0.9 + 0.1 * f)) if progress else None,
                     should_stop=should_stop, snapshot=snap, seed=s.seed, copies=[len(m) for m in groups])
-        r = des.expand(r, groups)
+        r = _des().expand(r, groups)
         sim_us = r.sim_us
         per_guest, rate, util, waits, series, pct = _des_summary(r, s, tr, p)
         sc = schedule(r.runnable_mean, s.host_cores, p)

@@ -279,9 +279,13 @@ def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Ev
                   seed: int = 0) -> tuple[list[dict], dict]:
     """Each target predicted by a fit of all the others (from ``base``, the full fit's start):
     rows ``config, measured, spread, predicted, error_pct, residual, within, undetermined``
-    (the fitted parameters the other rows leave undetermined) and the left-out fit's values;
-    info: seconds taken, fits, and the jackknife standard deviation of each fitted parameter's
-    logarithm (a second estimate of its uncertainty, beside :func:`covariance`)."""
+    (the fitted parameters the other rows leave undetermined), ``band`` (the prediction's
+    band, ``[lo, hi]``: :func:`band` from the left-out fit's own :func:`covariance`),
+    ``overlaps`` (the measured mean plus or minus its spread meets that band: the row is
+    consistent with the prediction's uncertainty, a weaker test than ``within``) and the
+    left-out fit's values; info: seconds taken, fits, rows within, rows that overlap, and the
+    jackknife standard deviation of each fitted parameter's logarithm (a second estimate of its
+    uncertainty, beside :func:`covariance`)."""
     t0 = time.perf_counter()
     base = base if base is not None else CostParams()
     targets = targets if targets is not None else load_measurements()
@@ -292,19 +296,26 @@ def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Ev
         keep = [k for k in range(len(targets)) if k != i]
         fitted, _ = _fit(base, ev, targets, keep)
         m = float(ev.predict(fitted, [i])[0])
-        jac = elasticities(fitted, ev, names, step=1e-3, rows=keep) if names else np.zeros((len(keep), 0))
+        if names:
+            cov, cinfo = covariance(fitted, ev, targets, rows=keep)
+            jac = cinfo["jacobian"]
+            lo, hi = band(fitted.with_covariance(names, cov, COVARIANCE_METHOD), ev, [i])[0]
+        else:
+            jac, lo, hi = np.zeros((len(keep), 0)), m, m
         logs.append(np.log([max(fitted[n], LOG_FLOOR) for n in names]))
         out.append({"config": t.config.label, "measured": round(t.mean, 3), "spread": round(t.spread, 3),
                     "predicted": round(m, 3), "error_pct": round(100 * (m - t.mean) / t.mean, 1),
                     "residual": round((m - t.mean) / t.spread, 3),
                     "within": bool(abs(m - t.mean) <= t.spread),
+                    "band": [round(float(lo), 3), round(float(hi), 3)],
+                    "overlaps": bool(t.mean - t.spread <= hi and lo <= t.mean + t.spread),
                     "undetermined": ", ".join(_identified(jac, names)),
                     "fitted": {n: fitted[n] for n in names}})
     x = np.asarray(logs)
     n = len(targets)
     jack = np.sqrt((n - 1) / n * np.sum((x - x.mean(axis=0)) ** 2, axis=0)) if n > 1 and names else np.zeros(len(names))
     return out, {"seconds": round(time.perf_counter() - t0, 2), "fits": n,
-                 "within": sum(r["within"] for r in out), "rows": n,
+                 "within": sum(r["within"] for r in out), "overlaps": sum(r["overlaps"] for r in out), "rows": n,
                  "jackknife_log_sd": {nm: float(v) for nm, v in zip(names, jack)}}
 
 

@@ -47,6 +47,9 @@ GUEST, VM, ZERO, CPA, PGD, CPU, START = range(7)
 
 @dataclass
 class DesResult:
+    """What a discrete-event run (:func:`run`) returns: every chunk's completion time and guest,
+    lock waits and holds, and the run's time series."""
+
     sim_us: float
     completions: np.ndarray      # completion time of each chunk (us), in completion order
     guest: np.ndarray            # guest of each completed chunk

@@ -26,6 +26,9 @@ from .demands import ChunkDemand, Sched, dram_gbps, schedule, zero_us
 
 @dataclass
 class MvaResult:
+    """The analytic engine's fixed point (:func:`solve`): per-guest throughput and residence per
+    station, utilisations, waits, the schedule it ended on and the iterations it took."""
+
     throughput: list          # chunks per microsecond, per guest
     residence: list           # per guest: dict station -> microseconds per chunk
     utilisation: dict         # station -> utilisation (per-VM locks as "vm_lock[g]")

@@ -76,6 +76,9 @@ def check_value(name: str, unit: str, value) -> float:
 
 @dataclass(frozen=True)
 class Param:
+    """One cost parameter: value and unit, its kind (``source``, ``assumed`` or ``fitted``), where
+    the figure comes from, what it means, and the fit's bounds (fitted parameters)."""
+
     name: str
     value: float
     unit: str
@@ -137,13 +140,18 @@ BASE = (
           "cost of one preemption of a vCPU thread at a slice boundary"),
     Param("accept_spin_share", 1.0, "fraction", "assumed",
           "drivers/firmware/efi/unaccepted_memory.c accept_memory: before 'efi/unaccepted: Fix "
-          "soft lockups caused by parallel memory acceptance' (M. Roth's report, 2023-11-03) the "
-          "whole arch_accept_memory ran under unaccepted_memory_lock, so every waiter spins; "
-          "after it a range overlapping one in accepting_list is retried in a loop (4 MiB chunks "
-          "taken in address order overlap their neighbours through the guard unit). The "
-          "measured guests' kernel is not stated: 1 (every waiter spins)",
-          "share of the vCPUs waiting for their chunk's conversion that spin in the guest "
-          "(runnable) rather than sleep in the VMM"),
+          "soft lockups caused by parallel memory acceptance' (commit 50e782a86c98, v6.6-rc7) the "
+          "whole arch_accept_memory ran under unaccepted_memory_lock, so every waiter spins in "
+          "the guest; after it chunks are accepted in parallel and a conversion's waiters wait "
+          "in KVM_SET_MEMORY_ATTRIBUTES for kvm->slots_lock (virt/kvm/kvm_main.c "
+          "kvm_vm_set_mem_attributes), a mutex whose waiters spin while its owner runs "
+          "(kernel/locking/mutex.c mutex_optimistic_spin, osq_lock) until their CPU is wanted "
+          "(need_resched); QEMU converts without the BQL (target/i386/kvm/kvm.c "
+          "kvm_handle_hc_map_gpa_range -> kvm_convert_memory). The measured guests' kernel and "
+          "VMM are not stated: 1 (every waiter spins; over-subscribed, a mutex waiter would give "
+          "its CPU up after a slice: docs/sim-model.md section 4)",
+          "share of the vCPUs waiting for their chunk's conversion that spin (runnable: in the "
+          "guest, or on the VM's conversion mutex) rather than sleep"),
     Param("invlpg_us", 0.1, "us", "source",
           "arch/x86/mm/tlb.c, comment above tlb_single_page_flush_ceiling: each single flush "
           "is about 100 ns (docs/cost-figures.md)",

@@ -65,6 +65,9 @@ VMMS = ("default", "prefault")
 
 @dataclass
 class Batch:
+    """One guest's share of the work between two points of a trace: chunks, bytes, the events
+    it recorded and the DirectMap lines after it."""
+
     guest: int
     chunks: int                  # acceptance chunks (lazy-accept) or conversions
     bytes: int                   # bytes faulted in (guest_memfd folios zeroed)
@@ -74,6 +77,9 @@ class Batch:
 
 @dataclass
 class Trace:
+    """A workload run on the semantic model: the guests, the batches of work in trace order, the
+    set-up's events and DirectMap lines, and what went wrong on the way (RMP faults, oopses)."""
+
     workload: str
     guests: list                 # (vcpus, guest_mem bytes) per guest
     batches: list = field(default_factory=list)

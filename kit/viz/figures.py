@@ -369,22 +369,28 @@ def residual_data(rows: list[dict]) -> dict:
 
 def loo_figure(rows: list[dict], title: str = "Leave-one-out: each row predicted by a fit of the others"):
     """Measured (points, +-spread) against the leave-one-out prediction (diamonds; red where
-    outside the spread), one line per measured configuration (rows of
+    outside the spread) with the prediction's band (a coloured whisker: the left-out fit's
+    covariance), one line per measured configuration (rows of
     :func:`kit.sim.calibrate.leave_one_out`)."""
     labels = [r["config"] for r in rows]
+    bands = [r.get("band") if has_band(r.get("band")) else [r["predicted"], r["predicted"]] for r in rows]
     src = ColumnDataSource({"config": labels, "measured": [r["measured"] for r in rows],
                             "lower": [r["measured"] - r["spread"] for r in rows],
                             "upper": [r["measured"] + r["spread"] for r in rows],
                             "predicted": [r["predicted"] for r in rows],
+                            "band_lo": [b[0] for b in bands], "band_hi": [b[1] for b in bands],
                             "colour": ["#2a9d8f" if r["within"] else "#d62828" for r in rows]})
     f = figure(title=title, y_range=FactorRange(*labels) if labels else FactorRange("-"),
                height=60 + 28 * max(len(labels), 3), width=900, x_axis_label="GB/s", tools="hover,save")
     f.add_layout(Whisker(source=src, base="config", upper="upper", lower="lower", dimension="width",
                          line_color="black"))
     f.scatter(x="measured", y="config", source=src, size=8, color="black", legend_label="measured +-spread")
+    f.add_layout(Whisker(source=src, base="config", upper="band_hi", lower="band_lo", dimension="width",
+                         line_color="#d62828", line_dash="dashed"))
     f.scatter(x="predicted", y="config", source=src, size=11, marker="diamond", color="colour",
-              legend_label="left-out prediction")
-    f.select_one(HoverTool).tooltips = [("", "@config"), ("measured", "@measured"), ("predicted", "@predicted")]
+              legend_label=f"left-out prediction (dashed: its band, {BAND_MEANING})")
+    f.select_one(HoverTool).tooltips = [("", "@config"), ("measured", "@measured"), ("predicted", "@predicted"),
+                                        ("band", "@band_lo - @band_hi")]
     legend_outside(f)
     return f
 

@@ -15,6 +15,10 @@ def test_calibrate_prints_leave_one_out_sensitivities_and_validation(tmp_path):
     assert "parameter uncertainty (1 sd" in text and all(n in text for n in names)
     assert "leave-one-out: each row predicted by a fit of the other 7 (8 fits" in text
     assert "predicted" in text and "undetermined" in text and "jackknife 1 sd" in text
+    # each left-out prediction with its own band, and how many measurements meet it
+    head = next(ln for ln in text.splitlines() if ln.startswith("config") and "overlaps" in ln)
+    assert head.split()[:5] == ["config", "measured", "spread", "predicted", "band"]
+    assert "within their spread of the prediction's band (from the left-out fit's covariance" in text
     assert "d ln(rate) / d ln(param)" in text and "(assumed)" in text
     # a count is stepped, not differentiated: threads per core 2 -> 1
     assert "counts and switches, the rows' rate change at the next whole value" in text

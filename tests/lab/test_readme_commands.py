@@ -10,7 +10,7 @@ run fails :func:`test_every_readme_command_is_known`.
 How a command is run:
 
 - ``kit ...`` as ``python -m kit ...`` with this interpreter (the ``kit`` script is
-  ``kit.cli:main``, as ``python -m kit`` is: checked below);
+  ``kit.cli:entry``, as ``python -m kit`` is: checked below);
 - ``%...`` lines in the test IPython shell (the first is ``%load_ext kit``), their values checked;
 - ``make demo``: the Makefile's recipe (``$(PY) -m kit demo --out reports/index.html``) with this
   interpreter as ``$(PY)``; the recipe's prerequisite (building ``.venv``) is not run;
@@ -222,8 +222,8 @@ def test_every_readme_command_is_known():
 def test_the_kit_script_is_python_m_kit():
     """``kit`` (the console script) and ``python -m kit`` are the same entry point."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"kit": "kit.cli:main"}
-    assert "from .cli import main" in (ROOT / "kit" / "__main__.py").read_text()
+    assert scripts == {"kit": "kit.cli:entry"}
+    assert "from .cli import entry" in (ROOT / "kit" / "__main__.py").read_text()
 
 
 # ------------------------------------------------------------------ running them

@@ -62,3 +62,28 @@ def test_help_width_is_the_terminal_width_shutil_reads(columns, monkeypatch):
     else:
         monkeypatch.setenv("COLUMNS", columns)
     assert terminal_columns() == shutil.get_terminal_size().columns
+
+
+def test_an_analytic_run_loads_neither_the_event_engine_nor_the_intel_tables():
+    """Both load on first use: ``engine="des"`` and ``kit.kvm.tdx`` still work."""
+    mods = imported_by("simulate", "-q")
+    assert "kit.sim.mva" in mods
+    assert not {"kit.sim.des", "kit.kvm.tdx"} & mods
+    code = ("import kit.kvm, kit.sim.api as a; assert kit.kvm.tdx.shared_bit(48) > 0; "
+            "r = a.simulate(engine='des', guests=1, vcpus=4, guest_mem='1GiB', host_mem='32GiB', host_cores=8); "
+            "assert r.fault_in_gbps > 0; import sys; assert 'kit.sim.des' in sys.modules")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_process_entry_freezes_what_start_up_made_and_main_does_not(monkeypatch):
+    """``kit.cli.entry`` (the console script, ``python -m kit``) calls ``gc.freeze`` before the
+    command; :func:`kit.cli.main`, called inside a longer-lived process, never does."""
+    import gc
+    import kit.cli
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(sys, "argv", ["kit", "--version"])
+    assert kit.cli.main(["--version"]) == 0 and calls == []
+    assert kit.cli.entry() == 0 and calls == ["freeze"]

@@ -76,6 +76,34 @@ def test_leave_one_out_recovers_a_known_answer(synthetic):
     assert info["within"] == len(targets) and info["seconds"] > 0
 
 
+def test_each_left_out_prediction_carries_the_band_of_its_own_fit(synthetic, measured):
+    """The band is the left-out fit's (its covariance, :func:`band`): it holds the prediction,
+    it is not the full fit's band, and ``overlaps`` says whether the measurement's spread
+    meets it (every row within its spread overlaps; a row can overlap without being within)."""
+    for base, targets, ev in ((synthetic[0], synthetic[2], synthetic[3]), (None, *measured)):
+        rows, info = leave_one_out(base, targets=targets, evaluator=ev)
+        for r in rows:
+            lo, hi = r["band"]
+            assert lo <= r["predicted"] + 1e-3 and r["predicted"] <= hi + 1e-3, r
+            lo_m, hi_m = r["measured"] - r["spread"], r["measured"] + r["spread"]
+            assert r["overlaps"] == (lo_m <= hi + 1e-3 and lo - 1e-3 <= hi_m), r
+            assert r["overlaps"] or not r["within"], r
+        assert info["overlaps"] == sum(r["overlaps"] for r in rows) >= info["within"]
+    # the measured rows: a left-out fit's band differs from the full fit's for the row it left out
+    targets, ev = measured
+    full = band(CostParams.load(), ev)
+    rows, _ = leave_one_out(targets=targets, evaluator=ev)
+    assert any(abs(r["band"][0] - f[0]) > 1e-2 or abs(r["band"][1] - f[1]) > 1e-2 for r, f in zip(rows, full))
+
+
+def test_a_row_without_fitted_parameters_has_its_point_as_band(measured):
+    targets, ev = measured
+    p = CostParams([q if q.kind != "fitted" else q.__class__(**{**q.__dict__, "kind": "assumed"})
+                    for q in CostParams.load()])
+    rows, info = leave_one_out(p, targets=targets, evaluator=ev)
+    assert all(r["band"][0] == r["band"][1] == r["predicted"] for r in rows)
+
+
 def test_the_fit_recovers_the_known_parameters(synthetic):
     base, truth, targets, ev = synthetic
     fitted, rows, info = calibrate(base, targets=targets, evaluator=ev)
