@@ -202,10 +202,10 @@ class PhysicalMemory:
             # that has one, as below, without counting every MIXED region's free pages
             for r in sorted(self._mixed):
                 own = self._pool.owner[self._didx[r]]
-                idx = np.flatnonzero(own == FREE)
-                if len(idx):
-                    own[idx[0]] = code
-                    return np.asarray([r * PAGES_PER_2M + int(idx[0])], dtype=np.int64)
+                i = int(own.argmin())               # FREE is the lowest owner code
+                if own[i] == FREE:
+                    own[i] = code
+                    return np.asarray([r * PAGES_PER_2M + i], dtype=np.int64)
         mixed = np.fromiter(sorted(self._mixed), dtype=np.int64, count=len(self._mixed))
         nfree = self._mixed_free(mixed)
         mixed = mixed[nfree > 0]
@@ -268,6 +268,11 @@ class PhysicalMemory:
     def _write(self, pfn: int, npages: int, code: int) -> None:
         """Owner of ``[pfn, pfn+npages)`` := ``code``: whole regions at once (their 4K detail
         dropped), the edge regions page by page."""
+        if npages == 1:
+            r, off = divmod(pfn, PAGES_PER_2M)
+            if self.region_owner[r] == MIXED:       # one page of a region held page by page
+                self._pool.owner[self._didx[r], off] = code
+                return
         r0, r1, off0, off1 = region_span(pfn, npages)
         whole = np.arange(*self._whole(r0, r1, off0, off1).indices(self.nr_regions))
         if len(whole):

@@ -51,6 +51,17 @@ def _flags_to_meta(flags: np.ndarray) -> np.ndarray:
             | ((f & F_VMSA) << s)).astype(np.uint16)
 
 
+_META_WORDS: dict = {}
+
+
+def _meta_word(bits: int) -> int:
+    """The meta word of one entry's bits (:func:`_flags_to_meta` of one value), looked up once."""
+    w = _META_WORDS.get(bits)
+    if w is None:
+        w = _META_WORDS[bits] = int(_flags_to_meta(np.uint8(bits)))
+    return w
+
+
 def _meta_to_flags(meta: np.ndarray) -> np.ndarray:
     m = meta.astype(np.uint16)
     s = _META_SHIFT - 1
@@ -287,10 +298,16 @@ class RmpTable:
             # below only when the region may have become uniform (compressed again)
             s = self._didx[r]
             meta = self._pool.meta[s]
-            meta[lo:hi] = int(_flags_to_meta(np.uint8(bits))) | asid
-            g = np.uint64(gfn_first) + (np.arange(hi - lo, dtype=np.uint64) if linear else np.uint64(0))
-            self._pool.gfn_lo[s, lo:hi] = (g & np.uint64(_GFN_LO_MASK)).astype(np.uint32)
-            self._pool.gfn_hi[s, lo:hi] = (g >> np.uint64(_GFN_HI_SHIFT)).astype(np.uint8)
+            word = _meta_word(bits) | asid
+            if hi - lo == 1:                    # one entry (a VMSA, a 4K page): plain ints
+                meta[lo] = word
+                self._pool.gfn_lo[s, lo] = gfn_first & _GFN_LO_MASK
+                self._pool.gfn_hi[s, lo] = gfn_first >> _GFN_HI_SHIFT
+            else:
+                meta[lo:hi] = word
+                g = np.uint64(gfn_first) + (np.arange(hi - lo, dtype=np.uint64) if linear else np.uint64(0))
+                self._pool.gfn_lo[s, lo:hi] = (g & np.uint64(_GFN_LO_MASK)).astype(np.uint32)
+                self._pool.gfn_hi[s, lo:hi] = (g >> np.uint64(_GFN_HI_SHIFT)).astype(np.uint8)
             if meta[0] == meta[-1] and np.all(meta == meta[0]):
                 self.set_entries(r, *self.entries(r))
             return

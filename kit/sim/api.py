@@ -230,6 +230,28 @@ def analytic_trace(s: Scenario):
     return _TRACE_CACHE[key]
 
 
+_SETUP_CACHE: dict = {}
+
+
+def setup_trace(s: Scenario) -> dict:
+    """Every guest of ``s`` built and launched on its host as :func:`kit.sim.trace.build` does,
+    with no workload: ``{"boot": events, "launch": events, "directmap": lines}``. The
+    analytic engine traces the work of one guest of each kind (:func:`analytic_trace`); its
+    result's set-up events and the DirectMap lines its work starts from are every guest's, as a
+    discrete-event run's are (how the guests' VMSAs share 2M regions of the direct map is not
+    linear in the guests, so it is traced, not scaled). Cached by scenario (its core count,
+    engine and steps aside: the set-up does not read them)."""
+    key = replace(s, engine="analytic", host_cores=TRACE_CORES, steps=_D["steps"])
+    if key not in _SETUP_CACHE:
+        host, _, gs = T.build(s.host_mem, TRACE_CORES, s.directmap_policy, list(s.specs), s.seed,
+                              gmem_hugepages=s.workload == "lazy-accept", vmm=s.vmm)
+        boot, launch = T.setup_events(host, gs)
+        if len(_SETUP_CACHE) > 64:
+            _SETUP_CACHE.pop(next(iter(_SETUP_CACHE)))
+        _SETUP_CACHE[key] = {"boot": boot, "launch": launch, "directmap": host.directmap.counts()}
+    return _SETUP_CACHE[key]
+
+
 def _trace_index(tr, s) -> list[int]:
     """Which trace guest stands for each scenario guest (the same one, or its kind's sample)."""
     if len(tr.guests) == s.guests:
@@ -304,8 +326,13 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
     totals, directmap = tr.totals(), (tr.batches[-1].directmap if tr.batches else tr.directmap_boot)
     series, pct = {}, {}
     note = "full trace"
+    setup = {"boot": dict(getattr(tr, "boot", {})), "launch": dict(getattr(tr, "launch", {}))}
     if s.engine == "analytic" and trace is None:
-        totals, directmap, note = _extrapolate(tr, s)
+        full = setup_trace(s) if len(tr.guests) < s.guests else None
+        totals, directmap, note = _extrapolate(tr, s, full["directmap"] if full else None)
+        if full:
+            setup = {"boot": dict(full["boot"]), "launch": dict(full["launch"])}
+            note += f"; every guest's set-up traced ({s.guests} guests)"
     elif s.engine == "des" and des_groups(s) is not None:
         kinds, timed = len(set(s.specs)), len(des_groups(s))
         note = (f"every guest's set-up traced, the work of one guest of each kind ({kinds} "
@@ -371,7 +398,7 @@ def simulate(workload=_D["workload"], guests=_D["guests"], vcpus=_D["vcpus"], gu
         safe=tr.host_rmp_faults == 0 and tr.oopses == 0,
         trace=note,
         stopped=bool(getattr(tr, "stopped", False) or (s.engine == "des" and r.stopped)),
-        setup={"boot": dict(getattr(tr, "boot", {})), "launch": dict(getattr(tr, "launch", {}))},
+        setup=setup,
         rate_band_gbps=_rate_band(tr, s, p, float(rate)),
         scheduling={k: float(v) if k != "handoffs_delayed" else v for k, v in sched.items()},
         time_per_chunk=per_chunk,
@@ -427,22 +454,24 @@ def _rate_band(tr, s, p, rate):
     return [float(min(rate, *rates)), float(max(rate, *rates))]
 
 
-def _extrapolate(tr, s):
+def _extrapolate(tr, s, boot_lines=None):
     """Scale a sample trace's event totals to the whole scenario and extend its DirectMap lines
-    linearly (each accepted chunk changes them by the same amount; clipped to the host)."""
+    linearly (each accepted chunk changes them by the same amount; clipped to the host), from
+    ``boot_lines`` (every guest's set-up: :func:`setup_trace`) or the sample's own."""
     units = sum(b.chunks for b in tr.batches)
     full = (sum(s.touched_chunks(g) for g in range(s.guests)) if tr.workload == "lazy-accept"
             else s.guests * s.steps)
     k = full / max(units, 1)
     totals = {e: int(round(v * k)) for e, v in tr.totals().items()}
     boot = tr.directmap_boot
+    start = boot_lines or boot
     last = tr.batches[-1].directmap if tr.batches else boot
-    total_kb = sum(boot.values())
-    dm = {key: boot.get(key, 0) + (last.get(key, 0) - boot.get(key, 0)) * k for key in boot}
+    total_kb = sum(start.values())
+    dm = {key: start.get(key, 0) + (last.get(key, 0) - boot.get(key, 0)) * k for key in start}
     dm4k = int(min(max(dm.get("DirectMap4k", 0), 0), total_kb))
     dm1g = int(min(max(dm.get("DirectMap1G", 0), 0), total_kb - dm4k)) // (1 << 20) * (1 << 20)
     out = {"DirectMap4k": dm4k, "DirectMap2M": total_kb - dm4k - dm1g}
-    if "DirectMap1G" in boot:
+    if "DirectMap1G" in start:
         out["DirectMap1G"] = dm1g
     note = (f"sample of {units} {'chunks' if tr.workload == 'lazy-accept' else 'conversions'} "
             f"({len(tr.guests)} guest{'s' if len(tr.guests) > 1 else ''}, one of each kind), scaled x{k:.1f}")

@@ -153,7 +153,7 @@ def _diff(now, before) -> dict:
     return {k: int(now.get(k, 0) - before.get(k, 0)) for k in EVENTS if now.get(k, 0) != before.get(k, 0)}
 
 
-def _setup(host, guests) -> tuple[dict, dict]:
+def setup_events(host, guests) -> tuple[dict, dict]:
     """(boot, launch): the ledger's events before the workload starts, split into the
     guests' launches and the rest (the direct-map policy's boot step)."""
     launch: dict = {}
@@ -208,7 +208,7 @@ def lazy_accept(host, guests, *, seed: int = 0, bg_kernel_pages: int = 8,
     """Run lazy acceptance of every guest's touched memory (guests interleaved batch by batch,
     as they run concurrently) and return the trace."""
     rng = SeededRng(seed)
-    boot, launch = _setup(host, guests)
+    boot, launch = setup_events(host, guests)
     trace = Trace("lazy-accept", [(len(g.vcpus), g.mem) for g in guests],
                   directmap_boot=host.directmap.counts(),
                   vmsa_pages=sum(len(g.vcpus) for g in guests), boot=boot, launch=launch)
@@ -263,7 +263,7 @@ def conversions(host, guests, *, steps: int = 2000, p4k: float = 0.9, seed: int 
     when the guest touches it, which this workload does not model). Batches of
     ``batch_steps`` conversions; the direct map's fragmentation is recorded after each."""
     rng = np.random.default_rng(seed)
-    boot, launch = _setup(host, guests)
+    boot, launch = setup_events(host, guests)
     trace = Trace("conversions", [(len(g.vcpus), g.mem) for g in guests],
                   directmap_boot=host.directmap.counts(),
                   vmsa_pages=sum(len(g.vcpus) for g in guests), boot=boot, launch=launch)

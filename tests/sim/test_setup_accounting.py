@@ -64,3 +64,32 @@ def test_analytic_lines_and_counts_agree_within_the_scaling(policy):
     r = api.simulate(policy=policy, **dict(SMALL, guest_mem="16GiB", vcpus=4))
     (c1, c2), (i1, i2) = counted(r), implied(r.directmap, 64 * GiB)
     assert abs(c1 - i1) <= 1 and abs(c2 - i2) <= 1, (r.splits, r.setup, r.directmap)
+
+
+@pytest.mark.parametrize("policy", ["split-on-demand", "presplit-4k", "invalidate-4k"])
+@pytest.mark.parametrize("specs", [None, ((8, 2 * GiB), (16, GiB), (8, 2 * GiB), (16, GiB), (16, GiB))])
+def test_analytic_set_up_is_every_guests(policy, specs):
+    """The analytic engine times one guest of each kind, but its set-up events and the
+    DirectMap lines its run starts from are every guest's (``api.setup_trace``): the same as a
+    trace of all the guests, which the discrete-event engine runs here."""
+    kw = dict(guests=6, vcpus=16, guest_mem="1GiB", host_cores=16, host_mem="64GiB", policy=policy)
+    if specs:
+        kw = dict(kw, guests=len(specs), guest_specs=list(specs))
+    a = api.simulate(engine="analytic", **kw)
+    d = api.simulate(engine="des", **kw)
+    assert a.setup == d.setup and a.setup["launch"]
+    s = api.scenario(**kw)
+    full = api.run_trace(s)
+    assert a.setup == {"boot": full.boot, "launch": full.launch}
+    assert api.setup_trace(s)["directmap"] == full.directmap_boot
+    assert "every guest's set-up traced" in a.trace
+    # the lines add up: set-up (exact) plus the run's scaled change, within the scaling's rounding
+    (c1, c2), (i1, i2) = counted(a), implied(a.directmap, 64 * GiB)
+    assert abs(c1 - i1) <= 1 and abs(c2 - i2) <= 1, (a.splits, a.setup, a.directmap)
+
+
+def test_one_guest_of_each_kind_needs_no_second_set_up(monkeypatch):
+    """A scenario whose guests are all of different kinds is its own sample: no second trace."""
+    monkeypatch.setattr(api, "setup_trace", lambda s: pytest.fail("traced twice"))
+    r = api.simulate(policy="split-on-demand", **SMALL)
+    assert r.setup["launch"] and "set-up traced" not in r.trace
