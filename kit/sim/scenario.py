@@ -76,7 +76,7 @@ SCENARIO_PARAMS: dict[str, Param] = {p.name: p for p in (
 #: All vCPUs of a scenario together (checked by :func:`scenario`, not an argument).
 TOTAL_VCPUS = Param("total_vcpus", "int", 1, 16 * KVM_MAX_VCPUS, unit="vCPUs",
                     help="vCPUs of all guests together",
-                    why="the model builds every vCPU of a DES run, about 1.4 KiB and 0.4 ms each")
+                    why="the model builds every vCPU of a scenario (a DES run, and the set-up of any run with more guests than kinds), about 1.4 KiB and 0.1 ms each: 7 s at the limit")
 
 #: The work a DES run traces on the semantic model, all guests together (checked by
 #: :func:`scenario`): measured on one core, a chunk costs about 30 us and 300 bytes of trace
