@@ -238,40 +238,29 @@ def run(guests: list[tuple[int, list[tuple[int, ChunkDemand, float]]]], cores: i
             stage = GUEST
         # enter ``stage`` at ``now`` (acquiring its lock if it has one)
         while True:
-            if stage == GUEST:
-                if d[0] <= 0:
-                    stage = VM
+            if stage == GUEST or stage == VM:
+                # the guest's lock (its waiters spin), then the VM's (a share of them sleep)
+                i = stage - GUEST
+                if d[i] <= 0:
+                    stage += 1
                     continue
-                lk = guest_locks[g]
+                lk = (guest_locks if stage == GUEST else vm_locks)[g]
                 if lk.busy:
-                    lk.queue.append((v, now, 0))
-                    break
-                lk.busy = True
-                key = (alive - sleeping, round(ipi_total / now, 2) if ipi_total and now > 0 else 0.0)
-                hold = d[0] * (cache.get(key) or sched_of(key)).stretch
-                lk.hold += hold * c
-                seq += 1
-                heappush(heap, (now + hold, seq, v, GUEST))
-                break
-            if stage == VM:
-                if d[1] <= 0:
-                    stage = ZERO
-                    continue
-                lk = vm_locks[g]
-                if lk.busy:
-                    sleep_acc += sleep_share * c
-                    slept = int(sleep_acc)
-                    if slept:
-                        sleep_acc -= slept
-                        sleeping += slept
+                    slept = 0
+                    if stage == VM:
+                        sleep_acc += sleep_share * c
+                        slept = int(sleep_acc)
+                        if slept:
+                            sleep_acc -= slept
+                            sleeping += slept
                     lk.queue.append((v, now, slept))
                     break
                 lk.busy = True
                 key = (alive - sleeping, round(ipi_total / now, 2) if ipi_total and now > 0 else 0.0)
-                hold = d[1] * (cache.get(key) or sched_of(key)).stretch
+                hold = d[i] * (cache.get(key) or sched_of(key)).stretch
                 lk.hold += hold * c
                 seq += 1
-                heappush(heap, (now + hold, seq, v, VM))
+                heappush(heap, (now + hold, seq, v, stage))
                 break
             if stage == ZERO:
                 if d[2] <= 0:
