@@ -189,22 +189,26 @@ class SlotPool:
 
 class LazyIndex:
     """Per-region detail-slot index (-1 = no detail) that costs nothing until first written:
-    until then it is a zero-stride read-only view of -1."""
+    until then it is a zero-stride read-only view of -1. Written, it holds slot + 1 in a
+    zero-filled array, so the pages of regions never given a slot are never touched (a 1.5 TiB
+    host's index is 3 MiB; ``np.zeros`` gets it from the allocator already zeroed)."""
 
     def __init__(self, n: int):
         self._a = np.broadcast_to(np.int32(-1), (n,))
+        self._stored = False
 
     def __getitem__(self, key):
-        return self._a[key]
+        return self._a[key] - 1 if self._stored else self._a[key]
 
     def __setitem__(self, key, value):
-        if not self._a.flags.writeable:
-            self._a = np.full(self._a.shape, -1, dtype=np.int32)
-        self._a[key] = value
+        if not self._stored:
+            self._a = np.zeros(self._a.shape, dtype=np.int32)
+            self._stored = True
+        self._a[key] = np.add(value, 1)
 
     @property
     def nbytes(self) -> int:
-        return self._a.nbytes if self._a.flags.writeable else 0
+        return self._a.nbytes if self._stored else 0
 
 
 CHUNK = 4096   # ranges per chunk before it is split in two

@@ -300,7 +300,7 @@ class CostParams:
             raise ValueError(f"params: unknown cost parameters {bad}; known: {', '.join(self._p)}")
         for k, v in values.items():
             check_value(f"params: {k}", self._p[k].unit, v)
-        return CostParams([replace(p, value=float(values.get(p.name, p.value))) for p in self],
+        return CostParams([replace(p, value=float(values[p.name])) if p.name in values else p for p in self],
                           name=name or self.name, covariance=self._cov)
 
     def values(self) -> dict:
