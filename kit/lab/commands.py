@@ -54,6 +54,7 @@ DEFERRED = {"tqdm": "tqdm:tqdm", "catalog": "kit.explore.catalog", "host_demo_mo
             "check": "kit.lab.validate:check", "_rule": "kit.lab.validate:rule",
             "build_report": "kit.lab.report:report", "calibration": "kit.sim.calibrate",
             "fit": "kit.sim.calibrate:calibrate", "leave_one_out": "kit.sim.calibrate:leave_one_out",
+            "loo_chance_text": "kit.sim.calibrate:loo_chance_text",
             "load_measurements": "kit.sim.calibrate:load_measurements",
             "sensitivities": "kit.sim.calibrate:sensitivities", "held_back": "kit.sim.calibrate:held_back",
             "check_measurements": "kit.sim.measurements:check_measurements",
@@ -93,8 +94,8 @@ def _deferred(name: str):
 
 
 (tqdm, catalog, host_demo_model, prepare, run_checked, run_sweep, inspect, lab_parameters, parse_pairs,
- parameter_rows, lab_rules, check, _rule, build_report, calibration, fit, leave_one_out, load_measurements,
- sensitivities, held_back, check_measurements, validate, traces, platform, shlex, tempfile,
+ parameter_rows, lab_rules, check, _rule, build_report, calibration, fit, leave_one_out, loo_chance_text,
+ load_measurements, sensitivities, held_back, check_measurements, validate, traces, platform, shlex, tempfile,
  traceback, writable_file, writable_folder) = (_deferred(name) for name in DEFERRED)
 
 
@@ -513,11 +514,12 @@ def _error_bars(base, fitted, info, targets, ev) -> list[str]:
               text_table([{**r, "within": "yes" if r["within"] else "NO",
                            "band": band_text(r["band"]), "overlaps": "yes" if r["overlaps"] else "NO"} for r in loo],
                          ["config", "measured", "spread", "predicted", "band", "error_pct", "residual", "within",
-                          "overlaps", "undetermined"]),
+                          "overlaps", "z", "p_within", "undetermined"]),
               f"leave-one-out: {li['within']}/{li['rows']} rows within their spread; {li['overlaps']}/{li['rows']} "
               "within their spread of the prediction's band (from the left-out fit's covariance, "
               f"{BAND_MEANING}; a weaker test); the left-out fits' "
-              "jackknife 1 sd: " + ", ".join(f"{n} x{math.exp(v):.2f}" for n, v in li["jackknife_log_sd"].items())]
+              "jackknife 1 sd: " + ", ".join(f"{n} x{math.exp(v):.2f}" for n, v in li["jackknife_log_sd"].items()),
+              loo_chance_text(li)]
     sens = sensitivities(fitted, ev)
     lines += ["sensitivity of each row's rate, d ln(rate) / d ln(param), fitted parameters:",
               text_table(sens["rows"], ["config", *names]),

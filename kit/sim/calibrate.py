@@ -28,6 +28,7 @@ How good the fit is beyond its own rows (docs/sim-model.md, "Error bars and vali
 from __future__ import annotations
 
 import csv
+import math
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .api import analytic_trace, scenario, simulate
-from .params import DATA, LOG_FLOOR, CostParams
+from .params import BAND_SIGMAS, DATA, LOG_FLOOR, CostParams
 
 MEASUREMENTS = DATA / "measurements.csv"
 RUN_TOLERANCE = 0.15
@@ -67,6 +68,12 @@ class Config:
         return f"{self.table}: {self.guests}x{self.vcpus} vCPU x {self.guest_mem_gib} GiB{pin}, {self.policy}"
 
 
+#: Runs behind each mean+sd row: "Average fault-in rate across 3 runs" (Michael Roth, review of
+#: "[PATCH v1 11/26] x86/sev: Invalidate pages from the direct map when adding them to the RMP
+#: table", 2024-01-16).
+MEAN_SD_RUNS = 3
+
+
 @dataclass
 class Target:
     config: Config
@@ -74,6 +81,17 @@ class Target:
     spread: float          # allowed |model - mean|
     kind: str              # mean_sd | runs
     runs: tuple = ()
+
+    @property
+    def noise(self) -> float:
+        """The standard deviation of the measured mean itself: the runs' standard deviation
+        over the square root of their number (the source's sd and :data:`MEAN_SD_RUNS` for a
+        mean+sd row; the runs' own sample sd for a per-run row, or its spread with one run)."""
+        if self.kind == "mean_sd":
+            return self.spread / math.sqrt(MEAN_SD_RUNS)
+        if len(self.runs) < 2:
+            return self.spread
+        return float(np.std(self.runs, ddof=1)) / math.sqrt(len(self.runs))
 
 
 def load_measurements(path=MEASUREMENTS) -> list[Target]:
@@ -304,7 +322,7 @@ def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Ev
             jac, lo, hi = np.zeros((len(keep), 0)), m, m
         logs.append(np.log([max(fitted[n], LOG_FLOOR) for n in names]))
         out.append({"config": t.config.label, "measured": round(t.mean, 3), "spread": round(t.spread, 3),
-                    "predicted": round(m, 3), "error_pct": round(100 * (m - t.mean) / t.mean, 1),
+                    "noise": round(t.noise, 3), "predicted": round(m, 3), "error_pct": round(100 * (m - t.mean) / t.mean, 1),
                     "residual": round((m - t.mean) / t.spread, 3),
                     "within": bool(abs(m - t.mean) <= t.spread),
                     "band": [round(float(lo), 3), round(float(hi), 3)],
@@ -314,9 +332,102 @@ def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Ev
     x = np.asarray(logs)
     n = len(targets)
     jack = np.sqrt((n - 1) / n * np.sum((x - x.mean(axis=0)) ** 2, axis=0)) if n > 1 and names else np.zeros(len(names))
+    chance = loo_chance(out)
     return out, {"seconds": round(time.perf_counter() - t0, 2), "fits": n,
                  "within": sum(r["within"] for r in out), "overlaps": sum(r["overlaps"] for r in out), "rows": n,
-                 "jackknife_log_sd": {nm: float(v) for nm, v in zip(names, jack)}}
+                 "jackknife_log_sd": {nm: float(v) for nm, v in zip(names, jack)}, **chance}
+
+
+def loo_chance(rows: list[dict]) -> dict:
+    """What leave-one-out would score if the stated uncertainties were the only errors, to read
+    its count of rows within against. A row's measured mean is taken as normal about the true
+    rate with its ``noise`` (:attr:`Target.noise`: the runs' sd over the square root of their
+    number) and its left-out prediction as normal about the same rate with the band's
+    half-width on the measurement's side (the band is :data:`~kit.sim.params.BAND_SIGMAS`
+    wide), the two independent (the row is not in that fit). ``predicted - measured`` is then
+    normal with ``sd = sqrt(noise^2 + half^2)``, so:
+
+    - each row gets ``z`` (its error in that sd) and ``p_within``, the chance of ending within
+      its spread, ``erf(spread / (sd sqrt 2))``;
+    - ``expected_within``: their sum, the mean count of rows within;
+    - ``p_all_within``: their product, the chance that every row is within;
+      ``p_all_within_exact`` the same for predictions without any error (bands of width 0):
+      the most any model can reach on these measurements;
+    - ``p_at_most_within``: the chance of as few rows within as were (or fewer), from the
+      distribution of a sum of independent yes/no trials of those chances;
+    - ``chi2`` (the sum of ``z^2``) and ``chi2_p``, its upper tail on as many degrees of
+      freedom as rows: a small ``chi2_p`` says the left-out errors are larger than the noise
+      and the bands explain (the model misses a mechanism, or its bands are too narrow);
+    - ``extra_pct``: the model error, in percent of each prediction, that added to both would
+      bring ``chi2`` down to its mean (the number of rows); 0 when it is there already.
+
+    Adds ``z`` and ``p_within`` to every row in place; returns the rest. Normal errors and the
+    linearised band are this function's assumptions (docs/sim-model.md, "Error bars and
+    validation")."""
+    from scipy.stats import chi2 as chi2_dist   # scipy.stats loads in about 0.3 s: only here
+
+    err, var, spread, pred = [], [], [], []
+    for r in rows:
+        lo, hi = r["band"]
+        half = (hi - r["predicted"] if r["measured"] >= r["predicted"] else r["predicted"] - lo) / BAND_SIGMAS
+        half = half if half == half and half > 0 else 0.0          # no band (NaN): no width
+        err.append(r["predicted"] - r["measured"])
+        var.append(r["noise"] ** 2 + half ** 2)
+        spread.append(r["spread"])
+        pred.append(abs(r["predicted"]))
+    err, var, spread, pred = (np.asarray(v, dtype=float) for v in (err, var, spread, pred))
+    sd = np.sqrt(var)
+    z = np.divide(err, sd, out=np.zeros_like(err), where=sd > 0)
+    probs = [math.erf(s / (d * math.sqrt(2))) if d > 0 else float(abs(e) <= s)
+             for s, d, e in zip(spread, sd, err)]
+    noise = np.asarray([r["noise"] for r in rows], dtype=float)
+    exact = [math.erf(s / (d * math.sqrt(2))) if d > 0 else 1.0 for s, d in zip(spread, noise)]
+    for r, zi, p in zip(rows, z, probs):
+        r["z"], r["p_within"] = round(float(zi), 3), round(p, 3)
+    dist = np.array([1.0])          # P(k rows within), k = 0..n
+    for p in probs:
+        dist = np.convolve(dist, [1.0 - p, p])
+    k = sum(bool(r["within"]) for r in rows)
+    chi2 = float(np.sum(z ** 2))
+    return {"expected_within": round(float(sum(probs)), 2), "p_all_within": float(np.prod(probs)),
+            "p_all_within_exact": float(np.prod(exact)),
+            "p_at_most_within": float(dist[:k + 1].sum()), "chi2": round(chi2, 2),
+            "chi2_p": float(chi2_dist.sf(chi2, len(rows))) if rows else 1.0,
+            "extra_pct": round(100 * _extra_error(err, var, pred), 1)}
+
+
+def _extra_error(err, var, pred) -> float:
+    """The relative model error ``e`` for which ``sum(err^2 / (var + (e pred)^2))`` equals the
+    number of rows (bisection: the sum falls as ``e`` grows); 0 when it is at most that already."""
+    n = len(err)
+
+    def chi2(e):
+        v = var + (e * pred) ** 2
+        return float(np.sum(np.divide(err ** 2, v, out=np.zeros_like(v), where=v > 0)))
+    if n == 0 or chi2(0.0) <= n:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while chi2(hi) > n and hi < 1e6:
+        hi *= 2
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if chi2(mid) > n else (lo, mid)
+    return hi
+
+
+def loo_chance_text(info: dict) -> str:
+    """One sentence on a leave-one-out's count of rows within against chance (:func:`loo_chance`
+    in ``info``), as ``kit calibrate`` and the calibration notebook say it."""
+    n = info["rows"]
+    big = info["chi2_p"] < 0.05
+    return (f"leave-one-out against chance: if the measured means' noise (the runs' sd over the square root of "
+            f"their number) and the predictions' bands were the only errors, {info['expected_within']:.1f} of {n} rows "
+            f"would be within on average ({info['within']} are); as few as {info['within']} with chance "
+            f"{info['p_at_most_within']:.2g}; all {n} with chance {info['p_all_within']:.2g} "
+            f"({info['p_all_within_exact']:.2f} for predictions without any error); chi-square of the errors "
+            f"{info['chi2']:.2f} on {n}, p {info['chi2_p']:.2g}: "
+            + (f"larger than those uncertainties explain; a model error of {info['extra_pct']:g}% of each "
+               "prediction beside them would explain it" if big else "no larger than those uncertainties explain"))
 
 
 def calibrate(params: CostParams | None = None, *, path=MEASUREMENTS, seed: int = 0,
