@@ -103,6 +103,10 @@ def test_calibration(run_nb):
     assert [u["name"] for u in res["uncertainty"]] == res["free_parameters"]
     text = _markdown_outputs(path)
     assert text.count("GB/s (band ") == len(res["bands"]) and f"({BAND_MEANING})" in text
+    # leave-one-out read against chance: each row's z, and the conclusion's sentence from this run
+    li = res["leave_one_out_info"]
+    assert all({"z", "p_within", "noise"} <= set(r) for r in res["leave_one_out"])
+    assert f"chi-square of the errors {li['chi2']:.2f} on 8" in text
 
 
 @pytest.mark.parametrize("name,params,msg", [
