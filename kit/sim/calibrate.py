@@ -398,21 +398,21 @@ def loo_chance(rows: list[dict]) -> dict:
 
 def _extra_error(err, var, pred) -> float:
     """The relative model error ``e`` for which ``sum(err^2 / (var + (e pred)^2))`` equals the
-    number of rows (bisection: the sum falls as ``e`` grows); 0 when it is at most that already."""
+    number of rows (the sum falls as ``e`` grows: ``scipy.optimize.brentq`` between 0 and a
+    bracket doubled until it holds); 0 when the sum is at most that already."""
+    from scipy.optimize import brentq
+
     n = len(err)
 
-    def chi2(e):
+    def excess(e):
         v = var + (e * pred) ** 2
-        return float(np.sum(np.divide(err ** 2, v, out=np.zeros_like(v), where=v > 0)))
-    if n == 0 or chi2(0.0) <= n:
+        return float(np.sum(np.divide(err ** 2, v, out=np.zeros_like(v), where=v > 0))) - n
+    if n == 0 or excess(0.0) <= 0:
         return 0.0
-    lo, hi = 0.0, 1.0
-    while chi2(hi) > n and hi < 1e6:
+    hi = 1.0
+    while excess(hi) > 0 and hi < 1e6:
         hi *= 2
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if chi2(mid) > n else (lo, mid)
-    return hi
+    return float(brentq(excess, 0.0, hi, xtol=1e-6)) if excess(hi) <= 0 else hi
 
 
 def loo_chance_text(info: dict) -> str:
