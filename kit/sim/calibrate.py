@@ -72,6 +72,9 @@ class Config:
 #: "[PATCH v1 11/26] x86/sev: Invalidate pages from the direct map when adding them to the RMP
 #: table", 2024-01-16).
 MEAN_SD_RUNS = 3
+#: The chi-square tail below which :func:`loo_chance_text` calls the left-out errors larger than
+#: the stated uncertainties explain (the usual 5% test).
+CHANCE_ALPHA = 0.05
 
 
 @dataclass
@@ -419,7 +422,7 @@ def loo_chance_text(info: dict) -> str:
     """One sentence on a leave-one-out's count of rows within against chance (:func:`loo_chance`
     in ``info``), as ``kit calibrate`` and the calibration notebook say it."""
     n = info["rows"]
-    big = info["chi2_p"] < 0.05
+    big = info["chi2_p"] < CHANCE_ALPHA
     return (f"leave-one-out against chance: if the measured means' noise (the runs' sd over the square root of "
             f"their number) and the predictions' bands were the only errors, {info['expected_within']:.1f} of {n} rows "
             f"would be within on average ({info['within']} are); as few as {info['within']} with chance "

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kit.sim.calibrate import Evaluator, leave_one_out, load_measurements, loo_chance, loo_chance_text
+from kit.sim.calibrate import CHANCE_ALPHA, Evaluator, leave_one_out, load_measurements, loo_chance, loo_chance_text
 
 ONE_SD = math.erf(1 / math.sqrt(2))       # 0.6827: a normal within one standard deviation
 
@@ -117,6 +117,6 @@ def test_the_shipped_leave_one_out_says_what_chance_makes_of_it(shipped):
     assert all({"z", "p_within", "noise"} <= set(r) for r in rows)
     assert 0 <= info["p_all_within"] <= info["p_all_within_exact"] <= 1
     text = loo_chance_text(info)
-    assert ("larger than those uncertainties explain" in text) == (info["chi2_p"] < 0.05)
-    assert f"{info['within']} are" in text and (f"{info['extra_pct']:g}%" in text) == (info["chi2_p"] < 0.05)
+    assert ("larger than those uncertainties explain" in text) == (info["chi2_p"] < CHANCE_ALPHA)
+    assert f"{info['within']} are" in text and (f"{info['extra_pct']:g}%" in text) == (info["chi2_p"] < CHANCE_ALPHA)
     assert info["chi2"] == pytest.approx(sum(r["z"] ** 2 for r in rows), abs=0.01)
