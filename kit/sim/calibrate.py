@@ -86,15 +86,32 @@ class Target:
     runs: tuple = ()
 
     @property
-    def noise(self) -> float:
-        """The standard deviation of the measured mean itself: the runs' standard deviation
-        over the square root of their number (the source's sd and :data:`MEAN_SD_RUNS` for a
-        mean+sd row; the runs' own sample sd for a per-run row, or its spread with one run)."""
+    def n_runs(self) -> int:
+        """Runs behind the mean: :data:`MEAN_SD_RUNS` for a mean+sd row, else the runs given."""
+        return MEAN_SD_RUNS if self.kind == "mean_sd" else len(self.runs)
+
+    @property
+    def rel_sd(self) -> float:
+        """The runs' own standard deviation relative to their mean (the source's sd for a
+        mean+sd row, the sample sd for per-run rows); NaN with fewer than two runs."""
         if self.kind == "mean_sd":
-            return self.spread / math.sqrt(MEAN_SD_RUNS)
+            return self.spread / self.mean
         if len(self.runs) < 2:
-            return self.spread
-        return float(np.std(self.runs, ddof=1)) / math.sqrt(len(self.runs))
+            return float("nan")
+        return float(np.std(self.runs, ddof=1)) / self.mean
+
+
+def pooled_noise(targets) -> dict:
+    """The measured means' noise, from the run-to-run spread pooled over every row: three runs
+    give a standard deviation too rough to use alone (two degrees of freedom), so each row's
+    relative sd is pooled, weighted by its degrees of freedom (runs - 1), on the assumption
+    that the method's relative noise is the same for every configuration. Returns ``rel_sd``
+    (pooled), ``dof`` and ``noise``: each row's mean's sd, ``rel_sd x mean / sqrt(runs)``."""
+    dof = [max(t.n_runs - 1, 0) if t.rel_sd == t.rel_sd else 0 for t in targets]
+    total = sum(dof)
+    rel = math.sqrt(sum(d * t.rel_sd ** 2 for d, t in zip(dof, targets) if d) / total) if total else float("nan")
+    return {"rel_sd": rel, "dof": total,
+            "noise": [rel * t.mean / math.sqrt(max(t.n_runs, 1)) for t in targets]}
 
 
 def load_measurements(path=MEASUREMENTS) -> list[Target]:
@@ -312,6 +329,7 @@ def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Ev
     targets = targets if targets is not None else load_measurements()
     ev = evaluator or Evaluator(targets, seed=seed)
     names = base.fitted
+    noise = pooled_noise(targets)
     out, logs = [], []
     for i, t in enumerate(targets):
         keep = [k for k in range(len(targets)) if k != i]
@@ -321,11 +339,13 @@ def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Ev
             cov, cinfo = covariance(fitted, ev, targets, rows=keep)
             jac = cinfo["jacobian"]
             lo, hi = band(fitted.with_covariance(names, cov, COVARIANCE_METHOD), ev, [i])[0]
+            g = elasticities(fitted, ev, names, step=1e-3, rows=[i])[0] * m     # d rate / d ln(param)
+            pred_sd = math.sqrt(max(float(g @ cov @ g), 0.0))
         else:
-            jac, lo, hi = np.zeros((len(keep), 0)), m, m
+            jac, lo, hi, pred_sd = np.zeros((len(keep), 0)), m, m, 0.0
         logs.append(np.log([max(fitted[n], LOG_FLOOR) for n in names]))
         out.append({"config": t.config.label, "measured": round(t.mean, 3), "spread": round(t.spread, 3),
-                    "noise": round(t.noise, 3), "predicted": round(m, 3), "error_pct": round(100 * (m - t.mean) / t.mean, 1),
+                    "noise": round(noise["noise"][i], 3), "predicted": round(m, 3), "pred_sd": round(pred_sd, 3), "error_pct": round(100 * (m - t.mean) / t.mean, 1),
                     "residual": round((m - t.mean) / t.spread, 3),
                     "within": bool(abs(m - t.mean) <= t.spread),
                     "band": [round(float(lo), 3), round(float(hi), 3)],
@@ -335,102 +355,138 @@ def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Ev
     x = np.asarray(logs)
     n = len(targets)
     jack = np.sqrt((n - 1) / n * np.sum((x - x.mean(axis=0)) ** 2, axis=0)) if n > 1 and names else np.zeros(len(names))
-    chance = loo_chance(out)
+    chance = loo_chance(out, noise_dof=noise["dof"])
+    chance["noise_rel_sd"] = round(noise["rel_sd"], 4)
     return out, {"seconds": round(time.perf_counter() - t0, 2), "fits": n,
                  "within": sum(r["within"] for r in out), "overlaps": sum(r["overlaps"] for r in out), "rows": n,
                  "jackknife_log_sd": {nm: float(v) for nm, v in zip(names, jack)}, **chance}
 
 
-def loo_chance(rows: list[dict]) -> dict:
+#: Draws of the simulated null distribution in :func:`loo_chance` (seeded: the same figures
+#: every run); the tail probability it gives is good to about +-0.003 at 0.05.
+CHANCE_DRAWS = 20_000
+
+
+def loo_chance(rows: list[dict], *, noise_dof: int = 0, seed: int = 0) -> dict:
     """What leave-one-out would score if the stated uncertainties were the only errors, to read
-    its count of rows within against. A row's measured mean is taken as normal about the true
-    rate with its ``noise`` (:attr:`Target.noise`: the runs' sd over the square root of their
-    number) and its left-out prediction as normal about the same rate with the band's
-    half-width on the measurement's side (the band is :data:`~kit.sim.params.BAND_SIGMAS`
-    wide), the two independent (the row is not in that fit). ``predicted - measured`` is then
-    normal with ``sd = sqrt(noise^2 + half^2)``, so:
+    its count of rows within against. Each row needs ``measured``, ``predicted``, ``spread``,
+    ``noise`` (the measured mean's sd: :func:`pooled_noise`), ``pred_sd`` (the left-out
+    prediction's sd, linearised from the left-out fit's covariance: ``sqrt(g^T C g)`` with
+    ``g = d rate / d ln(param)``) and ``within``. The measured mean and the prediction are taken
+    as normal about the same true rate with those sds, independent (the row is not in that
+    fit), and the rows independent of each other (they are not quite: two rows that alone
+    determine a parameter each predict the other). Then:
 
-    - each row gets ``z`` (its error in that sd) and ``p_within``, the chance of ending within
-      its spread, ``erf(spread / (sd sqrt 2))``;
-    - ``expected_within``: their sum, the mean count of rows within;
-    - ``p_all_within``: their product, the chance that every row is within;
-      ``p_all_within_exact`` the same for predictions without any error (bands of width 0):
-      the most any model can reach on these measurements;
-    - ``p_at_most_within``: the chance of as few rows within as were (or fewer), from the
-      distribution of a sum of independent yes/no trials of those chances;
-    - ``chi2`` (the sum of ``z^2``) and ``chi2_p``, its upper tail on as many degrees of
-      freedom as rows: a small ``chi2_p`` says the left-out errors are larger than the noise
-      and the bands explain (the model misses a mechanism, or its bands are too narrow);
-    - ``extra_pct``: the model error, in percent of each prediction, that added to both would
-      bring ``chi2`` down to its mean (the number of rows); 0 when it is there already.
+    - each row gets ``z``, its error in units of ``sqrt(noise^2 + pred_sd^2)``, and
+      ``p_within``, its chance of ending within its spread, ``erf(spread / (sd sqrt 2))``;
+    - ``expected_within``: their sum, the mean count of rows within; ``p_all_within``: their
+      product; ``p_all_within_exact`` the same with ``pred_sd`` = 0 (an error-free prediction on
+      these measurements); ``p_at_most_within``: the chance of as few rows within as were, or
+      fewer (the distribution of a sum of independent yes/no trials of those chances);
+    - ``chi2``, the sum of ``z^2``, and ``chi2_p``, the chance of one at least as large, from
+      :data:`CHANCE_DRAWS` simulated datasets in which the noise is itself estimated on
+      ``noise_dof`` degrees of freedom (a pooled sd from a few runs: heavier tails than the
+      chi-square distribution; ``noise_dof`` 0 takes the noise as known); ``chi2_mean``, the
+      simulated mean;
+    - ``extra_pct``: the model error, in percent of each prediction, that added to both sds
+      brings ``chi2`` down to ``chi2_mean`` (0 when it is there already; inf when no error
+      can: a row with no stated uncertainty missed).
 
-    Adds ``z`` and ``p_within`` to every row in place; returns the rest. Normal errors and the
-    linearised band are this function's assumptions (docs/sim-model.md, "Error bars and
-    validation")."""
-    from scipy.stats import chi2 as chi2_dist   # scipy.stats loads in about 0.3 s: only here
-
-    err, var, spread, pred = [], [], [], []
-    for r in rows:
-        lo, hi = r["band"]
-        half = (hi - r["predicted"] if r["measured"] >= r["predicted"] else r["predicted"] - lo) / BAND_SIGMAS
-        half = half if half == half and half > 0 else 0.0          # no band (NaN): no width
-        err.append(r["predicted"] - r["measured"])
-        var.append(r["noise"] ** 2 + half ** 2)
-        spread.append(r["spread"])
-        pred.append(abs(r["predicted"]))
-    err, var, spread, pred = (np.asarray(v, dtype=float) for v in (err, var, spread, pred))
-    sd = np.sqrt(var)
-    z = np.divide(err, sd, out=np.zeros_like(err), where=sd > 0)
-    probs = [math.erf(s / (d * math.sqrt(2))) if d > 0 else float(abs(e) <= s)
-             for s, d, e in zip(spread, sd, err)]
+    A small ``chi2_p`` says the left-out errors are larger than the noise and the fit's
+    uncertainty explain: the model misses a mechanism, or its uncertainty is too narrow.
+    Adds ``z`` and ``p_within`` to every row in place; returns the rest. A row with a missing,
+    non-finite or negative figure is a ``ValueError`` naming it (docs/sim-model.md, "Error bars
+    and validation")."""
+    keys = ("measured", "predicted", "spread", "noise", "pred_sd")
+    for i, r in enumerate(rows):
+        for k in keys:
+            v = r.get(k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or (k != "measured" and k != "predicted" and v < 0):
+                raise ValueError(f"rows[{i}] ({r.get('config', 'row')}): {k}: expected a finite number"
+                                 f"{'' if k in ('measured', 'predicted') else ' >= 0'}, got {v!r}")
+    if isinstance(noise_dof, bool) or not isinstance(noise_dof, int) or noise_dof < 0:
+        raise ValueError(f"noise_dof: expected a whole number >= 0, got {noise_dof!r}")
+    err = np.asarray([r["predicted"] - r["measured"] for r in rows], dtype=float)
     noise = np.asarray([r["noise"] for r in rows], dtype=float)
+    psd = np.asarray([r["pred_sd"] for r in rows], dtype=float)
+    spread = np.asarray([r["spread"] for r in rows], dtype=float)
+    pred = np.abs([r["predicted"] for r in rows]).astype(float)
+    sd = np.hypot(noise, psd)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sd > 0, err / np.where(sd > 0, sd, 1.0), np.where(err == 0, 0.0, np.sign(err) * np.inf))
+    probs = [math.erf(s / (d * math.sqrt(2))) if d > 0 else 1.0 for s, d in zip(spread, sd)]
     exact = [math.erf(s / (d * math.sqrt(2))) if d > 0 else 1.0 for s, d in zip(spread, noise)]
     for r, zi, p in zip(rows, z, probs):
-        r["z"], r["p_within"] = round(float(zi), 3), round(p, 3)
+        r["z"], r["p_within"] = (round(float(zi), 3) if math.isfinite(zi) else float(zi)), round(p, 3)
     dist = np.array([1.0])          # P(k rows within), k = 0..n
     for p in probs:
         dist = np.convolve(dist, [1.0 - p, p])
     k = sum(bool(r["within"]) for r in rows)
     chi2 = float(np.sum(z ** 2))
+    null = _chi2_null(noise, psd, noise_dof, seed)
+    mean = float(null.mean()) if len(null) else 0.0
     return {"expected_within": round(float(sum(probs)), 2), "p_all_within": float(np.prod(probs)),
             "p_all_within_exact": float(np.prod(exact)),
             "p_at_most_within": float(dist[:k + 1].sum()), "chi2": round(chi2, 2),
-            "chi2_p": float(chi2_dist.sf(chi2, len(rows))) if rows else 1.0,
-            "extra_pct": round(100 * _extra_error(err, var, pred), 1)}
+            "chi2_p": float(np.mean(null >= chi2)) if len(null) else 1.0, "chi2_mean": round(mean, 2),
+            "extra_pct": round(100 * _extra_error(err, noise ** 2 + psd ** 2, pred, mean), 1)}
 
 
-def _extra_error(err, var, pred) -> float:
-    """The relative model error ``e`` for which ``sum(err^2 / (var + (e pred)^2))`` equals the
-    number of rows (the sum falls as ``e`` grows: ``scipy.optimize.brentq`` between 0 and a
-    bracket doubled until it holds); 0 when the sum is at most that already."""
+def _chi2_null(noise, psd, dof: int, seed: int) -> np.ndarray:
+    """:data:`CHANCE_DRAWS` values of ``sum(z^2)`` on datasets drawn from the stated errors.
+    With the noise estimated on ``dof`` degrees of freedom (one pooled sd shared by the rows),
+    each dataset's true noise is drawn as the estimate over ``sqrt(chi2_dof / dof)``, as the
+    estimate allows it to be: with no prediction uncertainty the sum is then exactly
+    ``n F(n, dof)``, the distribution of squared errors over an estimated variance. Rows with
+    no stated uncertainty are left out (their z is 0 or infinite, not random)."""
+    keep = np.hypot(noise, psd) > 0
+    noise, psd = noise[keep], psd[keep]
+    if not keep.any():
+        return np.zeros(0)
+    rng = np.random.default_rng(seed)
+    true = noise / np.sqrt(rng.chisquare(dof, size=(CHANCE_DRAWS, 1)) / dof) if dof > 0 else noise
+    e = rng.normal(size=(CHANCE_DRAWS, len(noise))) * true - rng.normal(size=(CHANCE_DRAWS, len(noise))) * psd
+    return np.sum(e ** 2 / (noise ** 2 + psd ** 2), axis=1)
+
+
+def _extra_error(err, var, pred, target: float) -> float:
+    """The relative model error ``e`` for which ``sum(err^2 / (var + (e pred)^2))`` equals
+    ``target`` (the sum falls as ``e`` grows: ``scipy.optimize.brentq`` between 0 and a bracket
+    doubled until it holds); 0 when the sum is at most that already, inf when no ``e`` gets
+    it there (a miss with no variance and no prediction to scale)."""
     from scipy.optimize import brentq
-
-    n = len(err)
 
     def excess(e):
         v = var + (e * pred) ** 2
-        return float(np.sum(np.divide(err ** 2, v, out=np.zeros_like(v), where=v > 0))) - n
-    if n == 0 or excess(0.0) <= 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(v > 0, err ** 2 / np.where(v > 0, v, 1.0), np.where(err == 0, 0.0, np.inf))
+        return float(np.sum(terms)) - target
+    if len(err) == 0 or excess(0.0) <= 0:
         return 0.0
     hi = 1.0
     while excess(hi) > 0 and hi < 1e6:
         hi *= 2
-    return float(brentq(excess, 0.0, hi, xtol=1e-6)) if excess(hi) <= 0 else hi
+    return float(brentq(excess, 0.0, hi, xtol=1e-6)) if excess(hi) <= 0 else math.inf
 
 
 def loo_chance_text(info: dict) -> str:
     """One sentence on a leave-one-out's count of rows within against chance (:func:`loo_chance`
-    in ``info``), as ``kit calibrate`` and the calibration notebook say it."""
+    and the pooled noise in ``info``), as ``kit calibrate`` and the calibration notebook say it."""
     n = info["rows"]
     big = info["chi2_p"] < CHANCE_ALPHA
-    return (f"leave-one-out against chance: if the measured means' noise (the runs' sd over the square root of "
-            f"their number) and the predictions' bands were the only errors, {info['expected_within']:.1f} of {n} rows "
-            f"would be within on average ({info['within']} are); as few as {info['within']} with chance "
-            f"{info['p_at_most_within']:.2g}; all {n} with chance {info['p_all_within']:.2g} "
-            f"({info['p_all_within_exact']:.2f} for predictions without any error); chi-square of the errors "
-            f"{info['chi2']:.2f} on {n}, p {info['chi2_p']:.2g}: "
-            + (f"larger than those uncertainties explain; a model error of {info['extra_pct']:g}% of each "
-               "prediction beside them would explain it" if big else "no larger than those uncertainties explain"))
+    rel = info.get("noise_rel_sd")
+    noise = (f"the measured means' noise (the runs' sd pooled over the rows, {100 * rel:.1f}% of a mean, "
+             "over the square root of the runs)" if rel == rel and rel is not None else "the measured means' noise")
+    return (f"leave-one-out against chance: if {noise} and the left-out fits' uncertainty were the only errors, "
+            f"{info['expected_within']:.1f} of {n} rows would be within on average ({info['within']} are); "
+            f"{info['within']} or fewer with chance {info['p_at_most_within']:.2g}; all {n} with chance "
+            f"{info['p_all_within']:.2g} ({info['p_all_within_exact']:.2f} for error-free predictions); "
+            f"chi-square of the errors {info['chi2']:.2f} on {n} rows (mean {info['chi2_mean']:.2f} by chance), "
+            f"p {info['chi2_p']:.2g}, rows taken as independent: "
+            + ("larger than those uncertainties explain" if big else "no larger than those uncertainties explain")
+            + (f"; a model error of {info['extra_pct']:g}% of each prediction beside them would bring it to its mean"
+               if info["extra_pct"] > 0 else ""))
 
 
 def calibrate(params: CostParams | None = None, *, path=MEASUREMENTS, seed: int = 0,
