@@ -106,10 +106,13 @@ def pooled_noise(targets) -> dict:
     give a standard deviation too rough to use alone (two degrees of freedom), so each row's
     relative sd is pooled, weighted by its degrees of freedom (runs - 1), on the assumption
     that the method's relative noise is the same for every configuration. Returns ``rel_sd``
-    (pooled), ``dof`` and ``noise``: each row's mean's sd, ``rel_sd x mean / sqrt(runs)``."""
+    (pooled), ``dof`` and ``noise``: each row's mean's sd, ``rel_sd x mean / sqrt(runs)``
+    (with no row of two runs or more: its spread, ``rel_sd`` NaN and ``dof`` 0)."""
     dof = [max(t.n_runs - 1, 0) if t.rel_sd == t.rel_sd else 0 for t in targets]
     total = sum(dof)
-    rel = math.sqrt(sum(d * t.rel_sd ** 2 for d, t in zip(dof, targets) if d) / total) if total else float("nan")
+    if not total:                   # no row has two runs: each mean's noise is its spread
+        return {"rel_sd": float("nan"), "dof": 0, "noise": [t.spread for t in targets]}
+    rel = math.sqrt(sum(d * t.rel_sd ** 2 for d, t in zip(dof, targets) if d) / total)
     return {"rel_sd": rel, "dof": total,
             "noise": [rel * t.mean / math.sqrt(max(t.n_runs, 1)) for t in targets]}
 
@@ -293,7 +296,7 @@ def covariance(params: CostParams, ev: Evaluator, targets, *, rows=None) -> tupl
     cov = np.linalg.inv(jac.T @ jac + prior) * scale
     sv = np.linalg.svd(jac, compute_uv=False) if len(rows) else np.zeros(0)
     return cov, {"chi2": chi2, "dof": dof, "scale": scale, "singular_values": sv.tolist(),
-                 "jacobian": jac}
+                 "jacobian": jac, "prior": prior}
 
 
 #: a fitted direction counts as determined by the rows when the Jacobian's smallest singular
@@ -339,8 +342,11 @@ def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Ev
             cov, cinfo = covariance(fitted, ev, targets, rows=keep)
             jac = cinfo["jacobian"]
             lo, hi = band(fitted.with_covariance(names, cov, COVARIANCE_METHOD), ev, [i])[0]
+            # the prediction's sd under the errors loo_chance tests: the other rows' means
+            # carry their noise, not their spread (the Jacobian rescaled to noise units)
             g = elasticities(fitted, ev, names, step=1e-3, rows=[i])[0] * m     # d rate / d ln(param)
-            pred_sd = math.sqrt(max(float(g @ cov @ g), 0.0))
+            jn = jac * np.asarray([targets[k].spread / noise["noise"][k] for k in keep])[:, None]
+            pred_sd = math.sqrt(max(float(g @ np.linalg.inv(jn.T @ jn + cinfo["prior"]) @ g), 0.0))
         else:
             jac, lo, hi, pred_sd = np.zeros((len(keep), 0)), m, m, 0.0
         logs.append(np.log([max(fitted[n], LOG_FLOOR) for n in names]))
@@ -378,19 +384,22 @@ def loo_chance(rows: list[dict], *, noise_dof: int = 0, seed: int = 0) -> dict:
     determine a parameter each predict the other). Then:
 
     - each row gets ``z``, its error in units of ``sqrt(noise^2 + pred_sd^2)``, and
-      ``p_within``, its chance of ending within its spread, ``erf(spread / (sd sqrt 2))``;
-    - ``expected_within``: their sum, the mean count of rows within; ``p_all_within``: their
-      product; ``p_all_within_exact`` the same with ``pred_sd`` = 0 (an error-free prediction on
-      these measurements); ``p_at_most_within``: the chance of as few rows within as were, or
-      fewer (the distribution of a sum of independent yes/no trials of those chances);
+      ``p_within``, its chance of ending within its spread (``erf(spread / (sd sqrt 2))`` with
+      the noise known; from the simulated datasets below with it estimated);
+    - ``expected_within``: their sum, the mean count of rows within; ``p_all_within``: the
+      chance that every row is within; ``p_all_within_exact`` the same with ``pred_sd`` = 0 (an
+      error-free prediction on these measurements); ``p_at_most_within``: the chance of as few
+      rows within as were, or fewer;
     - ``chi2``, the sum of ``z^2``, and ``chi2_p``, the chance of one at least as large, from
       :data:`CHANCE_DRAWS` simulated datasets in which the noise is itself estimated on
       ``noise_dof`` degrees of freedom (a pooled sd from a few runs: heavier tails than the
-      chi-square distribution; ``noise_dof`` 0 takes the noise as known); ``chi2_mean``, the
-      simulated mean;
-    - ``extra_pct``: the model error, in percent of each prediction, that added to both sds
-      brings ``chi2`` down to ``chi2_mean`` (0 when it is there already; inf when no error
-      can: a row with no stated uncertainty missed).
+      chi-square distribution; ``noise_dof`` 0 takes the noise as known; :func:`_null`);
+      ``chi2_mean``, the simulated mean; a miss where nothing was uncertain has ``chi2`` inf
+      and ``chi2_p`` 0;
+    - ``extra_pct``: the model error, in percent of each prediction, that as a third variance
+      beside the two brings ``chi2`` down to ``chi2_mean`` (0 when it is there already; inf
+      when no error can: a row with no stated uncertainty and a prediction of 0 missed). An
+      estimate: the simulated mean is kept as it is without that error.
 
     A small ``chi2_p`` says the left-out errors are larger than the noise and the fit's
     uncertainty explain: the model misses a mechanism, or its uncertainty is too narrow.
@@ -415,39 +424,58 @@ def loo_chance(rows: list[dict], *, noise_dof: int = 0, seed: int = 0) -> dict:
     sd = np.hypot(noise, psd)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sd > 0, err / np.where(sd > 0, sd, 1.0), np.where(err == 0, 0.0, np.sign(err) * np.inf))
-    probs = [math.erf(s / (d * math.sqrt(2))) if d > 0 else 1.0 for s, d in zip(spread, sd)]
-    exact = [math.erf(s / (d * math.sqrt(2))) if d > 0 else 1.0 for s, d in zip(spread, noise)]
-    for r, zi, p in zip(rows, z, probs):
-        r["z"], r["p_within"] = (round(float(zi), 3) if math.isfinite(zi) else float(zi)), round(p, 3)
-    dist = np.array([1.0])          # P(k rows within), k = 0..n
-    for p in probs:
-        dist = np.convolve(dist, [1.0 - p, p])
     k = sum(bool(r["within"]) for r in rows)
     chi2 = float(np.sum(z ** 2))
-    null = _chi2_null(noise, psd, noise_dof, seed)
-    mean = float(null.mean()) if len(null) else 0.0
-    return {"expected_within": round(float(sum(probs)), 2), "p_all_within": float(np.prod(probs)),
-            "p_all_within_exact": float(np.prod(exact)),
+    null = _null(noise, psd, spread, noise_dof, seed)
+    probs, dist = null["p_within"], null["counts"]
+    exact = _null(noise, np.zeros_like(psd), spread, noise_dof, seed)["counts"]
+    for r, zi, p in zip(rows, z, probs):
+        r["z"], r["p_within"] = (round(float(zi), 3) if math.isfinite(zi) else float(zi)), round(float(p), 3)
+    sums = null["chi2"]
+    mean = float(sums.mean()) if len(sums) else 0.0
+    if not math.isfinite(chi2):
+        p_chi2 = 0.0                    # a miss where nothing was uncertain: no chance at all
+    else:
+        p_chi2 = float(np.mean(sums >= chi2)) if len(sums) else 1.0
+    return {"expected_within": round(float(np.sum(probs)), 2), "p_all_within": float(dist[-1]),
+            "p_all_within_exact": float(exact[-1]),
             "p_at_most_within": float(dist[:k + 1].sum()), "chi2": round(chi2, 2),
-            "chi2_p": float(np.mean(null >= chi2)) if len(null) else 1.0, "chi2_mean": round(mean, 2),
+            "chi2_p": p_chi2, "chi2_mean": round(mean, 2),
             "extra_pct": round(100 * _extra_error(err, noise ** 2 + psd ** 2, pred, mean), 1)}
 
 
-def _chi2_null(noise, psd, dof: int, seed: int) -> np.ndarray:
-    """:data:`CHANCE_DRAWS` values of ``sum(z^2)`` on datasets drawn from the stated errors.
-    With the noise estimated on ``dof`` degrees of freedom (one pooled sd shared by the rows),
-    each dataset's true noise is drawn as the estimate over ``sqrt(chi2_dof / dof)``, as the
-    estimate allows it to be: with no prediction uncertainty the sum is then exactly
-    ``n F(n, dof)``, the distribution of squared errors over an estimated variance. Rows with
-    no stated uncertainty are left out (their z is 0 or infinite, not random)."""
-    keep = np.hypot(noise, psd) > 0
-    noise, psd = noise[keep], psd[keep]
-    if not keep.any():
-        return np.zeros(0)
+def _null(noise, psd, spread, dof: int, seed: int) -> dict:
+    """The stated errors' consequences: each row's chance of ending within its spread
+    (``p_within``), the distribution of the count of rows within (``counts[k]``, k = 0..n) and
+    :data:`CHANCE_DRAWS` values of ``sum(z^2)`` (``chi2``; rows with no stated uncertainty left
+    out: their z is 0 or infinite, not random).
+
+    With the noise known (``dof`` 0) the chances are exact, ``erf(spread / (sd sqrt 2))``, and
+    the counts their convolution. With it estimated on ``dof`` degrees of freedom (one pooled
+    sd, shared by the rows), everything comes from datasets in which the true noise is drawn as
+    the estimate over ``sqrt(chi2_dof / dof)`` (the estimate's posterior under Jeffreys'
+    prior), shared by the rows of a dataset: with no prediction uncertainty the sum is then
+    exactly ``n F(n, dof)``, the distribution of squared errors over an estimated variance;
+    with prediction uncertainty it is an approximation, on the conservative side when ``dof``
+    is small."""
+    n = len(noise)
+    sd = np.hypot(noise, psd)
     rng = np.random.default_rng(seed)
-    true = noise / np.sqrt(rng.chisquare(dof, size=(CHANCE_DRAWS, 1)) / dof) if dof > 0 else noise
-    e = rng.normal(size=(CHANCE_DRAWS, len(noise))) * true - rng.normal(size=(CHANCE_DRAWS, len(noise))) * psd
-    return np.sum(e ** 2 / (noise ** 2 + psd ** 2), axis=1)
+    live = sd > 0
+    shape = (CHANCE_DRAWS, n)
+    true = noise / np.sqrt(rng.chisquare(dof, size=(CHANCE_DRAWS, 1)) / dof) if dof > 0 else noise * np.ones(shape)
+    e = rng.normal(size=shape) * true - rng.normal(size=shape) * psd
+    chi2 = np.sum(e[:, live] ** 2 / sd[live] ** 2, axis=1) if live.any() else np.zeros(0)
+    if dof > 0:
+        inside = np.abs(e) <= spread
+        p_within = inside.mean(axis=0)
+        counts = np.bincount(inside.sum(axis=1), minlength=n + 1) / CHANCE_DRAWS
+    else:
+        p_within = np.asarray([math.erf(s / (d * math.sqrt(2))) if d > 0 else 1.0 for s, d in zip(spread, sd)])
+        counts = np.array([1.0])
+        for p in p_within:
+            counts = np.convolve(counts, [1.0 - p, p])
+    return {"p_within": p_within, "counts": counts, "chi2": chi2}
 
 
 def _extra_error(err, var, pred, target: float) -> float:
@@ -484,7 +512,8 @@ def loo_chance_text(info: dict) -> str:
             f"{info['p_all_within']:.2g} ({info['p_all_within_exact']:.2f} for error-free predictions); "
             f"chi-square of the errors {info['chi2']:.2f} on {n} rows (mean {info['chi2_mean']:.2f} by chance), "
             f"p {info['chi2_p']:.2g}, rows taken as independent: "
-            + ("larger than those uncertainties explain" if big else "no larger than those uncertainties explain")
+            + ("larger than those uncertainties explain" if big
+               else f"not significantly larger than those uncertainties explain (at {CHANCE_ALPHA:g})")
             + (f"; a model error of {info['extra_pct']:g}% of each prediction beside them would bring it to its mean"
                if info["extra_pct"] > 0 else ""))
 
