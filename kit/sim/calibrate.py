@@ -377,8 +377,9 @@ def loo_chance(rows: list[dict], *, noise_dof: int = 0, seed: int = 0) -> dict:
     """What leave-one-out would score if the stated uncertainties were the only errors, to read
     its count of rows within against. Each row needs ``measured``, ``predicted``, ``spread``,
     ``noise`` (the measured mean's sd: :func:`pooled_noise`), ``pred_sd`` (the left-out
-    prediction's sd, linearised from the left-out fit's covariance: ``sqrt(g^T C g)`` with
-    ``g = d rate / d ln(param)``) and ``within``. The measured mean and the prediction are taken
+    prediction's sd, linearised from the left-out fit with the other rows' noise as their
+    errors: ``sqrt(g^T C g)`` with ``g = d rate / d ln(param)``; :func:`leave_one_out`) and
+    ``within``. The measured mean and the prediction are taken
     as normal about the same true rate with those sds, independent (the row is not in that
     fit), and the rows independent of each other (they are not quite: two rows that alone
     determine a parameter each predict the other). Then:

@@ -34,6 +34,15 @@ class Column:
     min: float | None = None
 
 
+#: The largest measurements file read (the kit's own is under 4 KiB).
+MAX_FILE_BYTES = 1 << 20
+#: The most measured rows a file may hold.
+MAX_ROWS = 1024
+#: The most configurations (rows grouped as one measurement): ``kit calibrate`` traces each
+#: once, and its leave-one-out re-fits once per configuration over all the others (time grows
+#: with the square: 8 configurations take about 6 s, 64 about 6 min).
+MAX_CONFIGURATIONS = 64
+
 #: The kinds of row: one mean with its standard deviation, or one run of several.
 ROW_KINDS = ("mean_sd", "run")
 #: vCPU pinning: none, or all vCPU threads on one NUMA node's cores.
@@ -60,6 +69,10 @@ COLUMNS: tuple[Column, ...] = (
            required=False, min=0),
 )
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+#: The columns that name a configuration (those of :class:`kit.sim.calibrate.Config`): rows
+#: equal in all of them are one measurement.
+CONFIG_COLUMNS = ("table", "host_cores", "host_mem_gib", "guests", "vcpus_per_guest", "guest_mem_gib", "pinning",
+                  "policy")
 
 
 def _bad(path, line: int, column: str, value: str, allowed: str) -> ValueError:
@@ -92,6 +105,10 @@ def check_measurements(path) -> list[dict]:
     ``ValueError`` of one line (file, row, column, what is allowed) at the first bad cell."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"{path}: {size} bytes; a measurements file holds at most {MAX_FILE_BYTES} bytes "
+                             "(kit.sim.measurements.MAX_FILE_BYTES)")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot read the measurements: {type(e).__name__}: {e}") from None
@@ -106,6 +123,9 @@ def check_measurements(path) -> list[dict]:
         what = "; ".join(x for x in (f"missing {', '.join(missing)}" if missing else "",
                                      f"unknown {', '.join(extra)}" if extra else "") if x)
         raise ValueError(f"{path}: row {head_line} (header): {what}; expected the columns {','.join(COLUMN_NAMES)}")
+    if len(numbered) - 1 > MAX_ROWS:
+        raise ValueError(f"{path}: {len(numbered) - 1} measured rows; at most {MAX_ROWS} "
+                         "(kit.sim.measurements.MAX_ROWS)")
     rows = []
     for line, raw in numbered[1:]:
         cells = next(csv.reader([raw]))
@@ -118,6 +138,10 @@ def check_measurements(path) -> list[dict]:
         rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no measured rows after the header")
+    configs = {tuple(r[c] for c in CONFIG_COLUMNS) for r in rows}
+    if len(configs) > MAX_CONFIGURATIONS:
+        raise ValueError(f"{path}: {len(configs)} configurations; at most {MAX_CONFIGURATIONS} "
+                         "(kit.sim.measurements.MAX_CONFIGURATIONS: leave-one-out re-fits once per configuration)")
     return rows
 
 

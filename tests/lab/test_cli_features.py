@@ -187,3 +187,27 @@ def test_demo_shows_the_notebook_run_cell_by_cell_unless_quiet(monkeypatch, tmp_
     assert main(["demo", "--policies", "presplit-4k", "--out", out]) == 1
     assert main(["demo", "--policies", "presplit-4k", "--out", out, "-q"]) == 1
     assert seen == [True, False]
+
+
+@pytest.mark.parametrize("what", ["bytes", "rows", "configurations"])
+def test_a_measurements_file_past_its_bounds_is_refused_before_any_fit(tmp_path, capsys, what):
+    """The file's size, its rows and its configurations are bounded and checked before work
+    (kit.sim.measurements.MAX_FILE_BYTES, MAX_ROWS, MAX_CONFIGURATIONS)."""
+    from kit.sim import measurements as M
+    head = "table,host_cores,host_mem_gib,guests,vcpus_per_guest,guest_mem_gib,pinning,policy,kind,run,gbps,sd"
+    if what == "bytes":
+        body = ["# " + "x" * 1000] * (M.MAX_FILE_BYTES // 1000 + 1) + [head, "A,,,1,8,8,unpinned,presplit-4k,mean_sd,,1.0,0.1"]
+        msg = f"at most {M.MAX_FILE_BYTES} bytes"
+    elif what == "rows":
+        body = [head] + ["A,,,1,8,8,unpinned,presplit-4k,run,1,1.0,"] * (M.MAX_ROWS + 1)
+        msg = f"{M.MAX_ROWS + 1} measured rows; at most {M.MAX_ROWS}"
+    else:
+        body = [head] + [f"A,,,1,{v},8,unpinned,presplit-4k,mean_sd,,1.0,0.1" for v in range(1, M.MAX_CONFIGURATIONS + 2)]
+        msg = f"{M.MAX_CONFIGURATIONS + 1} configurations; at most {M.MAX_CONFIGURATIONS}"
+    bad = tmp_path / "big.csv"
+    bad.write_text("\n".join(body) + "\n")
+    with pytest.raises(ValueError, match=msg):
+        check_measurements(bad)
+    assert main(["calibrate", "--data", str(bad), "-o", str(tmp_path / "fit.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0] and not (tmp_path / "fit.json").exists()
