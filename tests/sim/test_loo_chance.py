@@ -210,3 +210,39 @@ def test_the_shipped_leave_one_out_says_what_chance_makes_of_it(shipped):
     assert f"{info['within']} or fewer" in text and f"{100 * info['noise_rel_sd']:.1f}%" in text
     assert (f"{info['extra_pct']:g}%" in text) == (info["extra_pct"] > 0)
     assert info["chi2"] == pytest.approx(sum(r["z"] ** 2 for r in rows), abs=0.02)
+
+
+def test_the_prediction_sd_is_the_spread_of_refits_on_noisy_measurements():
+    """``pred_sd`` against the thing it linearises: the other rows' means drawn again with their
+    noise, the left-out fit done again, the left-out row predicted again. On configurations where
+    every fitted parameter stays determined with any row left out (as in test_error_bars), the
+    spread of those predictions is ``pred_sd`` (20 refits: about 16% sampling error; a
+    factor of sqrt(3), the spread taken for the noise, would fail)."""
+    from kit.sim.calibrate import Config, Target, _fit
+    from kit.sim.params import CostParams
+    configs = [Config("S", 512, 1536, 1, 128, 512, "unpinned", "split-on-demand"),
+               Config("S", 512, 1536, 1, 96, 512, "unpinned", "split-on-demand"),
+               Config("S", 512, 1536, 1, 128, 512, "unpinned", "presplit-4k"),
+               Config("S", 512, 1536, 1, 96, 512, "unpinned", "presplit-4k"),
+               Config("S", 512, 1536, 1, 128, 1024, "unpinned", "invalidate-4k"),
+               Config("S", 512, 1536, 1, 96, 512, "unpinned", "invalidate-4k"),
+               Config("S", 512, 1536, 4, 128, 256, "unpinned", "presplit-4k"),
+               Config("S", 512, 1536, 4, 128, 256, "unpinned", "split-on-demand")]
+    base = CostParams()
+    targets = [Target(c, 1.0, 1.0, "mean_sd") for c in configs]
+    ev = Evaluator(targets)
+    truth = base.with_values(**{n: base[n] * f for n, f in zip(base.fitted, [1.2, 1.4, 1.3, 3.0])})
+    for t, r in zip(targets, ev.predict(truth)):
+        t.mean, t.spread = float(r), 0.05 * float(r)
+    rows, info = leave_one_out(base, targets=targets, evaluator=ev)
+    noise = pooled_noise(targets)["noise"]
+    rng = np.random.default_rng(5)
+    for i in (0, 6):
+        keep = [k for k in range(len(targets)) if k != i]
+        preds = []
+        for _ in range(20):
+            drawn = [Target(t.config, t.mean + (rng.normal(0, noise[k]) if k != i else 0.0), t.spread, "mean_sd")
+                     for k, t in enumerate(targets)]
+            fitted, _ = _fit(base, ev, drawn, keep)
+            preds.append(float(ev.predict(fitted, [i])[0]))
+        assert 0.6 <= np.std(preds, ddof=1) / rows[i]["pred_sd"] <= 1.6, (i, np.std(preds, ddof=1), rows[i]["pred_sd"])
