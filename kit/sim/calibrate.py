@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .api import analytic_trace, scenario, simulate
-from .params import BAND_SIGMAS, DATA, LOG_FLOOR, CostParams
+from .params import DATA, LOG_FLOOR, CostParams
 
 MEASUREMENTS = DATA / "measurements.csv"
 RUN_TOLERANCE = 0.15
@@ -107,12 +107,13 @@ def pooled_noise(targets) -> dict:
     relative sd is pooled, weighted by its degrees of freedom (runs - 1), on the assumption
     that the method's relative noise is the same for every configuration. Returns ``rel_sd``
     (pooled), ``dof`` and ``noise``: each row's mean's sd, ``rel_sd x mean / sqrt(runs)``
-    (with no row of two runs or more: its spread, ``rel_sd`` NaN and ``dof`` 0)."""
+    (with no row of two runs or more, or runs that never differ: its spread, ``rel_sd`` NaN and
+    ``dof`` 0: no estimate of the noise)."""
     dof = [max(t.n_runs - 1, 0) if t.rel_sd == t.rel_sd else 0 for t in targets]
     total = sum(dof)
-    if not total:                   # no row has two runs: each mean's noise is its spread
+    rel = math.sqrt(sum(d * t.rel_sd ** 2 for d, t in zip(dof, targets) if d) / total) if total else 0.0
+    if not rel > 0:                 # no row of two runs, or runs all equal: no estimate of the noise
         return {"rel_sd": float("nan"), "dof": 0, "noise": [t.spread for t in targets]}
-    rel = math.sqrt(sum(d * t.rel_sd ** 2 for d, t in zip(dof, targets) if d) / total)
     return {"rel_sd": rel, "dof": total,
             "noise": [rel * t.mean / math.sqrt(max(t.n_runs, 1)) for t in targets]}
 
@@ -351,7 +352,8 @@ def leave_one_out(base: CostParams | None = None, *, targets=None, evaluator: Ev
             jac, lo, hi, pred_sd = np.zeros((len(keep), 0)), m, m, 0.0
         logs.append(np.log([max(fitted[n], LOG_FLOOR) for n in names]))
         out.append({"config": t.config.label, "measured": round(t.mean, 3), "spread": round(t.spread, 3),
-                    "noise": round(noise["noise"][i], 3), "predicted": round(m, 3), "pred_sd": round(pred_sd, 3), "error_pct": round(100 * (m - t.mean) / t.mean, 1),
+                    "noise": round(noise["noise"][i], 3), "predicted": round(m, 3), "pred_sd": round(pred_sd, 3),
+                    "error_pct": round(100 * (m - t.mean) / t.mean, 1),
                     "residual": round((m - t.mean) / t.spread, 3),
                     "within": bool(abs(m - t.mean) <= t.spread),
                     "band": [round(float(lo), 3), round(float(hi), 3)],

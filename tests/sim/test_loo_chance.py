@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kit.sim.calibrate import (CHANCE_ALPHA, MEAN_SD_RUNS, Evaluator, leave_one_out, load_measurements, loo_chance,
-                               loo_chance_text, pooled_noise)
+from kit.sim.calibrate import (CHANCE_ALPHA, MEAN_SD_RUNS, Evaluator, Target, _fit, leave_one_out, load_measurements,
+                               loo_chance, loo_chance_text, pooled_noise)
+from kit.sim.params import CostParams
+from tests.sim.test_error_bars import SYNTHETIC, _truth
 
 ONE_SD = math.erf(1 / math.sqrt(2))       # 0.6827: a normal within one standard deviation
 
@@ -174,10 +176,11 @@ def test_the_measured_means_noise_is_pooled_over_the_rows():
 
 
 def test_without_two_runs_anywhere_each_mean_keeps_its_spread():
-    from kit.sim.calibrate import Target
     targets = [Target(None, 10.0, 1.5, "runs", (10.0,)), Target(None, 20.0, 3.0, "runs", (20.0,))]
     pool = pooled_noise(targets)
     assert pool["dof"] == 0 and pool["noise"] == [1.5, 3.0] and pool["rel_sd"] != pool["rel_sd"]
+    same = pooled_noise([Target(None, 10.0, 1.5, "runs", (10.0, 10.0, 10.0))])      # runs that never differ
+    assert same["dof"] == 0 and same["noise"] == [1.5]
 
 
 def test_an_estimated_noise_gives_chances_from_the_same_datasets():
@@ -218,20 +221,10 @@ def test_the_prediction_sd_is_the_spread_of_refits_on_noisy_measurements():
     every fitted parameter stays determined with any row left out (as in test_error_bars), the
     spread of those predictions is ``pred_sd`` (20 refits: about 16% sampling error; a
     factor of sqrt(3), the spread taken for the noise, would fail)."""
-    from kit.sim.calibrate import Config, Target, _fit
-    from kit.sim.params import CostParams
-    configs = [Config("S", 512, 1536, 1, 128, 512, "unpinned", "split-on-demand"),
-               Config("S", 512, 1536, 1, 96, 512, "unpinned", "split-on-demand"),
-               Config("S", 512, 1536, 1, 128, 512, "unpinned", "presplit-4k"),
-               Config("S", 512, 1536, 1, 96, 512, "unpinned", "presplit-4k"),
-               Config("S", 512, 1536, 1, 128, 1024, "unpinned", "invalidate-4k"),
-               Config("S", 512, 1536, 1, 96, 512, "unpinned", "invalidate-4k"),
-               Config("S", 512, 1536, 4, 128, 256, "unpinned", "presplit-4k"),
-               Config("S", 512, 1536, 4, 128, 256, "unpinned", "split-on-demand")]
     base = CostParams()
-    targets = [Target(c, 1.0, 1.0, "mean_sd") for c in configs]
+    targets = [Target(c, 1.0, 1.0, "mean_sd") for c in SYNTHETIC]
     ev = Evaluator(targets)
-    truth = base.with_values(**{n: base[n] * f for n, f in zip(base.fitted, [1.2, 1.4, 1.3, 3.0])})
+    truth = _truth(base)
     for t, r in zip(targets, ev.predict(truth)):
         t.mean, t.spread = float(r), 0.05 * float(r)
     rows, info = leave_one_out(base, targets=targets, evaluator=ev)
