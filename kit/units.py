@@ -114,9 +114,11 @@ def format_size(nbytes: int) -> str:
 
 #: What a modelled rate's band is, said once wherever a band is shown: the lowest and highest
 #: rate over the fitted parameters moved one standard deviation of the fit's covariance along
-#: each principal axis (``kit.sim.params.BAND_SIGMAS``; docs/sim-model.md, "Error bars and
-#: validation"). It covers the fit's uncertainty only, the assumed parameters held as they are.
-BAND_MEANING = "fit, 1 sd"
+#: each principal axis (``kit.sim.params.BAND_SIGMAS``), each side widened in quadrature by one
+#: standard deviation of the model error the fit recorded from its leave-one-out
+#: (``CostParams.model_error``; 0 for a set that records none; docs/sim-model.md, "Error bars
+#: and validation"). The assumed parameters are held as they are.
+BAND_MEANING = "fit and model error, 1 sd"
 #: What stands where a rate has no band: a parameter set without the fit's covariance (a file a
 #: user wrote, or one whose covariance is not of its fitted parameters) gives none, and no
 #: band is made up for it.

@@ -485,6 +485,13 @@ def calibrate(args, say=_quiet) -> Outcome:
              f"free parameters: {info['free_parameters']} ({', '.join(info['names'])}); "
              f"{info['measured_configurations']} measured configurations of {data}; {info['status']}",
              "fitted: " + ", ".join(f"{n}={fitted[n]:.4g}" for n in info["names"])]
+    # leave-one-out first: the set is written with the model error it finds (every band carries it)
+    loo, li = leave_one_out(base, targets=targets, evaluator=ev)
+    fitted, capped = calibration.with_model_error(fitted, li)
+    if fitted.model_error > 0 or capped:
+        lines.append(f"model error recorded with the set: {100 * fitted.model_error:g}% of a rate (1 sd, from the "
+                     "leave-one-out below" + (f"; capped: the estimate is {li['extra_pct']:g}%" if capped else "")
+                     + f"), added to the fit's uncertainty in every rate's band ({BAND_MEANING})")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fitted.save(out)
@@ -496,19 +503,19 @@ def calibrate(args, say=_quiet) -> Outcome:
         with open(args.residuals, "w") as f:
             json.dump({"rows": rows, "info": info, "params": fitted.to_json()}, f, indent=1)
         lines.append(f"residual table: {os.path.abspath(args.residuals)}")
-    lines += _error_bars(base, fitted, info, targets, ev)
+    lines += _error_bars(fitted, info, targets, ev, loo, li)
     return Outcome(0 if all(r["within"] for r in rows) else 1, lines, fitted)
 
 
-def _error_bars(base, fitted, info, targets, ev) -> list[str]:
-    """``kit calibrate``'s honest part: the parameters' uncertainty, leave-one-out, the
-    sensitivities and the validation rows (docs/sim-model.md, "Error bars and validation")."""
+def _error_bars(fitted, info, targets, ev, loo, li) -> list[str]:
+    """``kit calibrate``'s honest part: the parameters' uncertainty, leave-one-out (``loo``,
+    ``li``: :func:`kit.sim.calibrate.leave_one_out`), the sensitivities and the validation
+    rows (docs/sim-model.md, "Error bars and validation")."""
     names = info["names"]
     lines = ["parameter uncertainty (1 sd, from the fit's Jacobian): " + ", ".join(
         f"{n} {fitted[n]:.4g} (x{math.exp(-info['log_sd'][n]):.2f} to x{math.exp(info['log_sd'][n]):.2f})"
         for n in names)
         + (f"; undetermined by the rows: {', '.join(info['undetermined'])}" if info["undetermined"] else "")]
-    loo, li = leave_one_out(base, targets=targets, evaluator=ev)
     lines += [f"leave-one-out: each row predicted by a fit of the other {li['rows'] - 1} ({li['fits']} fits, "
               f"{li['seconds']:.1f} s):",
               text_table([{**r, "within": "yes" if r["within"] else "NO",
@@ -517,7 +524,7 @@ def _error_bars(base, fitted, info, targets, ev) -> list[str]:
                           "overlaps", "z", "p_within", "undetermined"]),
               f"leave-one-out: {li['within']}/{li['rows']} rows within their spread; {li['overlaps']}/{li['rows']} "
               "within their spread of the prediction's band (from the left-out fit's covariance, "
-              f"{BAND_MEANING}; a weaker test); the left-out fits' "
+              "fit only, 1 sd; a weaker test); the left-out fits' "
               "jackknife 1 sd: " + ", ".join(f"{n} x{math.exp(v):.2f}" for n, v in li["jackknife_log_sd"].items()),
               loo_chance_text(li)]
     sens = sensitivities(fitted, ev)

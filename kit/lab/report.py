@@ -372,7 +372,10 @@ def _sweep(docs: list[dict], swept: list[str]) -> tuple[list[dict], list[str]]:
 #: what the report's bands are, said once at the top of a report that shows any
 BANDS_TEXT = (f"Bands ({BAND_MEANING}): each modelled rate is given with the lowest and highest rate over "
               "the fitted cost parameters' uncertainty (their covariance from kit calibrate, one standard "
-              "deviation along each principal axis; docs/sim-model.md, \"Error bars and validation\"), the "
+              "deviation along each principal axis; docs/sim-model.md, \"Error bars and validation\"), each "
+              "side widened in quadrature by the model error the fit recorded from its leave-one-out (the "
+              "error the left-out predictions show beyond the measurements' noise and the fit's own "
+              "uncertainty; 0 where the parameter set records none), the "
               f"assumed parameters held as they are. Where a run's cost parameters had no such covariance "
               f"the page says \"no band\" ({NO_BAND}) instead of showing one.")
 

@@ -58,7 +58,7 @@ class SimResult:
     trace: str = "full trace"    # what the timing is based on (analytic: a scaled sample)
     stopped: bool = False        # cut short by ``should_stop`` (the figures cover what ran)
     setup: dict = field(default_factory=dict)   # {"boot": events, "launch": events} before the run
-    rate_band_gbps: list | None = None   # [lo, hi] of fault_in_gbps from the fit's uncertainty (_rate_band)
+    rate_band_gbps: list | None = None   # [lo, hi] of fault_in_gbps: the fit's uncertainty and model error (_rate_band)
     # vCPU scheduling on the host's CPUs (kit.sim.demands.schedule): runnable threads, SMT speed,
     # CPU share, stretch of a thread's work, lock hand-offs delayed by a descheduled waiter
     scheduling: dict = field(default_factory=dict)
@@ -429,12 +429,13 @@ def _phased_duration(m, work: list, classes: list, cores: int, p) -> float:
 
 
 def _rate_band(tr, s, p, rate):
-    """The rate's band from the fitted parameters' uncertainty (``p``'s covariance, written by
+    """The rate's band from the fitted parameters' uncertainty and the model error (``p``'s covariance, written by
     ``kit calibrate``; docs/sim-model.md, "Error bars and validation"): the lowest and highest rate of the
     analytic engine over :meth:`CostParams.band_sets`, relative to its rate at ``p`` and
     applied to ``rate`` (the discrete-event engine's band is the analytic engine's relative
-    band, on its sample trace). None without a covariance of ``p``'s fitted parameters.
-    It covers the fit's uncertainty only, with the assumed parameters as they are."""
+    band, on its sample trace), widened by the model error the fit recorded
+    (:meth:`CostParams.band`). None without a covariance of ``p``'s fitted parameters. The
+    assumed parameters are held as they are (their influence is in the sensitivities)."""
     sets = p.band_sets()
     if not sets or not rate > 0:
         return None
@@ -450,8 +451,7 @@ def _rate_band(tr, s, p, rate):
     # a fixed point that took many iterations (a lock whose load feeds back on itself): each set
     # begins from p's solution; one the recursion reaches at once begins afresh
     start = m0 if m0.iterations > 5 else None
-    rates = [rate * analytic(q, start)[0] / ref for q in sets]
-    return [float(min(rate, *rates)), float(max(rate, *rates))]
+    return p.band(rate, [rate * analytic(q, start)[0] / ref for q in sets])
 
 
 def _extrapolate(tr, s, boot_lines=None):

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .api import analytic_trace, scenario, simulate
-from .params import DATA, LOG_FLOOR, CostParams
+from .params import DATA, LOG_FLOOR, MODEL_ERROR_MAX, CostParams
 
 MEASUREMENTS = DATA / "measurements.csv"
 RUN_TOLERANCE = 0.15
@@ -521,6 +521,26 @@ def loo_chance_text(info: dict) -> str:
                if info["extra_pct"] > 0 else ""))
 
 
+MODEL_ERROR_METHOD = ("leave-one-out of the measured configurations: the relative error of each prediction "
+                      "that, beside the measured means' noise and the left-out fits' uncertainty, brings the "
+                      "left-out errors' chi-square to its simulated mean (extra_pct)")
+
+
+def with_model_error(fitted: CostParams, info: dict) -> tuple[CostParams, bool]:
+    """``fitted`` with the model error of its :func:`leave_one_out` (``info``'s ``extra_pct``:
+    :func:`loo_chance`) recorded beside its covariance (:attr:`CostParams.model_error`), so
+    that every rate's band carries it; and whether it was capped at
+    :data:`kit.sim.params.MODEL_ERROR_MAX` (a larger, or unbounded, estimate is recorded as the
+    cap). A set without a covariance (nothing fitted) is returned as it is. The estimate is
+    recorded whether or not the chi-square is significant: it is the error the left-out rows
+    show, 0 when they show none."""
+    if not fitted.covariance:
+        return fitted, False
+    e = info["extra_pct"] / 100.0
+    capped = not e <= MODEL_ERROR_MAX
+    return fitted.with_model_error(MODEL_ERROR_MAX if capped else e, MODEL_ERROR_METHOD), capped
+
+
 def calibrate(params: CostParams | None = None, *, path=MEASUREMENTS, seed: int = 0,
               evaluator: Evaluator | None = None, targets=None):
     """Fit the ``fitted`` parameters. Returns (fitted CostParams carrying the fit's
@@ -550,14 +570,15 @@ COVARIANCE_METHOD = ("Jacobian of the residuals at the optimum, (J^T J + bounds 
 
 def band(params: CostParams, ev: Evaluator, rows=None) -> np.ndarray:
     """Each configuration's rate band ``[[lo, hi], ...]`` from ``params``' covariance: the
-    lowest and highest rate over :meth:`CostParams.band_sets` and the point estimate (NaN when
-    the set has no covariance of its fitted parameters)."""
+    lowest and highest rate over :meth:`CostParams.band_sets` and the point estimate, widened
+    by the set's model error (:meth:`CostParams.band`; NaN when the set has no covariance of
+    its fitted parameters)."""
     pred = ev.predict(params, rows)
     sets = params.band_sets()
     if not sets:
         return np.full((len(pred), 2), np.nan)
-    rates = np.vstack([pred] + [ev.predict(q, rows) for q in sets])
-    return np.column_stack([rates.min(axis=0), rates.max(axis=0)])
+    rates = np.vstack([ev.predict(q, rows) for q in sets])
+    return np.asarray([params.band(float(m), rates[:, j]) for j, m in enumerate(pred)])
 
 
 def band_table(params: CostParams, ev: Evaluator) -> list[dict]:

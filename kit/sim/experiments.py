@@ -31,7 +31,7 @@ def _config_label(cfg) -> str:
 
 
 def policy_table(policies, configs="all", *, engine: str = "analytic", seed: int = 0, params=None) -> list[dict]:
-    """Rows (config, policy, model_gbps, model_band_gbps (the fit's band, or None),
+    """Rows (config, policy, model_gbps, model_band_gbps (the band: fit and model error, or None),
     measured_gbps, spread, error_pct, within, bottleneck,
     utilisation, directmap, splits, cpa_lock, sim_seconds) for every policy on every measured
     configuration in ``configs`` ("all" or indices into :func:`measured_configs`)."""
@@ -84,7 +84,7 @@ def safety(policies, *, guest_mem="8GiB", vcpus: int = 8, host_cores: int = 32, 
 
 def sweep(name: str, values, *, policies, params=None, **fixed) -> list[dict]:
     """Vary one of ``guests``, ``vcpus`` or ``host_cores`` over ``values`` for each policy
-    (analytic engine); rows hold the rate, its band from the fit (``rate_band_gbps``), the
+    (analytic engine); rows hold the rate, its band (``rate_band_gbps``), the
     bottleneck and every resource's utilisation."""
     if name not in ("guests", "vcpus", "host_cores"):
         raise ValueError(f"name: unknown {name!r}; allowed: guests, vcpus, host_cores")
@@ -112,7 +112,7 @@ def assumption_sweep(name: str, values, *, configs=OVERSUBSCRIBED, policies=("sp
     """The fault-in rate (analytic engine) with one cost parameter set to each of ``values``,
     the others as shipped, on ``configs`` (default: table B's 4 x 128 vCPUs x 256 GiB and the
     2x over-subscribed 8 x 128 vCPUs x 160 GiB, on table B's host). Rows: param, value, config,
-    policy, fault_in_gbps, rate_band_gbps (the fit's band, or None), stretch, handoff_us. :func:`kit.viz.figures.assumption_figure`
+    policy, fault_in_gbps, rate_band_gbps (the band: fit and model error, or None), stretch, handoff_us. :func:`kit.viz.figures.assumption_figure`
     draws them."""
     base = params if params is not None else CostParams.load()
     rows = []

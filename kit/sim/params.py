@@ -30,6 +30,10 @@ UNIT_LIMITS = {"fraction": 1.0, "0/1": 1.0}
 BAND_SIGMAS = 1.0
 #: the smallest value a fitted parameter takes in the fit's log space (a lower bound of 0)
 LOG_FLOOR = 1e-6
+#: The largest model error a parameter set may record (:meth:`CostParams.with_covariance`), as
+#: a relative standard deviation of a modelled rate: past 100% a rate's band reaches 0 and says
+#: nothing more.
+MODEL_ERROR_MAX = 1.0
 
 
 #: The values a cost parameter may take, by its unit: ``(min, max, why)``, inclusive. The one
@@ -230,19 +234,65 @@ class CostParams:
     @property
     def covariance(self) -> dict | None:
         """The fit's covariance of the fitted parameters' logarithms, ``{"names", "matrix",
-        "method"}`` (``kit calibrate`` writes it beside the values), or None."""
+        "method"}`` (``kit calibrate`` writes it beside the values), with the fit's model
+        error where one was estimated (``"model_error"``, ``"model_error_method"``:
+        :attr:`model_error`), or None."""
         return self._cov
 
-    def with_covariance(self, names, matrix, method: str) -> "CostParams":
-        """This set with the covariance of ``log(value)`` of the parameters ``names``."""
+    @property
+    def model_error(self) -> float:
+        """The model's own error recorded with the fit, as a relative standard deviation of a
+        modelled rate: what ``kit calibrate`` estimates from its leave-one-out (the error
+        that, beside the measurements' noise and the fit's uncertainty, brings the left-out
+        errors' chi-square to its mean: :func:`kit.sim.calibrate.loo_chance`,
+        docs/sim-model.md "Error bars and validation"). 0 for a set that records none. A
+        rate's band (:meth:`band`) adds it to the fit's uncertainty."""
+        return float(self._cov.get("model_error", 0.0)) if self._cov else 0.0
+
+    def with_covariance(self, names, matrix, method: str, *, model_error: float = 0.0,
+                        model_error_method: str = "") -> "CostParams":
+        """This set with the covariance of ``log(value)`` of the parameters ``names``, and the
+        fit's model error (:attr:`model_error`; ``0 <= model_error <=``
+        :data:`MODEL_ERROR_MAX`). A new covariance is a new fit: a model error recorded with
+        the old one is not carried over."""
         m = np.asarray(matrix, dtype=float)
         if m.shape != (len(names), len(names)) or not np.all(np.isfinite(m)):
             raise ValueError(f"params: covariance must be a finite {len(names)}x{len(names)} matrix")
         bad = [n for n in names if n not in self._p]
         if bad:
             raise ValueError(f"params: covariance of unknown cost parameters {bad}")
+        if (isinstance(model_error, bool) or not isinstance(model_error, (int, float))
+                or not 0.0 <= model_error <= MODEL_ERROR_MAX):
+            raise ValueError(f"params: model_error: a relative standard deviation from 0 to {MODEL_ERROR_MAX:g}, "
+                             f"got {model_error!r}")
         cov = {"names": list(names), "matrix": m.tolist(), "method": str(method)}
+        if model_error > 0:
+            cov.update(model_error=float(model_error), model_error_method=str(model_error_method))
         return CostParams(self._p.values(), name=self.name, covariance=cov)
+
+    def with_model_error(self, model_error: float, method: str) -> "CostParams":
+        """This set with ``model_error`` recorded beside its covariance (:attr:`model_error`);
+        a set without a covariance has no band to widen, so it is a ``ValueError``."""
+        if not self._cov:
+            raise ValueError("params: model_error: the set carries no fit covariance to record it with")
+        c = self._cov
+        return self.with_covariance(c["names"], c["matrix"], c["method"], model_error=model_error,
+                                    model_error_method=method)
+
+    def band(self, rate: float, rates, sigmas: float = BAND_SIGMAS) -> list | None:
+        """A modelled rate's band: the lowest and highest of ``rate`` and ``rates`` (the rate
+        over :meth:`band_sets`: the fit's uncertainty), each side widened by ``sigmas`` times
+        the :attr:`model_error` of ``rate``, added in quadrature (the two are independent:
+        the model error is what the fit's uncertainty leaves unexplained), the low side at
+        least 0. None when ``rates`` is empty (no covariance: no band)."""
+        rates = [float(r) for r in rates]
+        if not rates:
+            return None
+        lo, hi = min(rate, *rates), max(rate, *rates)
+        e = sigmas * self.model_error * rate
+        if e > 0:
+            lo, hi = max(rate - math.hypot(rate - lo, e), 0.0), rate + math.hypot(hi - rate, e)
+        return [float(lo), float(hi)]
 
     def without_covariance(self) -> "CostParams":
         """The same values without a covariance (a point estimate: no band computed)."""
@@ -372,9 +422,13 @@ class CostParams:
         cov = data.get("covariance")
         if cov is not None:
             try:
-                out = out.with_covariance(cov["names"], cov["matrix"], cov.get("method", ""))
-            except (KeyError, TypeError) as e:
+                out = out.with_covariance(cov["names"], cov["matrix"], cov.get("method", ""),
+                                          model_error=cov.get("model_error", 0.0),
+                                          model_error_method=cov.get("model_error_method", ""))
+            except (KeyError, TypeError, AttributeError) as e:
                 raise ValueError(f"{source}: covariance: expected names and matrix ({e})") from None
+            except ValueError as e:
+                raise ValueError(f"{source}: {str(e).removeprefix('params: ')}") from None
         return out
 
     def save(self, path) -> None:

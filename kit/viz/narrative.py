@@ -160,7 +160,7 @@ def headline_sentences(head: dict, unsafe: set) -> list[str]:
                    f"({micros(us)}).")
         close = overlapping(r, {p: q for p, q in safe.items() if p != best})
         if close:
-            out.append(f"The fit does not tell {best} apart from {', '.join(close)}: their bands overlap.")
+            out.append(f"The model does not tell {best} apart from {', '.join(close)}: their bands overlap.")
         for p, r in safe.items():
             if p == best:
                 continue
@@ -229,7 +229,7 @@ def band_sentences(rows: list[dict]) -> list[str]:
 
 
 def overlapping(best: dict, others: dict) -> list[str]:
-    """The names in ``others`` ({name: row}) whose rate's band overlaps ``best``'s: the fit
+    """The names in ``others`` ({name: row}) whose rate's band overlaps ``best``'s: the model
     does not tell them apart from it."""
     lo = (best.get("rate_band_gbps") or [None])[0]
     if not has_band(best.get("rate_band_gbps")):
@@ -240,7 +240,7 @@ def overlapping(best: dict, others: dict) -> list[str]:
 def scaling_sentences(results: dict, unsafe: set = frozenset()) -> list[str]:
     """The conclusion of a scaling study (notebooks/lazy-acceptance-scaling.ipynb): each
     policy's rate with its band at the held-back configuration (``held_back`` rows, their
-    ``scenario``), the fastest and the policies the fit does not tell apart from it, and the
+    ``scenario``), the fastest and the policies the model does not tell apart from it, and the
     rates on the fewest host cores of the ``sweep``."""
     held = [r for r in results.get("held_back") or [] if isinstance(r, dict) and "fault_in_gbps" in r]
     if not held:
@@ -251,7 +251,7 @@ def scaling_sentences(results: dict, unsafe: set = frozenset()) -> list[str]:
                       + (f", bound by {r['bottleneck']}" if r.get("bottleneck") else "") for r in held)
     best = max(held, key=lambda r: r["fault_in_gbps"])
     close = overlapping(best, {r["policy"]: r for r in held if r is not best})
-    tie = (f"; within its band: {', '.join(close)} (the fit does not tell them apart)" if close else "")
+    tie = (f"; within its band: {', '.join(close)} (the model does not tell them apart)" if close else "")
     out = [f"At the held-back configuration{where} the analytic engine gives: {rates}. Fastest: "
            f"{policy_label(best['policy'], unsafe)}{tie}."]
     cores = [r for r in results.get("sweep") or [] if isinstance(r, dict) and "host_cores" in r]

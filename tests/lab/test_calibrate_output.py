@@ -29,4 +29,10 @@ def test_calibrate_prints_leave_one_out_sensitivities_and_validation(tmp_path):
     assert "held back (8 x 128 vCPUs x 160 GiB" in text and "presplit-4k" in text
     saved = json.loads(out.read_text())
     assert sorted(saved["covariance"]["names"]) == sorted(names)
+    # the leave-one-out's model error is written with the set, said in one line, and equal to
+    # the shipped set's (the same fit of the same data)
+    extra = float(text.split("a model error of ")[1].split("%")[0])
+    assert saved["covariance"]["model_error"] == extra / 100 > 0
+    assert f"model error recorded with the set: {extra:g}% of a rate" in text
+    assert CostParams.load(out).model_error == CostParams.load().model_error
     assert res.status == 0        # the fit's own rows still judge the exit status

@@ -8,6 +8,7 @@ import pytest
 
 from kit.lab.record import load_result
 from kit.lab.notebook import NOTEBOOKS, parameter_names
+from kit.sim.params import CostParams
 from kit.units import BAND_MEANING
 
 ALL = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
@@ -63,6 +64,13 @@ def _markdown_outputs(path) -> str:
                      for o in c.get("outputs", []))
 
 
+def _text_outputs(path) -> str:
+    """What an executed notebook's cells printed (stream outputs)."""
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []) if o.get("output_type") == "stream")
+
+
 def test_lazy_acceptance_scaling(run_nb):
     path, (doc,) = run_nb("lazy-acceptance-scaling", policies=["presplit-4k", "invalidate-4k"],
                        vcpu_sweep=[8, 128], guest_sweep=[1, 4], core_sweep=[4, 512],
@@ -106,6 +114,10 @@ def test_calibration(run_nb):
     # leave-one-out read against chance: each row's z, and the conclusion's sentence from this run
     li = res["leave_one_out_info"]
     assert all({"z", "p_within", "noise"} <= set(r) for r in res["leave_one_out"])
+    # the model error it shows is recorded with the fit, as kit calibrate writes it into the shipped set
+    assert res["model_error"] == pytest.approx(li["extra_pct"] / 100) and res["model_error"] > 0
+    assert res["model_error"] == pytest.approx(CostParams.load().model_error)
+    assert f"model error recorded with the fit: {100 * res['model_error']:g}% of a rate" in _text_outputs(path)
     assert f"chi-square of the errors {li['chi2']:.2f} on 8" in text
 
 

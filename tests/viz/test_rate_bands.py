@@ -43,7 +43,7 @@ def test_a_rate_and_its_band_are_written_one_way():
 
 
 def test_the_meaning_matches_the_width_the_model_draws():
-    assert BAND_MEANING == f"fit, {BAND_SIGMAS:g} sd"
+    assert BAND_MEANING == f"fit and model error, {BAND_SIGMAS:g} sd"
 
 
 # ------------------------------------------------------------------ recorded results
@@ -171,7 +171,7 @@ def test_the_fit_may_not_tell_the_fastest_apart():
             {"policy": "b", "fault_in_gbps": 9.5, "rate_band_gbps": [8.8, 10.2]},
             {"policy": "c", "fault_in_gbps": 5.0, "rate_band_gbps": [4.5, 5.5]}]
     (line,) = [t for t in conclusion({"held_back": held}) if t.startswith("At the held-back")]
-    assert "Fastest: a; within its band: b (the fit does not tell them apart)" in line
+    assert "Fastest: a; within its band: b (the model does not tell them apart)" in line
 
 
 # ------------------------------------------------------------------ tables, sweeps, the diff view
